@@ -1,0 +1,154 @@
+//! Claiming, renewing and reclaiming leases.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::capability::CapabilitySet;
+
+use crate::handle::Handle;
+use crate::id::{AttemptIndex, ExecutionId, LaneId, LeaseEpoch, TimestampMs, WorkerId, WorkerInstanceId};
+
+/// How a worker claims.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClaimPolicy {
+    /// Worker pool.
+    pub worker_id: WorkerId,
+    /// Worker process.
+    pub worker_instance_id: WorkerInstanceId,
+    /// Lease TTL in ms (10 ms ..= 24 h); renewals extend by the same amount.
+    pub lease_ttl_ms: u64,
+    /// Wait up to this long for work before returning `None` (`None` = return at once).
+    #[serde(default)]
+    pub max_wait: Option<Duration>,
+}
+
+impl ClaimPolicy {
+    /// A policy with no long-poll.
+    pub fn new(worker_id: impl Into<String>, worker_instance_id: impl Into<String>, lease_ttl_ms: u64) -> Self {
+        Self {
+            worker_id: WorkerId::new(worker_id),
+            worker_instance_id: WorkerInstanceId::new(worker_instance_id),
+            lease_ttl_ms,
+            max_wait: None,
+        }
+    }
+}
+
+/// Longest long-poll a claim may ask for.
+pub const MAX_CLAIM_WAIT: Duration = Duration::from_secs(60);
+/// Most executions one batch claim returns.
+pub const MAX_CLAIM_BATCH: usize = 1000;
+
+/// Result of a renewal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseRenewal {
+    /// New expiry.
+    pub expires_at_ms: TimestampMs,
+    /// Epoch (unchanged by renewal).
+    pub lease_epoch: LeaseEpoch,
+}
+
+/// Arguments of `issue_reclaim_grant`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IssueReclaimGrantArgs {
+    /// Execution whose lease expired or was revoked.
+    pub execution_id: ExecutionId,
+    /// Worker pool that will reclaim it.
+    pub worker_id: WorkerId,
+    /// Worker process that will reclaim it.
+    pub worker_instance_id: WorkerInstanceId,
+    /// Lane the worker serves (must be the execution's lane).
+    pub lane_id: LaneId,
+    /// The worker's capabilities (must cover the execution's requirements).
+    pub worker_capabilities: CapabilitySet,
+    /// How long the grant stays valid (1 ms ..= 60 s).
+    pub grant_ttl_ms: u64,
+}
+
+/// Longest grant TTL.
+pub const MAX_GRANT_TTL_MS: u64 = 60_000;
+
+/// A grant admitting one worker to reclaim one execution until it expires.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReclaimGrant {
+    /// Execution.
+    pub execution_id: ExecutionId,
+    /// Lane.
+    pub lane_id: LaneId,
+    /// Opaque grant key to present to `reclaim_execution`.
+    pub grant_key: String,
+    /// Expiry.
+    pub expires_at_ms: TimestampMs,
+}
+
+/// Outcome of `issue_reclaim_grant`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum IssueReclaimGrantOutcome {
+    /// Granted.
+    Granted(ReclaimGrant),
+    /// The execution is not reclaimable (lease live, not active, terminal...).
+    NotReclaimable {
+        /// Execution.
+        execution_id: ExecutionId,
+        /// Why.
+        detail: String,
+    },
+    /// The reclaim cap is reached; the execution was failed.
+    ReclaimCapExceeded {
+        /// Execution.
+        execution_id: ExecutionId,
+        /// Reclaims so far.
+        reclaim_count: u32,
+    },
+}
+
+/// Arguments of `reclaim_execution`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReclaimExecutionArgs {
+    /// Execution.
+    pub execution_id: ExecutionId,
+    /// Worker pool (must match the grant).
+    pub worker_id: WorkerId,
+    /// Worker process (must match the grant).
+    pub worker_instance_id: WorkerInstanceId,
+    /// Lane (must match the grant).
+    pub lane_id: LaneId,
+    /// The grant key from [`ReclaimGrant`].
+    pub grant_key: String,
+    /// TTL of the new lease.
+    pub lease_ttl_ms: u64,
+}
+
+/// Outcome of `reclaim_execution`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum ReclaimExecutionOutcome {
+    /// A new attempt holds the lease.
+    Claimed {
+        /// Handle of kind `Reclaimed`.
+        handle: Handle,
+        /// New attempt index.
+        attempt_index: AttemptIndex,
+    },
+    /// The execution stopped being reclaimable.
+    NotReclaimable {
+        /// Execution.
+        execution_id: ExecutionId,
+        /// Why.
+        detail: String,
+    },
+    /// The reclaim cap was reached; the execution was failed.
+    ReclaimCapExceeded {
+        /// Execution.
+        execution_id: ExecutionId,
+        /// Reclaims so far.
+        reclaim_count: u32,
+    },
+    /// No unexpired grant for this worker exists.
+    GrantNotFound {
+        /// Execution.
+        execution_id: ExecutionId,
+    },
+}

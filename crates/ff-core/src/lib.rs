@@ -1,0 +1,31 @@
+//! FlowFabric engine core: the vocabulary every backend and client shares.
+//!
+//! This crate owns identifiers, the execution state machine, retry / lease / timeout policies,
+//! worker handles, the error taxonomy and the [`EngineBackend`] / [`CompletionBackend`] traits.
+//! It contains no database code: backends (`ff-backend-postgres`) depend on it, never the reverse.
+
+pub mod backend;
+pub mod capability;
+pub mod error;
+pub mod event;
+pub mod execution;
+pub mod handle;
+pub mod id;
+pub mod lease;
+pub mod partition;
+pub mod policy;
+pub mod state;
+pub mod stream;
+pub mod tag;
+
+pub use backend::{CompletionBackend, EngineBackend};
+pub use capability::{BackendIdentity, CapabilitySet, Capabilities, Supports};
+pub use error::{ConflictKind, ContentionKind, EngineError, StateKind, ValidationKind};
+pub use execution::*;
+pub use handle::{BackendTag, Handle, HandleKind, HandleOpaque, HandlePayload, LeaseFence};
+pub use id::*;
+pub use lease::*;
+pub use partition::{Partition, PartitionConfig, PartitionFamily, PartitionKey};
+pub use policy::*;
+pub use state::*;
+pub use stream::*;

@@ -1,0 +1,142 @@
+//! Logical partitions.
+//!
+//! A partition is a number baked into ids so that rows can be listed, scanned or distributed per
+//! partition. Postgres keeps it as an ordinary indexed column; nothing is physically partitioned.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::EngineError;
+use crate::id::LaneId;
+
+const CRC16_XMODEM: crc::Crc<u16> = crc::Crc::<u16>::new(&crc::CRC_16_XMODEM);
+
+/// How many partitions each family has.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionConfig {
+    /// Partitions shared by flows and executions.
+    pub num_flow_partitions: u16,
+    /// Partitions for budgets.
+    pub num_budget_partitions: u16,
+    /// Partitions for quota policies.
+    pub num_quota_partitions: u16,
+}
+
+impl Default for PartitionConfig {
+    fn default() -> Self {
+        Self { num_flow_partitions: 256, num_budget_partitions: 32, num_quota_partitions: 32 }
+    }
+}
+
+impl PartitionConfig {
+    /// The partition of standalone executions of `lane`: `crc16_xmodem(lane) % num_flow_partitions`.
+    pub fn lane_partition(&self, lane: &LaneId) -> u16 {
+        CRC16_XMODEM.checksum(lane.as_str().as_bytes()) % self.num_flow_partitions.max(1)
+    }
+
+    /// Checks that an execution partition index exists under this configuration.
+    pub fn check_execution_partition(&self, index: u16) -> Result<(), EngineError> {
+        if index >= self.num_flow_partitions {
+            return Err(EngineError::invalid(format!(
+                "partition {index} out of range: this deployment has {} execution partitions",
+                self.num_flow_partitions
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The family a partition belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PartitionFamily {
+    /// Flows (and the executions minted for them).
+    Flow,
+    /// Executions; shares the `{fp:N}` space with flows.
+    Execution,
+    /// Budgets.
+    Budget,
+    /// Quota policies.
+    Quota,
+}
+
+/// One partition: a family and an index.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Partition {
+    /// Family.
+    pub family: PartitionFamily,
+    /// Index within the family.
+    pub index: u16,
+}
+
+impl Partition {
+    /// The execution partition with `index`.
+    pub fn execution(index: u16) -> Self {
+        Self { family: PartitionFamily::Execution, index }
+    }
+
+    /// The string key of this partition (`{fp:N}`, `{b:N}`, `{q:N}`).
+    pub fn key(&self) -> PartitionKey {
+        let tag = match self.family {
+            PartitionFamily::Flow | PartitionFamily::Execution => "fp",
+            PartitionFamily::Budget => "b",
+            PartitionFamily::Quota => "q",
+        };
+        PartitionKey(format!("{{{tag}:{}}}", self.index))
+    }
+}
+
+/// String form of a partition, e.g. `{fp:7}`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct PartitionKey(pub String);
+
+impl PartitionKey {
+    /// Parses the key back into a partition; unknown shapes are `Validation(InvalidInput)`.
+    pub fn parse(&self) -> Result<Partition, EngineError> {
+        let bad = || EngineError::invalid(format!("malformed partition key {:?}", self.0));
+        let inner = self.0.strip_prefix('{').and_then(|s| s.strip_suffix('}')).ok_or_else(bad)?;
+        let (tag, n) = inner.split_once(':').ok_or_else(bad)?;
+        let family = match tag {
+            "fp" => PartitionFamily::Execution,
+            "b" => PartitionFamily::Budget,
+            "q" => PartitionFamily::Quota,
+            _ => return Err(bad()),
+        };
+        if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad());
+        }
+        let index = n.parse().map_err(|_| bad())?;
+        Ok(Partition { family, index })
+    }
+}
+
+impl fmt::Display for PartitionKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lane_partition_is_stable_and_in_range() {
+        let cfg = PartitionConfig::default();
+        let lane = LaneId::try_new("default").unwrap();
+        let p = cfg.lane_partition(&lane);
+        assert!(p < 256);
+        assert_eq!(p, cfg.lane_partition(&lane));
+    }
+
+    #[test]
+    fn partition_key_round_trips() {
+        let p = Partition::execution(42);
+        assert_eq!(p.key().0, "{fp:42}");
+        assert_eq!(p.key().parse().unwrap().index, 42);
+        assert!(PartitionKey("{zz:1}".into()).parse().is_err());
+        assert!(PartitionKey("fp:1".into()).parse().is_err());
+    }
+}

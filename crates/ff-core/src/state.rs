@@ -1,0 +1,575 @@
+//! The execution state machine.
+//!
+//! An execution's state is a vector of six dimensions ([`StateVector`]); the user-facing
+//! [`PublicState`] is derived from it by exactly one function, [`derive_public_state`], and is
+//! never stored. [`apply`] is the transition function: given an operation and the current
+//! vector it returns the next vector or the typed error for an illegal transition. Backends
+//! write the vectors this function produces (their tests compare stored rows against it).
+//!
+//! Invariants ([`StateVector::check`], mirrored by CHECK constraints in the schema):
+//! terminal <=> outcome set; a lease-bearing ownership only while active; an eligibility other
+//! than `not_applicable` only while runnable; `running_attempt` only while active.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{EngineError, StateKind, ValidationKind};
+use crate::handle::HandleKind;
+
+macro_rules! literal_enum {
+    ($(#[$m:meta])* $name:ident { $($(#[$vm:meta])* $variant:ident => $lit:literal),+ $(,)? }) => {
+        $(#[$m])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[serde(rename_all = "snake_case")]
+        pub enum $name { $($(#[$vm])* $variant),+ }
+
+        impl $name {
+            /// Every value, in declaration order.
+            pub const ALL: &'static [Self] = &[$(Self::$variant),+];
+
+            /// The snake_case wire / database literal.
+            pub fn as_str(&self) -> &'static str {
+                match self { $(Self::$variant => $lit),+ }
+            }
+
+            /// Parses a stored literal; anything else is `Validation(Corruption)`.
+            pub fn parse(s: &str) -> Result<Self, EngineError> {
+                match s {
+                    $($lit => Ok(Self::$variant),)+
+                    other => Err(EngineError::validation(
+                        ValidationKind::Corruption,
+                        format!(concat!("unknown ", stringify!($name), " literal {:?}"), other),
+                    )),
+                }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+literal_enum!(
+    /// Major phase of an execution.
+    LifecyclePhase {
+        /// Accepted but not yet placed (never persisted by this engine).
+        Submitted => "submitted",
+        /// Waiting to be claimed (possibly not yet eligible).
+        Runnable => "runnable",
+        /// Owned by an attempt.
+        Active => "active",
+        /// Waiting on waitpoints.
+        Suspended => "suspended",
+        /// Finished; see the terminal outcome.
+        Terminal => "terminal",
+    }
+);
+
+literal_enum!(
+    /// Who may mutate the execution.
+    OwnershipState {
+        /// Nobody holds a lease.
+        Unowned => "unowned",
+        /// A live lease is held.
+        Leased => "leased",
+        /// The lease expired; the execution awaits reclaim by a new attempt.
+        LeaseExpiredReclaimable => "lease_expired_reclaimable",
+        /// The lease was revoked; the execution awaits reclaim.
+        LeaseRevoked => "lease_revoked",
+    }
+);
+
+literal_enum!(
+    /// Whether a runnable execution may be claimed now.
+    EligibilityState {
+        /// Claimable now.
+        EligibleNow => "eligible_now",
+        /// Claimable once a time has passed (delay or retry backoff).
+        NotEligibleUntilTime => "not_eligible_until_time",
+        /// Waiting on dependencies.
+        BlockedByDependencies => "blocked_by_dependencies",
+        /// Blocked by a budget.
+        BlockedByBudget => "blocked_by_budget",
+        /// Blocked by a quota.
+        BlockedByQuota => "blocked_by_quota",
+        /// No capable worker.
+        BlockedByRoute => "blocked_by_route",
+        /// The lane is paused or draining.
+        BlockedByLaneState => "blocked_by_lane_state",
+        /// Held by an operator.
+        BlockedByOperator => "blocked_by_operator",
+        /// Not runnable, so eligibility does not apply.
+        NotApplicable => "not_applicable",
+    }
+);
+
+literal_enum!(
+    /// The most specific reason an execution is not progressing.
+    BlockingReason {
+        /// Not blocked.
+        None => "none",
+        /// Eligible; waiting for a worker to claim it.
+        WaitingForWorker => "waiting_for_worker",
+        /// Waiting out a retry backoff.
+        WaitingForRetryBackoff => "waiting_for_retry_backoff",
+        /// Waiting out a resume delay.
+        WaitingForResumeDelay => "waiting_for_resume_delay",
+        /// Waiting for a requested delay.
+        WaitingForDelay => "waiting_for_delay",
+        /// Waiting for a signal.
+        WaitingForSignal => "waiting_for_signal",
+        /// Waiting for child executions.
+        WaitingForChildren => "waiting_for_children",
+        /// Waiting for a worker with the required capabilities.
+        WaitingForCapableWorker => "waiting_for_capable_worker",
+        /// Paused by an operator.
+        PausedByOperator => "paused_by_operator",
+    }
+);
+
+literal_enum!(
+    /// How a terminal execution ended.
+    TerminalOutcome {
+        /// Not terminal.
+        None => "none",
+        /// Completed.
+        Success => "success",
+        /// Failed (retries exhausted, permanent failure, reclaim cap).
+        Failed => "failed",
+        /// Cancelled.
+        Cancelled => "cancelled",
+        /// Its attempt timeout or execution deadline passed.
+        Expired => "expired",
+        /// Skipped because a required dependency failed.
+        Skipped => "skipped",
+    }
+);
+
+literal_enum!(
+    /// The attempt layer's view.
+    AttemptState {
+        /// No attempt concept applies.
+        None => "none",
+        /// The first attempt has not started.
+        PendingFirstAttempt => "pending_first_attempt",
+        /// An attempt holds the execution.
+        RunningAttempt => "running_attempt",
+        /// The current attempt was paused (delay); the next claim resumes the same attempt.
+        AttemptInterrupted => "attempt_interrupted",
+        /// A retry attempt is pending.
+        PendingRetryAttempt => "pending_retry_attempt",
+        /// A replay attempt is pending.
+        PendingReplayAttempt => "pending_replay_attempt",
+        /// The last attempt ended and the execution is terminal.
+        AttemptTerminal => "attempt_terminal",
+    }
+);
+
+literal_enum!(
+    /// User-facing state label, always `derive_public_state(vector)`.
+    PublicState {
+        /// Eligible and waiting for a worker.
+        Waiting => "waiting",
+        /// Waiting for a time to pass.
+        Delayed => "delayed",
+        /// Held back by a budget or quota.
+        RateLimited => "rate_limited",
+        /// Waiting for child executions.
+        WaitingChildren => "waiting_children",
+        /// Owned by an attempt.
+        Active => "active",
+        /// Suspended on waitpoints.
+        Suspended => "suspended",
+        /// Suspended but ready to be resumed.
+        Resumable => "resumable",
+        /// Completed successfully.
+        Completed => "completed",
+        /// Failed.
+        Failed => "failed",
+        /// Cancelled.
+        Cancelled => "cancelled",
+        /// Expired.
+        Expired => "expired",
+        /// Skipped.
+        Skipped => "skipped",
+    }
+);
+
+impl PublicState {
+    /// True for the terminal labels.
+    pub fn is_terminal(&self) -> bool {
+        matches!(self, Self::Completed | Self::Failed | Self::Cancelled | Self::Expired | Self::Skipped)
+    }
+}
+
+/// The stored state of an execution.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct StateVector {
+    /// Major phase.
+    pub lifecycle_phase: LifecyclePhase,
+    /// Lease ownership.
+    pub ownership_state: OwnershipState,
+    /// Eligibility (runnable only).
+    pub eligibility_state: EligibilityState,
+    /// Why no progress.
+    pub blocking_reason: BlockingReason,
+    /// Terminal outcome (terminal only).
+    pub terminal_outcome: TerminalOutcome,
+    /// Attempt-layer state.
+    pub attempt_state: AttemptState,
+}
+
+impl StateVector {
+    /// The user-facing label (see [`derive_public_state`]).
+    pub fn public_state(&self) -> PublicState {
+        derive_public_state(self)
+    }
+
+    /// Checks the structural invariants; `Err` names the first one violated.
+    pub fn check(&self) -> Result<(), &'static str> {
+        use LifecyclePhase as P;
+        let terminal = self.lifecycle_phase == P::Terminal;
+        if terminal != (self.terminal_outcome != TerminalOutcome::None) {
+            return Err("terminal <=> terminal_outcome set");
+        }
+        if self.ownership_state != OwnershipState::Unowned && self.lifecycle_phase != P::Active {
+            return Err("lease ownership only while active");
+        }
+        if self.lifecycle_phase == P::Active && self.ownership_state == OwnershipState::Unowned {
+            return Err("active => owned");
+        }
+        if (self.eligibility_state != EligibilityState::NotApplicable) != (self.lifecycle_phase == P::Runnable) {
+            return Err("eligibility applies exactly while runnable");
+        }
+        if (self.attempt_state == AttemptState::RunningAttempt) != (self.lifecycle_phase == P::Active) {
+            return Err("running_attempt exactly while active");
+        }
+        if terminal && self.attempt_state != AttemptState::AttemptTerminal {
+            return Err("terminal => attempt_terminal");
+        }
+        Ok(())
+    }
+}
+
+/// Derives the user-facing label from the state vector. This is the only place it is computed.
+pub fn derive_public_state(v: &StateVector) -> PublicState {
+    use EligibilityState as E;
+    match v.lifecycle_phase {
+        LifecyclePhase::Terminal => match v.terminal_outcome {
+            TerminalOutcome::Success => PublicState::Completed,
+            TerminalOutcome::Cancelled => PublicState::Cancelled,
+            TerminalOutcome::Expired => PublicState::Expired,
+            TerminalOutcome::Skipped => PublicState::Skipped,
+            TerminalOutcome::Failed | TerminalOutcome::None => PublicState::Failed,
+        },
+        LifecyclePhase::Suspended => PublicState::Suspended,
+        LifecyclePhase::Active => PublicState::Active,
+        LifecyclePhase::Runnable => match v.eligibility_state {
+            E::NotEligibleUntilTime => PublicState::Delayed,
+            E::BlockedByDependencies => PublicState::WaitingChildren,
+            E::BlockedByBudget | E::BlockedByQuota => PublicState::RateLimited,
+            E::EligibleNow | E::BlockedByRoute | E::BlockedByLaneState | E::BlockedByOperator | E::NotApplicable => {
+                PublicState::Waiting
+            }
+        },
+        LifecyclePhase::Submitted => PublicState::Waiting,
+    }
+}
+
+/// An operation that changes an execution's state vector.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transition {
+    /// Create; `delayed` when `delay_until` is in the future.
+    Create {
+        /// Whether the execution starts delayed.
+        delayed: bool,
+    },
+    /// A worker claims it (fresh, retry, resume of an interrupted attempt, or reclaim).
+    Claim,
+    /// The lease holder completes it.
+    Complete,
+    /// The lease holder fails it and the stored retry policy schedules another attempt.
+    FailRetry,
+    /// The lease holder fails it for good.
+    FailTerminal,
+    /// The lease holder cancels it.
+    Cancel,
+    /// The lease holder parks it until a time, releasing the lease.
+    Delay,
+    /// Its lease expired: it becomes reclaimable.
+    ExpireLease,
+    /// Its lease expired and its reclaim cap is reached: it fails.
+    ReclaimCapExceeded,
+    /// Its delay or backoff elapsed: it becomes eligible.
+    PromoteDelayed,
+    /// Its attempt timeout or execution deadline passed.
+    Expire,
+}
+
+/// The vector for `(phase, ownership, eligibility, blocking, outcome, attempt)`.
+pub const fn vector(
+    lifecycle_phase: LifecyclePhase,
+    ownership_state: OwnershipState,
+    eligibility_state: EligibilityState,
+    blocking_reason: BlockingReason,
+    terminal_outcome: TerminalOutcome,
+    attempt_state: AttemptState,
+) -> StateVector {
+    StateVector { lifecycle_phase, ownership_state, eligibility_state, blocking_reason, terminal_outcome, attempt_state }
+}
+
+/// Which kind of claim a runnable or reclaimable execution admits, if any.
+pub fn claim_kind(v: &StateVector) -> Option<HandleKind> {
+    use EligibilityState as E;
+    match (v.lifecycle_phase, v.ownership_state, v.eligibility_state) {
+        (LifecyclePhase::Runnable, _, E::EligibleNow | E::NotEligibleUntilTime) => {
+            if v.attempt_state == AttemptState::AttemptInterrupted {
+                Some(HandleKind::Resumed)
+            } else {
+                Some(HandleKind::Fresh)
+            }
+        }
+        (LifecyclePhase::Active, OwnershipState::LeaseExpiredReclaimable | OwnershipState::LeaseRevoked, _) => {
+            Some(HandleKind::Reclaimed)
+        }
+        _ => None,
+    }
+}
+
+/// Applies `t` to `from` (`None` for a create). Returns the next vector, or the typed error for
+/// an illegal transition. Time-dependent guards (is the delay due? is the lease expired?) are the
+/// backend's to check against database time; this function only checks the vector.
+pub fn apply(t: Transition, from: Option<&StateVector>) -> Result<StateVector, EngineError> {
+    use AttemptState as A;
+    use BlockingReason as B;
+    use EligibilityState as E;
+    use LifecyclePhase as P;
+    use OwnershipState as O;
+    use TerminalOutcome as T;
+
+    let Some(from) = from else {
+        return match t {
+            Transition::Create { delayed: false } => {
+                Ok(vector(P::Runnable, O::Unowned, E::EligibleNow, B::WaitingForWorker, T::None, A::PendingFirstAttempt))
+            }
+            Transition::Create { delayed: true } => Ok(vector(
+                P::Runnable,
+                O::Unowned,
+                E::NotEligibleUntilTime,
+                B::WaitingForDelay,
+                T::None,
+                A::PendingFirstAttempt,
+            )),
+            _ => Err(EngineError::NotFound { entity: "execution" }),
+        };
+    };
+    if matches!(t, Transition::Create { .. }) {
+        return Err(EngineError::Conflict(crate::error::ConflictKind::ExecutionAlreadyExists));
+    }
+    if from.lifecycle_phase == P::Terminal {
+        return Err(EngineError::State(StateKind::Terminal));
+    }
+    let leased = from.lifecycle_phase == P::Active && from.ownership_state == O::Leased;
+    let need_lease = || if leased { Ok(()) } else { Err(lease_error(from)) };
+    let terminal = |outcome| vector(P::Terminal, O::Unowned, E::NotApplicable, B::None, outcome, A::AttemptTerminal);
+    match t {
+        Transition::Create { .. } => unreachable!("handled above"),
+        Transition::Claim => match claim_kind(from) {
+            Some(_) => Ok(vector(P::Active, O::Leased, E::NotApplicable, B::None, T::None, A::RunningAttempt)),
+            None => Err(EngineError::Contention(crate::error::ContentionKind::ExecutionNotLeaseable)),
+        },
+        Transition::Complete => need_lease().map(|_| terminal(T::Success)),
+        Transition::FailTerminal => need_lease().map(|_| terminal(T::Failed)),
+        Transition::Cancel => need_lease().map(|_| terminal(T::Cancelled)),
+        Transition::FailRetry => need_lease().map(|_| {
+            vector(P::Runnable, O::Unowned, E::NotEligibleUntilTime, B::WaitingForRetryBackoff, T::None, A::PendingRetryAttempt)
+        }),
+        Transition::Delay => need_lease().map(|_| {
+            vector(P::Runnable, O::Unowned, E::NotEligibleUntilTime, B::WaitingForDelay, T::None, A::AttemptInterrupted)
+        }),
+        Transition::ExpireLease => need_lease().map(|_| StateVector { ownership_state: O::LeaseExpiredReclaimable, ..*from }),
+        Transition::ReclaimCapExceeded => need_lease().map(|_| terminal(T::Failed)),
+        Transition::PromoteDelayed => {
+            if from.lifecycle_phase == P::Runnable && from.eligibility_state == E::NotEligibleUntilTime {
+                Ok(StateVector { eligibility_state: E::EligibleNow, blocking_reason: B::WaitingForWorker, ..*from })
+            } else {
+                Err(EngineError::Contention(crate::error::ContentionKind::ExecutionNotLeaseable))
+            }
+        }
+        Transition::Expire => Ok(terminal(T::Expired)),
+    }
+}
+
+fn lease_error(from: &StateVector) -> EngineError {
+    match from.ownership_state {
+        OwnershipState::LeaseExpiredReclaimable => EngineError::State(StateKind::LeaseExpired),
+        OwnershipState::LeaseRevoked => EngineError::State(StateKind::LeaseRevoked),
+        _ => EngineError::State(StateKind::StaleLease),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use AttemptState as A;
+    use BlockingReason as B;
+    use EligibilityState as E;
+    use LifecyclePhase as P;
+    use OwnershipState as O;
+    use TerminalOutcome as T;
+
+    const WAITING: StateVector = vector(P::Runnable, O::Unowned, E::EligibleNow, B::WaitingForWorker, T::None, A::PendingFirstAttempt);
+    const DELAYED_NEW: StateVector =
+        vector(P::Runnable, O::Unowned, E::NotEligibleUntilTime, B::WaitingForDelay, T::None, A::PendingFirstAttempt);
+    const ACTIVE: StateVector = vector(P::Active, O::Leased, E::NotApplicable, B::None, T::None, A::RunningAttempt);
+    const RECLAIMABLE: StateVector =
+        vector(P::Active, O::LeaseExpiredReclaimable, E::NotApplicable, B::None, T::None, A::RunningAttempt);
+    const RETRY_WAIT: StateVector =
+        vector(P::Runnable, O::Unowned, E::NotEligibleUntilTime, B::WaitingForRetryBackoff, T::None, A::PendingRetryAttempt);
+    const RETRY_READY: StateVector =
+        vector(P::Runnable, O::Unowned, E::EligibleNow, B::WaitingForWorker, T::None, A::PendingRetryAttempt);
+    const DELAYED_RUN: StateVector =
+        vector(P::Runnable, O::Unowned, E::NotEligibleUntilTime, B::WaitingForDelay, T::None, A::AttemptInterrupted);
+    const COMPLETED: StateVector = vector(P::Terminal, O::Unowned, E::NotApplicable, B::None, T::Success, A::AttemptTerminal);
+    const FAILED: StateVector = vector(P::Terminal, O::Unowned, E::NotApplicable, B::None, T::Failed, A::AttemptTerminal);
+    const CANCELLED: StateVector = vector(P::Terminal, O::Unowned, E::NotApplicable, B::None, T::Cancelled, A::AttemptTerminal);
+    const EXPIRED: StateVector = vector(P::Terminal, O::Unowned, E::NotApplicable, B::None, T::Expired, A::AttemptTerminal);
+
+    /// Every legal transition this engine implements: (operation, from, expected to).
+    const LEGAL: &[(Transition, Option<StateVector>, StateVector)] = &[
+        (Transition::Create { delayed: false }, None, WAITING),
+        (Transition::Create { delayed: true }, None, DELAYED_NEW),
+        (Transition::Claim, Some(WAITING), ACTIVE),
+        (Transition::Claim, Some(DELAYED_NEW), ACTIVE),
+        (Transition::Claim, Some(RETRY_WAIT), ACTIVE),
+        (Transition::Claim, Some(RETRY_READY), ACTIVE),
+        (Transition::Claim, Some(DELAYED_RUN), ACTIVE),
+        (Transition::Claim, Some(RECLAIMABLE), ACTIVE),
+        (Transition::Complete, Some(ACTIVE), COMPLETED),
+        (Transition::FailRetry, Some(ACTIVE), RETRY_WAIT),
+        (Transition::FailTerminal, Some(ACTIVE), FAILED),
+        (Transition::Cancel, Some(ACTIVE), CANCELLED),
+        (Transition::Delay, Some(ACTIVE), DELAYED_RUN),
+        (Transition::ExpireLease, Some(ACTIVE), RECLAIMABLE),
+        (Transition::ReclaimCapExceeded, Some(ACTIVE), FAILED),
+        (Transition::PromoteDelayed, Some(DELAYED_NEW), WAITING),
+        (Transition::PromoteDelayed, Some(RETRY_WAIT), RETRY_READY),
+        (
+            Transition::PromoteDelayed,
+            Some(DELAYED_RUN),
+            vector(P::Runnable, O::Unowned, E::EligibleNow, B::WaitingForWorker, T::None, A::AttemptInterrupted),
+        ),
+        (Transition::Expire, Some(WAITING), EXPIRED),
+        (Transition::Expire, Some(ACTIVE), EXPIRED),
+        (Transition::Expire, Some(RETRY_WAIT), EXPIRED),
+        (Transition::Expire, Some(RECLAIMABLE), EXPIRED),
+    ];
+
+    #[test]
+    fn legal_transitions_produce_expected_vectors() {
+        for (t, from, to) in LEGAL {
+            let got = apply(*t, from.as_ref()).unwrap_or_else(|e| panic!("{t:?} from {from:?}: {e}"));
+            assert_eq!(&got, to, "{t:?} from {from:?}");
+            got.check().unwrap_or_else(|e| panic!("{t:?} produced invalid vector: {e}"));
+        }
+    }
+
+    /// Illegal transitions and the error code each must produce.
+    const ILLEGAL: &[(Transition, Option<StateVector>, &str)] = &[
+        (Transition::Claim, None, "not_found"),
+        (Transition::Create { delayed: false }, Some(WAITING), "execution_already_exists"),
+        (Transition::Claim, Some(ACTIVE), "execution_not_leaseable"),
+        (Transition::Claim, Some(COMPLETED), "terminal"),
+        (Transition::Complete, Some(WAITING), "stale_lease"),
+        (Transition::Complete, Some(RECLAIMABLE), "lease_expired"),
+        (Transition::Complete, Some(COMPLETED), "terminal"),
+        (Transition::FailRetry, Some(DELAYED_RUN), "stale_lease"),
+        (Transition::FailTerminal, Some(FAILED), "terminal"),
+        (Transition::Cancel, Some(CANCELLED), "terminal"),
+        (Transition::Delay, Some(RETRY_WAIT), "stale_lease"),
+        (Transition::ExpireLease, Some(RECLAIMABLE), "lease_expired"),
+        (Transition::PromoteDelayed, Some(WAITING), "execution_not_leaseable"),
+        (Transition::PromoteDelayed, Some(ACTIVE), "execution_not_leaseable"),
+        (Transition::Expire, Some(EXPIRED), "terminal"),
+    ];
+
+    #[test]
+    fn illegal_transitions_are_typed_errors() {
+        for (t, from, code) in ILLEGAL {
+            let err = apply(*t, from.as_ref()).expect_err(&format!("{t:?} from {from:?} must fail"));
+            assert_eq!(err.code(), *code, "{t:?} from {from:?}");
+        }
+    }
+
+    #[test]
+    fn public_state_derivation() {
+        let cases = [
+            (WAITING, PublicState::Waiting),
+            (DELAYED_NEW, PublicState::Delayed),
+            (RETRY_WAIT, PublicState::Delayed),
+            (ACTIVE, PublicState::Active),
+            (RECLAIMABLE, PublicState::Active),
+            (COMPLETED, PublicState::Completed),
+            (FAILED, PublicState::Failed),
+            (CANCELLED, PublicState::Cancelled),
+            (EXPIRED, PublicState::Expired),
+            (
+                vector(P::Runnable, O::Unowned, E::BlockedByDependencies, B::WaitingForChildren, T::None, A::AttemptInterrupted),
+                PublicState::WaitingChildren,
+            ),
+            (
+                vector(P::Runnable, O::Unowned, E::BlockedByBudget, B::None, T::None, A::PendingFirstAttempt),
+                PublicState::RateLimited,
+            ),
+            (
+                vector(P::Suspended, O::Unowned, E::NotApplicable, B::WaitingForSignal, T::None, A::AttemptInterrupted),
+                PublicState::Suspended,
+            ),
+        ];
+        for (v, want) in cases {
+            assert_eq!(derive_public_state(&v), want, "{v:?}");
+        }
+    }
+
+    #[test]
+    fn claim_kinds() {
+        assert_eq!(claim_kind(&WAITING), Some(HandleKind::Fresh));
+        assert_eq!(claim_kind(&RETRY_WAIT), Some(HandleKind::Fresh));
+        assert_eq!(claim_kind(&DELAYED_RUN), Some(HandleKind::Resumed));
+        assert_eq!(claim_kind(&RECLAIMABLE), Some(HandleKind::Reclaimed));
+        assert_eq!(claim_kind(&ACTIVE), None);
+        assert_eq!(claim_kind(&COMPLETED), None);
+    }
+
+    #[test]
+    fn literals_round_trip() {
+        for p in LifecyclePhase::ALL {
+            assert_eq!(LifecyclePhase::parse(p.as_str()).unwrap(), *p);
+        }
+        for p in PublicState::ALL {
+            assert_eq!(PublicState::parse(p.as_str()).unwrap(), *p);
+        }
+        assert!(matches!(
+            OwnershipState::parse("released"),
+            Err(EngineError::Validation { kind: ValidationKind::Corruption, .. })
+        ));
+    }
+
+    #[test]
+    fn invariants_reject_impossible_vectors() {
+        let bad = [
+            vector(P::Terminal, O::Unowned, E::NotApplicable, B::None, T::None, A::AttemptTerminal),
+            vector(P::Runnable, O::Unowned, E::EligibleNow, B::None, T::Success, A::PendingFirstAttempt),
+            vector(P::Runnable, O::Leased, E::EligibleNow, B::None, T::None, A::PendingFirstAttempt),
+            vector(P::Active, O::Unowned, E::NotApplicable, B::None, T::None, A::RunningAttempt),
+            vector(P::Active, O::Leased, E::EligibleNow, B::None, T::None, A::RunningAttempt),
+        ];
+        for v in bad {
+            assert!(v.check().is_err(), "{v:?}");
+        }
+    }
+}
