@@ -1,1 +1,30 @@
+//! PostgreSQL implementation of the FlowFabric [`EngineBackend`](ff_core::EngineBackend).
+//!
+//! Design: one authoritative `ff_execution` row per execution holds its state vector and current
+//! lease; every operation is one transaction, and on the hot path (claim, renew, complete) one
+//! statement: the lease fence `(lease_id, lease_epoch, lease expiry, ownership)` is checked in
+//! the WHERE clause of the statement that writes, so a stale worker can never overwrite a newer
+//! attempt. Times are database time (`ff_now_ms()`). Lease changes and terminal transitions
+//! append to `ff_event` in the same statement.
 
+mod attempt_end;
+mod backend;
+mod claim;
+mod config;
+pub mod error;
+mod event;
+mod fence;
+mod ingress;
+mod lease;
+pub mod metrics;
+pub mod migrate;
+mod read;
+pub mod reconciler;
+mod row;
+mod stream;
+
+pub use backend::PostgresBackend;
+pub use config::{BackendConfig, PostgresScannerConfig};
+pub use event::EventLogEntry;
+pub use metrics::Metrics;
+pub use migrate::{MIGRATOR, SCHEMA_VERSION, apply_migrations, check_schema_version};

@@ -1,0 +1,220 @@
+//! Ending or parking an attempt: complete, fail (with the stored retry policy), cancel, delay.
+//!
+//! Each is one transaction whose writing statement carries the lease fence; the execution row,
+//! the attempt row and the event log change together. `complete` is a single statement over an
+//! array of items, so a batch of completions costs one round trip with every row still fenced.
+
+use std::sync::LazyLock;
+
+use ff_core::{
+    AttemptIndex, EngineError, ExecutionPolicy, FailOutcome, FailureClass, FailureReason, HandlePayload, TimestampMs,
+    ValidationKind,
+};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::error::map_sqlx;
+use crate::fence::{FENCE, bind_fence};
+use crate::row::{col, non_negative};
+
+/// Fenced batch completion: `$1` execution ids, `$2` lease ids, `$3` epochs, `$4` attempt
+/// indexes, `$5` results (NULL = none). Returns the ids that completed.
+const COMPLETE_SQL: &str = r#"
+WITH input AS (
+    SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::bigint[], $4::int[], $5::bytea[])
+        AS i(execution_id, lease_id, lease_epoch, attempt_index, result)
+),
+upd AS (
+    UPDATE ff_execution e SET
+        lifecycle_phase = 'terminal', ownership_state = 'unowned', eligibility_state = 'not_applicable',
+        blocking_reason = 'none', terminal_outcome = 'success', attempt_state = 'attempt_terminal',
+        blocking_detail = NULL, result = i.result, lease_expires_at_ms = NULL, attempt_deadline_at_ms = NULL,
+        completed_at_ms = ff_now_ms(), last_mutation_at_ms = ff_now_ms()
+    FROM input i
+    WHERE e.execution_id = i.execution_id AND e.lease_id = i.lease_id AND e.lease_epoch = i.lease_epoch
+      AND e.current_attempt_index = i.attempt_index AND e.ownership_state = 'leased'
+      AND e.lease_expires_at_ms > ff_now_ms()
+    RETURNING e.execution_id, e.partition_key, e.namespace, e.lane_id, e.current_attempt_index, e.lease_epoch,
+              e.worker_instance_id
+),
+att AS (
+    UPDATE ff_attempt a SET state = 'ended_success', ended_at_ms = ff_now_ms()
+    FROM upd WHERE a.execution_id = upd.execution_id AND a.attempt_index = upd.current_attempt_index
+),
+ev AS (
+    INSERT INTO ff_event (kind, execution_id, partition_key, namespace, lane_id, attempt_index, lease_epoch, worker_instance_id)
+    SELECT 'completed', execution_id, partition_key, namespace, lane_id, current_attempt_index, lease_epoch, worker_instance_id
+    FROM upd
+)
+SELECT execution_id FROM upd
+"#;
+
+/// Completes every item whose fence holds; returns the execution UUIDs that completed.
+pub(crate) async fn complete(pool: &PgPool, items: &[(HandlePayload, Option<Vec<u8>>)]) -> Result<Vec<Uuid>, EngineError> {
+    let mut ids = Vec::with_capacity(items.len());
+    let mut leases = Vec::with_capacity(items.len());
+    let mut epochs = Vec::with_capacity(items.len());
+    let mut attempts = Vec::with_capacity(items.len());
+    let mut results: Vec<Option<&[u8]>> = Vec::with_capacity(items.len());
+    for (p, r) in items {
+        ids.push(p.execution_id.uuid());
+        leases.push(p.lease_id.0);
+        epochs.push(p.lease_epoch.0 as i64);
+        attempts.push(p.attempt_index.0 as i32);
+        results.push(r.as_deref());
+    }
+    sqlx::query_scalar(COMPLETE_SQL)
+        .bind(&ids)
+        .bind(&leases)
+        .bind(&epochs)
+        .bind(&attempts)
+        .bind(&results)
+        .fetch_all(pool)
+        .await
+        .map_err(map_sqlx)
+}
+
+/// Shared tail of the fenced single-row statements below: the attempt update and the event.
+fn ending_sql(set_execution: &str, attempt_state: &str, event_kind: &str) -> String {
+    format!(
+        r#"
+WITH upd AS (
+    UPDATE ff_execution e SET {set_execution},
+        lease_expires_at_ms = NULL, attempt_deadline_at_ms = NULL, last_mutation_at_ms = ff_now_ms()
+    WHERE {FENCE}
+    RETURNING e.execution_id, e.partition_key, e.namespace, e.lane_id, e.current_attempt_index, e.lease_epoch,
+              e.worker_instance_id, e.eligible_at_ms, e.total_attempt_count
+),
+att AS (
+    UPDATE ff_attempt a SET state = '{attempt_state}',
+        ended_at_ms = CASE WHEN '{attempt_state}' = 'suspended' THEN NULL ELSE ff_now_ms() END,
+        failure_class = $5, failure_message = $6, failure_detail = $7
+    FROM upd WHERE a.execution_id = upd.execution_id AND a.attempt_index = upd.current_attempt_index
+),
+ev AS (
+    INSERT INTO ff_event (kind, execution_id, partition_key, namespace, lane_id, attempt_index, lease_epoch, worker_instance_id)
+    SELECT '{event_kind}', execution_id, partition_key, namespace, lane_id, current_attempt_index, lease_epoch, worker_instance_id
+    FROM upd
+)
+SELECT eligible_at_ms, total_attempt_count FROM upd
+"#
+    )
+}
+
+const TERMINAL_SET: &str = "lifecycle_phase = 'terminal', ownership_state = 'unowned', eligibility_state = 'not_applicable', \
+     blocking_reason = 'none', attempt_state = 'attempt_terminal', completed_at_ms = ff_now_ms()";
+
+/// Fail for good: `$5..$7` failure class, message, detail.
+static FAIL_TERMINAL_SQL: LazyLock<String> = LazyLock::new(|| {
+    ending_sql(&format!("{TERMINAL_SET}, terminal_outcome = 'failed', blocking_detail = $6"), "ended_failure", "failed")
+});
+
+/// Schedule a retry: `$8` backoff ms.
+static FAIL_RETRY_SQL: LazyLock<String> = LazyLock::new(|| {
+    ending_sql(
+        "lifecycle_phase = 'runnable', ownership_state = 'unowned', eligibility_state = 'not_eligible_until_time', \
+         blocking_reason = 'waiting_for_retry_backoff', attempt_state = 'pending_retry_attempt', \
+         retry_count = e.retry_count + 1, eligible_at_ms = ff_now_ms() + $8, blocking_detail = $6",
+        "ended_failure",
+        "retry_scheduled",
+    )
+});
+
+/// Cancel: `$6` reason.
+static CANCEL_SQL: LazyLock<String> = LazyLock::new(|| {
+    ending_sql(&format!("{TERMINAL_SET}, terminal_outcome = 'cancelled', blocking_detail = $6"), "ended_cancelled", "cancelled")
+});
+
+/// Delay: `$8` absolute time (ms).
+static DELAY_SQL: LazyLock<String> = LazyLock::new(|| {
+    ending_sql(
+        "lifecycle_phase = 'runnable', ownership_state = 'unowned', eligibility_state = 'not_eligible_until_time', \
+         blocking_reason = 'waiting_for_delay', attempt_state = 'attempt_interrupted', eligible_at_ms = $8, \
+         blocking_detail = NULL",
+        "suspended",
+        "lease_released",
+    )
+});
+
+/// Result of a fenced single-row ending: `None` when the fence failed.
+pub(crate) struct Ended {
+    pub eligible_at_ms: i64,
+    pub total_attempt_count: i32,
+}
+
+async fn run_ending<'e, E>(
+    exec: E,
+    sql: &str,
+    p: &HandlePayload,
+    class: Option<&str>,
+    message: Option<&str>,
+    detail: Option<&str>,
+    extra_ms: Option<i64>,
+) -> Result<Option<Ended>, EngineError>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Postgres>,
+{
+    let q = bind_fence(sqlx::query(sql), p).bind(class).bind(message).bind(detail);
+    let q = match extra_ms {
+        Some(ms) => q.bind(ms),
+        None => q,
+    };
+    let row = q.fetch_optional(exec).await.map_err(map_sqlx)?;
+    row.map(|r| Ok(Ended { eligible_at_ms: col(&r, "eligible_at_ms")?, total_attempt_count: col(&r, "total_attempt_count")? }))
+        .transpose()
+}
+
+/// Cancels; `None` when the fence failed.
+pub(crate) async fn cancel(pool: &PgPool, p: &HandlePayload, reason: &str) -> Result<Option<()>, EngineError> {
+    Ok(run_ending(pool, &CANCEL_SQL, p, None, Some(reason), None, None).await?.map(|_| ()))
+}
+
+/// Parks until `until`; `None` when the fence failed.
+pub(crate) async fn delay(pool: &PgPool, p: &HandlePayload, until: TimestampMs) -> Result<Option<()>, EngineError> {
+    Ok(run_ending(pool, &DELAY_SQL, p, None, None, None, Some(until.0)).await?.map(|_| ()))
+}
+
+/// Fails the attempt, deciding retry from the stored policy; `None` when the fence failed.
+pub(crate) async fn fail(
+    pool: &PgPool,
+    p: &HandlePayload,
+    reason: &FailureReason,
+    class: FailureClass,
+) -> Result<Option<FailOutcome>, EngineError> {
+    let mut tx = pool.begin().await.map_err(map_sqlx)?;
+    let locked = bind_fence(
+        sqlx::query(&format!("SELECT e.policy, e.retry_count, e.max_retries FROM ff_execution e WHERE {FENCE} FOR UPDATE")),
+        p,
+    )
+    .fetch_optional(&mut *tx)
+    .await
+    .map_err(map_sqlx)?;
+    let Some(row) = locked else {
+        return Ok(None);
+    };
+    let policy: ExecutionPolicy = serde_json::from_value(col::<serde_json::Value>(&row, "policy")?)
+        .map_err(|e| EngineError::validation(ValidationKind::Corruption, format!("stored policy: {e}")))?;
+    let retry_count: u32 = non_negative("retry_count", i64::from(col::<i32>(&row, "retry_count")?))?;
+    let max_retries: u32 = non_negative("max_retries", i64::from(col::<i32>(&row, "max_retries")?))?;
+    let retry = match &policy.retry_policy {
+        Some(rp) if class.is_retryable() && retry_count < max_retries => Some(rp.delay_for(retry_count, rand::random::<f64>())),
+        _ => None,
+    };
+    let message = Some(reason.message.as_str());
+    let detail = reason.detail.as_deref();
+    let outcome = match retry {
+        Some(backoff) => {
+            let ms = i64::try_from(backoff.as_millis()).unwrap_or(i64::MAX);
+            let ended = run_ending(&mut *tx, &FAIL_RETRY_SQL, p, Some(class.as_str()), message, detail, Some(ms)).await?;
+            ended.map(|e| FailOutcome::RetryScheduled {
+                delay_until: TimestampMs(e.eligible_at_ms),
+                next_attempt_index: AttemptIndex(e.total_attempt_count as u32),
+            })
+        }
+        None => run_ending(&mut *tx, &FAIL_TERMINAL_SQL, p, Some(class.as_str()), message, detail, None)
+            .await?
+            .map(|_| FailOutcome::TerminalFailed),
+    };
+    tx.commit().await.map_err(map_sqlx)?;
+    Ok(outcome)
+}

@@ -1,0 +1,88 @@
+//! Handle decoding and fence diagnosis.
+//!
+//! Fenced statements carry the lease in their WHERE clause and simply match no row when the
+//! fence fails; [`diagnose`] then reads the row once to say why, as a typed error: not found,
+//! lease expired, lease revoked, execution no longer active (a replay by the same lease), or a
+//! stale lease (someone newer owns it).
+
+use ff_core::{
+    BackendTag, ContentionKind, EngineError, ExecutionId, Handle, HandlePayload, LeaseEpoch, LifecyclePhase,
+    OwnershipState, PartitionConfig, StateKind, TerminalOutcome,
+};
+use ff_core::error::ExecutionNotActiveDetail;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::error::map_sqlx;
+use crate::row::{col, non_negative};
+
+/// Decodes a handle minted by this backend and checks its partition.
+pub(crate) fn decode(handle: &Handle, partitions: &PartitionConfig) -> Result<HandlePayload, EngineError> {
+    let p = HandlePayload::from_handle(handle, BackendTag::Postgres)?;
+    partitions.check_execution_partition(p.execution_id.partition_index())?;
+    Ok(p)
+}
+
+/// Explains why a fenced write for `p` matched no row.
+pub(crate) async fn diagnose(pool: &PgPool, p: &HandlePayload) -> EngineError {
+    match diagnose_inner(pool, p).await {
+        Ok(e) | Err(e) => e,
+    }
+}
+
+async fn diagnose_inner(pool: &PgPool, p: &HandlePayload) -> Result<EngineError, EngineError> {
+    let row = sqlx::query(
+        "SELECT lifecycle_phase, ownership_state, terminal_outcome, lease_id, lease_epoch, current_attempt_index, \
+                (lease_expires_at_ms IS NOT NULL AND lease_expires_at_ms <= ff_now_ms()) AS expired \
+         FROM ff_execution WHERE execution_id = $1 AND partition_key = $2",
+    )
+    .bind(p.execution_id.uuid())
+    .bind(p.execution_id.partition_index() as i16)
+    .fetch_optional(pool)
+    .await
+    .map_err(map_sqlx)?;
+    let Some(row) = row else {
+        return Ok(EngineError::NotFound { entity: "execution" });
+    };
+    let phase = LifecyclePhase::parse(&col::<String>(&row, "lifecycle_phase")?)?;
+    let ownership = OwnershipState::parse(&col::<String>(&row, "ownership_state")?)?;
+    let outcome = TerminalOutcome::parse(&col::<String>(&row, "terminal_outcome")?)?;
+    let lease_id: Option<Uuid> = col(&row, "lease_id")?;
+    let epoch: u64 = non_negative("lease_epoch", col::<i64>(&row, "lease_epoch")?)?;
+    let attempt_index: u32 = non_negative("current_attempt_index", i64::from(col::<i32>(&row, "current_attempt_index")?))?;
+    let expired: bool = col(&row, "expired")?;
+    let same_lease = lease_id == Some(p.lease_id.0) && epoch == p.lease_epoch.0 && attempt_index == p.attempt_index.0;
+    if !same_lease {
+        return Ok(EngineError::State(StateKind::StaleLease));
+    }
+    Ok(match ownership {
+        OwnershipState::Leased if expired => EngineError::State(StateKind::LeaseExpired),
+        OwnershipState::LeaseExpiredReclaimable => EngineError::State(StateKind::LeaseExpired),
+        OwnershipState::LeaseRevoked => EngineError::State(StateKind::LeaseRevoked),
+        OwnershipState::Unowned => EngineError::State(StateKind::ExecutionNotActive(Box::new(ExecutionNotActiveDetail {
+            terminal_outcome: outcome,
+            lease_epoch: LeaseEpoch(epoch),
+            lifecycle_phase: phase,
+            attempt_id: p.attempt_id,
+        }))),
+        OwnershipState::Leased => EngineError::Contention(ContentionKind::LeaseConflict),
+    })
+}
+
+/// Checks an execution id's partition against the configuration.
+pub(crate) fn check_id(id: &ExecutionId, partitions: &PartitionConfig) -> Result<(), EngineError> {
+    partitions.check_execution_partition(id.partition_index())
+}
+
+/// The standard fence predicate over alias `e` with parameters `$1..$4` =
+/// (execution_id, lease_id, lease_epoch, attempt_index).
+pub(crate) const FENCE: &str = "e.execution_id = $1 AND e.lease_id = $2 AND e.lease_epoch = $3 \
+     AND e.current_attempt_index = $4 AND e.ownership_state = 'leased' AND e.lease_expires_at_ms > ff_now_ms()";
+
+/// Binds the fence parameters `$1..$4` of [`FENCE`].
+pub(crate) fn bind_fence<'q>(
+    q: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    p: &HandlePayload,
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    q.bind(p.execution_id.uuid()).bind(p.lease_id.0).bind(p.lease_epoch.0 as i64).bind(p.attempt_index.0 as i32)
+}

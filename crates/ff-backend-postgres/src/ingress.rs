@@ -1,0 +1,186 @@
+//! Ingress: creating executions, one or many per statement.
+//!
+//! A batch is validated as a whole before anything is written, then inserted by one statement
+//! over arrays (`unnest`). `ON CONFLICT DO NOTHING` makes both the id and the
+//! `(namespace, idempotency_key)` pair idempotent: a conflicting item reports the original id as
+//! `Duplicate`. The initial state comes from the create transition of the state machine; lanes
+//! are registered in the same statement.
+
+use std::collections::HashMap;
+
+use ff_core::{
+    CreateExecutionArgs, CreateExecutionResult, EngineError, ExecutionId, MAX_CREATE_BATCH, PartitionConfig, PublicState,
+};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::error::map_sqlx;
+use crate::row::col;
+
+const CREATE_SQL: &str = r#"
+WITH input AS (
+    SELECT * FROM unnest($1::uuid[], $2::smallint[], $3::text[], $4::text[], $5::text[], $6::int[], $7::text[],
+                         $8::text[], $9::text[], $10::bytea[], $11::jsonb[], $12::text[], $13::jsonb[], $14::int[],
+                         $15::int[], $16::bigint[], $17::bigint[], $18::bigint[], $19::bigint[])
+        WITH ORDINALITY AS i(execution_id, partition_key, namespace, lane_id, execution_kind, priority, creator_identity,
+                             idempotency_key, payload_encoding, input_payload, tags, capabilities, policy, max_retries,
+                             max_reclaim_count, attempt_timeout_ms, delay_until, deadline_at, deadline_rel_ms, ord)
+),
+ins AS (
+    INSERT INTO ff_execution (execution_id, partition_key, namespace, lane_id, execution_kind, priority, creator_identity,
+        idempotency_key, payload_encoding, input_payload, tags, required_capabilities, policy, max_retries,
+        max_reclaim_count, attempt_timeout_ms, lifecycle_phase, ownership_state, eligibility_state, blocking_reason,
+        terminal_outcome, attempt_state, eligible_at_ms, deadline_at_ms)
+    SELECT execution_id, partition_key, namespace, lane_id, execution_kind, priority, creator_identity,
+        idempotency_key, payload_encoding, input_payload, tags,
+        coalesce(string_to_array(nullif(capabilities, ''), ','), '{}'), policy, max_retries,
+        max_reclaim_count, attempt_timeout_ms, 'runnable', 'unowned',
+        CASE WHEN delay_until > ff_now_ms() THEN 'not_eligible_until_time' ELSE 'eligible_now' END,
+        CASE WHEN delay_until > ff_now_ms() THEN 'waiting_for_delay' ELSE 'waiting_for_worker' END,
+        'none', 'pending_first_attempt', greatest(coalesce(delay_until, 0), ff_now_ms()),
+        coalesce(deadline_at, ff_now_ms() + deadline_rel_ms)
+    FROM input ORDER BY ord
+    ON CONFLICT DO NOTHING
+    RETURNING execution_id, eligibility_state
+),
+lanes AS (
+    INSERT INTO ff_lane (lane_id) SELECT DISTINCT lane_id FROM input ON CONFLICT DO NOTHING
+)
+SELECT i.ord, ins.eligibility_state,
+       CASE WHEN ins.execution_id IS NULL THEN
+           coalesce((SELECT x.partition_key::text || ':' || x.execution_id::text FROM ff_execution x
+                     WHERE x.execution_id = i.execution_id),
+                    (SELECT x.partition_key::text || ':' || x.execution_id::text FROM ff_execution x
+                     WHERE x.namespace = i.namespace AND x.idempotency_key = i.idempotency_key))
+       END AS original
+FROM input i LEFT JOIN ins ON ins.execution_id = i.execution_id
+ORDER BY i.ord
+"#;
+
+/// Validates and creates a batch of executions.
+pub(crate) async fn create(
+    pool: &PgPool,
+    partitions: &PartitionConfig,
+    batch: &[CreateExecutionArgs],
+) -> Result<Vec<CreateExecutionResult>, EngineError> {
+    if batch.len() > MAX_CREATE_BATCH {
+        return Err(EngineError::invalid(format!("batch of {} exceeds {MAX_CREATE_BATCH} executions", batch.len())));
+    }
+    if batch.is_empty() {
+        return Ok(Vec::new());
+    }
+    let n = batch.len();
+    let mut ids = Vec::with_capacity(n);
+    let mut parts = Vec::with_capacity(n);
+    let mut namespaces = Vec::with_capacity(n);
+    let mut lanes = Vec::with_capacity(n);
+    let mut kinds = Vec::with_capacity(n);
+    let mut priorities = Vec::with_capacity(n);
+    let mut creators = Vec::with_capacity(n);
+    let mut keys = Vec::with_capacity(n);
+    let mut encodings = Vec::with_capacity(n);
+    let mut payloads = Vec::with_capacity(n);
+    let mut tags = Vec::with_capacity(n);
+    let mut caps = Vec::with_capacity(n);
+    let mut policies = Vec::with_capacity(n);
+    let mut max_retries = Vec::with_capacity(n);
+    let mut max_reclaims = Vec::with_capacity(n);
+    let mut attempt_timeouts = Vec::with_capacity(n);
+    let mut delays = Vec::with_capacity(n);
+    let mut deadlines = Vec::with_capacity(n);
+    let mut deadline_rels = Vec::with_capacity(n);
+    for (i, a) in batch.iter().enumerate() {
+        a.validate().map_err(|e| prefix(e, i, n))?;
+        partitions.check_execution_partition(a.execution_id.partition_index()).map_err(|e| prefix(e, i, n))?;
+        let policy = a.policy.clone().unwrap_or_default();
+        ids.push(a.execution_id.uuid());
+        parts.push(a.execution_id.partition_index() as i16);
+        namespaces.push(a.namespace.as_str());
+        lanes.push(a.lane_id.as_str());
+        kinds.push(a.execution_kind.as_str());
+        priorities.push(a.priority);
+        creators.push(a.creator_identity.as_deref());
+        keys.push(a.idempotency_key.as_deref());
+        encodings.push(a.payload_encoding.as_deref());
+        payloads.push(a.input_payload.as_slice());
+        tags.push(serde_json::to_value(&a.tags).map_err(|e| EngineError::Internal(e.to_string()))?);
+        caps.push(policy.required_capabilities().join(","));
+        max_retries.push(policy.max_retries() as i32);
+        max_reclaims.push(policy.reclaim_cap() as i32);
+        let timeouts = policy.timeout_policy.clone().unwrap_or_default();
+        attempt_timeouts.push(timeouts.attempt_timeout_ms.map(|t| t as i64));
+        delays.push(a.delay_until.map(|t| t.0));
+        // An absolute deadline wins; a relative one counts from creation in database time.
+        deadlines.push(a.execution_deadline_at.map(|t| t.0));
+        deadline_rels.push(timeouts.execution_deadline_ms.map(|ms| ms as i64));
+        policies.push(serde_json::to_value(&policy).map_err(|e| EngineError::Internal(e.to_string()))?);
+    }
+    let rows = sqlx::query(CREATE_SQL)
+        .bind(&ids)
+        .bind(&parts)
+        .bind(&namespaces)
+        .bind(&lanes)
+        .bind(&kinds)
+        .bind(&priorities)
+        .bind(&creators)
+        .bind(&keys)
+        .bind(&encodings)
+        .bind(&payloads)
+        .bind(&tags)
+        .bind(&caps)
+        .bind(&policies)
+        .bind(&max_retries)
+        .bind(&max_reclaims)
+        .bind(&attempt_timeouts)
+        .bind(&delays)
+        .bind(&deadlines)
+        .bind(&deadline_rels)
+        .fetch_all(pool)
+        .await
+        .map_err(map_sqlx)?;
+    let mut out = Vec::with_capacity(n);
+    // Items that lost to an earlier item of the same batch (same key) find their original here.
+    let mut created_by_key: HashMap<(&str, &str), ExecutionId> = HashMap::new();
+    for (row, a) in rows.iter().zip(batch) {
+        let eligibility: Option<String> = col(row, "eligibility_state")?;
+        let result = match eligibility {
+            Some(e) => {
+                if let Some(k) = &a.idempotency_key {
+                    created_by_key.insert((a.namespace.as_str(), k.as_str()), a.execution_id);
+                }
+                let public_state = if e == "eligible_now" { PublicState::Waiting } else { PublicState::Delayed };
+                CreateExecutionResult::Created { execution_id: a.execution_id, public_state }
+            }
+            None => {
+                let original: Option<String> = col(row, "original")?;
+                let execution_id = match original {
+                    Some(s) => parse_original(&s)?,
+                    None => a
+                        .idempotency_key
+                        .as_deref()
+                        .and_then(|k| created_by_key.get(&(a.namespace.as_str(), k)).copied())
+                        .unwrap_or(a.execution_id),
+                };
+                CreateExecutionResult::Duplicate { execution_id }
+            }
+        };
+        out.push(result);
+    }
+    Ok(out)
+}
+
+fn parse_original(s: &str) -> Result<ExecutionId, EngineError> {
+    let corrupt = || EngineError::Internal(format!("unexpected original id {s:?}"));
+    let (p, u) = s.split_once(':').ok_or_else(corrupt)?;
+    Ok(ExecutionId::from_parts(p.parse().map_err(|_| corrupt())?, Uuid::parse_str(u).map_err(|_| corrupt())?))
+}
+
+fn prefix(e: EngineError, i: usize, n: usize) -> EngineError {
+    if n == 1 {
+        return e;
+    }
+    match e {
+        EngineError::Validation { kind, detail } => EngineError::Validation { kind, detail: format!("item {i}: {detail}") },
+        other => other,
+    }
+}

@@ -1,0 +1,39 @@
+//! Marks expired leases reclaimable (or fails executions at their reclaim cap).
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use ff_core::EngineError;
+use sqlx::PgPool;
+
+use super::{ReconcileReport, Reconciler};
+use crate::metrics::Metrics;
+
+/// Lease-expiry reconciler.
+pub struct LeaseExpiryReconciler {
+    pool: PgPool,
+    batch_size: u32,
+    metrics: Arc<Metrics>,
+}
+
+impl LeaseExpiryReconciler {
+    /// A reconciler handling up to `batch_size` leases per pass.
+    pub fn new(pool: PgPool, batch_size: u32, metrics: Arc<Metrics>) -> Self {
+        Self { pool, batch_size: batch_size.max(1), metrics }
+    }
+}
+
+#[async_trait]
+impl Reconciler for LeaseExpiryReconciler {
+    fn name(&self) -> &'static str {
+        "lease_expiry"
+    }
+
+    async fn run_once(&self) -> Result<ReconcileReport, EngineError> {
+        let c = crate::lease::expire_due(&self.pool, self.batch_size).await?;
+        let processed = c.reclaimable + c.failed;
+        Metrics::add(&self.metrics.lease_expiries, processed);
+        Metrics::add(&self.metrics.failures, c.failed);
+        Ok(ReconcileReport { processed, batch_full: processed >= u64::from(self.batch_size) })
+    }
+}

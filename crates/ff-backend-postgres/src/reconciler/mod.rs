@@ -1,0 +1,66 @@
+//! Reconcilers: background passes that fire timers and repair state.
+//!
+//! Every reconciler has one shape: a struct holding its pool and batch size, and
+//! [`Reconciler::run_once`], which handles at most one batch of due rows in one statement and
+//! reports how many it handled. [`drive`] is the one shared loop: it repeats `run_once` while
+//! full batches come back, then sleeps its interval (with jitter) until cancelled. Tests call
+//! `run_once` directly. All timers compare against database time.
+
+pub(crate) mod delayed;
+pub(crate) mod lease_expiry;
+pub(crate) mod timeout;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use ff_core::EngineError;
+use tokio_util::sync::CancellationToken;
+
+pub use delayed::DelayedPromoter;
+pub use lease_expiry::LeaseExpiryReconciler;
+pub use timeout::TimeoutReconciler;
+
+/// What one pass did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReconcileReport {
+    /// Rows changed.
+    pub processed: u64,
+    /// The pass filled its batch: more may be due.
+    pub batch_full: bool,
+}
+
+/// A background pass.
+#[async_trait]
+pub trait Reconciler: Send + Sync + 'static {
+    /// Name used in logs.
+    fn name(&self) -> &'static str;
+
+    /// Handles one batch of due rows.
+    async fn run_once(&self) -> Result<ReconcileReport, EngineError>;
+}
+
+/// Runs `r` every `interval` (±10 % jitter) until `cancel` fires. Errors are logged and never
+/// stop the loop.
+pub async fn drive(r: Arc<dyn Reconciler>, interval: Duration, cancel: CancellationToken) {
+    loop {
+        loop {
+            if cancel.is_cancelled() {
+                return;
+            }
+            match r.run_once().await {
+                Ok(report) if report.batch_full => continue,
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::warn!(reconciler = r.name(), error = %e, "reconciler pass failed");
+                    break;
+                }
+            }
+        }
+        let jitter = 0.9 + rand::random::<f64>() * 0.2;
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(interval.mul_f64(jitter)) => {}
+        }
+    }
+}
