@@ -50,7 +50,10 @@ SELECT execution_id FROM upd
 "#;
 
 /// Completes every item whose fence holds; returns the execution UUIDs that completed.
-pub(crate) async fn complete(pool: &PgPool, items: &[(HandlePayload, Option<Vec<u8>>)]) -> Result<Vec<Uuid>, EngineError> {
+pub(crate) async fn complete(
+    pool: &PgPool,
+    items: &[(HandlePayload, Option<Vec<u8>>)],
+) -> Result<Vec<Uuid>, EngineError> {
     let mut ids = Vec::with_capacity(items.len());
     let mut leases = Vec::with_capacity(items.len());
     let mut epochs = Vec::with_capacity(items.len());
@@ -122,7 +125,11 @@ static FAIL_RETRY_SQL: LazyLock<String> = LazyLock::new(|| {
 
 /// Cancel: `$6` reason.
 static CANCEL_SQL: LazyLock<String> = LazyLock::new(|| {
-    ending_sql(&format!("{TERMINAL_SET}, terminal_outcome = 'cancelled', blocking_detail = $6"), "ended_cancelled", "cancelled")
+    ending_sql(
+        &format!("{TERMINAL_SET}, terminal_outcome = 'cancelled', blocking_detail = $6"),
+        "ended_cancelled",
+        "cancelled",
+    )
 });
 
 /// Delay: `$8` absolute time (ms).
@@ -160,8 +167,10 @@ where
         None => q,
     };
     let row = q.fetch_optional(exec).await.map_err(map_sqlx)?;
-    row.map(|r| Ok(Ended { eligible_at_ms: col(&r, "eligible_at_ms")?, total_attempt_count: col(&r, "total_attempt_count")? }))
-        .transpose()
+    row.map(|r| {
+        Ok(Ended { eligible_at_ms: col(&r, "eligible_at_ms")?, total_attempt_count: col(&r, "total_attempt_count")? })
+    })
+    .transpose()
 }
 
 /// Cancels; `None` when the fence failed.
@@ -183,7 +192,9 @@ pub(crate) async fn fail(
 ) -> Result<Option<FailOutcome>, EngineError> {
     let mut tx = pool.begin().await.map_err(map_sqlx)?;
     let locked = bind_fence(
-        sqlx::query(&format!("SELECT e.policy, e.retry_count, e.max_retries FROM ff_execution e WHERE {FENCE} FOR UPDATE")),
+        sqlx::query(&format!(
+            "SELECT e.policy, e.retry_count, e.max_retries FROM ff_execution e WHERE {FENCE} FOR UPDATE"
+        )),
         p,
     )
     .fetch_optional(&mut *tx)
@@ -197,7 +208,9 @@ pub(crate) async fn fail(
     let retry_count: u32 = non_negative("retry_count", i64::from(col::<i32>(&row, "retry_count")?))?;
     let max_retries: u32 = non_negative("max_retries", i64::from(col::<i32>(&row, "max_retries")?))?;
     let retry = match &policy.retry_policy {
-        Some(rp) if class.is_retryable() && retry_count < max_retries => Some(rp.delay_for(retry_count, rand::random::<f64>())),
+        Some(rp) if class.is_retryable() && retry_count < max_retries => {
+            Some(rp.delay_for(retry_count, rand::random::<f64>()))
+        }
         _ => None,
     };
     let message = Some(reason.message.as_str());
@@ -205,7 +218,8 @@ pub(crate) async fn fail(
     let outcome = match retry {
         Some(backoff) => {
             let ms = i64::try_from(backoff.as_millis()).unwrap_or(i64::MAX);
-            let ended = run_ending(&mut *tx, &FAIL_RETRY_SQL, p, Some(class.as_str()), message, detail, Some(ms)).await?;
+            let ended =
+                run_ending(&mut *tx, &FAIL_RETRY_SQL, p, Some(class.as_str()), message, detail, Some(ms)).await?;
             ended.map(|e| FailOutcome::RetryScheduled {
                 delay_until: TimestampMs(e.eligible_at_ms),
                 next_attempt_index: AttemptIndex(e.total_attempt_count as u32),

@@ -62,7 +62,12 @@ impl PostgresBackend {
     /// Wraps an existing pool. No I/O: call [`migrate::check_schema_version`] or `prepare` to verify
     /// the schema.
     pub fn from_pool(pool: PgPool, partition_config: PartitionConfig) -> Arc<Self> {
-        Arc::new(Self { pool, partitions: partition_config, metrics: Arc::new(Metrics::default()), scanners: Mutex::new(None) })
+        Arc::new(Self {
+            pool,
+            partitions: partition_config,
+            metrics: Arc::new(Metrics::default()),
+            scanners: Mutex::new(None),
+        })
     }
 
     /// The connection pool.
@@ -87,7 +92,10 @@ impl PostgresBackend {
         let mut tasks = JoinSet::new();
         let batch = cfg.batch_size;
         let jobs: [(Arc<dyn Reconciler>, Duration); 3] = [
-            (Arc::new(LeaseExpiryReconciler::new(this.pool.clone(), batch, this.metrics.clone())), cfg.lease_expiry_interval),
+            (
+                Arc::new(LeaseExpiryReconciler::new(this.pool.clone(), batch, this.metrics.clone())),
+                cfg.lease_expiry_interval,
+            ),
             (Arc::new(DelayedPromoter::new(this.pool.clone(), batch)), cfg.delayed_promoter_interval),
             (Arc::new(TimeoutReconciler::new(this.pool.clone(), batch, this.metrics.clone())), cfg.timeout_interval),
         ];
@@ -196,14 +204,22 @@ impl EngineBackend for PostgresBackend {
         Ok(r)
     }
 
-    async fn create_executions(&self, args: Vec<CreateExecutionArgs>) -> Result<Vec<CreateExecutionResult>, EngineError> {
+    async fn create_executions(
+        &self,
+        args: Vec<CreateExecutionArgs>,
+    ) -> Result<Vec<CreateExecutionResult>, EngineError> {
         let out = ingress::create(&self.pool, &self.partitions, &args).await?;
         let created = out.iter().filter(|r| matches!(r, CreateExecutionResult::Created { .. })).count();
         Metrics::add(&self.metrics.created, created as u64);
         Ok(out)
     }
 
-    async fn claim(&self, lane: &LaneId, capabilities: &CapabilitySet, policy: ClaimPolicy) -> Result<Option<Handle>, EngineError> {
+    async fn claim(
+        &self,
+        lane: &LaneId,
+        capabilities: &CapabilitySet,
+        policy: ClaimPolicy,
+    ) -> Result<Option<Handle>, EngineError> {
         let req = claim::request(lane, capabilities, &policy)?;
         let mut handles = claim::claim_lane(&self.pool, &req, 1).await?;
         Metrics::add(&self.metrics.claims, handles.len() as u64);
@@ -248,7 +264,11 @@ impl EngineBackend for PostgresBackend {
         }
     }
 
-    async fn mark_lease_expired_if_due(&self, partition: Partition, execution_id: &ExecutionId) -> Result<(), EngineError> {
+    async fn mark_lease_expired_if_due(
+        &self,
+        partition: Partition,
+        execution_id: &ExecutionId,
+    ) -> Result<(), EngineError> {
         check_partition(partition, execution_id, &self.partitions)?;
         let c = lease::expire_one(&self.pool, execution_id).await?;
         Metrics::add(&self.metrics.lease_expiries, c.reclaimable + c.failed);
@@ -276,7 +296,10 @@ impl EngineBackend for PostgresBackend {
         results.pop().unwrap_or_else(|| Err(EngineError::Internal("complete returned no result".into())))
     }
 
-    async fn complete_batch(&self, items: Vec<(Handle, Option<Vec<u8>>)>) -> Result<Vec<Result<(), EngineError>>, EngineError> {
+    async fn complete_batch(
+        &self,
+        items: Vec<(Handle, Option<Vec<u8>>)>,
+    ) -> Result<Vec<Result<(), EngineError>>, EngineError> {
         if items.len() > MAX_CLAIM_BATCH {
             return Err(EngineError::invalid(format!("batch of {} exceeds {MAX_CLAIM_BATCH}", items.len())));
         }
@@ -319,7 +342,12 @@ impl EngineBackend for PostgresBackend {
         Ok(out)
     }
 
-    async fn fail(&self, handle: &Handle, reason: FailureReason, classification: FailureClass) -> Result<FailOutcome, EngineError> {
+    async fn fail(
+        &self,
+        handle: &Handle,
+        reason: FailureReason,
+        classification: FailureClass,
+    ) -> Result<FailOutcome, EngineError> {
         let p = self.decode(handle)?;
         ff_core::execution::validate_message("failure message", &reason.message)?;
         if let Some(d) = &reason.detail {
@@ -441,12 +469,22 @@ impl EngineBackend for PostgresBackend {
         read::list_lanes(&self.pool, cursor, limit).await
     }
 
-    async fn promote_delayed(&self, partition: Partition, lane: &LaneId, execution_id: &ExecutionId) -> Result<(), EngineError> {
+    async fn promote_delayed(
+        &self,
+        partition: Partition,
+        lane: &LaneId,
+        execution_id: &ExecutionId,
+    ) -> Result<(), EngineError> {
         check_partition(partition, execution_id, &self.partitions)?;
         reconciler::delayed::promote_one(&self.pool, lane, execution_id).await
     }
 
-    async fn expire_execution(&self, partition: Partition, execution_id: &ExecutionId, phase: ExpirePhase) -> Result<(), EngineError> {
+    async fn expire_execution(
+        &self,
+        partition: Partition,
+        execution_id: &ExecutionId,
+        phase: ExpirePhase,
+    ) -> Result<(), EngineError> {
         check_partition(partition, execution_id, &self.partitions)?;
         if reconciler::timeout::expire_one(&self.pool, execution_id, phase).await? {
             Metrics::add(&self.metrics.expirations, 1);
@@ -457,7 +495,9 @@ impl EngineBackend for PostgresBackend {
 
 fn check_partition(partition: Partition, id: &ExecutionId, cfg: &PartitionConfig) -> Result<(), EngineError> {
     check_id(id, cfg)?;
-    if !matches!(partition.family, PartitionFamily::Execution | PartitionFamily::Flow) || partition.index != id.partition_index() {
+    if !matches!(partition.family, PartitionFamily::Execution | PartitionFamily::Flow)
+        || partition.index != id.partition_index()
+    {
         return Err(EngineError::invalid(format!("partition {} does not hold execution {id}", partition.key())));
     }
     Ok(())
@@ -474,7 +514,11 @@ impl CompletionBackend for PostgresBackend {
         Ok(event::completion_stream(self.pool.clone(), head, filter.clone()))
     }
 
-    async fn subscribe_completions_from(&self, cursor: EventCursor, filter: &ScannerFilter) -> Result<CompletionStream, EngineError> {
+    async fn subscribe_completions_from(
+        &self,
+        cursor: EventCursor,
+        filter: &ScannerFilter,
+    ) -> Result<CompletionStream, EngineError> {
         Ok(event::completion_stream(self.pool.clone(), cursor, filter.clone()))
     }
 }

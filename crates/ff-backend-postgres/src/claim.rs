@@ -183,7 +183,11 @@ where
 }
 
 /// Reclaims one execution for the worker in `policy`; `Ok(None)` when it is not reclaimable.
-pub(crate) async fn reclaim_one<'e, E>(exec: E, id: &ExecutionId, policy: &ClaimPolicy) -> Result<Option<Handle>, EngineError>
+pub(crate) async fn reclaim_one<'e, E>(
+    exec: E,
+    id: &ExecutionId,
+    policy: &ClaimPolicy,
+) -> Result<Option<Handle>, EngineError>
 where
     E: Executor<'e, Database = Postgres>,
 {
@@ -202,8 +206,14 @@ fn handle_from_row(row: &PgRow, policy: &ClaimPolicy) -> Result<Handle, EngineEr
     let partition: i16 = col(row, "partition_key")?;
     let kind = HandleKind::parse(&col::<String>(row, "kind")?)?;
     let payload = HandlePayload {
-        execution_id: ExecutionId::from_parts(non_negative("partition_key", i64::from(partition))?, col::<Uuid>(row, "execution_id")?),
-        attempt_index: AttemptIndex(non_negative("current_attempt_index", i64::from(col::<i32>(row, "current_attempt_index")?))?),
+        execution_id: ExecutionId::from_parts(
+            non_negative("partition_key", i64::from(partition))?,
+            col::<Uuid>(row, "execution_id")?,
+        ),
+        attempt_index: AttemptIndex(non_negative(
+            "current_attempt_index",
+            i64::from(col::<i32>(row, "current_attempt_index")?),
+        )?),
         attempt_id: AttemptId(col(row, "attempt_id")?),
         lease_id: LeaseId(col(row, "lease_id")?),
         lease_epoch: LeaseEpoch(non_negative("lease_epoch", col::<i64>(row, "lease_epoch")?)?),

@@ -77,7 +77,8 @@ pub async fn read_events(
     rows.iter()
         .map(|r| {
             let tx: String = col(r, "tx")?;
-            let tx = tx.parse().map_err(|_| EngineError::validation(ValidationKind::Corruption, format!("tx id {tx:?}")))?;
+            let tx =
+                tx.parse().map_err(|_| EngineError::validation(ValidationKind::Corruption, format!("tx id {tx:?}")))?;
             let partition: i16 = col(r, "partition_key")?;
             Ok(EventLogEntry {
                 cursor: EventCursor { tx, id: col(r, "event_id")? },

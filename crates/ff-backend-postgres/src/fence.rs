@@ -5,11 +5,11 @@
 //! lease expired, lease revoked, execution no longer active (a replay by the same lease), or a
 //! stale lease (someone newer owns it).
 
+use ff_core::error::ExecutionNotActiveDetail;
 use ff_core::{
     BackendTag, ContentionKind, EngineError, ExecutionId, Handle, HandlePayload, LeaseEpoch, LifecyclePhase,
     OwnershipState, PartitionConfig, StateKind, TerminalOutcome,
 };
-use ff_core::error::ExecutionNotActiveDetail;
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -49,7 +49,8 @@ async fn diagnose_inner(pool: &PgPool, p: &HandlePayload) -> Result<EngineError,
     let outcome = TerminalOutcome::parse(&col::<String>(&row, "terminal_outcome")?)?;
     let lease_id: Option<Uuid> = col(&row, "lease_id")?;
     let epoch: u64 = non_negative("lease_epoch", col::<i64>(&row, "lease_epoch")?)?;
-    let attempt_index: u32 = non_negative("current_attempt_index", i64::from(col::<i32>(&row, "current_attempt_index")?))?;
+    let attempt_index: u32 =
+        non_negative("current_attempt_index", i64::from(col::<i32>(&row, "current_attempt_index")?))?;
     let expired: bool = col(&row, "expired")?;
     let same_lease = lease_id == Some(p.lease_id.0) && epoch == p.lease_epoch.0 && attempt_index == p.attempt_index.0;
     if !same_lease {
@@ -59,12 +60,14 @@ async fn diagnose_inner(pool: &PgPool, p: &HandlePayload) -> Result<EngineError,
         OwnershipState::Leased if expired => EngineError::State(StateKind::LeaseExpired),
         OwnershipState::LeaseExpiredReclaimable => EngineError::State(StateKind::LeaseExpired),
         OwnershipState::LeaseRevoked => EngineError::State(StateKind::LeaseRevoked),
-        OwnershipState::Unowned => EngineError::State(StateKind::ExecutionNotActive(Box::new(ExecutionNotActiveDetail {
-            terminal_outcome: outcome,
-            lease_epoch: LeaseEpoch(epoch),
-            lifecycle_phase: phase,
-            attempt_id: p.attempt_id,
-        }))),
+        OwnershipState::Unowned => {
+            EngineError::State(StateKind::ExecutionNotActive(Box::new(ExecutionNotActiveDetail {
+                terminal_outcome: outcome,
+                lease_epoch: LeaseEpoch(epoch),
+                lifecycle_phase: phase,
+                attempt_id: p.attempt_id,
+            })))
+        }
         OwnershipState::Leased => EngineError::Contention(ContentionKind::LeaseConflict),
     })
 }

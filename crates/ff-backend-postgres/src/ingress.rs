@@ -9,7 +9,8 @@
 use std::collections::HashMap;
 
 use ff_core::{
-    CreateExecutionArgs, CreateExecutionResult, EngineError, ExecutionId, MAX_CREATE_BATCH, PartitionConfig, PublicState,
+    CreateExecutionArgs, CreateExecutionResult, EngineError, ExecutionId, MAX_CREATE_BATCH, PartitionConfig,
+    PublicState,
 };
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -180,7 +181,9 @@ fn prefix(e: EngineError, i: usize, n: usize) -> EngineError {
         return e;
     }
     match e {
-        EngineError::Validation { kind, detail } => EngineError::Validation { kind, detail: format!("item {i}: {detail}") },
+        EngineError::Validation { kind, detail } => {
+            EngineError::Validation { kind, detail: format!("item {i}: {detail}") }
+        }
         other => other,
     }
 }

@@ -28,7 +28,8 @@ pub(crate) async fn renew(pool: &PgPool, p: &HandlePayload) -> Result<Option<Lea
              WHERE {FENCE} RETURNING e.lease_expires_at_ms, e.lease_epoch"
         )
     });
-    let row = bind_fence(sqlx::query(&SQL), p).bind(p.lease_ttl_ms as i64).fetch_optional(pool).await.map_err(map_sqlx)?;
+    let row =
+        bind_fence(sqlx::query(&SQL), p).bind(p.lease_ttl_ms as i64).fetch_optional(pool).await.map_err(map_sqlx)?;
     row.map(|r| {
         Ok(LeaseRenewal {
             expires_at_ms: TimestampMs(col(&r, "lease_expires_at_ms")?),
@@ -155,7 +156,10 @@ where
 }
 
 /// Issues a reclaim grant.
-pub(crate) async fn issue_reclaim_grant(pool: &PgPool, args: &IssueReclaimGrantArgs) -> Result<IssueReclaimGrantOutcome, EngineError> {
+pub(crate) async fn issue_reclaim_grant(
+    pool: &PgPool,
+    args: &IssueReclaimGrantArgs,
+) -> Result<IssueReclaimGrantOutcome, EngineError> {
     if args.grant_ttl_ms == 0 || args.grant_ttl_ms > MAX_GRANT_TTL_MS {
         return Err(EngineError::invalid(format!("grant_ttl_ms {} outside 1..={MAX_GRANT_TTL_MS}", args.grant_ttl_ms)));
     }
@@ -185,7 +189,10 @@ pub(crate) async fn issue_reclaim_grant(pool: &PgPool, args: &IssueReclaimGrantA
     }
     let lane: String = col(&row, "lane_id")?;
     if lane != args.lane_id.as_str() {
-        return Err(EngineError::invalid(format!("execution {id} is on lane {lane:?}, not {:?}", args.lane_id.as_str())));
+        return Err(EngineError::invalid(format!(
+            "execution {id} is on lane {lane:?}, not {:?}",
+            args.lane_id.as_str()
+        )));
     }
     let ownership: String = col(&row, "ownership_state")?;
     if ownership != "lease_expired_reclaimable" && ownership != "lease_revoked" {
@@ -224,7 +231,10 @@ fn check_capabilities(worker: &CapabilitySet, required: Vec<String>) -> Result<(
 }
 
 /// Consumes a reclaim grant and starts the new attempt.
-pub(crate) async fn reclaim_execution(pool: &PgPool, args: &ReclaimExecutionArgs) -> Result<ReclaimExecutionOutcome, EngineError> {
+pub(crate) async fn reclaim_execution(
+    pool: &PgPool,
+    args: &ReclaimExecutionArgs,
+) -> Result<ReclaimExecutionOutcome, EngineError> {
     ff_core::validate_lease_ttl_ms(args.lease_ttl_ms)?;
     let Ok(grant_key) = Uuid::parse_str(&args.grant_key) else {
         return Err(EngineError::invalid(format!("malformed grant key {:?}", args.grant_key)));
@@ -247,7 +257,10 @@ pub(crate) async fn reclaim_execution(pool: &PgPool, args: &ReclaimExecutionArgs
         tx.commit().await.map_err(map_sqlx)?;
         return Ok(ReclaimExecutionOutcome::GrantNotFound { execution_id: id });
     }
-    if worker_id != args.worker_id.as_str() || worker_instance_id != args.worker_instance_id.as_str() || lane != args.lane_id.as_str() {
+    if worker_id != args.worker_id.as_str()
+        || worker_instance_id != args.worker_instance_id.as_str()
+        || lane != args.lane_id.as_str()
+    {
         return Err(EngineError::invalid(format!(
             "reclaim grant for execution {id} belongs to worker {worker_id}/{worker_instance_id} on lane {lane:?}"
         )));
@@ -263,7 +276,10 @@ pub(crate) async fn reclaim_execution(pool: &PgPool, args: &ReclaimExecutionArgs
             let attempt_index = HandlePayload::from_handle(&handle, ff_core::BackendTag::Postgres)?.attempt_index;
             ReclaimExecutionOutcome::Claimed { handle, attempt_index }
         }
-        None => ReclaimExecutionOutcome::NotReclaimable { execution_id: id, detail: "execution is no longer reclaimable".into() },
+        None => ReclaimExecutionOutcome::NotReclaimable {
+            execution_id: id,
+            detail: "execution is no longer reclaimable".into(),
+        },
     };
     tx.commit().await.map_err(map_sqlx)?;
     Ok(outcome)

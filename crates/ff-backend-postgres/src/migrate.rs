@@ -24,10 +24,8 @@ pub async fn apply_migrations(pool: &PgPool) -> Result<(), EngineError> {
 
 /// The version recorded in the database, or `None` when the engine schema is absent.
 pub async fn read_schema_version(pool: &PgPool) -> Result<Option<i32>, EngineError> {
-    let exists: bool = sqlx::query_scalar("SELECT to_regclass('ff_schema') IS NOT NULL")
-        .fetch_one(pool)
-        .await
-        .map_err(map_sqlx)?;
+    let exists: bool =
+        sqlx::query_scalar("SELECT to_regclass('ff_schema') IS NOT NULL").fetch_one(pool).await.map_err(map_sqlx)?;
     if !exists {
         return Ok(None);
     }
@@ -41,7 +39,11 @@ pub async fn check_schema_version(pool: &PgPool) -> Result<(), EngineError> {
         Some(v) => Err(EngineError::invalid(format!(
             "schema version mismatch: the database is at version {v}, this build expects version {SCHEMA_VERSION}; \
              {}",
-            if v < SCHEMA_VERSION { "apply migrations (apply_migrations / `ff migrate`)" } else { "upgrade this binary" }
+            if v < SCHEMA_VERSION {
+                "apply migrations (apply_migrations / `ff migrate`)"
+            } else {
+                "upgrade this binary"
+            }
         ))),
         None => Err(EngineError::invalid(format!(
             "schema version mismatch: the database has no FlowFabric schema (version 0), this build expects version \

@@ -16,7 +16,12 @@ use crate::error::map_sqlx;
 use crate::fence::check_id;
 use crate::row::{STATE_COLUMNS, col, non_negative, state_vector};
 
-async fn fetch(pool: &PgPool, cfg: &PartitionConfig, id: &ExecutionId, columns: &str) -> Result<Option<PgRow>, EngineError> {
+async fn fetch(
+    pool: &PgPool,
+    cfg: &PartitionConfig,
+    id: &ExecutionId,
+    columns: &str,
+) -> Result<Option<PgRow>, EngineError> {
     check_id(id, cfg)?;
     sqlx::query(&format!("SELECT {columns} FROM ff_execution WHERE execution_id = $1 AND partition_key = $2"))
         .bind(id.uuid())
@@ -36,7 +41,11 @@ fn u32_col(row: &PgRow, name: &str) -> Result<u32, EngineError> {
 }
 
 /// `describe_execution`.
-pub(crate) async fn describe(pool: &PgPool, cfg: &PartitionConfig, id: &ExecutionId) -> Result<Option<ExecutionSnapshot>, EngineError> {
+pub(crate) async fn describe(
+    pool: &PgPool,
+    cfg: &PartitionConfig,
+    id: &ExecutionId,
+) -> Result<Option<ExecutionSnapshot>, EngineError> {
     let cols = format!(
         "{STATE_COLUMNS}, flow_id, lane_id, namespace, blocking_detail, attempt_id, current_attempt_index, \
          total_attempt_count, lease_reclaim_count, retry_count, lease_id, lease_epoch, worker_instance_id, \
@@ -50,7 +59,9 @@ pub(crate) async fn describe(pool: &PgPool, cfg: &PartitionConfig, id: &Executio
         Some(LeaseSummary {
             lease_id: LeaseId(col::<Option<Uuid>>(&row, "lease_id")?.unwrap_or_default()),
             lease_epoch: LeaseEpoch(non_negative("lease_epoch", col::<i64>(&row, "lease_epoch")?)?),
-            worker_instance_id: WorkerInstanceId(col::<Option<String>>(&row, "worker_instance_id")?.unwrap_or_default()),
+            worker_instance_id: WorkerInstanceId(
+                col::<Option<String>>(&row, "worker_instance_id")?.unwrap_or_default(),
+            ),
             expires_at: TimestampMs(col::<Option<i64>>(&row, "lease_expires_at_ms")?.unwrap_or_default()),
             attempt_index,
             last_heartbeat_at: col::<Option<i64>>(&row, "last_heartbeat_at_ms")?.map(TimestampMs),
@@ -81,7 +92,11 @@ pub(crate) async fn describe(pool: &PgPool, cfg: &PartitionConfig, id: &Executio
 }
 
 /// `read_execution_info`.
-pub(crate) async fn info(pool: &PgPool, cfg: &PartitionConfig, id: &ExecutionId) -> Result<Option<ExecutionInfo>, EngineError> {
+pub(crate) async fn info(
+    pool: &PgPool,
+    cfg: &PartitionConfig,
+    id: &ExecutionId,
+) -> Result<Option<ExecutionInfo>, EngineError> {
     let cols = format!(
         "{STATE_COLUMNS}, namespace, lane_id, priority, execution_kind, created_at_ms, started_at_ms, completed_at_ms, \
          current_attempt_index, flow_id, blocking_detail, eligible_at_ms, deadline_at_ms, required_capabilities"
@@ -110,43 +125,101 @@ pub(crate) async fn info(pool: &PgPool, cfg: &PartitionConfig, id: &ExecutionId)
 }
 
 /// `read_execution_state`.
-pub(crate) async fn state(pool: &PgPool, cfg: &PartitionConfig, id: &ExecutionId) -> Result<Option<PublicState>, EngineError> {
+pub(crate) async fn state(
+    pool: &PgPool,
+    cfg: &PartitionConfig,
+    id: &ExecutionId,
+) -> Result<Option<PublicState>, EngineError> {
     let Some(row) = fetch(pool, cfg, id, STATE_COLUMNS).await? else { return Ok(None) };
     Ok(Some(state_vector(&row)?.public_state()))
 }
 
 /// `read_execution_context`.
-pub(crate) async fn context(pool: &PgPool, cfg: &PartitionConfig, id: &ExecutionId) -> Result<ExecutionContext, EngineError> {
-    let row = fetch(pool, cfg, id, "input_payload, execution_kind, tags").await?.ok_or(EngineError::NotFound { entity: "execution" })?;
-    Ok(ExecutionContext { input_payload: col(&row, "input_payload")?, execution_kind: col(&row, "execution_kind")?, tags: tags(&row)? })
+pub(crate) async fn context(
+    pool: &PgPool,
+    cfg: &PartitionConfig,
+    id: &ExecutionId,
+) -> Result<ExecutionContext, EngineError> {
+    let row = fetch(pool, cfg, id, "input_payload, execution_kind, tags")
+        .await?
+        .ok_or(EngineError::NotFound { entity: "execution" })?;
+    Ok(ExecutionContext {
+        input_payload: col(&row, "input_payload")?,
+        execution_kind: col(&row, "execution_kind")?,
+        tags: tags(&row)?,
+    })
 }
 
 /// A single `integer` column, `NotFound` when absent.
-pub(crate) async fn attempt_counter(pool: &PgPool, cfg: &PartitionConfig, id: &ExecutionId, column: &str) -> Result<AttemptIndex, EngineError> {
+pub(crate) async fn attempt_counter(
+    pool: &PgPool,
+    cfg: &PartitionConfig,
+    id: &ExecutionId,
+    column: &str,
+) -> Result<AttemptIndex, EngineError> {
     let row = fetch(pool, cfg, id, column).await?.ok_or(EngineError::NotFound { entity: "execution" })?;
     Ok(AttemptIndex(u32_col(&row, column)?))
 }
 
 /// `get_execution_result`.
-pub(crate) async fn result(pool: &PgPool, cfg: &PartitionConfig, id: &ExecutionId) -> Result<Option<Vec<u8>>, EngineError> {
+pub(crate) async fn result(
+    pool: &PgPool,
+    cfg: &PartitionConfig,
+    id: &ExecutionId,
+) -> Result<Option<Vec<u8>>, EngineError> {
     let Some(row) = fetch(pool, cfg, id, "result").await? else { return Ok(None) };
     col(&row, "result")
 }
 
 /// `get_execution_namespace`.
-pub(crate) async fn namespace(pool: &PgPool, cfg: &PartitionConfig, id: &ExecutionId) -> Result<Option<String>, EngineError> {
+pub(crate) async fn namespace(
+    pool: &PgPool,
+    cfg: &PartitionConfig,
+    id: &ExecutionId,
+) -> Result<Option<String>, EngineError> {
     let Some(row) = fetch(pool, cfg, id, "namespace").await? else { return Ok(None) };
     col(&row, "namespace")
 }
 
 /// Columns `read_exec_core_fields` may project, each rendered as text.
 const CORE_FIELDS: &[&str] = &[
-    "lane_id", "namespace", "execution_kind", "priority", "lifecycle_phase", "ownership_state", "eligibility_state",
-    "blocking_reason", "terminal_outcome", "attempt_state", "blocking_detail", "eligible_at_ms", "deadline_at_ms",
-    "current_attempt_index", "total_attempt_count", "retry_count", "lease_reclaim_count", "lease_id", "lease_epoch",
-    "lease_expires_at_ms", "worker_id", "worker_instance_id", "attempt_id", "attempt_deadline_at_ms", "progress_pct",
-    "progress_message", "created_at_ms", "started_at_ms", "completed_at_ms", "last_mutation_at_ms", "flow_id",
-    "idempotency_key", "creator_identity", "payload_encoding", "max_retries", "max_reclaim_count", "attempt_timeout_ms",
+    "lane_id",
+    "namespace",
+    "execution_kind",
+    "priority",
+    "lifecycle_phase",
+    "ownership_state",
+    "eligibility_state",
+    "blocking_reason",
+    "terminal_outcome",
+    "attempt_state",
+    "blocking_detail",
+    "eligible_at_ms",
+    "deadline_at_ms",
+    "current_attempt_index",
+    "total_attempt_count",
+    "retry_count",
+    "lease_reclaim_count",
+    "lease_id",
+    "lease_epoch",
+    "lease_expires_at_ms",
+    "worker_id",
+    "worker_instance_id",
+    "attempt_id",
+    "attempt_deadline_at_ms",
+    "progress_pct",
+    "progress_message",
+    "created_at_ms",
+    "started_at_ms",
+    "completed_at_ms",
+    "last_mutation_at_ms",
+    "flow_id",
+    "idempotency_key",
+    "creator_identity",
+    "payload_encoding",
+    "max_retries",
+    "max_reclaim_count",
+    "attempt_timeout_ms",
 ];
 
 /// `read_exec_core_fields`.
@@ -157,11 +230,10 @@ pub(crate) async fn core_fields(
     id: &ExecutionId,
     fields: &[&str],
 ) -> Result<HashMap<String, Option<String>>, EngineError> {
-    if !matches!(partition.family, PartitionFamily::Execution | PartitionFamily::Flow) || partition.index != id.partition_index() {
-        return Err(EngineError::invalid(format!(
-            "partition {} does not hold execution {id}",
-            partition.key()
-        )));
+    if !matches!(partition.family, PartitionFamily::Execution | PartitionFamily::Flow)
+        || partition.index != id.partition_index()
+    {
+        return Err(EngineError::invalid(format!("partition {} does not hold execution {id}", partition.key())));
     }
     let known: Vec<&str> = fields.iter().copied().filter(|f| CORE_FIELDS.contains(f)).collect();
     let mut out: HashMap<String, Option<String>> = fields.iter().map(|f| ((*f).to_owned(), None)).collect();
@@ -180,7 +252,13 @@ pub(crate) async fn core_fields(
 }
 
 /// `set_execution_tag`.
-pub(crate) async fn set_tag(pool: &PgPool, cfg: &PartitionConfig, id: &ExecutionId, key: &str, value: &str) -> Result<(), EngineError> {
+pub(crate) async fn set_tag(
+    pool: &PgPool,
+    cfg: &PartitionConfig,
+    id: &ExecutionId,
+    key: &str,
+    value: &str,
+) -> Result<(), EngineError> {
     ff_core::tag::validate_tag_key(key)?;
     ff_core::tag::validate_tag_value(key, value)?;
     check_id(id, cfg)?;
@@ -208,17 +286,24 @@ pub(crate) async fn set_tag(pool: &PgPool, cfg: &PartitionConfig, id: &Execution
 }
 
 /// `get_execution_tag`.
-pub(crate) async fn get_tag(pool: &PgPool, cfg: &PartitionConfig, id: &ExecutionId, key: &str) -> Result<Option<String>, EngineError> {
+pub(crate) async fn get_tag(
+    pool: &PgPool,
+    cfg: &PartitionConfig,
+    id: &ExecutionId,
+    key: &str,
+) -> Result<Option<String>, EngineError> {
     ff_core::tag::validate_tag_key(key)?;
     check_id(id, cfg)?;
-    sqlx::query_scalar::<_, Option<String>>("SELECT tags ->> $3 FROM ff_execution WHERE execution_id = $1 AND partition_key = $2")
-        .bind(id.uuid())
-        .bind(id.partition_index() as i16)
-        .bind(key)
-        .fetch_optional(pool)
-        .await
-        .map(Option::flatten)
-        .map_err(map_sqlx)
+    sqlx::query_scalar::<_, Option<String>>(
+        "SELECT tags ->> $3 FROM ff_execution WHERE execution_id = $1 AND partition_key = $2",
+    )
+    .bind(id.uuid())
+    .bind(id.partition_index() as i16)
+    .bind(key)
+    .fetch_optional(pool)
+    .await
+    .map(Option::flatten)
+    .map_err(map_sqlx)
 }
 
 fn check_limit(limit: usize) -> Result<(), EngineError> {
@@ -261,13 +346,18 @@ pub(crate) async fn list_executions(
     .await
     .map_err(map_sqlx)?;
     let more = ids.len() > limit;
-    let executions: Vec<ExecutionId> = ids.into_iter().take(limit).map(|u| ExecutionId::from_parts(p.index, u)).collect();
+    let executions: Vec<ExecutionId> =
+        ids.into_iter().take(limit).map(|u| ExecutionId::from_parts(p.index, u)).collect();
     let next_cursor = if more { executions.last().copied() } else { None };
     Ok(ListExecutionsPage { executions, next_cursor })
 }
 
 /// `list_lanes`.
-pub(crate) async fn list_lanes(pool: &PgPool, cursor: Option<LaneId>, limit: usize) -> Result<ListLanesPage, EngineError> {
+pub(crate) async fn list_lanes(
+    pool: &PgPool,
+    cursor: Option<LaneId>,
+    limit: usize,
+) -> Result<ListLanesPage, EngineError> {
     check_limit(limit)?;
     if limit == 0 {
         return Ok(ListLanesPage { lanes: Vec::new(), next_cursor: None });

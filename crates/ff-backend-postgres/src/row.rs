@@ -13,8 +13,7 @@ pub(crate) fn col<'r, T>(row: &'r PgRow, name: &str) -> Result<T, EngineError>
 where
     T: Decode<'r, Postgres> + Type<Postgres>,
 {
-    row.try_get(name)
-        .map_err(|e| EngineError::validation(ValidationKind::Corruption, format!("column {name}: {e}")))
+    row.try_get(name).map_err(|e| EngineError::validation(ValidationKind::Corruption, format!("column {name}: {e}")))
 }
 
 /// Columns holding the state vector, for SELECT lists.
@@ -35,5 +34,6 @@ pub(crate) fn state_vector(row: &PgRow) -> Result<StateVector, EngineError> {
 
 /// Converts a stored non-negative integer, flagging negative values as corruption.
 pub(crate) fn non_negative<T: TryFrom<i64>>(name: &str, v: i64) -> Result<T, EngineError> {
-    T::try_from(v).map_err(|_| EngineError::validation(ValidationKind::Corruption, format!("{name} = {v} out of range")))
+    T::try_from(v)
+        .map_err(|_| EngineError::validation(ValidationKind::Corruption, format!("{name} = {v} out of range")))
 }

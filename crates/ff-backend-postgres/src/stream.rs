@@ -36,7 +36,11 @@ RETURNING seq, appended_at_ms
 });
 
 /// Appends a frame; `None` when the fence failed.
-pub(crate) async fn append(pool: &PgPool, p: &HandlePayload, frame: &Frame) -> Result<Option<AppendFrameOutcome>, EngineError> {
+pub(crate) async fn append(
+    pool: &PgPool,
+    p: &HandlePayload,
+    frame: &Frame,
+) -> Result<Option<AppendFrameOutcome>, EngineError> {
     let row: Option<(i64, i64)> = sqlx::query_as::<_, (i64, i64)>(&APPEND_SQL)
         .bind(p.execution_id.uuid())
         .bind(p.lease_id.0)

@@ -70,7 +70,10 @@ pub trait EngineBackend: Send + Sync + 'static {
 
     /// Creates many executions in one round trip. Results are in input order. The whole batch
     /// is validated first: one invalid item rejects the batch and writes nothing.
-    async fn create_executions(&self, args: Vec<CreateExecutionArgs>) -> Result<Vec<CreateExecutionResult>, EngineError>;
+    async fn create_executions(
+        &self,
+        args: Vec<CreateExecutionArgs>,
+    ) -> Result<Vec<CreateExecutionResult>, EngineError>;
 
     // ----- claims and leases ---------------------------------------------------------------
 
@@ -100,7 +103,11 @@ pub trait EngineBackend: Send + Sync + 'static {
 
     /// Marks the execution's lease expired if it is due: it becomes reclaimable, or fails when
     /// its reclaim cap is reached. A no-op when not due.
-    async fn mark_lease_expired_if_due(&self, partition: Partition, execution_id: &ExecutionId) -> Result<(), EngineError>;
+    async fn mark_lease_expired_if_due(
+        &self,
+        partition: Partition,
+        execution_id: &ExecutionId,
+    ) -> Result<(), EngineError>;
 
     /// Admits a worker to reclaim an execution whose lease expired or was revoked.
     async fn issue_reclaim_grant(&self, args: IssueReclaimGrantArgs) -> Result<IssueReclaimGrantOutcome, EngineError>;
@@ -115,10 +122,18 @@ pub trait EngineBackend: Send + Sync + 'static {
 
     /// Completes many executions in one round trip; one result per item, in order. Every item
     /// is fenced on its own: a stale item fails without affecting the others.
-    async fn complete_batch(&self, items: Vec<(Handle, Option<Vec<u8>>)>) -> Result<Vec<Result<(), EngineError>>, EngineError>;
+    async fn complete_batch(
+        &self,
+        items: Vec<(Handle, Option<Vec<u8>>)>,
+    ) -> Result<Vec<Result<(), EngineError>>, EngineError>;
 
     /// Fails the current attempt. Retryable classes are retried per the stored retry policy.
-    async fn fail(&self, handle: &Handle, reason: FailureReason, classification: FailureClass) -> Result<FailOutcome, EngineError>;
+    async fn fail(
+        &self,
+        handle: &Handle,
+        reason: FailureReason,
+        classification: FailureClass,
+    ) -> Result<FailOutcome, EngineError>;
 
     /// Cancels the execution from inside (the lease holder).
     async fn cancel(&self, handle: &Handle, reason: &str) -> Result<(), EngineError>;
@@ -202,11 +217,21 @@ pub trait EngineBackend: Send + Sync + 'static {
     // ----- reconciler hooks ------------------------------------------------------------------
 
     /// Makes a delayed execution eligible if its time has come (database time). No-op otherwise.
-    async fn promote_delayed(&self, partition: Partition, lane: &LaneId, execution_id: &ExecutionId) -> Result<(), EngineError>;
+    async fn promote_delayed(
+        &self,
+        partition: Partition,
+        lane: &LaneId,
+        execution_id: &ExecutionId,
+    ) -> Result<(), EngineError>;
 
     /// Expires an execution whose attempt timeout or deadline has passed (database time).
     /// No-op when not due.
-    async fn expire_execution(&self, partition: Partition, execution_id: &ExecutionId, phase: ExpirePhase) -> Result<(), EngineError>;
+    async fn expire_execution(
+        &self,
+        partition: Partition,
+        execution_id: &ExecutionId,
+        phase: ExpirePhase,
+    ) -> Result<(), EngineError>;
 }
 
 /// Completion subscriptions over the event log.
@@ -220,5 +245,9 @@ pub trait CompletionBackend: Send + Sync + 'static {
 
     /// Completions matching `filter` after `cursor` (resumable; `EventCursor::BEGINNING` replays
     /// the whole retained log).
-    async fn subscribe_completions_from(&self, cursor: EventCursor, filter: &ScannerFilter) -> Result<CompletionStream, EngineError>;
+    async fn subscribe_completions_from(
+        &self,
+        cursor: EventCursor,
+        filter: &ScannerFilter,
+    ) -> Result<CompletionStream, EngineError>;
 }

@@ -51,7 +51,9 @@ pub fn validate_tokens(tokens: &BTreeSet<String>) -> Result<(), EngineError> {
         if !ok {
             return Err(EngineError::validation(
                 ValidationKind::InvalidCapabilities,
-                format!("invalid capability token {t:?}: 1..={CAPABILITY_TOKEN_MAX_BYTES} printable ASCII bytes, no comma or space"),
+                format!(
+                    "invalid capability token {t:?}: 1..={CAPABILITY_TOKEN_MAX_BYTES} printable ASCII bytes, no comma or space"
+                ),
             ));
         }
     }

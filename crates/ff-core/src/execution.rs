@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::error::EngineError;
-use crate::id::{AttemptId, AttemptIndex, ExecutionId, FlowId, LaneId, LeaseEpoch, LeaseId, Namespace, TimestampMs, WorkerInstanceId};
+use crate::id::{
+    AttemptId, AttemptIndex, ExecutionId, FlowId, LaneId, LeaseEpoch, LeaseId, Namespace, TimestampMs, WorkerInstanceId,
+};
 use crate::policy::ExecutionPolicy;
 use crate::state::{PublicState, StateVector};
 
@@ -92,7 +94,12 @@ pub struct CreateExecutionArgs {
 
 impl CreateExecutionArgs {
     /// Minimal arguments: a fresh solo id for `lane` under the default partition config.
-    pub fn new(execution_id: ExecutionId, lane_id: LaneId, execution_kind: impl Into<String>, input_payload: Vec<u8>) -> Self {
+    pub fn new(
+        execution_id: ExecutionId,
+        lane_id: LaneId,
+        execution_kind: impl Into<String>,
+        input_payload: Vec<u8>,
+    ) -> Self {
         Self {
             execution_id,
             namespace: Namespace::default(),
@@ -126,7 +133,11 @@ impl CreateExecutionArgs {
             validate_name("idempotency_key", k, false)?;
         }
         if self.tags.len() > crate::tag::MAX_TAGS {
-            return Err(EngineError::invalid(format!("{} tags exceed the limit of {}", self.tags.len(), crate::tag::MAX_TAGS)));
+            return Err(EngineError::invalid(format!(
+                "{} tags exceed the limit of {}",
+                self.tags.len(),
+                crate::tag::MAX_TAGS
+            )));
         }
         for (k, v) in &self.tags {
             crate::tag::validate_tag_key(k)?;

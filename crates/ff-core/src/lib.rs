@@ -19,7 +19,7 @@ pub mod stream;
 pub mod tag;
 
 pub use backend::{CompletionBackend, EngineBackend};
-pub use capability::{BackendIdentity, CapabilitySet, Capabilities, Supports};
+pub use capability::{BackendIdentity, Capabilities, CapabilitySet, Supports};
 pub use error::{ConflictKind, ContentionKind, EngineError, StateKind, ValidationKind};
 pub use execution::*;
 pub use handle::{BackendTag, Handle, HandleKind, HandleOpaque, HandlePayload, LeaseFence};

@@ -248,8 +248,10 @@ mod tests {
     #[test]
     fn backoff_table() {
         let fixed = BackoffPolicy::Fixed { delay_ms: 500 };
-        let exp = BackoffPolicy::Exponential { initial_delay_ms: 100, max_delay_ms: 1000, multiplier: 2.0, jitter: false };
-        let jit = BackoffPolicy::Exponential { initial_delay_ms: 100, max_delay_ms: 1000, multiplier: 2.0, jitter: true };
+        let exp =
+            BackoffPolicy::Exponential { initial_delay_ms: 100, max_delay_ms: 1000, multiplier: 2.0, jitter: false };
+        let jit =
+            BackoffPolicy::Exponential { initial_delay_ms: 100, max_delay_ms: 1000, multiplier: 2.0, jitter: true };
         let cases: &[(&BackoffPolicy, u32, f64, u64)] = &[
             (&fixed, 0, 0.5, 500),
             (&fixed, 9, 0.5, 500),
@@ -272,24 +274,40 @@ mod tests {
     fn invalid_policies_rejected() {
         let bad = [
             ExecutionPolicy {
-                retry_policy: Some(RetryPolicy { max_retries: 1_000_000, backoff: BackoffPolicy::Fixed { delay_ms: 1 } }),
-                ..Default::default()
-            },
-            ExecutionPolicy {
-                retry_policy: Some(RetryPolicy { max_retries: 1, backoff: BackoffPolicy::Fixed { delay_ms: u64::MAX } }),
-                ..Default::default()
-            },
-            ExecutionPolicy {
                 retry_policy: Some(RetryPolicy {
-                    max_retries: 1,
-                    backoff: BackoffPolicy::Exponential { initial_delay_ms: 10, max_delay_ms: 5, multiplier: 2.0, jitter: false },
+                    max_retries: 1_000_000,
+                    backoff: BackoffPolicy::Fixed { delay_ms: 1 },
                 }),
                 ..Default::default()
             },
             ExecutionPolicy {
                 retry_policy: Some(RetryPolicy {
                     max_retries: 1,
-                    backoff: BackoffPolicy::Exponential { initial_delay_ms: 1, max_delay_ms: 5, multiplier: f64::NAN, jitter: false },
+                    backoff: BackoffPolicy::Fixed { delay_ms: u64::MAX },
+                }),
+                ..Default::default()
+            },
+            ExecutionPolicy {
+                retry_policy: Some(RetryPolicy {
+                    max_retries: 1,
+                    backoff: BackoffPolicy::Exponential {
+                        initial_delay_ms: 10,
+                        max_delay_ms: 5,
+                        multiplier: 2.0,
+                        jitter: false,
+                    },
+                }),
+                ..Default::default()
+            },
+            ExecutionPolicy {
+                retry_policy: Some(RetryPolicy {
+                    max_retries: 1,
+                    backoff: BackoffPolicy::Exponential {
+                        initial_delay_ms: 1,
+                        max_delay_ms: 5,
+                        multiplier: f64::NAN,
+                        jitter: false,
+                    },
                 }),
                 ..Default::default()
             },

@@ -319,7 +319,14 @@ pub const fn vector(
     terminal_outcome: TerminalOutcome,
     attempt_state: AttemptState,
 ) -> StateVector {
-    StateVector { lifecycle_phase, ownership_state, eligibility_state, blocking_reason, terminal_outcome, attempt_state }
+    StateVector {
+        lifecycle_phase,
+        ownership_state,
+        eligibility_state,
+        blocking_reason,
+        terminal_outcome,
+        attempt_state,
+    }
 }
 
 /// Which kind of claim a runnable or reclaimable execution admits, if any.
@@ -353,9 +360,14 @@ pub fn apply(t: Transition, from: Option<&StateVector>) -> Result<StateVector, E
 
     let Some(from) = from else {
         return match t {
-            Transition::Create { delayed: false } => {
-                Ok(vector(P::Runnable, O::Unowned, E::EligibleNow, B::WaitingForWorker, T::None, A::PendingFirstAttempt))
-            }
+            Transition::Create { delayed: false } => Ok(vector(
+                P::Runnable,
+                O::Unowned,
+                E::EligibleNow,
+                B::WaitingForWorker,
+                T::None,
+                A::PendingFirstAttempt,
+            )),
             Transition::Create { delayed: true } => Ok(vector(
                 P::Runnable,
                 O::Unowned,
@@ -386,12 +398,21 @@ pub fn apply(t: Transition, from: Option<&StateVector>) -> Result<StateVector, E
         Transition::FailTerminal => need_lease().map(|_| terminal(T::Failed)),
         Transition::Cancel => need_lease().map(|_| terminal(T::Cancelled)),
         Transition::FailRetry => need_lease().map(|_| {
-            vector(P::Runnable, O::Unowned, E::NotEligibleUntilTime, B::WaitingForRetryBackoff, T::None, A::PendingRetryAttempt)
+            vector(
+                P::Runnable,
+                O::Unowned,
+                E::NotEligibleUntilTime,
+                B::WaitingForRetryBackoff,
+                T::None,
+                A::PendingRetryAttempt,
+            )
         }),
         Transition::Delay => need_lease().map(|_| {
             vector(P::Runnable, O::Unowned, E::NotEligibleUntilTime, B::WaitingForDelay, T::None, A::AttemptInterrupted)
         }),
-        Transition::ExpireLease => need_lease().map(|_| StateVector { ownership_state: O::LeaseExpiredReclaimable, ..*from }),
+        Transition::ExpireLease => {
+            need_lease().map(|_| StateVector { ownership_state: O::LeaseExpiredReclaimable, ..*from })
+        }
         Transition::ReclaimCapExceeded => need_lease().map(|_| terminal(T::Failed)),
         Transition::PromoteDelayed => {
             if from.lifecycle_phase == P::Runnable && from.eligibility_state == E::NotEligibleUntilTime {
@@ -422,22 +443,33 @@ mod tests {
     use OwnershipState as O;
     use TerminalOutcome as T;
 
-    const WAITING: StateVector = vector(P::Runnable, O::Unowned, E::EligibleNow, B::WaitingForWorker, T::None, A::PendingFirstAttempt);
+    const WAITING: StateVector =
+        vector(P::Runnable, O::Unowned, E::EligibleNow, B::WaitingForWorker, T::None, A::PendingFirstAttempt);
     const DELAYED_NEW: StateVector =
         vector(P::Runnable, O::Unowned, E::NotEligibleUntilTime, B::WaitingForDelay, T::None, A::PendingFirstAttempt);
     const ACTIVE: StateVector = vector(P::Active, O::Leased, E::NotApplicable, B::None, T::None, A::RunningAttempt);
     const RECLAIMABLE: StateVector =
         vector(P::Active, O::LeaseExpiredReclaimable, E::NotApplicable, B::None, T::None, A::RunningAttempt);
-    const RETRY_WAIT: StateVector =
-        vector(P::Runnable, O::Unowned, E::NotEligibleUntilTime, B::WaitingForRetryBackoff, T::None, A::PendingRetryAttempt);
+    const RETRY_WAIT: StateVector = vector(
+        P::Runnable,
+        O::Unowned,
+        E::NotEligibleUntilTime,
+        B::WaitingForRetryBackoff,
+        T::None,
+        A::PendingRetryAttempt,
+    );
     const RETRY_READY: StateVector =
         vector(P::Runnable, O::Unowned, E::EligibleNow, B::WaitingForWorker, T::None, A::PendingRetryAttempt);
     const DELAYED_RUN: StateVector =
         vector(P::Runnable, O::Unowned, E::NotEligibleUntilTime, B::WaitingForDelay, T::None, A::AttemptInterrupted);
-    const COMPLETED: StateVector = vector(P::Terminal, O::Unowned, E::NotApplicable, B::None, T::Success, A::AttemptTerminal);
-    const FAILED: StateVector = vector(P::Terminal, O::Unowned, E::NotApplicable, B::None, T::Failed, A::AttemptTerminal);
-    const CANCELLED: StateVector = vector(P::Terminal, O::Unowned, E::NotApplicable, B::None, T::Cancelled, A::AttemptTerminal);
-    const EXPIRED: StateVector = vector(P::Terminal, O::Unowned, E::NotApplicable, B::None, T::Expired, A::AttemptTerminal);
+    const COMPLETED: StateVector =
+        vector(P::Terminal, O::Unowned, E::NotApplicable, B::None, T::Success, A::AttemptTerminal);
+    const FAILED: StateVector =
+        vector(P::Terminal, O::Unowned, E::NotApplicable, B::None, T::Failed, A::AttemptTerminal);
+    const CANCELLED: StateVector =
+        vector(P::Terminal, O::Unowned, E::NotApplicable, B::None, T::Cancelled, A::AttemptTerminal);
+    const EXPIRED: StateVector =
+        vector(P::Terminal, O::Unowned, E::NotApplicable, B::None, T::Expired, A::AttemptTerminal);
 
     /// Every legal transition this engine implements: (operation, from, expected to).
     const LEGAL: &[(Transition, Option<StateVector>, StateVector)] = &[
@@ -518,7 +550,14 @@ mod tests {
             (CANCELLED, PublicState::Cancelled),
             (EXPIRED, PublicState::Expired),
             (
-                vector(P::Runnable, O::Unowned, E::BlockedByDependencies, B::WaitingForChildren, T::None, A::AttemptInterrupted),
+                vector(
+                    P::Runnable,
+                    O::Unowned,
+                    E::BlockedByDependencies,
+                    B::WaitingForChildren,
+                    T::None,
+                    A::AttemptInterrupted,
+                ),
                 PublicState::WaitingChildren,
             ),
             (

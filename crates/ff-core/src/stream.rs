@@ -197,7 +197,8 @@ mod tests {
 
     #[test]
     fn frame_validation() {
-        let ok = Frame { bytes: vec![0, 255], kind: FrameKind::Blob, frame_type: "chunk.v1".into(), correlation_id: None };
+        let ok =
+            Frame { bytes: vec![0, 255], kind: FrameKind::Blob, frame_type: "chunk.v1".into(), correlation_id: None };
         assert!(ok.validate().is_ok());
         let big = Frame { bytes: vec![0; MAX_FRAME_BYTES + 1], ..ok.clone() };
         assert_eq!(big.validate().unwrap_err().code(), "retention_limit_exceeded");

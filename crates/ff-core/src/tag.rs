@@ -14,7 +14,9 @@ pub fn validate_tag_key(key: &str) -> Result<(), EngineError> {
     let err = || {
         EngineError::validation(
             ValidationKind::InvalidTagKey,
-            format!("tag key {key:?} must match ^[a-z][a-z0-9_]*\\.[a-z0-9_][a-z0-9_.]*$ (at most {TAG_KEY_MAX_BYTES} bytes)"),
+            format!(
+                "tag key {key:?} must match ^[a-z][a-z0-9_]*\\.[a-z0-9_][a-z0-9_.]*$ (at most {TAG_KEY_MAX_BYTES} bytes)"
+            ),
         )
     };
     if key.len() > TAG_KEY_MAX_BYTES {
