@@ -1,8 +1,9 @@
 //! Ending or parking an attempt: complete, fail (with the stored retry policy), cancel, delay.
 //!
 //! Each is one transaction whose writing statement carries the lease fence; the execution row,
-//! the attempt row and the event log change together. `complete` is a single statement over an
-//! array of items, so a batch of completions costs one round trip with every row still fenced.
+//! the attempt row and the event log change together. `complete` is one call of `ff_complete`
+//! over arrays of items, so a batch of completions costs one round trip with every row still
+//! fenced.
 
 use std::sync::LazyLock;
 
@@ -17,37 +18,9 @@ use crate::error::map_sqlx;
 use crate::fence::{FENCE, bind_fence};
 use crate::row::{col, non_negative};
 
-/// Fenced batch completion: `$1` execution ids, `$2` lease ids, `$3` epochs, `$4` attempt
-/// indexes, `$5` results (NULL = none). Returns the ids that completed.
-const COMPLETE_SQL: &str = r#"
-WITH input AS (
-    SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::bigint[], $4::int[], $5::bytea[])
-        AS i(execution_id, lease_id, lease_epoch, attempt_index, result)
-),
-upd AS (
-    UPDATE ff_execution e SET
-        lifecycle_phase = 'terminal', ownership_state = 'unowned', eligibility_state = 'not_applicable',
-        blocking_reason = 'none', terminal_outcome = 'success', attempt_state = 'attempt_terminal',
-        blocking_detail = NULL, result = i.result, lease_expires_at_ms = NULL, attempt_deadline_at_ms = NULL,
-        completed_at_ms = ff_now_ms(), last_mutation_at_ms = ff_now_ms()
-    FROM input i
-    WHERE e.execution_id = i.execution_id AND e.lease_id = i.lease_id AND e.lease_epoch = i.lease_epoch
-      AND e.current_attempt_index = i.attempt_index AND e.ownership_state = 'leased'
-      AND e.lease_expires_at_ms > ff_now_ms()
-    RETURNING e.execution_id, e.partition_key, e.namespace, e.lane_id, e.current_attempt_index, e.lease_epoch,
-              e.worker_instance_id
-),
-att AS (
-    UPDATE ff_attempt a SET state = 'ended_success', ended_at_ms = ff_now_ms()
-    FROM upd WHERE a.execution_id = upd.execution_id AND a.attempt_index = upd.current_attempt_index
-),
-ev AS (
-    INSERT INTO ff_event (kind, execution_id, partition_key, namespace, lane_id, attempt_index, lease_epoch, worker_instance_id)
-    SELECT 'completed', execution_id, partition_key, namespace, lane_id, current_attempt_index, lease_epoch, worker_instance_id
-    FROM upd
-)
-SELECT execution_id FROM upd
-"#;
+/// Fenced batch completion (see `ff_complete` in the schema): `$1` execution ids, `$2` lease ids,
+/// `$3` epochs, `$4` attempt indexes, `$5` results (NULL = none). Returns the ids that completed.
+const COMPLETE_SQL: &str = "SELECT * FROM ff_complete($1, $2, $3, $4, $5)";
 
 /// Completes every item whose fence holds; returns the execution UUIDs that completed.
 pub(crate) async fn complete(

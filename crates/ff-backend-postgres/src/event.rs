@@ -39,12 +39,12 @@ pub struct EventLogEntry {
 }
 
 const READ_SQL: &str = "
-SELECT v.tx_id::text AS tx, v.event_id, v.kind, v.execution_id, v.partition_key, v.namespace, v.lane_id,
+SELECT v.tx_id::text AS tx, v.event_id, v.kind::text AS kind, v.execution_id, v.partition_key, v.namespace, v.lane_id,
        v.attempt_index, v.lease_epoch, v.occurred_at_ms
 FROM ff_event v
 WHERE (v.tx_id, v.event_id) > ($1::text::xid8, $2)
   AND v.tx_id < pg_snapshot_xmin(pg_current_snapshot())
-  AND ($4::text[] IS NULL OR v.kind = ANY($4))
+  AND ($4::text[] IS NULL OR v.kind::text = ANY($4))
   AND ($5::text IS NULL OR v.namespace = $5)
   AND ($6::text IS NULL OR EXISTS (SELECT 1 FROM ff_execution x WHERE x.execution_id = v.execution_id
                                    AND x.tags ->> $6 = $7))

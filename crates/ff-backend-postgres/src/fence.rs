@@ -32,7 +32,8 @@ pub(crate) async fn diagnose(pool: &PgPool, p: &HandlePayload) -> EngineError {
 
 async fn diagnose_inner(pool: &PgPool, p: &HandlePayload) -> Result<EngineError, EngineError> {
     let row = sqlx::query(
-        "SELECT lifecycle_phase, ownership_state, terminal_outcome, lease_id, lease_epoch, current_attempt_index, \
+        "SELECT lifecycle_phase::text AS lifecycle_phase, ownership_state::text AS ownership_state, \
+                terminal_outcome::text AS terminal_outcome, lease_id, lease_epoch, current_attempt_index, \
                 (lease_expires_at_ms IS NOT NULL AND lease_expires_at_ms <= ff_now_ms()) AS expired \
          FROM ff_execution WHERE execution_id = $1 AND partition_key = $2",
     )

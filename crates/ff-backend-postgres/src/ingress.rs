@@ -36,13 +36,13 @@ ins AS (
         idempotency_key, payload_encoding, input_payload, tags,
         coalesce(string_to_array(nullif(capabilities, ''), ','), '{}'), policy, max_retries,
         max_reclaim_count, attempt_timeout_ms, 'runnable', 'unowned',
-        CASE WHEN delay_until > ff_now_ms() THEN 'not_eligible_until_time' ELSE 'eligible_now' END,
-        CASE WHEN delay_until > ff_now_ms() THEN 'waiting_for_delay' ELSE 'waiting_for_worker' END,
+        (CASE WHEN delay_until > ff_now_ms() THEN 'not_eligible_until_time' ELSE 'eligible_now' END)::ff_eligibility_state,
+        (CASE WHEN delay_until > ff_now_ms() THEN 'waiting_for_delay' ELSE 'waiting_for_worker' END)::ff_blocking_reason,
         'none', 'pending_first_attempt', greatest(coalesce(delay_until, 0), ff_now_ms()),
         coalesce(deadline_at, ff_now_ms() + deadline_rel_ms)
     FROM input ORDER BY ord
     ON CONFLICT DO NOTHING
-    RETURNING execution_id, eligibility_state
+    RETURNING execution_id, eligibility_state::text AS eligibility_state
 ),
 lanes AS (
     INSERT INTO ff_lane (lane_id) SELECT DISTINCT lane_id FROM input ON CONFLICT DO NOTHING

@@ -70,7 +70,7 @@ WITH due AS ({due}),
 upd AS (
     UPDATE ff_execution e SET
         lifecycle_phase = CASE WHEN capped THEN 'terminal' ELSE e.lifecycle_phase END,
-        ownership_state = CASE WHEN capped THEN 'unowned' ELSE 'lease_expired_reclaimable' END,
+        ownership_state = (CASE WHEN capped THEN 'unowned' ELSE 'lease_expired_reclaimable' END)::ff_ownership_state,
         eligibility_state = 'not_applicable',
         terminal_outcome = CASE WHEN capped THEN 'failed' ELSE e.terminal_outcome END,
         attempt_state = CASE WHEN capped THEN 'attempt_terminal' ELSE e.attempt_state END,
@@ -92,7 +92,7 @@ att AS (
 ),
 ev AS (
     INSERT INTO ff_event (kind, execution_id, partition_key, namespace, lane_id, attempt_index, lease_epoch, worker_instance_id)
-    SELECT CASE WHEN capped THEN 'failed' ELSE 'lease_expired' END,
+    SELECT (CASE WHEN capped THEN 'failed' ELSE 'lease_expired' END)::ff_event_kind,
            execution_id, partition_key, namespace, lane_id, current_attempt_index, lease_epoch, worker_instance_id
     FROM upd
 )
@@ -171,7 +171,7 @@ pub(crate) async fn issue_reclaim_grant(
     let expired = expire_one(&mut *tx, &args.execution_id).await?;
     let id = &args.execution_id;
     let row = sqlx::query(
-        "SELECT lane_id, lifecycle_phase, ownership_state, required_capabilities, lease_reclaim_count \
+        "SELECT lane_id, lifecycle_phase::text AS lifecycle_phase, ownership_state::text AS ownership_state, required_capabilities, lease_reclaim_count \
          FROM ff_execution WHERE execution_id = $1 AND partition_key = $2 FOR UPDATE",
     )
     .bind(id.uuid())

@@ -17,8 +17,9 @@ where
 }
 
 /// Columns holding the state vector, for SELECT lists.
-pub(crate) const STATE_COLUMNS: &str =
-    "lifecycle_phase, ownership_state, eligibility_state, blocking_reason, terminal_outcome, attempt_state";
+pub(crate) const STATE_COLUMNS: &str = "lifecycle_phase::text AS lifecycle_phase, ownership_state::text AS ownership_state, \
+     eligibility_state::text AS eligibility_state, blocking_reason::text AS blocking_reason, \
+     terminal_outcome::text AS terminal_outcome, attempt_state::text AS attempt_state";
 
 /// Decodes the state vector of an execution row selected with [`STATE_COLUMNS`].
 pub(crate) fn state_vector(row: &PgRow) -> Result<StateVector, EngineError> {

@@ -29,7 +29,7 @@ counter AS (
     RETURNING a.execution_id, a.attempt_index, a.frame_count
 )
 INSERT INTO ff_frame (execution_id, attempt_index, seq, kind, frame_type, correlation_id, bytes, appended_at_ms)
-SELECT execution_id, attempt_index, frame_count, $5, $6, $7, $8, ff_now_ms() FROM counter
+SELECT execution_id, attempt_index, frame_count, $5::ff_frame_kind, $6, $7, $8, ff_now_ms() FROM counter
 RETURNING seq, appended_at_ms
 "#
     )
@@ -69,7 +69,7 @@ pub(crate) async fn read(
         return Err(EngineError::invalid(format!("count_limit {count_limit} outside 1..={MAX_STREAM_READ}")));
     }
     let attempt_row: Option<(Option<i64>, String, i16)> = sqlx::query_as(
-        "SELECT a.ended_at_ms, a.state, e.partition_key FROM ff_attempt a JOIN ff_execution e USING (execution_id) \
+        "SELECT a.ended_at_ms, a.state::text, e.partition_key FROM ff_attempt a JOIN ff_execution e USING (execution_id) \
          WHERE a.execution_id = $1 AND a.attempt_index = $2",
     )
     .bind(id.uuid())
@@ -86,7 +86,7 @@ pub(crate) async fn read(
     let lo = i64::try_from(from.seq_bound()).unwrap_or(i64::MAX);
     let hi = i64::try_from(to.seq_bound()).unwrap_or(i64::MAX);
     let rows = sqlx::query(
-        "SELECT seq, kind, frame_type, correlation_id, bytes, appended_at_ms FROM ff_frame \
+        "SELECT seq, kind::text AS kind, frame_type, correlation_id, bytes, appended_at_ms FROM ff_frame \
          WHERE execution_id = $1 AND attempt_index = $2 AND seq >= $3 AND seq <= $4 ORDER BY seq LIMIT $5",
     )
     .bind(id.uuid())

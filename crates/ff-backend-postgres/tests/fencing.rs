@@ -99,12 +99,13 @@ async fn stalled_worker_cannot_complete_over_the_new_attempt() {
     assert_eq!(fx.state(&id).await, PublicState::Active);
     fx.backend.complete(&fresh, Some(b"winner".to_vec())).await.unwrap();
     assert_eq!(fx.backend.get_execution_result(&id).await.unwrap(), Some(b"winner".to_vec()));
-    let attempts: Vec<(i32, String)> =
-        sqlx::query_as("SELECT attempt_index, state FROM ff_attempt WHERE execution_id = $1 ORDER BY attempt_index")
-            .bind(id.uuid())
-            .fetch_all(fx.pool())
-            .await
-            .unwrap();
+    let attempts: Vec<(i32, String)> = sqlx::query_as(
+        "SELECT attempt_index, state::text FROM ff_attempt WHERE execution_id = $1 ORDER BY attempt_index",
+    )
+    .bind(id.uuid())
+    .fetch_all(fx.pool())
+    .await
+    .unwrap();
     assert_eq!(attempts, vec![(0, "interrupted_reclaimed".to_owned()), (1, "ended_success".to_owned())]);
 }
 

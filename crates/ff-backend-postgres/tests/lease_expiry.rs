@@ -32,7 +32,7 @@ async fn expired_lease_is_marked_reclaimable_and_claimed_by_a_new_attempt() {
     assert_eq!(snap.total_attempt_count, 2);
     fx.backend.complete(&r, None).await.unwrap();
     let kinds: Vec<String> =
-        sqlx::query_scalar("SELECT kind FROM ff_event WHERE execution_id = $1 ORDER BY tx_id, event_id")
+        sqlx::query_scalar("SELECT kind::text FROM ff_event WHERE execution_id = $1 ORDER BY tx_id, event_id")
             .bind(id.uuid())
             .fetch_all(fx.pool())
             .await

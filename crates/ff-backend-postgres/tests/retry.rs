@@ -34,12 +34,13 @@ async fn transient_failure_retries_with_backoff_then_fails_when_exhausted() {
     assert_eq!(out, FailOutcome::TerminalFailed);
     assert_eq!(fx.state(&id).await, PublicState::Failed);
     assert_eq!(fx.backend.read_total_attempt_count(&id).await.unwrap(), AttemptIndex(3));
-    let types: Vec<(String, String)> =
-        sqlx::query_as("SELECT attempt_type, state FROM ff_attempt WHERE execution_id = $1 ORDER BY attempt_index")
-            .bind(id.uuid())
-            .fetch_all(fx.pool())
-            .await
-            .unwrap();
+    let types: Vec<(String, String)> = sqlx::query_as(
+        "SELECT attempt_type::text, state::text FROM ff_attempt WHERE execution_id = $1 ORDER BY attempt_index",
+    )
+    .bind(id.uuid())
+    .fetch_all(fx.pool())
+    .await
+    .unwrap();
     assert_eq!(
         types,
         vec![

@@ -56,7 +56,7 @@ async fn attempt_timeout_expires_the_running_attempt_and_fences_its_worker() {
     assert_eq!(fx.state(&id).await, PublicState::Expired);
     let e = fx.backend.complete(&h, None).await.unwrap_err();
     assert!(matches!(e, EngineError::State(StateKind::ExecutionNotActive(_))), "{e:?}");
-    let state: String = sqlx::query_scalar("SELECT state FROM ff_attempt WHERE execution_id = $1")
+    let state: String = sqlx::query_scalar("SELECT state::text FROM ff_attempt WHERE execution_id = $1")
         .bind(id.uuid())
         .fetch_one(fx.pool())
         .await

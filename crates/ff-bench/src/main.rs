@@ -1,1 +1,232 @@
-fn main() {}
+//! `ff-bench`: benchmark scenarios for the engine.
+//!
+//! `s1`: create N executions with a payload (ingress, batched), then W workers claim and complete
+//! until every execution is done. `--batch 1` uses the trait's `claim` / `complete` one execution
+//! at a time; `--batch B` uses `claim_batch` / `complete_batch` (every row still fenced).
+//! Throughput is N / drain time; latency is per execution, from the start of the claim call that
+//! took it to the end of the complete call that finished it.
+//!
+//! The database is `DATABASE_URL`'s server (a database named `ff_bench` is dropped and
+//! recreated) or, when unset, the test kit's private throwaway cluster.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use ff_backend_postgres::{PostgresBackend, apply_migrations};
+use ff_core::*;
+use hdrhistogram::Histogram;
+use sqlx::postgres::PgPoolOptions;
+
+#[derive(Parser)]
+#[command(name = "ff-bench", about = "FlowFabric engine benchmarks")]
+struct Cli {
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+#[derive(Subcommand)]
+enum Scenario {
+    /// Submit N executions, then W workers claim -> complete until all are done.
+    S1(S1Args),
+}
+
+#[derive(clap::Args, Clone)]
+struct S1Args {
+    /// Executions to create.
+    #[arg(long, default_value_t = 10_000)]
+    tasks: usize,
+    /// Concurrent workers.
+    #[arg(long, default_value_t = 16)]
+    workers: usize,
+    /// Input payload size in bytes.
+    #[arg(long, default_value_t = 4096)]
+    payload_bytes: usize,
+    /// Executions claimed and completed per round trip (1 = the trait's single-item calls).
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
+    /// Executions per create call during ingress.
+    #[arg(long, default_value_t = 500)]
+    ingress_batch: usize,
+    /// Concurrent submitters during ingress.
+    #[arg(long, default_value_t = 4)]
+    submitters: usize,
+    /// Database connections shared by all workers (default: one per worker). Fewer connections
+    /// than workers queue claims in the client instead of in an oversubscribed server.
+    #[arg(long)]
+    connections: Option<u32>,
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.scenario {
+        Scenario::S1(args) => s1(args).await,
+    }
+}
+
+async fn s1(args: S1Args) -> Result<()> {
+    if args.tasks == 0 || args.workers == 0 || args.batch == 0 || args.ingress_batch == 0 || args.submitters == 0 {
+        bail!("--tasks, --workers, --batch, --ingress-batch and --submitters must be at least 1");
+    }
+    let admin = ff_test::admin_url().await.map_err(anyhow::Error::msg)?;
+    let url = ff_test::create_database(&admin, "ff_bench", true).await.map_err(anyhow::Error::msg)?;
+    let pool = PgPoolOptions::new()
+        .max_connections(args.connections.unwrap_or((args.workers + args.submitters) as u32).max(1))
+        .connect(&url)
+        .await
+        .context("connect to the benchmark database")?;
+    apply_migrations(&pool).await?;
+    let settings: Vec<(String, String)> = sqlx::query_as(
+        "SELECT name, setting FROM pg_settings WHERE name IN ('synchronous_commit', 'fsync', 'server_version') ORDER BY name",
+    )
+    .fetch_all(&pool)
+    .await?;
+    let settings = settings.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ");
+    println!("database: {} ({settings})", redact(&url));
+    let backend = PostgresBackend::from_pool(pool.clone(), PartitionConfig::default());
+    let lane = LaneId::try_new("bench.s1")?;
+
+    // Ingress.
+    let payload = vec![0x5au8; args.payload_bytes];
+    let per_submitter = args.tasks.div_ceil(args.submitters);
+    let started = Instant::now();
+    let mut submitters = tokio::task::JoinSet::new();
+    for s in 0..args.submitters {
+        let (backend, lane, payload) = (backend.clone(), lane.clone(), payload.clone());
+        let lo = s * per_submitter;
+        let hi = ((s + 1) * per_submitter).min(args.tasks);
+        let chunk = args.ingress_batch;
+        submitters.spawn(async move {
+            let mut i = lo;
+            while i < hi {
+                let n = chunk.min(hi - i);
+                let batch = (0..n)
+                    .map(|_| {
+                        CreateExecutionArgs::new(
+                            ExecutionId::solo(&lane, &PartitionConfig::default()),
+                            lane.clone(),
+                            "bench.scenario1",
+                            payload.clone(),
+                        )
+                    })
+                    .collect();
+                backend.create_executions(batch).await?;
+                i += n;
+            }
+            Ok::<_, EngineError>(())
+        });
+    }
+    while let Some(r) = submitters.join_next().await {
+        r??;
+    }
+    let ingress = started.elapsed();
+    let ingress_ops = args.tasks as f64 / ingress.as_secs_f64();
+    println!("ingress: {} executions in {:.2?} ({ingress_ops:.0}/s)", args.tasks, ingress);
+
+    // Drain.
+    let done = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut workers = tokio::task::JoinSet::new();
+    for w in 0..args.workers {
+        let (backend, lane, done) = (backend.clone(), lane.clone(), done.clone());
+        let (batch, total) = (args.batch, args.tasks);
+        workers.spawn(async move { worker(backend, lane, w, batch, total, done).await });
+    }
+    let mut hist = Histogram::<u64>::new(3)?;
+    while let Some(r) = workers.join_next().await {
+        hist.add(r??)?;
+    }
+    let drain = started.elapsed();
+    let completed = done.load(Ordering::Relaxed);
+    if completed != args.tasks {
+        bail!("completed {completed} of {} executions", args.tasks);
+    }
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM ff_execution WHERE lifecycle_phase <> 'terminal'")
+        .fetch_one(&pool)
+        .await?;
+    if left != 0 {
+        bail!("{left} executions are not terminal after the drain");
+    }
+    let ops = args.tasks as f64 / drain.as_secs_f64();
+    let ms = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
+    println!("drain: {} executions in {:.2?} with {} workers, batch {}", args.tasks, drain, args.workers, args.batch);
+    println!(
+        "latency per execution (claim start -> complete end): p50 {:.2} ms, p95 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        ms(0.50),
+        ms(0.95),
+        ms(0.99),
+        hist.max() as f64 / 1000.0
+    );
+    println!(
+        "RESULT system=ff scenario=s1 workers={} tasks={} batch={} ops_per_sec={ops:.0} p50_ms={:.2} p99_ms={:.2} ingress_ops_per_sec={ingress_ops:.0}",
+        args.workers,
+        args.tasks,
+        args.batch,
+        ms(0.50),
+        ms(0.99)
+    );
+    backend.shutdown_prepare(Duration::from_secs(5)).await?;
+    Ok(())
+}
+
+/// One worker: claim -> complete until every execution is done. Returns latencies in µs.
+async fn worker(
+    backend: Arc<PostgresBackend>,
+    lane: LaneId,
+    index: usize,
+    batch: usize,
+    total: usize,
+    done: Arc<AtomicUsize>,
+) -> Result<Histogram<u64>> {
+    let mut hist = Histogram::<u64>::new(3)?;
+    let policy = ClaimPolicy::new("bench", format!("worker-{index}"), 30_000);
+    let caps = CapabilitySet::empty();
+    loop {
+        let t0 = Instant::now();
+        let handles = if batch == 1 {
+            backend.claim(&lane, &caps, policy.clone()).await?.into_iter().collect::<Vec<_>>()
+        } else {
+            backend.claim_batch(&lane, &caps, policy.clone(), batch).await?
+        };
+        if handles.is_empty() {
+            if done.load(Ordering::Relaxed) >= total {
+                return Ok(hist);
+            }
+            // Others still hold the remaining executions; they will finish them.
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            if done.load(Ordering::Relaxed) >= total {
+                return Ok(hist);
+            }
+            continue;
+        }
+        let n = handles.len();
+        if batch == 1 {
+            for h in &handles {
+                backend.complete(h, None).await?;
+            }
+        } else {
+            let items = handles.into_iter().map(|h| (h, None)).collect();
+            for r in backend.complete_batch(items).await? {
+                r?;
+            }
+        }
+        let us = t0.elapsed().as_micros() as u64;
+        for _ in 0..n {
+            hist.record(us.max(1))?;
+        }
+        done.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+fn redact(url: &str) -> String {
+    match url.split_once('@') {
+        Some((scheme_user, rest)) => match scheme_user.split_once("://") {
+            Some((scheme, user)) => format!("{scheme}://{}@{rest}", user.split(':').next().unwrap_or("")),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
+}
