@@ -10,7 +10,7 @@
 
 CREATE FUNCTION ff_now_ms() RETURNS bigint
     LANGUAGE sql STABLE PARALLEL SAFE
-    AS $$ SELECT (extract(epoch FROM statement_timestamp()) * 1000)::bigint $$;
+    AS $$ SELECT (date_part('epoch', statement_timestamp()) * 1000)::bigint $$;
 
 CREATE TABLE ff_schema (
     singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
@@ -46,12 +46,13 @@ CREATE TABLE ff_lane (
 -- The invariants of an execution row (the same ones StateVector::check states in ff-core):
 -- terminal <=> outcome set <=> completed_at set; a lease-bearing ownership exactly while active,
 -- with the lease recorded; eligibility exactly while runnable; a running attempt exactly while
--- active; terminal => attempt ended; a result only on success; attempts counted.
+-- active; terminal => attempt ended; a result only on success; counters and ranges sane.
 CREATE FUNCTION ff_execution_state_is_consistent(
     phase ff_lifecycle_phase, ownership ff_ownership_state, eligibility ff_eligibility_state,
     attempt ff_attempt_state, outcome ff_terminal_outcome, completed_at_ms bigint, lease_id uuid,
     lease_expires_at_ms bigint, worker_instance_id text, attempt_id uuid, no_result boolean,
-    current_attempt_index integer, total_attempt_count integer)
+    current_attempt_index integer, total_attempt_count integer, retry_count integer, lease_reclaim_count integer,
+    priority integer, progress_pct smallint)
     RETURNS boolean
     LANGUAGE plpgsql IMMUTABLE
     AS $$
@@ -65,7 +66,10 @@ BEGIN
        AND (ownership = 'unowned' OR (lease_id IS NOT NULL AND lease_expires_at_ms IS NOT NULL
                                       AND worker_instance_id IS NOT NULL AND attempt_id IS NOT NULL))
        AND (no_result OR outcome = 'success')
-       AND current_attempt_index <= total_attempt_count;
+       AND current_attempt_index BETWEEN 0 AND total_attempt_count
+       AND retry_count >= 0 AND lease_reclaim_count >= 0
+       AND priority BETWEEN 0 AND 9000
+       AND coalesce(progress_pct BETWEEN 0 AND 100, true);
 END
 $$;
 
@@ -125,16 +129,12 @@ CREATE TABLE ff_execution (
     completed_at_ms bigint,
     last_mutation_at_ms bigint NOT NULL DEFAULT ff_now_ms(),
 
-    -- Cheap range checks are one constraint: every CHECK is evaluated on every write.
-    CONSTRAINT values_in_range CHECK (partition_key >= 0 AND priority BETWEEN 0 AND 9000 AND max_retries >= 0
-        AND max_reclaim_count >= 0 AND attempt_timeout_ms > 0 AND current_attempt_index >= 0
-        AND retry_count >= 0 AND lease_reclaim_count >= 0 AND lease_epoch >= 0 AND progress_pct BETWEEN 0 AND 100
-        AND execution_kind <> ''),
     -- The state invariants, as one function call: a CHECK expression is re-read from the catalog
     -- on every write, and one call is far cheaper to re-read than a dozen expressions.
     CONSTRAINT state_is_consistent CHECK (ff_execution_state_is_consistent(lifecycle_phase, ownership_state,
         eligibility_state, attempt_state, terminal_outcome, completed_at_ms, lease_id, lease_expires_at_ms,
-        worker_instance_id, attempt_id, result IS NULL, current_attempt_index, total_attempt_count))
+        worker_instance_id, attempt_id, result IS NULL, current_attempt_index, total_attempt_count, retry_count,
+        lease_reclaim_count, priority, progress_pct))
 );
 
 -- The claim path: best (priority, eligible time, creation order) claimable execution of a lane.
@@ -162,7 +162,7 @@ ALTER TABLE ff_execution SET (autovacuum_vacuum_scale_factor = 0.02, autovacuum_
 
 CREATE TABLE ff_attempt (
     execution_id uuid NOT NULL,
-    attempt_index integer NOT NULL CHECK (attempt_index >= 0),
+    attempt_index integer NOT NULL,
     attempt_id uuid NOT NULL,
     attempt_type ff_attempt_type NOT NULL,
     state ff_attempt_lifecycle NOT NULL,
@@ -177,7 +177,8 @@ CREATE TABLE ff_attempt (
     failure_detail text,
     frame_count bigint NOT NULL DEFAULT 0,
     PRIMARY KEY (execution_id, attempt_index),
-    CONSTRAINT ended_iff_end_time CHECK ((state IN ('started', 'suspended')) = (ended_at_ms IS NULL))
+    -- started and suspended sort before every ended state.
+    CONSTRAINT ended_iff_end_time CHECK ((state < 'ended_success') = (ended_at_ms IS NULL))
 );
 
 CREATE TABLE ff_frame (
@@ -229,15 +230,15 @@ CREATE TABLE ff_event (
 -- Claims up to p_limit executions of lane p_lane whose required capabilities are a subset of
 -- p_capabilities: highest priority first, then earliest eligible, then creation order; or, when
 -- p_execution_id is given, reclaims that one execution if its lease was lost. One statement
--- writes each lease, opens the attempt (a new one, or the interrupted one again when resuming),
--- closes the superseded attempt of a reclaim, and logs the lease event.
+-- writes each lease, opens the attempt (a new one, or the interrupted one again when resuming)
+-- and logs the lease event. (The attempt a reclaim supersedes was closed when its lease expired.)
 CREATE FUNCTION ff_claim(p_lane text, p_capabilities text[], p_limit integer, p_ttl_ms bigint, p_worker_id text,
                          p_worker_instance_id text, p_execution_id uuid DEFAULT NULL)
     RETURNS TABLE (execution_id uuid, partition_key smallint, lane_id text, attempt_index integer, attempt_id uuid,
                    lease_id uuid, lease_epoch bigint, kind text)
     LANGUAGE plpgsql
     SET plan_cache_mode = force_generic_plan SET enable_sort = off SET enable_bitmapscan = off
-    SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off
+    SET enable_seqscan = off
     AS $$
 BEGIN
     -- A claim commits without waiting for its WAL flush (see ARCHITECTURE.md, "Durability").
@@ -290,12 +291,6 @@ BEGIN
         RETURNING e.execution_id, e.partition_key, e.namespace, e.lane_id, e.current_attempt_index, e.attempt_id,
                   e.lease_id, e.lease_epoch, c.kind, c.prev_index
     ),
-    superseded AS (
-        UPDATE ff_attempt a SET state = 'interrupted_reclaimed', ended_at_ms = ff_now_ms()
-        FROM upd u
-        WHERE u.kind = 'reclaimed' AND a.execution_id = u.execution_id AND a.attempt_index = u.prev_index
-          AND a.ended_at_ms IS NULL
-    ),
     attempt AS (
         INSERT INTO ff_attempt AS a (execution_id, attempt_index, attempt_id, attempt_type, state, lease_id,
                                      lease_epoch, worker_id, worker_instance_id, started_at_ms)
@@ -329,7 +324,6 @@ CREATE FUNCTION ff_complete(p_ids uuid[], p_lease_ids uuid[], p_epochs bigint[],
     RETURNS SETOF uuid
     LANGUAGE plpgsql
     SET plan_cache_mode = force_generic_plan SET enable_seqscan = off SET enable_bitmapscan = off
-    SET enable_hashjoin = off SET enable_mergejoin = off
     AS $$
 BEGIN
     RETURN QUERY

@@ -1,9 +1,9 @@
 //! Leases: renewal, progress heartbeats, expiry and reclaim grants.
 //!
 //! Expiry follows the canonical model: an expired lease leaves the execution `active` with
-//! ownership `lease_expired_reclaimable` (or fails it once its reclaim cap is reached); a new
-//! attempt then takes it over through a plain claim on its lane or through an explicit reclaim
-//! grant. Renewals write no event (heartbeats would otherwise dominate the log).
+//! ownership `lease_expired_reclaimable` (or fails it once its reclaim cap is reached) and closes
+//! its attempt as `interrupted_reclaimed`; a new attempt then takes it over through a plain claim
+//! on its lane or through an explicit reclaim grant. Renewals write no event (heartbeats would otherwise dominate the log).
 
 use std::sync::LazyLock;
 
@@ -87,8 +87,11 @@ upd AS (
               e.worker_instance_id, c.capped
 ),
 att AS (
-    UPDATE ff_attempt a SET state = 'ended_failure', ended_at_ms = ff_now_ms(), failure_message = 'max_reclaims_exceeded'
-    FROM upd WHERE upd.capped AND a.execution_id = upd.execution_id AND a.attempt_index = upd.current_attempt_index
+    UPDATE ff_attempt a SET
+        state = (CASE WHEN upd.capped THEN 'ended_failure' ELSE 'interrupted_reclaimed' END)::ff_attempt_lifecycle,
+        ended_at_ms = ff_now_ms(),
+        failure_message = CASE WHEN upd.capped THEN 'max_reclaims_exceeded' ELSE 'lease expired' END
+    FROM upd WHERE a.execution_id = upd.execution_id AND a.attempt_index = upd.current_attempt_index
 ),
 ev AS (
     INSERT INTO ff_event (kind, execution_id, partition_key, namespace, lane_id, attempt_index, lease_epoch, worker_instance_id)
