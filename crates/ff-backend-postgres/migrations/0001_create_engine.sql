@@ -227,15 +227,16 @@ CREATE TABLE ff_event (
 -- paths: the candidate scan walks ff_execution_claim_idx in order (never sorts the lane), and a
 -- plan cached while a table was still empty never degrades into a sequential scan.
 
--- Claims up to p_limit executions of lane p_lane whose required capabilities are a subset of
+-- Claims up to one execution per entry of p_worker_instance_ids (slot n goes to the n-th worker
+-- instance) on lane p_lane, among those whose required capabilities are a subset of
 -- p_capabilities: highest priority first, then earliest eligible, then creation order; or, when
 -- p_execution_id is given, reclaims that one execution if its lease was lost. One statement
 -- writes each lease, opens the attempt (a new one, or the interrupted one again when resuming)
 -- and logs the lease event. (The attempt a reclaim supersedes was closed when its lease expired.)
-CREATE FUNCTION ff_claim(p_lane text, p_capabilities text[], p_limit integer, p_ttl_ms bigint, p_worker_id text,
-                         p_worker_instance_id text, p_execution_id uuid DEFAULT NULL)
-    RETURNS TABLE (execution_id uuid, partition_key smallint, lane_id text, attempt_index integer, attempt_id uuid,
-                   lease_id uuid, lease_epoch bigint, kind text)
+CREATE FUNCTION ff_claim(p_lane text, p_capabilities text[], p_worker_instance_ids text[], p_ttl_ms bigint,
+                         p_worker_id text, p_execution_id uuid DEFAULT NULL)
+    RETURNS TABLE (slot bigint, execution_id uuid, partition_key smallint, lane_id text, attempt_index integer,
+                   attempt_id uuid, lease_id uuid, lease_epoch bigint, kind text, worker_instance_id text)
     LANGUAGE plpgsql
     SET plan_cache_mode = force_generic_plan SET enable_sort = off SET enable_bitmapscan = off
     SET enable_seqscan = off
@@ -255,7 +256,7 @@ BEGIN
           AND x.lane_id = p_lane AND x.eligible_at_ms <= ff_now_ms()
           AND x.required_capabilities <@ p_capabilities AND p_execution_id IS NULL
         ORDER BY x.priority DESC, x.eligible_at_ms, x.seq
-        LIMIT p_limit
+        LIMIT cardinality(p_worker_instance_ids)
         FOR UPDATE OF x SKIP LOCKED
     ),
     by_id AS (
@@ -264,7 +265,10 @@ BEGIN
         WHERE x.execution_id = p_execution_id AND x.ownership_state IN ('lease_expired_reclaimable', 'lease_revoked')
         FOR UPDATE OF x
     ),
-    cand AS (SELECT * FROM by_lane UNION ALL SELECT * FROM by_id),
+    cand AS (
+        SELECT c.*, row_number() OVER () AS slot
+        FROM (SELECT * FROM by_lane UNION ALL SELECT * FROM by_id) c
+    ),
     upd AS (
         UPDATE ff_execution e SET
             lifecycle_phase = 'active', ownership_state = 'leased', eligibility_state = 'not_applicable',
@@ -280,7 +284,7 @@ BEGIN
             lease_ttl_ms = p_ttl_ms,
             last_heartbeat_at_ms = ff_now_ms(),
             worker_id = p_worker_id,
-            worker_instance_id = p_worker_instance_id,
+            worker_instance_id = p_worker_instance_ids[c.slot],
             attempt_id = CASE WHEN c.kind = 'resumed' THEN e.attempt_id ELSE gen_random_uuid() END,
             attempt_deadline_at_ms = CASE WHEN c.kind = 'resumed' THEN e.attempt_deadline_at_ms
                                           ELSE ff_now_ms() + e.attempt_timeout_ms END,
@@ -288,8 +292,8 @@ BEGIN
             last_mutation_at_ms = ff_now_ms()
         FROM cand c
         WHERE e.execution_id = c.id
-        RETURNING e.execution_id, e.partition_key, e.namespace, e.lane_id, e.current_attempt_index, e.attempt_id,
-                  e.lease_id, e.lease_epoch, c.kind, c.prev_index
+        RETURNING c.slot, e.execution_id, e.partition_key, e.namespace, e.lane_id, e.current_attempt_index,
+                  e.attempt_id, e.lease_id, e.lease_epoch, c.kind, e.worker_instance_id
     ),
     attempt AS (
         INSERT INTO ff_attempt AS a (execution_id, attempt_index, attempt_id, attempt_type, state, lease_id,
@@ -297,7 +301,7 @@ BEGIN
         SELECT u.execution_id, u.current_attempt_index, u.attempt_id,
                (CASE WHEN u.kind = 'reclaimed' THEN 'reclaim' WHEN u.current_attempt_index = 0 THEN 'initial'
                      ELSE 'retry' END)::ff_attempt_type,
-               'started', u.lease_id, u.lease_epoch, p_worker_id, p_worker_instance_id, ff_now_ms()
+               'started', u.lease_id, u.lease_epoch, p_worker_id, u.worker_instance_id, ff_now_ms()
         FROM upd u
         ON CONFLICT ON CONSTRAINT ff_attempt_pkey DO UPDATE SET
             state = 'started', lease_id = EXCLUDED.lease_id, lease_epoch = EXCLUDED.lease_epoch,
@@ -308,11 +312,11 @@ BEGIN
                               worker_instance_id)
         SELECT (CASE WHEN u.kind = 'reclaimed' THEN 'lease_reclaimed' ELSE 'lease_acquired' END)::ff_event_kind,
                u.execution_id, u.partition_key, u.namespace, u.lane_id, u.current_attempt_index, u.lease_epoch,
-               p_worker_instance_id
+               u.worker_instance_id
         FROM upd u
     )
-    SELECT u.execution_id, u.partition_key, u.lane_id, u.current_attempt_index, u.attempt_id, u.lease_id,
-           u.lease_epoch, u.kind
+    SELECT u.slot, u.execution_id, u.partition_key, u.lane_id, u.current_attempt_index, u.attempt_id, u.lease_id,
+           u.lease_epoch, u.kind, u.worker_instance_id
     FROM upd u;
 END
 $$;

@@ -2,7 +2,7 @@
 //! which validate input and delegate to the module that owns each entity.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -14,6 +14,7 @@ use sqlx::postgres::PgPoolOptions;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::coalesce::{ClaimGroups, CompletionGroups};
 use crate::config::{BackendConfig, PostgresScannerConfig};
 use crate::error::map_sqlx;
 use crate::fence::{self, check_id};
@@ -27,6 +28,8 @@ pub struct PostgresBackend {
     partitions: PartitionConfig,
     metrics: Arc<Metrics>,
     scanners: Mutex<Option<Scanners>>,
+    completions: OnceLock<CompletionGroups>,
+    claims: OnceLock<ClaimGroups>,
 }
 
 struct Scanners {
@@ -56,18 +59,24 @@ impl PostgresBackend {
             .await
             .map_err(map_sqlx)?;
         migrate::check_schema_version(&pool).await?;
-        Ok(Arc::new(Self { pool, partitions: partition_config, metrics, scanners: Mutex::new(None) }))
+        Ok(Arc::new(Self::build(pool, partition_config, metrics)))
     }
 
     /// Wraps an existing pool. No I/O: call [`migrate::check_schema_version`] or `prepare` to verify
     /// the schema.
     pub fn from_pool(pool: PgPool, partition_config: PartitionConfig) -> Arc<Self> {
-        Arc::new(Self {
+        Arc::new(Self::build(pool, partition_config, Arc::new(Metrics::default())))
+    }
+
+    fn build(pool: PgPool, partitions: PartitionConfig, metrics: Arc<Metrics>) -> Self {
+        Self {
             pool,
-            partitions: partition_config,
-            metrics: Arc::new(Metrics::default()),
+            partitions,
+            metrics,
             scanners: Mutex::new(None),
-        })
+            completions: OnceLock::new(),
+            claims: OnceLock::new(),
+        }
     }
 
     /// The connection pool.
@@ -220,10 +229,19 @@ impl EngineBackend for PostgresBackend {
         capabilities: &CapabilitySet,
         policy: ClaimPolicy,
     ) -> Result<Option<Handle>, EngineError> {
-        let req = claim::request(lane, capabilities, &policy)?;
-        let mut handles = claim::claim_lane(&self.pool, &req, 1).await?;
-        Metrics::add(&self.metrics.claims, handles.len() as u64);
-        Ok(handles.pop())
+        let key = claim::key(lane, capabilities, &policy)?;
+        // Concurrent single claims share a round trip (see `coalesce`).
+        let groups = self.claims.get_or_init(|| ClaimGroups::start(self.pool.clone()));
+        let mut poll = claim::Poll::new(policy.max_wait);
+        loop {
+            if let Some(h) = groups.claim(key.clone(), policy.worker_instance_id.clone()).await? {
+                Metrics::add(&self.metrics.claims, 1);
+                return Ok(Some(h));
+            }
+            if !poll.wait().await {
+                return Ok(None);
+            }
+        }
     }
 
     async fn claim_batch(
@@ -234,8 +252,8 @@ impl EngineBackend for PostgresBackend {
         max: usize,
     ) -> Result<Vec<Handle>, EngineError> {
         claim::validate_batch(max)?;
-        let req = claim::request(lane, capabilities, &policy)?;
-        let handles = claim::claim_lane(&self.pool, &req, max).await?;
+        let key = claim::key(lane, capabilities, &policy)?;
+        let handles = claim::claim_lane(&self.pool, &key, &policy, max).await?;
         Metrics::add(&self.metrics.claims, handles.len() as u64);
         Ok(handles)
     }
@@ -292,8 +310,18 @@ impl EngineBackend for PostgresBackend {
     }
 
     async fn complete(&self, handle: &Handle, payload: Option<Vec<u8>>) -> Result<(), EngineError> {
-        let mut results = self.complete_batch(vec![(handle.clone(), payload)]).await?;
-        results.pop().unwrap_or_else(|| Err(EngineError::Internal("complete returned no result".into())))
+        let p = self.decode(handle)?;
+        if let Some(bytes) = &payload {
+            validate_payload("result payload", bytes)?;
+        }
+        // Concurrent single completions share a round trip (see `coalesce`).
+        let groups = self.completions.get_or_init(|| CompletionGroups::start(self.pool.clone()));
+        if groups.complete(p.clone(), payload).await? {
+            Metrics::add(&self.metrics.completions, 1);
+            Ok(())
+        } else {
+            Err(self.rejected(&p).await)
+        }
     }
 
     async fn complete_batch(

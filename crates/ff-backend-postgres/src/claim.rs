@@ -3,19 +3,20 @@
 //! The statement calls `ff_claim` (schema), which locks candidates with `FOR UPDATE SKIP LOCKED`
 //! over the partial claim index (lane, priority DESC, eligible time, creation order), so
 //! concurrent claimers never wait on each other and never claim the same row. In the same
-//! transaction `ff_lease` writes the new lease onto each execution row, inserts (or, for a
-//! resumed attempt, reopens) the attempt row, closes the superseded attempt of a reclaim, and
-//! appends `lease_acquired` / `lease_reclaimed` events.
+//! statement it writes each new lease onto its execution row, opens the attempt (or, for a
+//! resumed attempt, reopens it) and appends `lease_acquired` / `lease_reclaimed` events.
 //!
 //! Claim kinds: a runnable execution whose attempt was interrupted (delay) resumes the same
 //! attempt; an active execution whose lease expired or was revoked is reclaimed by a new attempt
 //! (its reclaim counter +1); anything else starts a new attempt. The epoch always increases.
+//! `ff_claim` takes one worker instance per slot, so claims of several workers (see `coalesce`)
+//! share one statement and each slot's lease names its own worker.
 
 use std::time::Duration;
 
 use ff_core::{
     AttemptId, AttemptIndex, BackendTag, CapabilitySet, ClaimPolicy, EngineError, ExecutionId, Handle, HandleKind,
-    HandlePayload, LaneId, LeaseEpoch, LeaseId, MAX_CLAIM_BATCH, MAX_CLAIM_WAIT,
+    HandlePayload, LaneId, LeaseEpoch, LeaseId, MAX_CLAIM_BATCH, MAX_CLAIM_WAIT, WorkerInstanceId,
 };
 use sqlx::postgres::PgRow;
 use sqlx::{Executor, Postgres};
@@ -24,18 +25,21 @@ use uuid::Uuid;
 use crate::error::map_sqlx;
 use crate::row::{col, non_negative};
 
-/// Claim by lane (see `ff_claim` in the schema): `$1` lease TTL ms, `$2` worker id, `$3` worker
-/// instance id, `$4` lane, `$5` worker capabilities, `$6` limit.
-const CLAIM_BY_LANE: &str = "SELECT * FROM ff_claim($4, $5::text[], $6::int, $1, $2, $3)";
+/// `$1` lane, `$2` worker capabilities, `$3` one worker instance per slot, `$4` lease TTL ms,
+/// `$5` worker id.
+const CLAIM_BY_LANE: &str = "SELECT * FROM ff_claim($1, $2::text[], $3::text[], $4, $5)";
 
-/// Reclaim of one execution whose lease was lost: `$4` execution id.
-const RECLAIM_BY_ID: &str = "SELECT * FROM ff_claim(NULL, '{}', 1, $1, $2, $3, $4)";
+/// Reclaim of one execution whose lease was lost: `$1` lease TTL ms, `$2` worker id, `$3` worker
+/// instance, `$4` execution id.
+const RECLAIM_BY_ID: &str = "SELECT * FROM ff_claim(NULL, '{}', ARRAY[$3::text], $1, $2, $4)";
 
-/// Validated claim inputs.
-pub(crate) struct ClaimRequest<'a> {
-    pub lane: &'a LaneId,
+/// What to claim, validated.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct ClaimKey {
+    pub lane: LaneId,
     pub capabilities: Vec<String>,
-    pub policy: &'a ClaimPolicy,
+    pub lease_ttl_ms: u64,
+    pub worker_id: String,
 }
 
 /// Validates a claim policy.
@@ -59,45 +63,86 @@ pub(crate) fn validate_batch(max: usize) -> Result<(), EngineError> {
     Ok(())
 }
 
-/// Builds a request after validating capabilities.
-pub(crate) fn request<'a>(
-    lane: &'a LaneId,
-    capabilities: &CapabilitySet,
-    policy: &'a ClaimPolicy,
-) -> Result<ClaimRequest<'a>, EngineError> {
+/// Validates a claim and builds its key.
+pub(crate) fn key(lane: &LaneId, capabilities: &CapabilitySet, policy: &ClaimPolicy) -> Result<ClaimKey, EngineError> {
     validate_policy(policy)?;
     ff_core::capability::validate_tokens(&capabilities.0)?;
-    Ok(ClaimRequest { lane, capabilities: capabilities.0.iter().cloned().collect(), policy })
+    Ok(ClaimKey {
+        lane: lane.clone(),
+        capabilities: capabilities.0.iter().cloned().collect(),
+        lease_ttl_ms: policy.lease_ttl_ms,
+        worker_id: policy.worker_id.as_str().to_owned(),
+    })
 }
 
-/// Claims up to `max` executions, long-polling up to `policy.max_wait` when none is available.
-pub(crate) async fn claim_lane<'e, E>(exec: E, req: &ClaimRequest<'_>, max: usize) -> Result<Vec<Handle>, EngineError>
+/// Claims one execution per entry of `instances`; returns `(slot, handle)` pairs, slots 1-based.
+pub(crate) async fn claim_slots<'e, E>(
+    exec: E,
+    key: &ClaimKey,
+    instances: &[&str],
+) -> Result<Vec<(usize, Handle)>, EngineError>
+where
+    E: Executor<'e, Database = Postgres>,
+{
+    let rows = sqlx::query(CLAIM_BY_LANE)
+        .bind(key.lane.as_str())
+        .bind(&key.capabilities)
+        .bind(instances)
+        .bind(key.lease_ttl_ms as i64)
+        .bind(key.worker_id.as_str())
+        .fetch_all(exec)
+        .await
+        .map_err(map_sqlx)?;
+    rows.iter()
+        .map(|r| {
+            let slot: i64 = col(r, "slot")?;
+            Ok((non_negative("slot", slot)?, handle_from_row(r, key.lease_ttl_ms)?))
+        })
+        .collect()
+}
+
+/// Claims up to `max` executions for one worker, long-polling up to `policy.max_wait` when none
+/// is available.
+pub(crate) async fn claim_lane<'e, E>(
+    exec: E,
+    key: &ClaimKey,
+    policy: &ClaimPolicy,
+    max: usize,
+) -> Result<Vec<Handle>, EngineError>
 where
     E: Executor<'e, Database = Postgres> + Copy,
 {
-    let deadline = req.policy.max_wait.map(|w| tokio::time::Instant::now() + w);
-    let mut pause = Duration::from_millis(5);
+    let instances = vec![policy.worker_instance_id.as_str(); max];
+    let mut poll = Poll::new(policy.max_wait);
     loop {
-        let rows = sqlx::query(CLAIM_BY_LANE)
-            .bind(req.policy.lease_ttl_ms as i64)
-            .bind(req.policy.worker_id.as_str())
-            .bind(req.policy.worker_instance_id.as_str())
-            .bind(req.lane.as_str())
-            .bind(&req.capabilities)
-            .bind(max as i32)
-            .fetch_all(exec)
-            .await
-            .map_err(map_sqlx)?;
-        if !rows.is_empty() {
-            return rows.iter().map(|r| handle_from_row(r, req.policy)).collect();
+        let got = claim_slots(exec, key, &instances).await?;
+        if !got.is_empty() || !poll.wait().await {
+            return Ok(got.into_iter().map(|(_, h)| h).collect());
         }
-        let Some(deadline) = deadline else { return Ok(Vec::new()) };
+    }
+}
+
+/// Long-poll pacing: exponential pauses from 5 ms to 100 ms until the deadline.
+pub(crate) struct Poll {
+    deadline: Option<tokio::time::Instant>,
+    pause: Duration,
+}
+
+impl Poll {
+    pub(crate) fn new(max_wait: Option<Duration>) -> Self {
+        Self { deadline: max_wait.map(|w| tokio::time::Instant::now() + w), pause: Duration::from_millis(5) }
+    }
+
+    /// Sleeps before the next try; `false` when the wait is over.
+    pub(crate) async fn wait(&mut self) -> bool {
+        let Some(deadline) = self.deadline else { return false };
         let now = tokio::time::Instant::now();
         if now >= deadline {
-            return Ok(Vec::new());
+            return false;
         }
-        tokio::time::sleep(pause.min(deadline - now)).await;
-        pause = (pause * 2).min(Duration::from_millis(100));
+        tokio::time::sleep(self.pause.min(deadline - now)).await;
+        self.pause = (self.pause * 2).min(Duration::from_millis(100));
+        true
     }
 }
 
@@ -118,10 +163,10 @@ where
         .fetch_optional(exec)
         .await
         .map_err(map_sqlx)?;
-    row.map(|r| handle_from_row(&r, policy)).transpose()
+    row.map(|r| handle_from_row(&r, policy.lease_ttl_ms)).transpose()
 }
 
-fn handle_from_row(row: &PgRow, policy: &ClaimPolicy) -> Result<Handle, EngineError> {
+fn handle_from_row(row: &PgRow, lease_ttl_ms: u64) -> Result<Handle, EngineError> {
     let partition: i16 = col(row, "partition_key")?;
     let kind = HandleKind::parse(&col::<String>(row, "kind")?)?;
     let payload = HandlePayload {
@@ -129,16 +174,13 @@ fn handle_from_row(row: &PgRow, policy: &ClaimPolicy) -> Result<Handle, EngineEr
             non_negative("partition_key", i64::from(partition))?,
             col::<Uuid>(row, "execution_id")?,
         ),
-        attempt_index: AttemptIndex(non_negative(
-            "current_attempt_index",
-            i64::from(col::<i32>(row, "attempt_index")?),
-        )?),
+        attempt_index: AttemptIndex(non_negative("attempt_index", i64::from(col::<i32>(row, "attempt_index")?))?),
         attempt_id: AttemptId(col(row, "attempt_id")?),
         lease_id: LeaseId(col(row, "lease_id")?),
         lease_epoch: LeaseEpoch(non_negative("lease_epoch", col::<i64>(row, "lease_epoch")?)?),
-        lease_ttl_ms: policy.lease_ttl_ms,
+        lease_ttl_ms,
         lane_id: LaneId::try_new(col::<String>(row, "lane_id")?)?,
-        worker_instance_id: policy.worker_instance_id.clone(),
+        worker_instance_id: WorkerInstanceId(col(row, "worker_instance_id")?),
     };
     Ok(payload.into_handle(BackendTag::Postgres, kind))
 }

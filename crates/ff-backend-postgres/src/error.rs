@@ -25,3 +25,20 @@ pub fn map_sqlx(e: sqlx::Error) -> EngineError {
     }
     EngineError::Transport { backend: "postgres", source: Box::new(e) }
 }
+
+/// A copy of `e` for another caller that shared the failed statement. Transport errors keep
+/// their message; everything else is reproduced exactly.
+pub(crate) fn duplicate(e: &EngineError) -> EngineError {
+    match e {
+        EngineError::NotFound { entity } => EngineError::NotFound { entity },
+        EngineError::Validation { kind, detail } => EngineError::Validation { kind: *kind, detail: detail.clone() },
+        EngineError::Contention(k) => EngineError::Contention(*k),
+        EngineError::Conflict(k) => EngineError::Conflict(*k),
+        EngineError::State(k) => EngineError::State(k.clone()),
+        EngineError::ResourceExhausted { pool, max } => EngineError::ResourceExhausted { pool, max: *max },
+        EngineError::Transport { backend, source } => {
+            EngineError::Transport { backend, source: source.to_string().into() }
+        }
+        other => EngineError::Internal(other.to_string()),
+    }
+}

@@ -10,6 +10,7 @@
 mod attempt_end;
 mod backend;
 mod claim;
+mod coalesce;
 mod config;
 pub mod error;
 mod event;
