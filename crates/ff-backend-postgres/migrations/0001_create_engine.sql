@@ -233,8 +233,9 @@ CREATE TABLE ff_event (
 -- p_execution_id is given, reclaims that one execution if its lease was lost. One statement
 -- writes each lease, opens the attempt (a new one, or the interrupted one again when resuming)
 -- and logs the lease event. (The attempt a reclaim supersedes was closed when its lease expired.)
+-- p_synchronous = false lets the claim commit without waiting for its WAL flush.
 CREATE FUNCTION ff_claim(p_lane text, p_capabilities text[], p_worker_instance_ids text[], p_ttl_ms bigint,
-                         p_worker_id text, p_execution_id uuid DEFAULT NULL)
+                         p_worker_id text, p_execution_id uuid DEFAULT NULL, p_synchronous boolean DEFAULT true)
     RETURNS TABLE (slot bigint, execution_id uuid, partition_key smallint, lane_id text, attempt_index integer,
                    attempt_id uuid, lease_id uuid, lease_epoch bigint, kind text, worker_instance_id text)
     LANGUAGE plpgsql
@@ -242,8 +243,12 @@ CREATE FUNCTION ff_claim(p_lane text, p_capabilities text[], p_worker_instance_i
     SET enable_seqscan = off
     AS $$
 BEGIN
-    -- A claim commits without waiting for its WAL flush (see ARCHITECTURE.md, "Durability").
-    SET LOCAL synchronous_commit = off;
+    -- Unless asked for a synchronous commit, a claim does not wait for its WAL flush: a claim
+    -- lost in a database crash only means the execution is claimed again (ARCHITECTURE.md,
+    -- "Durability").
+    IF NOT p_synchronous THEN
+        SET LOCAL synchronous_commit = off;
+    END IF;
     RETURN QUERY
     WITH by_lane AS (
         SELECT x.execution_id AS id, x.current_attempt_index AS prev_index,

@@ -2,6 +2,7 @@
 //! which validate input and delegate to the module that owns each entity.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -30,6 +31,7 @@ pub struct PostgresBackend {
     scanners: Mutex<Option<Scanners>>,
     completions: OnceLock<CompletionGroups>,
     claims: OnceLock<ClaimGroups>,
+    synchronous_claims: AtomicBool,
 }
 
 struct Scanners {
@@ -76,7 +78,15 @@ impl PostgresBackend {
             scanners: Mutex::new(None),
             completions: OnceLock::new(),
             claims: OnceLock::new(),
+            synchronous_claims: AtomicBool::new(false),
         }
+    }
+
+    /// Makes claims wait for their WAL flush before returning (off by default). A claim that is
+    /// not yet flushed when the database crashes is lost, and the execution is simply claimed
+    /// again; completions, failures and creations are always flushed before they return.
+    pub fn set_synchronous_claims(&self, on: bool) {
+        self.synchronous_claims.store(on, Ordering::Relaxed);
     }
 
     /// The connection pool.
@@ -229,7 +239,7 @@ impl EngineBackend for PostgresBackend {
         capabilities: &CapabilitySet,
         policy: ClaimPolicy,
     ) -> Result<Option<Handle>, EngineError> {
-        let key = claim::key(lane, capabilities, &policy)?;
+        let key = claim::key(lane, capabilities, &policy, self.synchronous_claims.load(Ordering::Relaxed))?;
         // Concurrent single claims share a round trip (see `coalesce`).
         let groups = self.claims.get_or_init(|| ClaimGroups::start(self.pool.clone()));
         let mut poll = claim::Poll::new(policy.max_wait);
@@ -252,7 +262,7 @@ impl EngineBackend for PostgresBackend {
         max: usize,
     ) -> Result<Vec<Handle>, EngineError> {
         claim::validate_batch(max)?;
-        let key = claim::key(lane, capabilities, &policy)?;
+        let key = claim::key(lane, capabilities, &policy, self.synchronous_claims.load(Ordering::Relaxed))?;
         let handles = claim::claim_lane(&self.pool, &key, &policy, max).await?;
         Metrics::add(&self.metrics.claims, handles.len() as u64);
         Ok(handles)

@@ -26,8 +26,8 @@ use crate::error::map_sqlx;
 use crate::row::{col, non_negative};
 
 /// `$1` lane, `$2` worker capabilities, `$3` one worker instance per slot, `$4` lease TTL ms,
-/// `$5` worker id.
-const CLAIM_BY_LANE: &str = "SELECT * FROM ff_claim($1, $2::text[], $3::text[], $4, $5)";
+/// `$5` worker id, `$6` wait for the WAL flush before returning.
+const CLAIM_BY_LANE: &str = "SELECT * FROM ff_claim($1, $2::text[], $3::text[], $4, $5, NULL, $6)";
 
 /// Reclaim of one execution whose lease was lost: `$1` lease TTL ms, `$2` worker id, `$3` worker
 /// instance, `$4` execution id.
@@ -40,6 +40,7 @@ pub(crate) struct ClaimKey {
     pub capabilities: Vec<String>,
     pub lease_ttl_ms: u64,
     pub worker_id: String,
+    pub synchronous: bool,
 }
 
 /// Validates a claim policy.
@@ -64,7 +65,12 @@ pub(crate) fn validate_batch(max: usize) -> Result<(), EngineError> {
 }
 
 /// Validates a claim and builds its key.
-pub(crate) fn key(lane: &LaneId, capabilities: &CapabilitySet, policy: &ClaimPolicy) -> Result<ClaimKey, EngineError> {
+pub(crate) fn key(
+    lane: &LaneId,
+    capabilities: &CapabilitySet,
+    policy: &ClaimPolicy,
+    synchronous: bool,
+) -> Result<ClaimKey, EngineError> {
     validate_policy(policy)?;
     ff_core::capability::validate_tokens(&capabilities.0)?;
     Ok(ClaimKey {
@@ -72,6 +78,7 @@ pub(crate) fn key(lane: &LaneId, capabilities: &CapabilitySet, policy: &ClaimPol
         capabilities: capabilities.0.iter().cloned().collect(),
         lease_ttl_ms: policy.lease_ttl_ms,
         worker_id: policy.worker_id.as_str().to_owned(),
+        synchronous,
     })
 }
 
@@ -90,6 +97,7 @@ where
         .bind(instances)
         .bind(key.lease_ttl_ms as i64)
         .bind(key.worker_id.as_str())
+        .bind(key.synchronous)
         .fetch_all(exec)
         .await
         .map_err(map_sqlx)?;

@@ -57,6 +57,9 @@ struct S1Args {
     /// than workers queue claims in the client instead of in an oversubscribed server.
     #[arg(long)]
     connections: Option<u32>,
+    /// Make claims wait for their WAL flush (the backend's default lets them commit without it).
+    #[arg(long)]
+    synchronous_claims: bool,
 }
 
 #[tokio::main]
@@ -85,8 +88,9 @@ async fn s1(args: S1Args) -> Result<()> {
     .fetch_all(&pool)
     .await?;
     let settings = settings.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ");
-    println!("database: {} ({settings})", redact(&url));
+    println!("database: {} ({settings}; synchronous claims: {})", redact(&url), args.synchronous_claims);
     let backend = PostgresBackend::from_pool(pool.clone(), PartitionConfig::default());
+    backend.set_synchronous_claims(args.synchronous_claims);
     let lane = LaneId::try_new("bench.s1")?;
 
     // Ingress.
