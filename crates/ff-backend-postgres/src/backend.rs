@@ -278,10 +278,10 @@ impl EngineBackend for PostgresBackend {
 
     async fn progress(&self, handle: &Handle, percent: Option<u8>, message: Option<String>) -> Result<(), EngineError> {
         let p = self.decode(handle)?;
-        if let Some(pct) = percent {
-            if pct > 100 {
-                return Err(EngineError::invalid(format!("progress percent {pct} exceeds 100")));
-            }
+        if let Some(pct) = percent
+            && pct > 100
+        {
+            return Err(EngineError::invalid(format!("progress percent {pct} exceeds 100")));
         }
         if let Some(m) = &message {
             ff_core::execution::validate_message("progress message", m)?;

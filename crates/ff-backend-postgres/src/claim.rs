@@ -48,10 +48,10 @@ pub(crate) fn validate_policy(policy: &ClaimPolicy) -> Result<(), EngineError> {
     ff_core::validate_lease_ttl_ms(policy.lease_ttl_ms)?;
     ff_core::execution::validate_name("worker_id", policy.worker_id.as_str(), false)?;
     ff_core::execution::validate_name("worker_instance_id", policy.worker_instance_id.as_str(), false)?;
-    if let Some(w) = policy.max_wait {
-        if w > MAX_CLAIM_WAIT {
-            return Err(EngineError::invalid(format!("max_wait {w:?} exceeds {MAX_CLAIM_WAIT:?}")));
-        }
+    if let Some(w) = policy.max_wait
+        && w > MAX_CLAIM_WAIT
+    {
+        return Err(EngineError::invalid(format!("max_wait {w:?} exceeds {MAX_CLAIM_WAIT:?}")));
     }
     Ok(())
 }

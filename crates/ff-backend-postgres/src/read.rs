@@ -327,10 +327,10 @@ pub(crate) async fn list_executions(
         return Err(EngineError::invalid(format!("{partition} is not an execution partition")));
     }
     cfg.check_execution_partition(p.index)?;
-    if let Some(c) = &cursor {
-        if c.partition_index() != p.index {
-            return Err(EngineError::invalid(format!("cursor {c} is not in partition {partition}")));
-        }
+    if let Some(c) = &cursor
+        && c.partition_index() != p.index
+    {
+        return Err(EngineError::invalid(format!("cursor {c} is not in partition {partition}")));
     }
     if limit == 0 {
         return Ok(ListExecutionsPage { executions: Vec::new(), next_cursor: None });

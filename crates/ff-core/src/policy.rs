@@ -77,10 +77,10 @@ impl ExecutionPolicy {
         if let Some(rc) = &self.routing_requirements {
             crate::capability::validate_tokens(&rc.required_capabilities)?;
         }
-        if let Some(n) = self.max_reclaim_count {
-            if n > MAX_RETRIES_LIMIT {
-                return Err(policy_err(format!("max_reclaim_count {n} exceeds {MAX_RETRIES_LIMIT}")));
-            }
+        if let Some(n) = self.max_reclaim_count
+            && n > MAX_RETRIES_LIMIT
+        {
+            return Err(policy_err(format!("max_reclaim_count {n} exceeds {MAX_RETRIES_LIMIT}")));
         }
         Ok(())
     }
@@ -227,15 +227,15 @@ pub struct TimeoutPolicy {
 impl TimeoutPolicy {
     /// Validates bounds.
     pub fn validate(&self) -> Result<(), EngineError> {
-        if let Some(t) = self.attempt_timeout_ms {
-            if t == 0 || t > ATTEMPT_TIMEOUT_MAX_MS {
-                return Err(policy_err(format!("attempt_timeout_ms {t} outside 1..={ATTEMPT_TIMEOUT_MAX_MS}")));
-            }
+        if let Some(t) = self.attempt_timeout_ms
+            && (t == 0 || t > ATTEMPT_TIMEOUT_MAX_MS)
+        {
+            return Err(policy_err(format!("attempt_timeout_ms {t} outside 1..={ATTEMPT_TIMEOUT_MAX_MS}")));
         }
-        if let Some(t) = self.execution_deadline_ms {
-            if t == 0 || t > 366 * 86_400_000 {
-                return Err(policy_err(format!("execution_deadline_ms {t} outside 1..=366 days")));
-            }
+        if let Some(t) = self.execution_deadline_ms
+            && (t == 0 || t > 366 * 86_400_000)
+        {
+            return Err(policy_err(format!("execution_deadline_ms {t} outside 1..=366 days")));
         }
         Ok(())
     }
