@@ -11,6 +11,7 @@
 //! call are unchanged. (River's batch completer and graphile-worker's local queue and batched
 //! job release are the same idea.)
 
+use std::future::Future;
 use std::sync::Arc;
 
 use ff_core::{EngineError, Handle, HandlePayload, WorkerInstanceId};
@@ -25,66 +26,79 @@ pub(crate) const MAX_GROUP: usize = 256;
 /// Groups in flight at once.
 const MAX_IN_FLIGHT: usize = 2;
 
-/// Did the item's fence hold?
-pub(crate) type Completed = Result<bool, EngineError>;
+/// A queue whose flusher hands everything queued at once to `flush` as one group.
+struct Groups<T> {
+    tx: mpsc::UnboundedSender<T>,
+}
 
-struct Item {
+impl<T: Send + 'static> Groups<T> {
+    /// Starts the flusher on the current runtime; it stops when the queue is dropped.
+    fn start<F, Fut>(pool: PgPool, flush: F) -> Self
+    where
+        F: Fn(PgPool, Vec<T>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let (tx, mut rx) = mpsc::unbounded_channel::<T>();
+        let flush = Arc::new(flush);
+        tokio::spawn(async move {
+            let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+            while let Some(first) = rx.recv().await {
+                let Ok(permit) = slots.clone().acquire_owned().await else { return };
+                // Everything that queued while we waited for a slot joins this group.
+                let mut group = vec![first];
+                while group.len() < MAX_GROUP {
+                    match rx.try_recv() {
+                        Ok(item) => group.push(item),
+                        Err(_) => break,
+                    }
+                }
+                let (flush, pool) = (flush.clone(), pool.clone());
+                tokio::spawn(async move {
+                    flush(pool, group).await;
+                    drop(permit);
+                });
+            }
+        });
+        Self { tx }
+    }
+
+    /// Queues an item built around a reply channel and waits for the reply.
+    async fn call<R>(&self, item: impl FnOnce(oneshot::Sender<Result<R, EngineError>>) -> T) -> Result<R, EngineError> {
+        let (reply, wait) = oneshot::channel();
+        self.tx.send(item(reply)).map_err(|_| EngineError::Internal("group flusher stopped".into()))?;
+        wait.await.map_err(|_| EngineError::Internal("group flusher dropped an item".into()))?
+    }
+}
+
+struct CompleteItem {
     payload: HandlePayload,
     result: Option<Vec<u8>>,
-    reply: oneshot::Sender<Completed>,
+    reply: oneshot::Sender<Result<bool, EngineError>>,
 }
 
-/// Sender side of the completion group committer.
-pub(crate) struct CompletionGroups {
-    tx: mpsc::UnboundedSender<Item>,
-}
+/// Group committer of single completions.
+pub(crate) struct CompletionGroups(Groups<CompleteItem>);
 
 impl CompletionGroups {
     /// Starts the flusher on the current runtime.
     pub(crate) fn start(pool: PgPool) -> Self {
-        let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(flusher(pool, rx));
-        Self { tx }
+        Self(Groups::start(pool, flush_completions))
     }
 
-    /// Completes one item as part of the next group.
-    pub(crate) async fn complete(&self, payload: HandlePayload, result: Option<Vec<u8>>) -> Completed {
-        let (reply, wait) = oneshot::channel();
-        self.tx
-            .send(Item { payload, result, reply })
-            .map_err(|_| EngineError::Internal("completion flusher stopped".into()))?;
-        wait.await.map_err(|_| EngineError::Internal("completion flusher dropped an item".into()))?
+    /// Completes one item as part of the next group; `Ok(false)` when its fence failed.
+    pub(crate) async fn complete(&self, payload: HandlePayload, result: Option<Vec<u8>>) -> Result<bool, EngineError> {
+        self.0.call(|reply| CompleteItem { payload, result, reply }).await
     }
 }
 
-async fn flusher(pool: PgPool, mut rx: mpsc::UnboundedReceiver<Item>) {
-    let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
-    while let Some(first) = rx.recv().await {
-        let Ok(permit) = slots.clone().acquire_owned().await else { return };
-        // Everything that queued while we waited for a slot joins this group.
-        let mut group = vec![first];
-        while group.len() < MAX_GROUP {
-            match rx.try_recv() {
-                Ok(item) => group.push(item),
-                Err(_) => break,
-            }
-        }
-        let pool = pool.clone();
-        tokio::spawn(async move {
-            flush(&pool, group).await;
-            drop(permit);
-        });
-    }
-}
-
-async fn flush(pool: &PgPool, group: Vec<Item>) {
+async fn flush_completions(pool: PgPool, group: Vec<CompleteItem>) {
     let mut items = Vec::with_capacity(group.len());
     let mut replies = Vec::with_capacity(group.len());
-    for Item { payload, result, reply } in group {
+    for CompleteItem { payload, result, reply } in group {
         items.push((payload, result));
         replies.push(reply);
     }
-    match attempt_end::complete(pool, &items).await {
+    match attempt_end::complete(&pool, &items).await {
         Ok(done) => {
             let done: std::collections::HashSet<uuid::Uuid> = done.into_iter().collect();
             for ((p, _), reply) in items.iter().zip(replies) {
@@ -107,75 +121,49 @@ struct ClaimItem {
     reply: oneshot::Sender<Result<Option<Handle>, EngineError>>,
 }
 
-/// Sender side of the claim group committer.
-pub(crate) struct ClaimGroups {
-    tx: mpsc::UnboundedSender<ClaimItem>,
-}
+/// Group committer of single claims.
+pub(crate) struct ClaimGroups(Groups<ClaimItem>);
 
 impl ClaimGroups {
     /// Starts the flusher on the current runtime.
     pub(crate) fn start(pool: PgPool) -> Self {
-        let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(claim_flusher(pool, rx));
-        Self { tx }
+        Self(Groups::start(pool, flush_claims))
     }
 
     /// Claims at most one execution for `instance` as part of the next group.
     pub(crate) async fn claim(&self, key: ClaimKey, instance: WorkerInstanceId) -> Result<Option<Handle>, EngineError> {
-        let (reply, wait) = oneshot::channel();
-        self.tx
-            .send(ClaimItem { key, instance, reply })
-            .map_err(|_| EngineError::Internal("claim flusher stopped".into()))?;
-        wait.await.map_err(|_| EngineError::Internal("claim flusher dropped an item".into()))?
+        self.0.call(|reply| ClaimItem { key, instance, reply }).await
     }
 }
 
-async fn claim_flusher(pool: PgPool, mut rx: mpsc::UnboundedReceiver<ClaimItem>) {
-    let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
-    while let Some(first) = rx.recv().await {
-        let Ok(permit) = slots.clone().acquire_owned().await else { return };
-        let mut drained = vec![first];
-        while drained.len() < MAX_GROUP {
-            match rx.try_recv() {
-                Ok(item) => drained.push(item),
-                Err(_) => break,
-            }
+/// One statement per distinct claim key, in arrival order; slot n of a statement is the n-th
+/// waiting worker of that key.
+async fn flush_claims(pool: PgPool, group: Vec<ClaimItem>) {
+    let mut by_key: Vec<(ClaimKey, Vec<ClaimItem>)> = Vec::new();
+    for item in group {
+        match by_key.iter_mut().find(|(k, _)| *k == item.key) {
+            Some((_, items)) => items.push(item),
+            None => by_key.push((item.key.clone(), vec![item])),
         }
-        // One statement per distinct claim key, in arrival order.
-        let mut groups: Vec<(ClaimKey, Vec<ClaimItem>)> = Vec::new();
-        for item in drained {
-            match groups.iter_mut().find(|(k, _)| *k == item.key) {
-                Some((_, items)) => items.push(item),
-                None => groups.push((item.key.clone(), vec![item])),
-            }
-        }
-        let pool = pool.clone();
-        tokio::spawn(async move {
-            for (key, items) in groups {
-                flush_claims(&pool, &key, items).await;
-            }
-            drop(permit);
-        });
     }
-}
-
-async fn flush_claims(pool: &PgPool, key: &ClaimKey, items: Vec<ClaimItem>) {
-    let instances: Vec<&str> = items.iter().map(|i| i.instance.as_str()).collect();
-    match claim::claim_slots(pool, key, &instances).await {
-        Ok(claimed) => {
-            let mut handles: Vec<Option<Handle>> = vec![None; items.len()];
-            for (slot, handle) in claimed {
-                if let Some(h) = slot.checked_sub(1).and_then(|i| handles.get_mut(i)) {
-                    *h = Some(handle);
+    for (key, items) in by_key {
+        let instances: Vec<&str> = items.iter().map(|i| i.instance.as_str()).collect();
+        match claim::claim_slots(&pool, &key, &instances).await {
+            Ok(claimed) => {
+                let mut handles: Vec<Option<Handle>> = vec![None; items.len()];
+                for (slot, handle) in claimed {
+                    if let Some(h) = slot.checked_sub(1).and_then(|i| handles.get_mut(i)) {
+                        *h = Some(handle);
+                    }
+                }
+                for (item, handle) in items.into_iter().zip(handles) {
+                    let _ = item.reply.send(Ok(handle));
                 }
             }
-            for (item, handle) in items.into_iter().zip(handles) {
-                let _ = item.reply.send(Ok(handle));
-            }
-        }
-        Err(e) => {
-            for item in items {
-                let _ = item.reply.send(Err(crate::error::duplicate(&e)));
+            Err(e) => {
+                for item in items {
+                    let _ = item.reply.send(Err(crate::error::duplicate(&e)));
+                }
             }
         }
     }

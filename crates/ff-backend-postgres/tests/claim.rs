@@ -92,15 +92,6 @@ async fn delay_releases_the_lease_and_the_next_claim_resumes_the_same_attempt() 
     fx.backend.complete(&again, None).await.unwrap();
 }
 
-const ACTIVE: StateVector = state::vector(
-    LifecyclePhase::Active,
-    OwnershipState::Leased,
-    EligibilityState::NotApplicable,
-    BlockingReason::None,
-    TerminalOutcome::None,
-    AttemptState::RunningAttempt,
-);
-
 #[tokio::test]
 async fn complete_batch_fences_each_item_on_its_own() {
     let fx = Fixture::new().await;

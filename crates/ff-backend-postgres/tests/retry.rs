@@ -71,7 +71,7 @@ async fn no_retry_policy_means_first_failure_is_terminal() {
     let h = fx.claim("retry", "w").await;
     let out = fx.backend.fail(&h, FailureReason::new("x"), FailureClass::Transient).await.unwrap();
     assert_eq!(out, FailOutcome::TerminalFailed);
-    assert_eq!(fx.vector(&id).await, state::apply(state::Transition::FailTerminal, Some(&active())).unwrap());
+    assert_eq!(fx.vector(&id).await, state::apply(state::Transition::FailTerminal, Some(&ACTIVE)).unwrap());
 }
 
 #[tokio::test]
@@ -103,17 +103,6 @@ async fn exponential_backoff_grows_and_is_capped() {
         fx.make_due(&id).await;
     }
     assert_eq!(delays, vec![1, 2, 4, 4]);
-}
-
-fn active() -> StateVector {
-    state::vector(
-        LifecyclePhase::Active,
-        OwnershipState::Leased,
-        EligibilityState::NotApplicable,
-        BlockingReason::None,
-        TerminalOutcome::None,
-        AttemptState::RunningAttempt,
-    )
 }
 
 #[tokio::test]

@@ -129,3 +129,13 @@ pub fn retry_policy(max_retries: u32, delay_ms: u64) -> ExecutionPolicy {
         ..Default::default()
     }
 }
+
+/// The vector of a leased, running execution.
+pub const ACTIVE: StateVector = state::vector(
+    LifecyclePhase::Active,
+    OwnershipState::Leased,
+    EligibilityState::NotApplicable,
+    BlockingReason::None,
+    TerminalOutcome::None,
+    AttemptState::RunningAttempt,
+);
