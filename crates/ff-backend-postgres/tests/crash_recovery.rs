@@ -47,7 +47,7 @@ async fn stalled_workers_never_overwrite_the_attempt_that_replaced_them() {
                 };
                 turn += 1;
                 // Every third turn this worker stalls well past its 60 ms lease.
-                if turn % 3 == 0 {
+                if turn.is_multiple_of(3) {
                     tokio::time::sleep(Duration::from_millis(150)).await;
                 }
                 let p = payload(&h);
