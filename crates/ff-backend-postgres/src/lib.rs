@@ -7,6 +7,8 @@
 //! attempt. Times are database time (`ff_now_ms()`). Lease changes and terminal transitions
 //! append to `ff_event` in the same statement.
 
+#![warn(missing_docs)]
+
 mod attempt_end;
 mod backend;
 mod claim;

@@ -4,6 +4,8 @@
 //! worker handles, the error taxonomy and the [`EngineBackend`] / [`CompletionBackend`] traits.
 //! It contains no database code: backends (`ff-backend-postgres`) depend on it, never the reverse.
 
+#![warn(missing_docs)]
+
 pub mod backend;
 pub mod capability;
 pub mod error;
