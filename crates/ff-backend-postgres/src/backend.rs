@@ -21,6 +21,7 @@ use crate::error::map_sqlx;
 use crate::fence::{self, check_id};
 use crate::metrics::Metrics;
 use crate::reconciler::{self, DelayedPromoter, LeaseExpiryReconciler, Reconciler, TimeoutReconciler};
+use crate::wakeup::LaneWakeups;
 use crate::{attempt_end, claim, event, ingress, lease, migrate, read, stream};
 
 /// The PostgreSQL engine backend.
@@ -31,6 +32,7 @@ pub struct PostgresBackend {
     scanners: Mutex<Option<Scanners>>,
     completions: OnceLock<CompletionGroups>,
     claims: OnceLock<ClaimGroups>,
+    wakeups: OnceLock<LaneWakeups>,
     synchronous_claims: AtomicBool,
 }
 
@@ -78,6 +80,7 @@ impl PostgresBackend {
             scanners: Mutex::new(None),
             completions: OnceLock::new(),
             claims: OnceLock::new(),
+            wakeups: OnceLock::new(),
             synchronous_claims: AtomicBool::new(false),
         }
     }
@@ -128,6 +131,12 @@ impl PostgresBackend {
     /// Reads the event log after `after` (see [`event::read_events`]).
     pub async fn read_events(&self, after: EventCursor, limit: u32) -> Result<Vec<event::EventLogEntry>, EngineError> {
         event::read_events(&self.pool, after, limit, None, &ScannerFilter::default()).await
+    }
+
+    /// The lane's wakeup when `max_wait` asks for a long-poll (starts the listener on first use).
+    fn lane_wakeup(&self, lane: &LaneId, max_wait: Option<Duration>) -> Option<Arc<tokio::sync::Notify>> {
+        max_wait?;
+        Some(self.wakeups.get_or_init(|| LaneWakeups::start(self.pool.clone())).lane(lane.as_str()))
     }
 
     fn decode(&self, handle: &Handle) -> Result<HandlePayload, EngineError> {
@@ -242,13 +251,14 @@ impl EngineBackend for PostgresBackend {
         let key = claim::key(lane, capabilities, &policy, self.synchronous_claims.load(Ordering::Relaxed))?;
         // Concurrent single claims share a round trip (see `coalesce`).
         let groups = self.claims.get_or_init(|| ClaimGroups::start(self.pool.clone()));
-        let mut poll = claim::Poll::new(policy.max_wait);
+        let mut poll = claim::Poll::new(policy.max_wait, self.lane_wakeup(lane, policy.max_wait));
         loop {
+            let armed = poll.arm();
             if let Some(h) = groups.claim(key.clone(), policy.worker_instance_id.clone()).await? {
                 Metrics::add(&self.metrics.claims, 1);
                 return Ok(Some(h));
             }
-            if !poll.wait().await {
+            if !poll.wait(armed).await {
                 return Ok(None);
             }
         }
@@ -263,7 +273,8 @@ impl EngineBackend for PostgresBackend {
     ) -> Result<Vec<Handle>, EngineError> {
         claim::validate_batch(max)?;
         let key = claim::key(lane, capabilities, &policy, self.synchronous_claims.load(Ordering::Relaxed))?;
-        let handles = claim::claim_lane(&self.pool, &key, &policy, max).await?;
+        let wake = self.lane_wakeup(lane, policy.max_wait);
+        let handles = claim::claim_lane(&self.pool, &key, &policy, max, wake).await?;
         Metrics::add(&self.metrics.claims, handles.len() as u64);
         Ok(handles)
     }

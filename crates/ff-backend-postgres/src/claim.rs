@@ -12,6 +12,8 @@
 //! `ff_claim` takes one worker instance per slot, so claims of several workers (see `coalesce`)
 //! share one statement and each slot's lease names its own worker.
 
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use ff_core::{
@@ -20,6 +22,8 @@ use ff_core::{
 };
 use sqlx::postgres::PgRow;
 use sqlx::{Executor, Postgres};
+use tokio::sync::Notify;
+use tokio::sync::futures::OwnedNotified;
 use uuid::Uuid;
 
 use crate::error::map_sqlx;
@@ -110,45 +114,71 @@ where
 }
 
 /// Claims up to `max` executions for one worker, long-polling up to `policy.max_wait` when none
-/// is available.
+/// is available (woken early by `wake` when work arrives on the lane).
 pub(crate) async fn claim_lane<'e, E>(
     exec: E,
     key: &ClaimKey,
     policy: &ClaimPolicy,
     max: usize,
+    wake: Option<Arc<Notify>>,
 ) -> Result<Vec<Handle>, EngineError>
 where
     E: Executor<'e, Database = Postgres> + Copy,
 {
     let instances = vec![policy.worker_instance_id.as_str(); max];
-    let mut poll = Poll::new(policy.max_wait);
+    let mut poll = Poll::new(policy.max_wait, wake);
     loop {
+        let armed = poll.arm();
         let got = claim_slots(exec, key, &instances).await?;
-        if !got.is_empty() || !poll.wait().await {
+        if !got.is_empty() || !poll.wait(armed).await {
             return Ok(got.into_iter().map(|(_, h)| h).collect());
         }
     }
 }
 
-/// Long-poll pacing: exponential pauses from 5 ms to 100 ms until the deadline.
+/// Long-poll pacing: retry after a lane wakeup, or after pauses growing from 5 ms to 100 ms,
+/// until the deadline.
 pub(crate) struct Poll {
     deadline: Option<tokio::time::Instant>,
     pause: Duration,
+    wake: Option<Arc<Notify>>,
 }
 
+/// A wakeup registered before a claim attempt, so that work arriving during the attempt is not
+/// missed.
+pub(crate) struct Armed(Option<Pin<Box<OwnedNotified>>>);
+
 impl Poll {
-    pub(crate) fn new(max_wait: Option<Duration>) -> Self {
-        Self { deadline: max_wait.map(|w| tokio::time::Instant::now() + w), pause: Duration::from_millis(5) }
+    pub(crate) fn new(max_wait: Option<Duration>, wake: Option<Arc<Notify>>) -> Self {
+        Self { deadline: max_wait.map(|w| tokio::time::Instant::now() + w), pause: Duration::from_millis(5), wake }
     }
 
-    /// Sleeps before the next try; `false` when the wait is over.
-    pub(crate) async fn wait(&mut self) -> bool {
+    /// Registers for the next lane wakeup; call before each attempt.
+    pub(crate) fn arm(&self) -> Armed {
+        Armed(self.wake.clone().map(|n| {
+            let mut notified = Box::pin(n.notified_owned());
+            notified.as_mut().enable();
+            notified
+        }))
+    }
+
+    /// Waits before the next try; `false` when the wait is over.
+    pub(crate) async fn wait(&mut self, armed: Armed) -> bool {
         let Some(deadline) = self.deadline else { return false };
         let now = tokio::time::Instant::now();
         if now >= deadline {
             return false;
         }
-        tokio::time::sleep(self.pause.min(deadline - now)).await;
+        let sleep = tokio::time::sleep(self.pause.min(deadline - now));
+        match armed.0 {
+            Some(notified) => {
+                tokio::select! {
+                    _ = sleep => {}
+                    _ = notified => self.pause = Duration::from_millis(5),
+                }
+            }
+            None => sleep.await,
+        }
         self.pause = (self.pause * 2).min(Duration::from_millis(100));
         true
     }

@@ -42,7 +42,12 @@ ins AS (
         coalesce(deadline_at, ff_now_ms() + deadline_rel_ms)
     FROM input ORDER BY ord
     ON CONFLICT DO NOTHING
-    RETURNING execution_id, eligibility_state::text AS eligibility_state
+    RETURNING execution_id, lane_id, eligibility_state::text AS eligibility_state
+),
+-- Wake claims long-polling the lanes that just received claimable work (delivered on commit).
+ready AS (
+    SELECT pg_notify('ff_lane_ready', l.lane_id)
+    FROM (SELECT DISTINCT lane_id FROM ins WHERE eligibility_state = 'eligible_now') l
 ),
 lanes AS (
     INSERT INTO ff_lane (lane_id) SELECT DISTINCT lane_id FROM input ON CONFLICT DO NOTHING
@@ -55,6 +60,7 @@ SELECT i.ord, ins.eligibility_state,
                      WHERE x.namespace = i.namespace AND x.idempotency_key = i.idempotency_key))
        END AS original
 FROM input i LEFT JOIN ins ON ins.execution_id = i.execution_id
+CROSS JOIN (SELECT count(*) FROM ready) notified
 ORDER BY i.ord
 "#;
 

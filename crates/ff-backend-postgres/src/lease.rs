@@ -98,8 +98,12 @@ ev AS (
     SELECT (CASE WHEN capped THEN 'failed' ELSE 'lease_expired' END)::ff_event_kind,
            execution_id, partition_key, namespace, lane_id, current_attempt_index, lease_epoch, worker_instance_id
     FROM upd
+),
+-- Wake claims long-polling the lanes whose work just became reclaimable (delivered on commit).
+ready AS (
+    SELECT pg_notify('ff_lane_ready', l.lane_id) FROM (SELECT DISTINCT lane_id FROM upd WHERE NOT capped) l
 )
-SELECT execution_id, capped FROM upd
+SELECT u.execution_id, u.capped FROM upd u CROSS JOIN (SELECT count(*) FROM ready) notified
 "#
     )
 }

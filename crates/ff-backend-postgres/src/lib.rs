@@ -25,6 +25,7 @@ mod read;
 pub mod reconciler;
 mod row;
 mod stream;
+mod wakeup;
 
 pub use backend::PostgresBackend;
 pub use config::{BackendConfig, PostgresScannerConfig};

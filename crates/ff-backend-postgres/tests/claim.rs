@@ -147,3 +147,23 @@ async fn claim_renew_progress_update_the_lease() {
     assert_eq!(snap.progress_message.as_deref(), Some("halfway"));
     assert_eq!(snap.current_lease.unwrap().worker_instance_id.as_str(), "w");
 }
+
+#[tokio::test]
+async fn new_and_reclaimable_work_notifies_its_lane_on_commit() {
+    let fx = Fixture::new().await;
+    let mut listener = sqlx::postgres::PgListener::connect_with(fx.pool()).await.unwrap();
+    listener.listen("ff_lane_ready").await.unwrap();
+    let id = fx.create("notify-me").await;
+    assert_eq!(next(&mut listener).await.payload(), "notify-me");
+    // Delayed work is not claimable yet: no notification for it.
+    let now = fx.backend.server_time_ms().await.unwrap() as i64;
+    fx.create_with("later", |a| a.delay_until = Some(TimestampMs(now + 3_600_000))).await;
+    fx.claim("notify-me", "w").await;
+    fx.expire_lease(&id).await;
+    fx.backend.mark_lease_expired_if_due(Partition::execution(id.partition_index()), &id).await.unwrap();
+    assert_eq!(next(&mut listener).await.payload(), "notify-me", "a reclaimable lease wakes its lane");
+}
+
+async fn next(l: &mut sqlx::postgres::PgListener) -> sqlx::postgres::PgNotification {
+    tokio::time::timeout(Duration::from_secs(10), l.recv()).await.expect("a notification").unwrap()
+}
