@@ -1,11 +1,11 @@
 -- FlowFabric engine schema, version 1.
 --
 -- One authoritative row per execution (ff_execution) holds its state vector and its current (or
--- last) lease. There are no foreign keys: every attempt, frame, grant and event row is written by
--- a statement that has just locked or updated its execution row, and the hot path does not pay
--- for a second lookup per insert. Attempts are history rows, one per attempt, never reused by a later attempt. Frames
--- belong to an attempt. ff_event is the append-only event log, written in the same transaction as
--- the state change it records. All times are milliseconds since the epoch in database time.
+-- last) lease. Attempts are history rows, one per attempt, never reused by a later attempt.
+-- Frames belong to an attempt. ff_event is the append-only event log, written in the same
+-- transaction as the state change it records. There are no foreign keys: every attempt, frame,
+-- grant and event row is written by a statement that has just locked or updated its execution
+-- row, and the hot path does not pay for a second lookup per insert. All times are milliseconds since the epoch in database time.
 -- partition_key is an ordinary column: nothing is physically partitioned.
 
 CREATE FUNCTION ff_now_ms() RETURNS bigint

@@ -16,17 +16,17 @@ use uuid::Uuid;
 
 use crate::error::map_sqlx;
 use crate::fence::{FENCE, bind_fence};
-use crate::row::{col, non_negative};
+use crate::row::{col, u32_col};
 
 /// Fenced batch completion (see `ff_complete` in the schema): `$1` execution ids, `$2` lease ids,
 /// `$3` epochs, `$4` attempt indexes, `$5` results (NULL = none). Returns the ids that completed.
 const COMPLETE_SQL: &str = "SELECT * FROM ff_complete($1, $2, $3, $4, $5)";
 
-/// Completes every item whose fence holds; returns the execution UUIDs that completed.
+/// Completes every item whose fence holds; returns, per item in order, whether it completed.
 pub(crate) async fn complete(
     pool: &PgPool,
     items: &[(HandlePayload, Option<Vec<u8>>)],
-) -> Result<Vec<Uuid>, EngineError> {
+) -> Result<Vec<bool>, EngineError> {
     let mut ids = Vec::with_capacity(items.len());
     let mut leases = Vec::with_capacity(items.len());
     let mut epochs = Vec::with_capacity(items.len());
@@ -39,7 +39,7 @@ pub(crate) async fn complete(
         attempts.push(p.attempt_index.0 as i32);
         results.push(r.as_deref());
     }
-    sqlx::query_scalar(COMPLETE_SQL)
+    let done: Vec<Uuid> = sqlx::query_scalar(COMPLETE_SQL)
         .bind(&ids)
         .bind(&leases)
         .bind(&epochs)
@@ -47,7 +47,10 @@ pub(crate) async fn complete(
         .bind(&results)
         .fetch_all(pool)
         .await
-        .map_err(map_sqlx)
+        .map_err(map_sqlx)?;
+    // An execution listed twice completes once: only its first item reports success.
+    let mut done: std::collections::HashSet<Uuid> = done.into_iter().collect();
+    Ok(ids.iter().map(|id| done.remove(id)).collect())
 }
 
 /// Shared tail of the fenced single-row statements below: the attempt update and the event.
@@ -178,8 +181,8 @@ pub(crate) async fn fail(
     };
     let policy: ExecutionPolicy = serde_json::from_value(col::<serde_json::Value>(&row, "policy")?)
         .map_err(|e| EngineError::validation(ValidationKind::Corruption, format!("stored policy: {e}")))?;
-    let retry_count: u32 = non_negative("retry_count", i64::from(col::<i32>(&row, "retry_count")?))?;
-    let max_retries: u32 = non_negative("max_retries", i64::from(col::<i32>(&row, "max_retries")?))?;
+    let retry_count: u32 = u32_col(&row, "retry_count")?;
+    let max_retries: u32 = u32_col(&row, "max_retries")?;
     let retry = match &policy.retry_policy {
         Some(rp) if class.is_retryable() && retry_count < max_retries => {
             Some(rp.delay_for(retry_count, rand::random::<f64>()))

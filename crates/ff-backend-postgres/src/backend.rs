@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use crate::coalesce::{ClaimGroups, CompletionGroups};
 use crate::config::{BackendConfig, PostgresScannerConfig};
 use crate::error::map_sqlx;
-use crate::fence::{self, check_id};
+use crate::fence::{self, check_id, check_partition};
 use crate::metrics::Metrics;
 use crate::reconciler::{self, DelayedPromoter, LeaseExpiryReconciler, Reconciler, TimeoutReconciler};
 use crate::wakeup::LaneWakeups;
@@ -141,6 +141,15 @@ impl PostgresBackend {
 
     fn decode(&self, handle: &Handle) -> Result<HandlePayload, EngineError> {
         fence::decode(handle, &self.partitions)
+    }
+
+    /// Decodes a completion's handle and checks its result payload.
+    fn decode_completion(&self, handle: &Handle, payload: &Option<Vec<u8>>) -> Result<HandlePayload, EngineError> {
+        let p = self.decode(handle)?;
+        if let Some(bytes) = payload {
+            validate_payload("result payload", bytes)?;
+        }
+        Ok(p)
     }
 
     async fn rejected(&self, p: &HandlePayload) -> EngineError {
@@ -321,8 +330,6 @@ impl EngineBackend for PostgresBackend {
 
     async fn reclaim_execution(&self, args: ReclaimExecutionArgs) -> Result<ReclaimExecutionOutcome, EngineError> {
         check_id(&args.execution_id, &self.partitions)?;
-        ff_core::execution::validate_name("worker_id", args.worker_id.as_str(), false)?;
-        ff_core::execution::validate_name("worker_instance_id", args.worker_instance_id.as_str(), false)?;
         let out = lease::reclaim_execution(&self.pool, &args).await?;
         if matches!(out, ReclaimExecutionOutcome::Claimed { .. }) {
             Metrics::add(&self.metrics.claims, 1);
@@ -331,10 +338,7 @@ impl EngineBackend for PostgresBackend {
     }
 
     async fn complete(&self, handle: &Handle, payload: Option<Vec<u8>>) -> Result<(), EngineError> {
-        let p = self.decode(handle)?;
-        if let Some(bytes) = &payload {
-            validate_payload("result payload", bytes)?;
-        }
+        let p = self.decode_completion(handle, &payload)?;
         // Concurrent single completions share a round trip (see `coalesce`).
         let groups = self.completions.get_or_init(|| CompletionGroups::start(self.pool.clone()));
         if groups.complete(p.clone(), payload).await? {
@@ -356,13 +360,7 @@ impl EngineBackend for PostgresBackend {
         let mut results: Vec<Option<Result<(), EngineError>>> = Vec::with_capacity(items.len());
         let mut valid = Vec::with_capacity(items.len());
         for (handle, payload) in items {
-            let checked = self.decode(&handle).and_then(|p| {
-                if let Some(bytes) = &payload {
-                    validate_payload("result payload", bytes)?;
-                }
-                Ok(p)
-            });
-            match checked {
+            match self.decode_completion(&handle, &payload) {
                 Ok(p) => {
                     results.push(None);
                     valid.push((p, payload));
@@ -371,21 +369,17 @@ impl EngineBackend for PostgresBackend {
             }
         }
         let done = if valid.is_empty() { Vec::new() } else { attempt_end::complete(&self.pool, &valid).await? };
-        Metrics::add(&self.metrics.completions, done.len() as u64);
-        let mut done: std::collections::HashSet<uuid::Uuid> = done.into_iter().collect();
-        let mut valid = valid.into_iter();
+        Metrics::add(&self.metrics.completions, done.iter().filter(|d| **d).count() as u64);
+        let mut valid = valid.into_iter().zip(done);
         let mut out = Vec::with_capacity(results.len());
         for r in results {
             match r {
                 Some(e) => out.push(e),
-                None => {
-                    let (p, _) = valid.next().ok_or_else(|| EngineError::Internal("batch bookkeeping".into()))?;
-                    if done.remove(&p.execution_id.uuid()) {
-                        out.push(Ok(()));
-                    } else {
-                        out.push(Err(self.rejected(&p).await));
-                    }
-                }
+                None => match valid.next() {
+                    Some((_, true)) => out.push(Ok(())),
+                    Some(((p, _), false)) => out.push(Err(self.rejected(&p).await)),
+                    None => return Err(EngineError::Internal("batch bookkeeping".into())),
+                },
             }
         }
         Ok(out)
@@ -540,16 +534,6 @@ impl EngineBackend for PostgresBackend {
         }
         Ok(())
     }
-}
-
-fn check_partition(partition: Partition, id: &ExecutionId, cfg: &PartitionConfig) -> Result<(), EngineError> {
-    check_id(id, cfg)?;
-    if !matches!(partition.family, PartitionFamily::Execution | PartitionFamily::Flow)
-        || partition.index != id.partition_index()
-    {
-        return Err(EngineError::invalid(format!("partition {} does not hold execution {id}", partition.key())));
-    }
-    Ok(())
 }
 
 #[async_trait]

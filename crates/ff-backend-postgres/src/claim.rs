@@ -27,7 +27,7 @@ use tokio::sync::futures::OwnedNotified;
 use uuid::Uuid;
 
 use crate::error::map_sqlx;
-use crate::row::{col, non_negative};
+use crate::row::{col, non_negative, u32_col};
 
 /// `$1` lane, `$2` worker capabilities, `$3` one worker instance per slot, `$4` lease TTL ms,
 /// `$5` worker id, `$6` wait for the WAL flush before returning.
@@ -212,7 +212,7 @@ fn handle_from_row(row: &PgRow, lease_ttl_ms: u64) -> Result<Handle, EngineError
             non_negative("partition_key", i64::from(partition))?,
             col::<Uuid>(row, "execution_id")?,
         ),
-        attempt_index: AttemptIndex(non_negative("attempt_index", i64::from(col::<i32>(row, "attempt_index")?))?),
+        attempt_index: AttemptIndex(u32_col(row, "attempt_index")?),
         attempt_id: AttemptId(col(row, "attempt_id")?),
         lease_id: LeaseId(col(row, "lease_id")?),
         lease_epoch: LeaseEpoch(non_negative("lease_epoch", col::<i64>(row, "lease_epoch")?)?),

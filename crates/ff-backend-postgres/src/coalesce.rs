@@ -100,9 +100,8 @@ async fn flush_completions(pool: PgPool, group: Vec<CompleteItem>) {
     }
     match attempt_end::complete(&pool, &items).await {
         Ok(done) => {
-            let done: std::collections::HashSet<uuid::Uuid> = done.into_iter().collect();
-            for ((p, _), reply) in items.iter().zip(replies) {
-                let _ = reply.send(Ok(done.contains(&p.execution_id.uuid())));
+            for (done, reply) in done.into_iter().zip(replies) {
+                let _ = reply.send(Ok(done));
             }
         }
         Err(e) => {

@@ -8,13 +8,13 @@
 use ff_core::error::ExecutionNotActiveDetail;
 use ff_core::{
     BackendTag, ContentionKind, EngineError, ExecutionId, Handle, HandlePayload, LeaseEpoch, LifecyclePhase,
-    OwnershipState, PartitionConfig, StateKind, TerminalOutcome,
+    OwnershipState, Partition, PartitionConfig, PartitionFamily, StateKind, TerminalOutcome,
 };
 use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::error::map_sqlx;
-use crate::row::{col, non_negative};
+use crate::row::{col, non_negative, u32_col};
 
 /// Decodes a handle minted by this backend and checks its partition.
 pub(crate) fn decode(handle: &Handle, partitions: &PartitionConfig) -> Result<HandlePayload, EngineError> {
@@ -50,8 +50,7 @@ async fn diagnose_inner(pool: &PgPool, p: &HandlePayload) -> Result<EngineError,
     let outcome = TerminalOutcome::parse(&col::<String>(&row, "terminal_outcome")?)?;
     let lease_id: Option<Uuid> = col(&row, "lease_id")?;
     let epoch: u64 = non_negative("lease_epoch", col::<i64>(&row, "lease_epoch")?)?;
-    let attempt_index: u32 =
-        non_negative("current_attempt_index", i64::from(col::<i32>(&row, "current_attempt_index")?))?;
+    let attempt_index: u32 = u32_col(&row, "current_attempt_index")?;
     let expired: bool = col(&row, "expired")?;
     let same_lease = lease_id == Some(p.lease_id.0) && epoch == p.lease_epoch.0 && attempt_index == p.attempt_index.0;
     if !same_lease {
@@ -71,6 +70,21 @@ async fn diagnose_inner(pool: &PgPool, p: &HandlePayload) -> Result<EngineError,
         }
         OwnershipState::Leased => EngineError::Contention(ContentionKind::LeaseConflict),
     })
+}
+
+/// Checks that `partition` is the execution partition that holds `id`, and that it exists.
+pub(crate) fn check_partition(
+    partition: Partition,
+    id: &ExecutionId,
+    cfg: &PartitionConfig,
+) -> Result<(), EngineError> {
+    check_id(id, cfg)?;
+    if !matches!(partition.family, PartitionFamily::Execution | PartitionFamily::Flow)
+        || partition.index != id.partition_index()
+    {
+        return Err(EngineError::invalid(format!("partition {} does not hold execution {id}", partition.key())));
+    }
+    Ok(())
 }
 
 /// Checks an execution id's partition against the configuration.

@@ -11,14 +11,14 @@ use ff_core::{
     CapabilitySet, ClaimPolicy, EngineError, ExecutionId, IssueReclaimGrantArgs, IssueReclaimGrantOutcome, LeaseEpoch,
     LeaseRenewal, ReclaimExecutionArgs, ReclaimExecutionOutcome, ReclaimGrant, TimestampMs, ValidationKind,
 };
-use ff_core::{HandlePayload, MAX_GRANT_TTL_MS};
+use ff_core::{HandlePayload, MAX_GRANT_TTL_MS, WorkerId, WorkerInstanceId};
 use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
 use crate::claim;
 use crate::error::map_sqlx;
 use crate::fence::{FENCE, bind_fence};
-use crate::row::{col, non_negative};
+use crate::row::{col, non_negative, u32_col};
 
 /// Renews; `None` when the fence failed.
 pub(crate) async fn renew(pool: &PgPool, p: &HandlePayload) -> Result<Option<LeaseRenewal>, EngineError> {
@@ -170,8 +170,7 @@ pub(crate) async fn issue_reclaim_grant(
     if args.grant_ttl_ms == 0 || args.grant_ttl_ms > MAX_GRANT_TTL_MS {
         return Err(EngineError::invalid(format!("grant_ttl_ms {} outside 1..={MAX_GRANT_TTL_MS}", args.grant_ttl_ms)));
     }
-    ff_core::execution::validate_name("worker_id", args.worker_id.as_str(), false)?;
-    ff_core::execution::validate_name("worker_instance_id", args.worker_instance_id.as_str(), false)?;
+    validate_worker(&args.worker_id, &args.worker_instance_id)?;
     ff_core::capability::validate_tokens(&args.worker_capabilities.0)?;
     let mut tx = pool.begin().await.map_err(map_sqlx)?;
     // An expired lease the reconciler has not marked yet is marked here first.
@@ -189,7 +188,7 @@ pub(crate) async fn issue_reclaim_grant(
     let Some(row) = row else {
         return Err(EngineError::NotFound { entity: "execution" });
     };
-    let reclaim_count: u32 = non_negative("lease_reclaim_count", i64::from(col::<i32>(&row, "lease_reclaim_count")?))?;
+    let reclaim_count: u32 = u32_col(&row, "lease_reclaim_count")?;
     if expired.failed > 0 {
         tx.commit().await.map_err(map_sqlx)?;
         return Ok(IssueReclaimGrantOutcome::ReclaimCapExceeded { execution_id: *id, reclaim_count });
@@ -229,6 +228,11 @@ pub(crate) async fn issue_reclaim_grant(
     }))
 }
 
+fn validate_worker(worker_id: &WorkerId, instance: &WorkerInstanceId) -> Result<(), EngineError> {
+    ff_core::execution::validate_name("worker_id", worker_id.as_str(), false)?;
+    ff_core::execution::validate_name("worker_instance_id", instance.as_str(), false)
+}
+
 fn check_capabilities(worker: &CapabilitySet, required: Vec<String>) -> Result<(), EngineError> {
     let missing: Vec<String> = required.into_iter().filter(|c| !worker.0.contains(c)).collect();
     if missing.is_empty() {
@@ -243,6 +247,7 @@ pub(crate) async fn reclaim_execution(
     args: &ReclaimExecutionArgs,
 ) -> Result<ReclaimExecutionOutcome, EngineError> {
     ff_core::validate_lease_ttl_ms(args.lease_ttl_ms)?;
+    validate_worker(&args.worker_id, &args.worker_instance_id)?;
     let Ok(grant_key) = Uuid::parse_str(&args.grant_key) else {
         return Err(EngineError::invalid(format!("malformed grant key {:?}", args.grant_key)));
     };

@@ -13,8 +13,8 @@ use sqlx::postgres::PgRow;
 use uuid::Uuid;
 
 use crate::error::map_sqlx;
-use crate::fence::check_id;
-use crate::row::{STATE_COLUMNS, col, non_negative, state_vector};
+use crate::fence::{check_id, check_partition};
+use crate::row::{STATE_COLUMNS, col, non_negative, state_vector, u32_col};
 
 async fn fetch(
     pool: &PgPool,
@@ -34,10 +34,6 @@ async fn fetch(
 fn tags(row: &PgRow) -> Result<BTreeMap<String, String>, EngineError> {
     serde_json::from_value(col::<serde_json::Value>(row, "tags")?)
         .map_err(|e| EngineError::validation(ValidationKind::Corruption, format!("stored tags: {e}")))
-}
-
-fn u32_col(row: &PgRow, name: &str) -> Result<u32, EngineError> {
-    non_negative(name, i64::from(col::<i32>(row, name)?))
 }
 
 /// `describe_execution`.
@@ -230,15 +226,10 @@ pub(crate) async fn core_fields(
     id: &ExecutionId,
     fields: &[&str],
 ) -> Result<HashMap<String, Option<String>>, EngineError> {
-    if !matches!(partition.family, PartitionFamily::Execution | PartitionFamily::Flow)
-        || partition.index != id.partition_index()
-    {
-        return Err(EngineError::invalid(format!("partition {} does not hold execution {id}", partition.key())));
-    }
+    check_partition(partition, id, cfg)?;
     let known: Vec<&str> = fields.iter().copied().filter(|f| CORE_FIELDS.contains(f)).collect();
     let mut out: HashMap<String, Option<String>> = fields.iter().map(|f| ((*f).to_owned(), None)).collect();
     if known.is_empty() {
-        check_id(id, cfg)?;
         return Ok(out);
     }
     let cols = known.iter().map(|f| format!("{f}::text AS {f}")).collect::<Vec<_>>().join(", ");

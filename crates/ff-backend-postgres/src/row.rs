@@ -33,6 +33,11 @@ pub(crate) fn state_vector(row: &PgRow) -> Result<StateVector, EngineError> {
     })
 }
 
+/// Reads an `integer` column that holds a non-negative count or index.
+pub(crate) fn u32_col(row: &PgRow, name: &str) -> Result<u32, EngineError> {
+    non_negative(name, i64::from(col::<i32>(row, name)?))
+}
+
 /// Converts a stored non-negative integer, flagging negative values as corruption.
 pub(crate) fn non_negative<T: TryFrom<i64>>(name: &str, v: i64) -> Result<T, EngineError> {
     T::try_from(v)

@@ -14,7 +14,7 @@ use ff_core::{
 use sqlx::PgPool;
 
 use crate::error::map_sqlx;
-use crate::fence::FENCE;
+use crate::fence::{FENCE, bind_fence};
 use crate::row::{col, non_negative};
 
 static APPEND_SQL: LazyLock<String> = LazyLock::new(|| {
@@ -41,11 +41,7 @@ pub(crate) async fn append(
     p: &HandlePayload,
     frame: &Frame,
 ) -> Result<Option<AppendFrameOutcome>, EngineError> {
-    let row: Option<(i64, i64)> = sqlx::query_as::<_, (i64, i64)>(&APPEND_SQL)
-        .bind(p.execution_id.uuid())
-        .bind(p.lease_id.0)
-        .bind(p.lease_epoch.0 as i64)
-        .bind(p.attempt_index.0 as i32)
+    let row = bind_fence(sqlx::query(&APPEND_SQL), p)
         .bind(frame.kind.as_str())
         .bind(frame.frame_type.as_str())
         .bind(frame.correlation_id.as_deref())
@@ -53,7 +49,11 @@ pub(crate) async fn append(
         .fetch_optional(pool)
         .await
         .map_err(map_sqlx)?;
-    Ok(row.map(|(seq, ms)| AppendFrameOutcome { stream_id: format!("{ms}-{seq}"), frame_count: seq as u64 }))
+    row.map(|r| {
+        let (seq, ms): (i64, i64) = (col(&r, "seq")?, col(&r, "appended_at_ms")?);
+        Ok(AppendFrameOutcome { stream_id: format!("{ms}-{seq}"), frame_count: seq as u64 })
+    })
+    .transpose()
 }
 
 /// Reads frames `from..=to`.
