@@ -71,11 +71,7 @@ async fn stored_vectors_follow_the_transition_function() {
 
     let expiring = fx.create("sm").await;
     let waiting = fx.vector(&expiring).await;
-    sqlx::query("UPDATE ff_execution SET deadline_at_ms = ff_now_ms() - 1 WHERE execution_id = $1")
-        .bind(expiring.uuid())
-        .execute(fx.pool())
-        .await
-        .unwrap();
+    fx.make_past(&expiring, "deadline_at_ms").await;
     TimeoutReconciler::new(fx.pool().clone(), 10, fx.backend.metrics().clone()).run_once().await.unwrap();
     check(&fx, &expiring, Transition::Expire, waiting).await;
 }

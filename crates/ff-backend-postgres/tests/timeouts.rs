@@ -17,11 +17,7 @@ async fn execution_deadline_expires_a_waiting_execution() {
     let now = fx.backend.server_time_ms().await.unwrap() as i64;
     let id = fx.create_with("dl", |a| a.execution_deadline_at = Some(TimestampMs(now + 3_600_000))).await;
     assert_eq!(timeouts(&fx).run_once().await.unwrap().processed, 0);
-    sqlx::query("UPDATE ff_execution SET deadline_at_ms = ff_now_ms() - 1 WHERE execution_id = $1")
-        .bind(id.uuid())
-        .execute(fx.pool())
-        .await
-        .unwrap();
+    fx.make_past(&id, "deadline_at_ms").await;
     assert_eq!(timeouts(&fx).run_once().await.unwrap().processed, 1);
     assert_eq!(fx.state(&id).await, PublicState::Expired);
     let waiting = state::apply(state::Transition::Create { delayed: false }, None).unwrap();
@@ -47,11 +43,7 @@ async fn attempt_timeout_expires_the_running_attempt_and_fences_its_worker() {
     let p = Partition::execution(id.partition_index());
     fx.backend.expire_execution(p, &id, ExpirePhase::AttemptTimeout).await.unwrap();
     assert_eq!(fx.state(&id).await, PublicState::Active, "not due yet");
-    sqlx::query("UPDATE ff_execution SET attempt_deadline_at_ms = ff_now_ms() - 1 WHERE execution_id = $1")
-        .bind(id.uuid())
-        .execute(fx.pool())
-        .await
-        .unwrap();
+    fx.make_past(&id, "attempt_deadline_at_ms").await;
     fx.backend.expire_execution(p, &id, ExpirePhase::AttemptTimeout).await.unwrap();
     assert_eq!(fx.state(&id).await, PublicState::Expired);
     let e = fx.backend.complete(&h, None).await.unwrap_err();

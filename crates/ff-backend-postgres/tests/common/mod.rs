@@ -59,22 +59,24 @@ impl Fixture {
         self.backend.describe_execution(id).await.expect("describe").expect("exists").state
     }
 
-    /// Makes the execution's current lease expired, as if its TTL had elapsed.
-    pub async fn expire_lease(&self, id: &ExecutionId) {
-        sqlx::query("UPDATE ff_execution SET lease_expires_at_ms = ff_now_ms() - 1 WHERE execution_id = $1")
+    /// Moves the timer stored in `column` (a `*_at_ms` column of `ff_execution`) just into the
+    /// past, as if its time had come.
+    pub async fn make_past(&self, id: &ExecutionId, column: &str) {
+        sqlx::query(&format!("UPDATE ff_execution SET {column} = ff_now_ms() - 1 WHERE execution_id = $1"))
             .bind(id.uuid())
             .execute(self.pool())
             .await
-            .expect("expire lease");
+            .expect("move timer into the past");
+    }
+
+    /// Makes the execution's current lease expired, as if its TTL had elapsed.
+    pub async fn expire_lease(&self, id: &ExecutionId) {
+        self.make_past(id, "lease_expires_at_ms").await;
     }
 
     /// Makes a delayed execution due now.
     pub async fn make_due(&self, id: &ExecutionId) {
-        sqlx::query("UPDATE ff_execution SET eligible_at_ms = ff_now_ms() - 1 WHERE execution_id = $1")
-            .bind(id.uuid())
-            .execute(self.pool())
-            .await
-            .expect("make due");
+        self.make_past(id, "eligible_at_ms").await;
     }
 
     /// Counts rows of `table` for execution `id`.
