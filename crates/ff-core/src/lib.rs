@@ -19,6 +19,7 @@ pub mod policy;
 pub mod state;
 pub mod stream;
 pub mod tag;
+pub mod wire;
 
 pub use backend::{CompletionBackend, EngineBackend};
 pub use capability::{BackendIdentity, Capabilities, CapabilitySet, Supports};

@@ -1,0 +1,408 @@
+//! JSON bodies of the HTTP API, shared by `ff-server` (which parses requests and writes
+//! responses) and `ff-sdk` (which does the reverse), so both sides agree by construction.
+//!
+//! Conventions: byte payloads travel as standard base64 strings (`*_base64` fields) or, for JSON
+//! inputs, as an inline JSON value (`input`); timestamps are epoch milliseconds; a worker's
+//! [`Handle`] travels as an opaque token string (see [`handle_token`]). Request bodies reject
+//! unknown fields, so a misspelt option is an error rather than silently ignored.
+
+use std::collections::BTreeMap;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{EngineError, ValidationKind};
+use crate::execution::{CreateExecutionArgs, FailureClass};
+use crate::handle::{BackendTag, Handle, HandleKind, HandleOpaque};
+use crate::id::{AttemptIndex, ExecutionId, LaneId, Namespace, TimestampMs};
+use crate::partition::PartitionConfig;
+use crate::policy::ExecutionPolicy;
+use crate::stream::FrameKind;
+
+/// Encodes bytes as standard base64.
+pub fn encode_bytes(bytes: &[u8]) -> String {
+    STANDARD.encode(bytes)
+}
+
+/// Decodes a standard base64 field; `what` names the field in the error.
+pub fn decode_bytes(what: &str, s: &str) -> Result<Vec<u8>, EngineError> {
+    STANDARD.decode(s).map_err(|e| EngineError::invalid(format!("{what} is not valid base64: {e}")))
+}
+
+const TOKEN_PREFIX: &str = "ffh1";
+
+/// Encodes a handle as the token string workers send back: `ffh1.<backend>.<kind>.<base64url>`.
+pub fn handle_token(handle: &Handle) -> String {
+    let opaque = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&handle.opaque.0);
+    format!("{TOKEN_PREFIX}.{}.{}.{opaque}", handle.backend.label(), handle.kind.as_str())
+}
+
+/// Decodes a token made by [`handle_token`]; a damaged token is `Validation(Corruption)`.
+pub fn parse_handle_token(token: &str) -> Result<Handle, EngineError> {
+    let bad = |why: &str| EngineError::validation(ValidationKind::Corruption, format!("malformed handle token: {why}"));
+    let mut parts = token.splitn(4, '.');
+    if parts.next() != Some(TOKEN_PREFIX) {
+        return Err(bad("unknown prefix"));
+    }
+    let backend = match parts.next() {
+        Some("postgres") => BackendTag::Postgres,
+        Some("valkey") => BackendTag::Valkey,
+        Some("sqlite") => BackendTag::Sqlite,
+        _ => return Err(bad("unknown backend")),
+    };
+    let kind = HandleKind::parse(parts.next().ok_or_else(|| bad("missing kind"))?)?;
+    let opaque = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(parts.next().ok_or_else(|| bad("missing payload"))?)
+        .map_err(|_| bad("payload is not base64url"))?;
+    Ok(Handle { backend, kind, opaque: HandleOpaque(opaque.into_boxed_slice()) })
+}
+
+/// `POST /v1/executions`: submit one execution. The server mints the id (on the lane's
+/// partition) unless one is given.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubmitRequest {
+    /// Caller-minted id; when absent the server mints a solo id for the lane.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub execution_id: Option<ExecutionId>,
+    /// Tenant namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<Namespace>,
+    /// Lane to queue on.
+    pub lane_id: String,
+    /// Handler routing key.
+    pub execution_kind: String,
+    /// JSON input, stored as UTF-8 JSON bytes with encoding `json`. Exclusive with `input_base64`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<serde_json::Value>,
+    /// Binary input, base64. Exclusive with `input`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_base64: Option<String>,
+    /// Encoding label of a binary input.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload_encoding: Option<String>,
+    /// 0..=9000, higher first.
+    #[serde(default)]
+    pub priority: i32,
+    /// Who submitted it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub creator_identity: Option<String>,
+    /// Deduplication key within the namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+    /// Tags (`<caller>.<field>` keys).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, String>,
+    /// Retry, timeout, reclaim and routing policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<ExecutionPolicy>,
+    /// Not claimable before this time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay_until: Option<TimestampMs>,
+    /// Expires if not finished by this time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub execution_deadline_at: Option<TimestampMs>,
+}
+
+impl SubmitRequest {
+    /// A request with a JSON input.
+    pub fn json(lane_id: impl Into<String>, execution_kind: impl Into<String>, input: serde_json::Value) -> Self {
+        Self { lane_id: lane_id.into(), execution_kind: execution_kind.into(), input: Some(input), ..Self::default() }
+    }
+
+    /// Converts into backend arguments, minting the id when absent. Every field is validated.
+    pub fn into_args(self, partitions: &PartitionConfig) -> Result<CreateExecutionArgs, EngineError> {
+        let lane = LaneId::try_new(self.lane_id)?;
+        let (input_payload, payload_encoding) = match (self.input, self.input_base64) {
+            (Some(_), Some(_)) => return Err(EngineError::invalid("give either input or input_base64, not both")),
+            (Some(v), None) => (
+                serde_json::to_vec(&v).map_err(|e| EngineError::invalid(format!("input: {e}")))?,
+                Some(self.payload_encoding.unwrap_or_else(|| "json".to_owned())),
+            ),
+            (None, Some(b)) => (decode_bytes("input_base64", &b)?, self.payload_encoding),
+            (None, None) => (Vec::new(), self.payload_encoding),
+        };
+        let execution_id = match self.execution_id {
+            Some(id) => {
+                partitions.check_execution_partition(id.partition_index())?;
+                id
+            }
+            None => ExecutionId::solo(&lane, partitions),
+        };
+        let mut args = CreateExecutionArgs::new(execution_id, lane, self.execution_kind, input_payload);
+        args.namespace = self.namespace.unwrap_or_default();
+        args.payload_encoding = payload_encoding;
+        args.priority = self.priority;
+        args.creator_identity = self.creator_identity;
+        args.idempotency_key = self.idempotency_key;
+        args.tags = self.tags;
+        args.policy = self.policy;
+        args.delay_until = self.delay_until;
+        args.execution_deadline_at = self.execution_deadline_at;
+        args.validate()?;
+        Ok(args)
+    }
+}
+
+/// `POST /v1/executions/batch`: submit many executions atomically (all or nothing).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubmitBatchRequest {
+    /// The executions, at most 10 000.
+    pub executions: Vec<SubmitRequest>,
+}
+
+/// Response of `POST /v1/executions/batch`: one result per input, in order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubmitBatchResponse {
+    /// Results in input order.
+    pub results: Vec<crate::execution::CreateExecutionResult>,
+}
+
+/// `POST /v1/workers/{worker_id}/claim`: lease up to `max` executions of one lane.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimRequest {
+    /// Lane to claim from.
+    pub lane_id: String,
+    /// The claiming process.
+    pub worker_instance_id: String,
+    /// Worker capabilities; executions requiring more are skipped.
+    #[serde(default)]
+    pub capabilities: Vec<String>,
+    /// Lease TTL in ms.
+    pub lease_ttl_ms: u64,
+    /// How many executions at most (1..=1000, default 1).
+    #[serde(default = "one")]
+    pub max: usize,
+    /// Long-poll: wait up to this many ms for work (<= 60 000; default 0 = answer at once).
+    #[serde(default)]
+    pub wait_ms: u64,
+}
+
+fn one() -> usize {
+    1
+}
+
+/// One leased execution, with what its handler needs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClaimedExecution {
+    /// Token to send back with every lease-holder call.
+    pub handle: String,
+    /// Execution.
+    pub execution_id: ExecutionId,
+    /// Attempt this lease belongs to.
+    pub attempt_index: AttemptIndex,
+    /// Fresh attempt, resumed attempt, or reclaim of a lost lease.
+    pub claim_kind: HandleKind,
+    /// Lane.
+    pub lane_id: LaneId,
+    /// Lease TTL (renewals extend by this much).
+    pub lease_ttl_ms: u64,
+    /// Handler routing key.
+    pub execution_kind: String,
+    /// Input, base64.
+    pub input_base64: String,
+    /// Tags.
+    pub tags: BTreeMap<String, String>,
+}
+
+/// Response of a claim: possibly empty.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClaimResponse {
+    /// Leased executions.
+    pub claimed: Vec<ClaimedExecution>,
+}
+
+/// Lease-holder call with nothing but the handle (`renew`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HandleRequest {
+    /// Handle token.
+    pub handle: String,
+}
+
+/// `POST /v1/executions/{id}/progress`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProgressRequest {
+    /// Handle token.
+    pub handle: String,
+    /// 0..=100.
+    #[serde(default)]
+    pub percent: Option<u8>,
+    /// Free text.
+    #[serde(default)]
+    pub message: Option<String>,
+}
+
+/// `POST /v1/executions/{id}/frames`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppendFrameRequest {
+    /// Handle token.
+    pub handle: String,
+    /// Application type label.
+    pub frame_type: String,
+    /// Channel (default `event`).
+    #[serde(default)]
+    pub kind: Option<FrameKind>,
+    /// UTF-8 payload. Exclusive with `bytes_base64`.
+    #[serde(default)]
+    pub text: Option<String>,
+    /// Binary payload, base64. Exclusive with `text`.
+    #[serde(default)]
+    pub bytes_base64: Option<String>,
+    /// Optional correlation id.
+    #[serde(default)]
+    pub correlation_id: Option<String>,
+}
+
+/// `POST /v1/executions/{id}/complete`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompleteRequest {
+    /// Handle token.
+    pub handle: String,
+    /// Result payload, base64.
+    #[serde(default)]
+    pub result_base64: Option<String>,
+}
+
+/// `POST /v1/completions`: complete many executions in one call; each item is fenced alone.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompleteBatchRequest {
+    /// Items, at most 1000.
+    pub items: Vec<CompleteRequest>,
+}
+
+/// Response of `POST /v1/completions`: one entry per item, in order; `null` = completed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CompleteBatchResponse {
+    /// Per-item error, or `None` when the item completed.
+    pub results: Vec<Option<ErrorBody>>,
+}
+
+/// `POST /v1/executions/{id}/fail`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FailRequest {
+    /// Handle token.
+    pub handle: String,
+    /// Short message.
+    pub message: String,
+    /// Longer detail.
+    #[serde(default)]
+    pub detail: Option<String>,
+    /// Decides whether a retry is allowed (default `transient`).
+    #[serde(default = "transient")]
+    pub classification: FailureClass,
+}
+
+fn transient() -> FailureClass {
+    FailureClass::Transient
+}
+
+/// `POST /v1/executions/{id}/cancel` by the lease holder.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CancelRequest {
+    /// Handle token.
+    pub handle: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// `POST /v1/executions/{id}/delay`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DelayRequest {
+    /// Handle token.
+    pub handle: String,
+    /// When the execution becomes claimable again (resuming the same attempt).
+    pub delay_until: TimestampMs,
+}
+
+/// `PUT /v1/executions/{id}/tags/{key}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TagValue {
+    /// The value.
+    pub value: String,
+}
+
+/// The one error shape of the API.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// Stable machine-readable code (`not_found`, `stale_lease`, `invalid_json`...).
+    pub code: String,
+    /// Human-readable message; never internal detail for server errors.
+    pub message: String,
+    /// True when retrying the same request may succeed.
+    pub retryable: bool,
+}
+
+/// Response of `GET /healthz`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthResponse {
+    /// `ok`.
+    pub status: String,
+    /// Backend label.
+    pub backend: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::handle::HandlePayload;
+    use crate::id::{AttemptId, LeaseEpoch, LeaseId, WorkerInstanceId};
+
+    #[test]
+    fn handle_tokens_round_trip_and_reject_damage() {
+        let lane = LaneId::try_new("l").unwrap();
+        let p = HandlePayload {
+            execution_id: ExecutionId::in_partition(3),
+            attempt_index: AttemptIndex(1),
+            attempt_id: AttemptId::new(),
+            lease_id: LeaseId::new(),
+            lease_epoch: LeaseEpoch(7),
+            lease_ttl_ms: 1000,
+            lane_id: lane,
+            worker_instance_id: WorkerInstanceId::new("w"),
+        };
+        let h = p.into_handle(BackendTag::Postgres, HandleKind::Reclaimed);
+        let t = handle_token(&h);
+        assert_eq!(parse_handle_token(&t).unwrap(), h);
+        for bad in ["", "ffh1", "ffh2.postgres.fresh.AA", "ffh1.mysql.fresh.AA", "ffh1.postgres.odd.AA", "ffh1.postgres.fresh.!!"]
+        {
+            assert!(parse_handle_token(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn submit_requests_validate_and_mint_ids() {
+        let pc = PartitionConfig::default();
+        let args = SubmitRequest::json("emails", "send", serde_json::json!({"to": "a"})).into_args(&pc).unwrap();
+        assert_eq!(args.execution_id.partition_index(), pc.lane_partition(&args.lane_id));
+        assert_eq!(args.payload_encoding.as_deref(), Some("json"));
+        assert_eq!(args.input_payload, br#"{"to":"a"}"#);
+
+        let both = SubmitRequest { input_base64: Some("AA==".into()), ..SubmitRequest::json("l", "k", 1.into()) };
+        assert_eq!(both.into_args(&pc).unwrap_err().code(), "invalid_input");
+        let bad_b64 = SubmitRequest { input_base64: Some("***".into()), ..SubmitRequest::json("l", "k", 1.into()) };
+        let bad_b64 = SubmitRequest { input: None, ..bad_b64 };
+        assert_eq!(bad_b64.into_args(&pc).unwrap_err().code(), "invalid_input");
+        let bad_lane = SubmitRequest::json("", "k", 1.into());
+        assert!(bad_lane.into_args(&pc).is_err());
+        let bad_partition = SubmitRequest {
+            execution_id: Some(ExecutionId::in_partition(pc.num_flow_partitions)),
+            ..SubmitRequest::json("l", "k", 1.into())
+        };
+        assert!(bad_partition.into_args(&pc).is_err());
+        let unknown: Result<SubmitRequest, _> =
+            serde_json::from_str(r#"{"lane_id":"l","execution_kind":"k","priorty":3}"#);
+        assert!(unknown.is_err());
+    }
+}

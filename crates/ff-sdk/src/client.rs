@@ -1,0 +1,258 @@
+//! [`Client`]: the HTTP API from Rust. Submitting and inspecting executions, and the
+//! lease-holder calls a worker makes (used by the worker runtime's HTTP transport).
+
+use std::time::Duration;
+
+use ff_core::wire::{
+    AppendFrameRequest, CancelRequest, ClaimRequest, ClaimResponse, CompleteBatchRequest, CompleteBatchResponse,
+    CompleteRequest, DelayRequest, ErrorBody, FailRequest, HandleRequest, HealthResponse, ProgressRequest,
+    SubmitBatchRequest, SubmitBatchResponse, SubmitRequest, TagValue,
+};
+use ff_core::{
+    AppendFrameOutcome, CreateExecutionResult, ExecutionId, ExecutionInfo, ExecutionSnapshot, FailOutcome,
+    LeaseRenewal, ListExecutionsPage, PublicState, StreamFrames,
+};
+use reqwest::{Method, RequestBuilder};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::SdkError;
+
+/// How long an ordinary request may take; long-poll claims get their wait on top.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A client of one FlowFabric server.
+#[derive(Clone, Debug)]
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: Option<String>,
+}
+
+impl Client {
+    /// A client of `base_url` (e.g. `http://127.0.0.1:9090`) without a token.
+    pub fn new(base_url: impl Into<String>) -> Result<Self, SdkError> {
+        let base = base_url.into().trim_end_matches('/').to_owned();
+        if !(base.starts_with("http://") || base.starts_with("https://")) {
+            return Err(SdkError::Config(format!("base url {base:?} must start with http:// or https://")));
+        }
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(64)
+            .tcp_nodelay(true)
+            .build()
+            .map_err(|e| SdkError::Config(format!("http client: {e}")))?;
+        Ok(Self { http, base, token: None })
+    }
+
+    /// Sends `Authorization: Bearer <token>` with every request (empty = none).
+    pub fn with_token(mut self, token: impl Into<String>) -> Self {
+        let token = token.into();
+        self.token = (!token.trim().is_empty()).then_some(token);
+        self
+    }
+
+    /// The server's base URL.
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        let req = self.http.request(method, format!("{}{path}", self.base)).timeout(REQUEST_TIMEOUT);
+        match &self.token {
+            Some(t) => req.bearer_auth(t),
+            None => req,
+        }
+    }
+
+    async fn send(req: RequestBuilder) -> Result<reqwest::Response, SdkError> {
+        let resp = req.send().await?;
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap_or_default();
+        Err(match serde_json::from_str::<ErrorBody>(&text) {
+            Ok(b) => SdkError::Api { status, code: b.code, message: b.message, retryable: b.retryable },
+            Err(_) => SdkError::Api { status, code: "http_error".into(), message: text, retryable: false },
+        })
+    }
+
+    async fn json<T: DeserializeOwned>(req: RequestBuilder) -> Result<T, SdkError> {
+        let resp = Self::send(req).await?;
+        let bytes = resp.bytes().await?;
+        serde_json::from_slice(&bytes).map_err(|e| SdkError::Decode(e.to_string()))
+    }
+
+    async fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T, SdkError> {
+        Self::json(self.request(Method::POST, path).json(body)).await
+    }
+
+    async fn post_empty<B: Serialize>(&self, path: &str, body: &B) -> Result<(), SdkError> {
+        Self::send(self.request(Method::POST, path).json(body)).await.map(drop)
+    }
+
+    /// `None` on 404.
+    async fn get_optional<T: DeserializeOwned>(&self, path: &str) -> Result<Option<T>, SdkError> {
+        match Self::json(self.request(Method::GET, path)).await {
+            Err(SdkError::Api { status: 404, .. }) => Ok(None),
+            other => other.map(Some),
+        }
+    }
+
+    // ----- health ----------------------------------------------------------------------------
+
+    /// `GET /healthz`.
+    pub async fn health(&self) -> Result<HealthResponse, SdkError> {
+        Self::json(self.request(Method::GET, "/healthz")).await
+    }
+
+    // ----- submission and reads --------------------------------------------------------------
+
+    /// Submits one execution; `Duplicate` when its id or idempotency key already exists.
+    pub async fn submit(&self, req: &SubmitRequest) -> Result<CreateExecutionResult, SdkError> {
+        self.post("/v1/executions", req).await
+    }
+
+    /// Submits many executions atomically; results in input order.
+    pub async fn submit_batch(&self, executions: Vec<SubmitRequest>) -> Result<Vec<CreateExecutionResult>, SdkError> {
+        let resp: SubmitBatchResponse = self.post("/v1/executions/batch", &SubmitBatchRequest { executions }).await?;
+        Ok(resp.results)
+    }
+
+    /// Snapshot; `None` when absent.
+    pub async fn describe(&self, id: &ExecutionId) -> Result<Option<ExecutionSnapshot>, SdkError> {
+        self.get_optional(&format!("/v1/executions/{}", enc(&id.to_string()))).await
+    }
+
+    /// Full record; `None` when absent.
+    pub async fn info(&self, id: &ExecutionId) -> Result<Option<ExecutionInfo>, SdkError> {
+        self.get_optional(&format!("/v1/executions/{}/info", enc(&id.to_string()))).await
+    }
+
+    /// Public state; `None` when absent.
+    pub async fn state(&self, id: &ExecutionId) -> Result<Option<PublicState>, SdkError> {
+        self.get_optional(&format!("/v1/executions/{}/state", enc(&id.to_string()))).await
+    }
+
+    /// Result payload; `None` when absent, not completed, or completed without one.
+    pub async fn result(&self, id: &ExecutionId) -> Result<Option<Vec<u8>>, SdkError> {
+        let req = self.request(Method::GET, &format!("/v1/executions/{}/result", enc(&id.to_string())));
+        match Self::send(req).await {
+            Ok(resp) => Ok(Some(resp.bytes().await?.to_vec())),
+            Err(SdkError::Api { status: 404, .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Frames of one attempt (`from`/`to` are `-`, `+` or `<ms>-<seq>`).
+    pub async fn read_stream(
+        &self,
+        id: &ExecutionId,
+        attempt_index: u32,
+        from: &str,
+        to: &str,
+        limit: u32,
+    ) -> Result<StreamFrames, SdkError> {
+        let path = format!(
+            "/v1/executions/{}/attempts/{attempt_index}/stream?from={}&to={}&limit={limit}",
+            enc(&id.to_string()),
+            enc(from),
+            enc(to)
+        );
+        Self::json(self.request(Method::GET, &path)).await
+    }
+
+    /// One page of a partition's executions.
+    pub async fn list(
+        &self,
+        partition: u16,
+        cursor: Option<&ExecutionId>,
+        limit: usize,
+    ) -> Result<ListExecutionsPage, SdkError> {
+        let mut path = format!("/v1/executions?partition={partition}&limit={limit}");
+        if let Some(c) = cursor {
+            path.push_str(&format!("&cursor={}", enc(&c.to_string())));
+        }
+        Self::json(self.request(Method::GET, &path)).await
+    }
+
+    /// Sets a tag.
+    pub async fn set_tag(&self, id: &ExecutionId, key: &str, value: &str) -> Result<(), SdkError> {
+        let path = format!("/v1/executions/{}/tags/{}", enc(&id.to_string()), enc(key));
+        Self::send(self.request(Method::PUT, &path).json(&TagValue { value: value.into() })).await.map(drop)
+    }
+
+    /// Reads a tag; `None` when absent.
+    pub async fn get_tag(&self, id: &ExecutionId, key: &str) -> Result<Option<String>, SdkError> {
+        let path = format!("/v1/executions/{}/tags/{}", enc(&id.to_string()), enc(key));
+        Ok(self.get_optional::<TagValue>(&path).await?.map(|t| t.value))
+    }
+
+    // ----- worker calls ----------------------------------------------------------------------
+
+    /// Leases up to `req.max` executions for `worker_id`, long-polling `req.wait_ms`.
+    pub async fn claim(&self, worker_id: &str, req: &ClaimRequest) -> Result<ClaimResponse, SdkError> {
+        let path = format!("/v1/workers/{}/claim", enc(worker_id));
+        let timeout = REQUEST_TIMEOUT + Duration::from_millis(req.wait_ms);
+        Self::json(self.request(Method::POST, &path).timeout(timeout).json(req)).await
+    }
+
+    /// Extends a lease.
+    pub async fn renew(&self, id: &ExecutionId, handle: &str) -> Result<LeaseRenewal, SdkError> {
+        self.post(&lease_path(id, "renew"), &HandleRequest { handle: handle.into() }).await
+    }
+
+    /// Reports progress.
+    pub async fn progress(&self, id: &ExecutionId, req: &ProgressRequest) -> Result<(), SdkError> {
+        self.post_empty(&lease_path(id, "progress"), req).await
+    }
+
+    /// Appends a frame.
+    pub async fn append_frame(&self, id: &ExecutionId, req: &AppendFrameRequest) -> Result<AppendFrameOutcome, SdkError> {
+        self.post(&lease_path(id, "frames"), req).await
+    }
+
+    /// Completes.
+    pub async fn complete(&self, id: &ExecutionId, req: &CompleteRequest) -> Result<(), SdkError> {
+        self.post_empty(&lease_path(id, "complete"), req).await
+    }
+
+    /// Completes many; one entry per item, `None` = completed.
+    pub async fn complete_batch(&self, items: Vec<CompleteRequest>) -> Result<Vec<Option<ErrorBody>>, SdkError> {
+        let resp: CompleteBatchResponse = self.post("/v1/completions", &CompleteBatchRequest { items }).await?;
+        Ok(resp.results)
+    }
+
+    /// Fails the attempt.
+    pub async fn fail(&self, id: &ExecutionId, req: &FailRequest) -> Result<FailOutcome, SdkError> {
+        self.post(&lease_path(id, "fail"), req).await
+    }
+
+    /// Cancels as the lease holder.
+    pub async fn cancel(&self, id: &ExecutionId, req: &CancelRequest) -> Result<(), SdkError> {
+        self.post_empty(&lease_path(id, "cancel"), req).await
+    }
+
+    /// Releases and parks until a time.
+    pub async fn delay(&self, id: &ExecutionId, req: &DelayRequest) -> Result<(), SdkError> {
+        self.post_empty(&lease_path(id, "delay"), req).await
+    }
+}
+
+fn lease_path(id: &ExecutionId, op: &str) -> String {
+    format!("/v1/executions/{}/{op}", enc(&id.to_string()))
+}
+
+/// Percent-encodes one path or query component.
+fn enc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+

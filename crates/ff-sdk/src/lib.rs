@@ -1,0 +1,37 @@
+//! FlowFabric worker SDK.
+//!
+//! - [`Worker`]: register a handler per execution kind and start; the runtime claims in
+//!   batches, renews leases, runs handlers under a concurrency limit and ends each execution
+//!   (a handler error becomes `fail` with its class, a panic a failed attempt). It runs over
+//!   [`HttpTransport`] (an `ff-server`) or [`DirectTransport`] (an in-process backend); the
+//!   handler code is the same.
+//! - [`Client`]: submit and inspect executions over HTTP.
+//!
+//! ```no_run
+//! use ff_sdk::{Client, HttpTransport, Worker, WorkerConfig, TaskContext, HandlerError};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let client = Client::new("http://127.0.0.1:9090")?;
+//! let worker = Worker::new(HttpTransport::new(client), WorkerConfig::new("mailer", ["emails"])?, ())
+//!     .handle("email.send", |_ctx: TaskContext<()>, to: String| async move {
+//!         if to.is_empty() { return Err(HandlerError::permanent("no recipient")); }
+//!         Ok(format!("sent to {to}"))
+//!     })
+//!     .start()?;
+//! tokio::signal::ctrl_c().await?;
+//! worker.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+#![warn(missing_docs)]
+
+pub mod client;
+pub mod error;
+pub mod transport;
+pub mod worker;
+
+pub use client::Client;
+pub use error::SdkError;
+pub use ff_core::wire::SubmitRequest;
+pub use transport::{ClaimArgs, ClaimedTask, DirectTransport, HttpTransport, WorkerTransport};
+pub use worker::{HandlerError, RunningWorker, TaskContext, Worker, WorkerConfig, WorkerReport};

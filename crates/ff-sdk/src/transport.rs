@@ -1,0 +1,249 @@
+//! How a worker reaches the engine. [`WorkerTransport`] is the small set of calls the runtime
+//! makes; [`HttpTransport`] speaks to an `ff-server`, [`DirectTransport`] calls an
+//! [`EngineBackend`] in-process. Handler code is the same over both.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use ff_core::wire::{
+    AppendFrameRequest, CancelRequest, ClaimRequest, CompleteRequest, DelayRequest, FailRequest, ProgressRequest,
+    decode_bytes, encode_bytes, handle_token, parse_handle_token,
+};
+use ff_core::{
+    AppendFrameOutcome, AttemptIndex, CapabilitySet, ClaimPolicy, EngineBackend, EngineError, ExecutionId,
+    FailOutcome, FailureClass, FailureReason, Frame, Handle, HandleKind, HandlePayload, LaneId, LeaseRenewal,
+    TimestampMs,
+};
+use futures::future::try_join_all;
+
+use crate::client::Client;
+use crate::error::SdkError;
+
+/// One leased execution and what its handler needs.
+#[derive(Clone, Debug)]
+pub struct ClaimedTask {
+    /// The lease handle.
+    pub handle: Handle,
+    /// Execution.
+    pub execution_id: ExecutionId,
+    /// Attempt this lease belongs to.
+    pub attempt_index: AttemptIndex,
+    /// Fresh, resumed or reclaimed.
+    pub claim_kind: HandleKind,
+    /// Lane.
+    pub lane_id: LaneId,
+    /// Lease TTL.
+    pub lease_ttl_ms: u64,
+    /// Handler routing key.
+    pub execution_kind: String,
+    /// Input payload.
+    pub input: Vec<u8>,
+    /// Tags.
+    pub tags: BTreeMap<String, String>,
+}
+
+/// What a claim asks for.
+#[derive(Clone, Debug)]
+pub struct ClaimArgs {
+    /// Worker pool.
+    pub worker_id: String,
+    /// Worker process.
+    pub worker_instance_id: String,
+    /// Lane.
+    pub lane: LaneId,
+    /// Capabilities offered.
+    pub capabilities: Vec<String>,
+    /// Lease TTL.
+    pub lease_ttl_ms: u64,
+    /// At most this many.
+    pub max: usize,
+    /// Long-poll for up to this long.
+    pub wait: Duration,
+}
+
+/// The calls a worker makes.
+#[async_trait]
+pub trait WorkerTransport: Send + Sync + 'static {
+    /// Leases up to `args.max` executions.
+    async fn claim(&self, args: &ClaimArgs) -> Result<Vec<ClaimedTask>, SdkError>;
+    /// Extends a lease.
+    async fn renew(&self, handle: &Handle) -> Result<LeaseRenewal, SdkError>;
+    /// Reports progress.
+    async fn progress(&self, handle: &Handle, percent: Option<u8>, message: Option<String>) -> Result<(), SdkError>;
+    /// Appends a frame.
+    async fn append_frame(&self, handle: &Handle, frame: Frame) -> Result<AppendFrameOutcome, SdkError>;
+    /// Completes.
+    async fn complete(&self, handle: &Handle, result: Option<Vec<u8>>) -> Result<(), SdkError>;
+    /// Fails the attempt.
+    async fn fail(&self, handle: &Handle, reason: FailureReason, class: FailureClass) -> Result<FailOutcome, SdkError>;
+    /// Cancels as the lease holder.
+    async fn cancel(&self, handle: &Handle, reason: &str) -> Result<(), SdkError>;
+    /// Releases the lease and parks the execution until `until` (same attempt resumes).
+    async fn delay(&self, handle: &Handle, until: TimestampMs) -> Result<(), SdkError>;
+}
+
+fn execution_of(handle: &Handle) -> Result<ExecutionId, SdkError> {
+    Ok(HandlePayload::from_handle(handle, handle.backend)?.execution_id)
+}
+
+/// Over HTTP, through an `ff-server`.
+#[derive(Clone, Debug)]
+pub struct HttpTransport {
+    client: Client,
+}
+
+impl HttpTransport {
+    /// A transport over `client`.
+    pub fn new(client: Client) -> Self {
+        Self { client }
+    }
+}
+
+#[async_trait]
+impl WorkerTransport for HttpTransport {
+    async fn claim(&self, args: &ClaimArgs) -> Result<Vec<ClaimedTask>, SdkError> {
+        let req = ClaimRequest {
+            lane_id: args.lane.as_str().to_owned(),
+            worker_instance_id: args.worker_instance_id.clone(),
+            capabilities: args.capabilities.clone(),
+            lease_ttl_ms: args.lease_ttl_ms,
+            max: args.max,
+            wait_ms: args.wait.as_millis() as u64,
+        };
+        let resp = self.client.claim(&args.worker_id, &req).await?;
+        resp.claimed
+            .into_iter()
+            .map(|c| {
+                Ok(ClaimedTask {
+                    handle: parse_handle_token(&c.handle)?,
+                    execution_id: c.execution_id,
+                    attempt_index: c.attempt_index,
+                    claim_kind: c.claim_kind,
+                    lane_id: c.lane_id,
+                    lease_ttl_ms: c.lease_ttl_ms,
+                    execution_kind: c.execution_kind,
+                    input: decode_bytes("input_base64", &c.input_base64)?,
+                    tags: c.tags,
+                })
+            })
+            .collect::<Result<_, EngineError>>()
+            .map_err(SdkError::from)
+    }
+
+    async fn renew(&self, handle: &Handle) -> Result<LeaseRenewal, SdkError> {
+        self.client.renew(&execution_of(handle)?, &handle_token(handle)).await
+    }
+
+    async fn progress(&self, handle: &Handle, percent: Option<u8>, message: Option<String>) -> Result<(), SdkError> {
+        let req = ProgressRequest { handle: handle_token(handle), percent, message };
+        self.client.progress(&execution_of(handle)?, &req).await
+    }
+
+    async fn append_frame(&self, handle: &Handle, frame: Frame) -> Result<AppendFrameOutcome, SdkError> {
+        let req = AppendFrameRequest {
+            handle: handle_token(handle),
+            frame_type: frame.frame_type,
+            kind: Some(frame.kind),
+            text: None,
+            bytes_base64: Some(encode_bytes(&frame.bytes)),
+            correlation_id: frame.correlation_id,
+        };
+        self.client.append_frame(&execution_of(handle)?, &req).await
+    }
+
+    async fn complete(&self, handle: &Handle, result: Option<Vec<u8>>) -> Result<(), SdkError> {
+        let req = CompleteRequest { handle: handle_token(handle), result_base64: result.map(|r| encode_bytes(&r)) };
+        self.client.complete(&execution_of(handle)?, &req).await
+    }
+
+    async fn fail(&self, handle: &Handle, reason: FailureReason, class: FailureClass) -> Result<FailOutcome, SdkError> {
+        let req = FailRequest {
+            handle: handle_token(handle),
+            message: reason.message,
+            detail: reason.detail,
+            classification: class,
+        };
+        self.client.fail(&execution_of(handle)?, &req).await
+    }
+
+    async fn cancel(&self, handle: &Handle, reason: &str) -> Result<(), SdkError> {
+        let req = CancelRequest { handle: handle_token(handle), reason: reason.into() };
+        self.client.cancel(&execution_of(handle)?, &req).await
+    }
+
+    async fn delay(&self, handle: &Handle, until: TimestampMs) -> Result<(), SdkError> {
+        let req = DelayRequest { handle: handle_token(handle), delay_until: until };
+        self.client.delay(&execution_of(handle)?, &req).await
+    }
+}
+
+/// In-process, straight to a backend.
+#[derive(Clone)]
+pub struct DirectTransport {
+    backend: Arc<dyn EngineBackend>,
+}
+
+impl DirectTransport {
+    /// A transport over `backend`.
+    pub fn new(backend: Arc<dyn EngineBackend>) -> Self {
+        Self { backend }
+    }
+}
+
+#[async_trait]
+impl WorkerTransport for DirectTransport {
+    async fn claim(&self, args: &ClaimArgs) -> Result<Vec<ClaimedTask>, SdkError> {
+        let caps = CapabilitySet::try_from_iter(args.capabilities.iter().cloned())?;
+        let mut policy = ClaimPolicy::new(&args.worker_id, &args.worker_instance_id, args.lease_ttl_ms);
+        policy.max_wait = (!args.wait.is_zero()).then_some(args.wait);
+        let backend = self.backend.as_ref();
+        let handles = backend.claim_batch(&args.lane, &caps, policy, args.max).await?;
+        let tasks = try_join_all(handles.into_iter().map(|handle| async move {
+            let p = HandlePayload::from_handle(&handle, handle.backend)?;
+            let ctx = backend.read_execution_context(&p.execution_id).await?;
+            Ok::<_, EngineError>(ClaimedTask {
+                execution_id: p.execution_id,
+                attempt_index: p.attempt_index,
+                claim_kind: handle.kind,
+                lane_id: p.lane_id,
+                lease_ttl_ms: p.lease_ttl_ms,
+                execution_kind: ctx.execution_kind,
+                input: ctx.input_payload,
+                tags: ctx.tags,
+                handle,
+            })
+        }))
+        .await?;
+        Ok(tasks)
+    }
+
+    async fn renew(&self, handle: &Handle) -> Result<LeaseRenewal, SdkError> {
+        Ok(self.backend.renew(handle).await?)
+    }
+
+    async fn progress(&self, handle: &Handle, percent: Option<u8>, message: Option<String>) -> Result<(), SdkError> {
+        Ok(self.backend.progress(handle, percent, message).await?)
+    }
+
+    async fn append_frame(&self, handle: &Handle, frame: Frame) -> Result<AppendFrameOutcome, SdkError> {
+        Ok(self.backend.append_frame(handle, frame).await?)
+    }
+
+    async fn complete(&self, handle: &Handle, result: Option<Vec<u8>>) -> Result<(), SdkError> {
+        Ok(self.backend.complete(handle, result).await?)
+    }
+
+    async fn fail(&self, handle: &Handle, reason: FailureReason, class: FailureClass) -> Result<FailOutcome, SdkError> {
+        Ok(self.backend.fail(handle, reason, class).await?)
+    }
+
+    async fn cancel(&self, handle: &Handle, reason: &str) -> Result<(), SdkError> {
+        Ok(self.backend.cancel(handle, reason).await?)
+    }
+
+    async fn delay(&self, handle: &Handle, until: TimestampMs) -> Result<(), SdkError> {
+        Ok(self.backend.delay(handle, until).await?)
+    }
+}

@@ -1,0 +1,654 @@
+//! The worker runtime: register a handler per execution kind, start, and the runtime claims,
+//! renews, runs and ends executions.
+//!
+//! Invariants:
+//! - At most `concurrency` handlers run at once: a claim only asks for as many executions as
+//!   there are free permits, and each running task holds one.
+//! - Every claimed execution ends in exactly one end call (complete / fail / cancel / delay),
+//!   unless the lease is lost first or the worker is killed; a panic is a failed attempt.
+//! - A lease is renewed every third of its TTL while its handler runs; a renewal that finds the
+//!   lease gone stops renewing and marks the task unhealthy ([`TaskContext::lease_healthy`]).
+//! - Shutdown stops claiming, lets running handlers finish for the grace period, then releases
+//!   the stragglers (their executions become claimable again at once, same attempt).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use ff_core::{
+    AppendFrameOutcome, AttemptIndex, ExecutionId, FailOutcome, FailureClass, FailureReason, Frame, FrameKind, Handle,
+    HandleKind, LaneId, TimestampMs,
+};
+use futures::FutureExt;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::task::{JoinHandle, JoinSet};
+use tokio_util::sync::CancellationToken;
+
+use crate::error::SdkError;
+use crate::transport::{ClaimArgs, ClaimedTask, WorkerTransport};
+
+/// How a worker claims and runs.
+#[derive(Clone, Debug)]
+pub struct WorkerConfig {
+    /// Worker pool name (shared by the processes of one deployment).
+    pub worker_id: String,
+    /// This process (unique; defaults to `<worker_id>-<random>`).
+    pub worker_instance_id: String,
+    /// Lanes to claim from (at least one).
+    pub lanes: Vec<LaneId>,
+    /// Capabilities offered; executions requiring others are left for other workers.
+    pub capabilities: Vec<String>,
+    /// Lease TTL; renewed every third of it.
+    pub lease_ttl: Duration,
+    /// Handlers running at once.
+    pub concurrency: usize,
+    /// Most executions one claim asks for (split across lanes).
+    pub claim_batch: usize,
+    /// How long one claim long-polls for work; also bounds how fast shutdown stops claiming.
+    pub claim_wait: Duration,
+    /// How long shutdown lets running handlers finish before releasing them.
+    pub shutdown_grace: Duration,
+}
+
+impl WorkerConfig {
+    /// Defaults: 30 s leases, 8 handlers, claims of up to 8, 2 s long-polls, 30 s grace.
+    pub fn new<'a>(worker_id: impl Into<String>, lanes: impl IntoIterator<Item = &'a str>) -> Result<Self, SdkError> {
+        let worker_id = worker_id.into();
+        let lanes = lanes.into_iter().map(LaneId::try_new).collect::<Result<Vec<_>, _>>()?;
+        let suffix = uuid::Uuid::new_v4().simple().to_string();
+        Ok(Self {
+            worker_instance_id: format!("{worker_id}-{}", &suffix[..8]),
+            worker_id,
+            lanes,
+            capabilities: Vec::new(),
+            lease_ttl: Duration::from_secs(30),
+            concurrency: 8,
+            claim_batch: 8,
+            claim_wait: Duration::from_secs(2),
+            shutdown_grace: Duration::from_secs(30),
+        })
+    }
+
+    fn validate(&self) -> Result<(), SdkError> {
+        let bad = |m: String| Err(SdkError::Config(m));
+        if self.lanes.is_empty() {
+            return bad("a worker needs at least one lane".into());
+        }
+        if self.worker_id.is_empty() || self.worker_instance_id.is_empty() {
+            return bad("worker_id and worker_instance_id must not be empty".into());
+        }
+        if self.concurrency == 0 || self.claim_batch == 0 {
+            return bad("concurrency and claim_batch must be at least 1".into());
+        }
+        if self.lease_ttl < Duration::from_millis(30) {
+            return bad(format!("lease_ttl {:?} is too short to renew", self.lease_ttl));
+        }
+        Ok(())
+    }
+}
+
+/// Why a handler did not complete its execution.
+#[derive(Debug)]
+pub struct HandlerError {
+    action: EndAction,
+}
+
+#[derive(Debug)]
+enum EndAction {
+    Fail { class: FailureClass, message: String, detail: Option<String> },
+    Cancel { reason: String },
+    Delay { until: TimestampMs },
+}
+
+impl HandlerError {
+    /// A failure that may succeed on retry (the stored retry policy decides when).
+    pub fn transient(message: impl Into<String>) -> Self {
+        Self::failure(FailureClass::Transient, message)
+    }
+
+    /// A failure that will not succeed on retry: the execution fails now.
+    pub fn permanent(message: impl Into<String>) -> Self {
+        Self::failure(FailureClass::Permanent, message)
+    }
+
+    /// A failure of a given class.
+    pub fn failure(class: FailureClass, message: impl Into<String>) -> Self {
+        Self { action: EndAction::Fail { class, message: message.into(), detail: None } }
+    }
+
+    /// Cancels the execution instead of failing it.
+    pub fn cancel(reason: impl Into<String>) -> Self {
+        Self { action: EndAction::Cancel { reason: reason.into() } }
+    }
+
+    /// Parks the execution until `until`; the same attempt resumes then.
+    pub fn delay_until(until: TimestampMs) -> Self {
+        Self { action: EndAction::Delay { until } }
+    }
+
+    /// Adds detail (a stack trace, a response body) to a failure.
+    pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
+        if let EndAction::Fail { detail: d, .. } = &mut self.action {
+            *d = Some(detail.into());
+        }
+        self
+    }
+}
+
+/// Any error converts into a transient failure whose message is the error's source chain.
+impl<E: Into<Box<dyn std::error::Error + Send + Sync>>> From<E> for HandlerError {
+    fn from(e: E) -> Self {
+        let e: Box<dyn std::error::Error + Send + Sync> = e.into();
+        let mut message = e.to_string();
+        let mut source = e.source();
+        while let Some(s) = source {
+            message.push_str(": ");
+            message.push_str(&s.to_string());
+            source = s.source();
+        }
+        Self::transient(message)
+    }
+}
+
+/// What a handler sees: the execution, shared state, and lease-holder calls.
+pub struct TaskContext<S> {
+    inner: Arc<TaskShared<S>>,
+}
+
+impl<S> Clone for TaskContext<S> {
+    fn clone(&self) -> Self {
+        Self { inner: self.inner.clone() }
+    }
+}
+
+struct TaskShared<S> {
+    task: ClaimedTask,
+    transport: Arc<dyn WorkerTransport>,
+    state: Arc<S>,
+    worker_instance_id: String,
+    healthy: AtomicBool,
+}
+
+impl<S> TaskContext<S> {
+    /// Execution.
+    pub fn execution_id(&self) -> ExecutionId {
+        self.inner.task.execution_id
+    }
+
+    /// Attempt index (0 on the first try).
+    pub fn attempt_index(&self) -> AttemptIndex {
+        self.inner.task.attempt_index
+    }
+
+    /// Fresh attempt, resumed attempt, or reclaim of a lost lease.
+    pub fn claim_kind(&self) -> HandleKind {
+        self.inner.task.claim_kind
+    }
+
+    /// Execution kind.
+    pub fn execution_kind(&self) -> &str {
+        &self.inner.task.execution_kind
+    }
+
+    /// Lane.
+    pub fn lane(&self) -> &LaneId {
+        &self.inner.task.lane_id
+    }
+
+    /// Tags.
+    pub fn tags(&self) -> &std::collections::BTreeMap<String, String> {
+        &self.inner.task.tags
+    }
+
+    /// The worker process running this task.
+    pub fn worker_instance_id(&self) -> &str {
+        &self.inner.worker_instance_id
+    }
+
+    /// Shared state given to the worker.
+    pub fn state(&self) -> &S {
+        &self.inner.state
+    }
+
+    /// The lease handle (for calls the context does not wrap).
+    pub fn handle(&self) -> &Handle {
+        &self.inner.task.handle
+    }
+
+    /// False once renewals fail repeatedly or find the lease gone: check before irreversible
+    /// side effects.
+    pub fn lease_healthy(&self) -> bool {
+        self.inner.healthy.load(Ordering::Relaxed)
+    }
+
+    /// Reports progress (0..=100) and/or a message.
+    pub async fn progress(&self, percent: Option<u8>, message: Option<&str>) -> Result<(), SdkError> {
+        self.inner.transport.progress(&self.inner.task.handle, percent, message.map(str::to_owned)).await
+    }
+
+    /// Appends a UTF-8 frame of `frame_type` on the `event` channel.
+    pub async fn append_frame(&self, frame_type: &str, text: &str) -> Result<AppendFrameOutcome, SdkError> {
+        self.append_frame_bytes(FrameKind::Event, frame_type, text.as_bytes().to_vec()).await
+    }
+
+    /// Appends a frame with explicit channel and bytes.
+    pub async fn append_frame_bytes(
+        &self,
+        kind: FrameKind,
+        frame_type: &str,
+        bytes: Vec<u8>,
+    ) -> Result<AppendFrameOutcome, SdkError> {
+        let frame = Frame { bytes, kind, frame_type: frame_type.to_owned(), correlation_id: None };
+        self.inner.transport.append_frame(&self.inner.task.handle, frame).await
+    }
+}
+
+type HandlerFuture = Pin<Box<dyn Future<Output = Result<Option<Vec<u8>>, HandlerError>> + Send>>;
+type ErasedHandler<S> = Arc<dyn Fn(TaskContext<S>, Vec<u8>) -> HandlerFuture + Send + Sync>;
+
+/// A worker under construction: transport, configuration, state, handlers.
+pub struct Worker<S = ()> {
+    transport: Arc<dyn WorkerTransport>,
+    config: WorkerConfig,
+    state: Arc<S>,
+    handlers: HashMap<String, ErasedHandler<S>>,
+}
+
+impl<S: Send + Sync + 'static> Worker<S> {
+    /// A worker over `transport` whose handlers share `state`.
+    pub fn new(transport: impl WorkerTransport, config: WorkerConfig, state: S) -> Self {
+        Self { transport: Arc::new(transport), config, state: Arc::new(state), handlers: HashMap::new() }
+    }
+
+    /// Registers `handler` for executions of `kind`. The input is decoded from JSON into `P`
+    /// (an empty input decodes as `null`); an input that does not decode fails the execution
+    /// permanently. The returned value is stored as the JSON result.
+    pub fn handle<P, R, F, Fut>(mut self, kind: &str, handler: F) -> Self
+    where
+        P: DeserializeOwned + Send + 'static,
+        R: Serialize + Send + 'static,
+        F: Fn(TaskContext<S>, P) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<R, HandlerError>> + Send + 'static,
+    {
+        let handler = Arc::new(handler);
+        let kind_name = kind.to_owned();
+        let erased: ErasedHandler<S> = Arc::new(move |ctx, input| {
+            let handler = handler.clone();
+            let kind_name = kind_name.clone();
+            Box::pin(async move {
+                let bytes: &[u8] = if input.is_empty() { b"null" } else { &input };
+                let payload: P = serde_json::from_slice(bytes).map_err(|e| {
+                    HandlerError::permanent(format!("input of a {kind_name:?} execution does not decode: {e}"))
+                })?;
+                let out = handler(ctx, payload).await?;
+                let bytes = serde_json::to_vec(&out)
+                    .map_err(|e| HandlerError::permanent(format!("result does not encode as JSON: {e}")))?;
+                Ok(Some(bytes))
+            })
+        });
+        self.handlers.insert(kind.to_owned(), erased);
+        self
+    }
+
+    /// Registers a handler over raw bytes in and out.
+    pub fn handle_bytes<F, Fut>(mut self, kind: &str, handler: F) -> Self
+    where
+        F: Fn(TaskContext<S>, Vec<u8>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Option<Vec<u8>>, HandlerError>> + Send + 'static,
+    {
+        let handler = Arc::new(handler);
+        self.handlers.insert(kind.to_owned(), Arc::new(move |ctx, input| Box::pin(handler(ctx, input))));
+        self
+    }
+
+    /// Starts claiming and running in the background.
+    pub fn start(self) -> Result<RunningWorker, SdkError> {
+        self.config.validate()?;
+        if self.handlers.is_empty() {
+            return Err(SdkError::Config("register at least one handler before starting".into()));
+        }
+        let stop = CancellationToken::new();
+        let counters = Arc::new(Counters::default());
+        let runtime = Arc::new(Runtime {
+            transport: self.transport,
+            config: self.config,
+            state: self.state,
+            handlers: self.handlers,
+            counters: counters.clone(),
+        });
+        let supervisor = tokio::spawn(runtime.supervise(stop.clone()));
+        Ok(RunningWorker { stop, supervisor, counters })
+    }
+
+    /// Runs until `signal` resolves, then shuts down gracefully.
+    pub async fn run_until(self, signal: impl Future<Output = ()>) -> Result<WorkerReport, SdkError> {
+        let running = self.start()?;
+        signal.await;
+        Ok(running.shutdown().await)
+    }
+}
+
+/// What a worker did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct WorkerReport {
+    /// Executions leased.
+    pub claimed: u64,
+    /// Executions completed.
+    pub completed: u64,
+    /// Attempts failed with a retry scheduled.
+    pub retries_scheduled: u64,
+    /// Attempts failed for good.
+    pub failed: u64,
+    /// Executions cancelled by their handler.
+    pub cancelled: u64,
+    /// Executions parked by their handler.
+    pub delayed: u64,
+    /// Handlers that panicked.
+    pub panicked: u64,
+    /// Executions released at shutdown.
+    pub released: u64,
+    /// End calls refused because the lease was gone.
+    pub lease_lost: u64,
+    /// Claim calls that failed.
+    pub claim_errors: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    claimed: AtomicU64,
+    completed: AtomicU64,
+    retries_scheduled: AtomicU64,
+    failed: AtomicU64,
+    cancelled: AtomicU64,
+    delayed: AtomicU64,
+    panicked: AtomicU64,
+    released: AtomicU64,
+    lease_lost: AtomicU64,
+    claim_errors: AtomicU64,
+}
+
+impl Counters {
+    fn bump(c: &AtomicU64) {
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn report(&self) -> WorkerReport {
+        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        WorkerReport {
+            claimed: g(&self.claimed),
+            completed: g(&self.completed),
+            retries_scheduled: g(&self.retries_scheduled),
+            failed: g(&self.failed),
+            cancelled: g(&self.cancelled),
+            delayed: g(&self.delayed),
+            panicked: g(&self.panicked),
+            released: g(&self.released),
+            lease_lost: g(&self.lease_lost),
+            claim_errors: g(&self.claim_errors),
+        }
+    }
+}
+
+/// A started worker.
+pub struct RunningWorker {
+    stop: CancellationToken,
+    supervisor: JoinHandle<()>,
+    counters: Arc<Counters>,
+}
+
+impl RunningWorker {
+    /// Counts so far.
+    pub fn report(&self) -> WorkerReport {
+        self.counters.report()
+    }
+
+    /// Stops claiming, waits for running handlers (up to the grace period, then releases
+    /// them), and returns the final counts.
+    pub async fn shutdown(self) -> WorkerReport {
+        self.stop.cancel();
+        let _ = self.supervisor.await;
+        self.counters.report()
+    }
+
+    /// Stops at once without ending or releasing anything, as a crash would: leases stay held
+    /// until they expire and another worker reclaims the executions.
+    pub fn kill(self) -> WorkerReport {
+        self.supervisor.abort();
+        self.counters.report()
+    }
+}
+
+struct Runtime<S> {
+    transport: Arc<dyn WorkerTransport>,
+    config: WorkerConfig,
+    state: Arc<S>,
+    handlers: HashMap<String, ErasedHandler<S>>,
+    counters: Arc<Counters>,
+}
+
+type Claimed = (ClaimedTask, OwnedSemaphorePermit);
+
+impl<S: Send + Sync + 'static> Runtime<S> {
+    /// Owns every task of the worker, so aborting it aborts them all.
+    async fn supervise(self: Arc<Self>, stop: CancellationToken) {
+        let permits = Arc::new(Semaphore::new(self.config.concurrency));
+        let (tx, mut rx) = mpsc::channel::<Claimed>(self.config.concurrency);
+        let mut claimers = JoinSet::new();
+        let per_lane = self.config.claim_batch.div_ceil(self.config.lanes.len()).max(1);
+        for lane in &self.config.lanes {
+            claimers.spawn(self.clone().claim_loop(lane.clone(), per_lane, permits.clone(), tx.clone(), stop.clone()));
+        }
+        drop(tx);
+        let release = CancellationToken::new();
+        let mut running = JoinSet::new();
+        // Until the claimers stop (on shutdown), start every claimed task; then drain.
+        loop {
+            tokio::select! {
+                next = rx.recv() => match next {
+                    Some((task, permit)) => {
+                        running.spawn(self.clone().run_task(task, permit, release.clone()));
+                    }
+                    None => break,
+                },
+                Some(_) = running.join_next(), if !running.is_empty() => {}
+            }
+        }
+        while claimers.join_next().await.is_some() {}
+        let drained = tokio::time::timeout(self.config.shutdown_grace, async {
+            while running.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(count = running.len(), "handlers still running after the grace period: releasing them");
+            release.cancel();
+            let released = tokio::time::timeout(Duration::from_secs(10), async {
+                while running.join_next().await.is_some() {}
+            })
+            .await;
+            if released.is_err() {
+                running.abort_all();
+            }
+        }
+    }
+
+    async fn claim_loop(
+        self: Arc<Self>,
+        lane: LaneId,
+        batch: usize,
+        permits: Arc<Semaphore>,
+        tx: mpsc::Sender<Claimed>,
+        stop: CancellationToken,
+    ) {
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            let first = tokio::select! {
+                p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+                _ = stop.cancelled() => return,
+            };
+            let mut held = vec![first];
+            while held.len() < batch {
+                match permits.clone().try_acquire_owned() {
+                    Ok(p) => held.push(p),
+                    Err(_) => break,
+                }
+            }
+            let args = ClaimArgs {
+                worker_id: self.config.worker_id.clone(),
+                worker_instance_id: self.config.worker_instance_id.clone(),
+                lane: lane.clone(),
+                capabilities: self.config.capabilities.clone(),
+                lease_ttl_ms: self.config.lease_ttl.as_millis() as u64,
+                max: held.len(),
+                wait: self.config.claim_wait,
+            };
+            match self.transport.claim(&args).await {
+                Ok(tasks) => {
+                    backoff = Duration::from_millis(50);
+                    for task in tasks {
+                        Counters::bump(&self.counters.claimed);
+                        // A claim never returns more than it asked for.
+                        let Some(permit) = held.pop() else { break };
+                        if tx.send((task, permit)).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                Err(e) => {
+                    Counters::bump(&self.counters.claim_errors);
+                    tracing::warn!(lane = %lane.as_str(), error = %e, "claim failed; backing off");
+                    drop(held);
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = stop.cancelled() => return,
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    async fn run_task(self: Arc<Self>, task: ClaimedTask, _permit: OwnedSemaphorePermit, release: CancellationToken) {
+        let handler = self.handlers.get(&task.execution_kind).cloned();
+        let input = task.input.clone();
+        let ctx = TaskContext {
+            inner: Arc::new(TaskShared {
+                task,
+                transport: self.transport.clone(),
+                state: self.state.clone(),
+                worker_instance_id: self.config.worker_instance_id.clone(),
+                healthy: AtomicBool::new(true),
+            }),
+        };
+        let outcome = match handler {
+            None => Some(Err(HandlerError::permanent(format!(
+                "no handler is registered for execution kind {:?}",
+                ctx.execution_kind()
+            )))),
+            Some(handler) => {
+                let work = AssertUnwindSafe(handler(ctx.clone(), input)).catch_unwind();
+                let renew = renew_loop(ctx.clone());
+                tokio::pin!(work, renew);
+                tokio::select! {
+                    r = &mut work => Some(r.unwrap_or_else(|panic| {
+                        Counters::bump(&self.counters.panicked);
+                        Err(HandlerError::transient(format!("handler panicked: {}", panic_message(&panic))))
+                    })),
+                    _ = &mut renew => None,
+                    _ = release.cancelled() => None,
+                }
+            }
+        };
+        self.end(&ctx, outcome).await;
+    }
+
+    /// Ends the execution per the handler's outcome (`None` = release it), retrying calls that
+    /// failed in transit.
+    async fn end<T>(&self, ctx: &TaskContext<T>, outcome: Option<Result<Option<Vec<u8>>, HandlerError>>) {
+        let handle = ctx.handle();
+        let t = &self.transport;
+        let mut pause = Duration::from_millis(50);
+        for attempt in 0..5 {
+            let result = match &outcome {
+                Some(Ok(result)) => t.complete(handle, result.clone()).await.map(|_| &self.counters.completed),
+                Some(Err(HandlerError { action: EndAction::Fail { class, message, detail } })) => t
+                    .fail(handle, FailureReason { message: message.clone(), detail: detail.clone() }, *class)
+                    .await
+                    .map(|o| match o {
+                        FailOutcome::RetryScheduled { .. } => &self.counters.retries_scheduled,
+                        FailOutcome::TerminalFailed => &self.counters.failed,
+                    }),
+                Some(Err(HandlerError { action: EndAction::Cancel { reason } })) => {
+                    t.cancel(handle, reason).await.map(|_| &self.counters.cancelled)
+                }
+                Some(Err(HandlerError { action: EndAction::Delay { until } })) => {
+                    t.delay(handle, *until).await.map(|_| &self.counters.delayed)
+                }
+                None => t.delay(handle, now_ms()).await.map(|_| &self.counters.released),
+            };
+            match result {
+                Ok(counter) => return Counters::bump(counter),
+                Err(e) if e.is_lease_lost() => {
+                    Counters::bump(&self.counters.lease_lost);
+                    tracing::warn!(execution = %ctx.execution_id(), code = ?e.code(), "lease lost before the end call");
+                    return;
+                }
+                Err(e) if e.is_retryable() && attempt < 4 => {
+                    tracing::debug!(error = %e, "end call failed in transit; retrying");
+                    tokio::time::sleep(pause).await;
+                    pause *= 2;
+                }
+                Err(e) => {
+                    tracing::error!(execution = %ctx.execution_id(), error = %e, "could not end the execution; its lease will expire and it will be reclaimed");
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Renews every third of the TTL; never returns (a lost lease just stops the renewals).
+async fn renew_loop<S>(ctx: TaskContext<S>) {
+    let period = Duration::from_millis(ctx.inner.task.lease_ttl_ms / 3).max(Duration::from_millis(10));
+    let mut failures = 0u32;
+    loop {
+        tokio::time::sleep(period).await;
+        match ctx.inner.transport.renew(ctx.handle()).await {
+            Ok(_) => {
+                failures = 0;
+                ctx.inner.healthy.store(true, Ordering::Relaxed);
+            }
+            Err(e) if e.is_lease_lost() => {
+                ctx.inner.healthy.store(false, Ordering::Relaxed);
+                tracing::warn!(execution = %ctx.execution_id(), code = ?e.code(), "lease lost; renewals stop");
+                break;
+            }
+            Err(e) => {
+                failures += 1;
+                if failures >= 3 {
+                    ctx.inner.healthy.store(false, Ordering::Relaxed);
+                }
+                tracing::debug!(error = %e, failures, "renewal failed");
+            }
+        }
+    }
+    std::future::pending::<()>().await;
+}
+
+fn now_ms() -> TimestampMs {
+    let ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or_default();
+    TimestampMs(ms)
+}
+
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-string panic payload".into())
+}

@@ -1,0 +1,132 @@
+//! The server's one typed configuration, read from flags and environment variables (clap), and
+//! validated once before boot.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use ff_backend_postgres::PostgresScannerConfig;
+use ff_core::{EngineError, PartitionConfig};
+
+/// What to do about the schema at boot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum MigratePolicy {
+    /// Apply pending migrations (idempotent, serialised by an advisory lock).
+    Apply,
+    /// Refuse to start unless the schema is already current.
+    Check,
+}
+
+/// Everything `ff serve` needs.
+#[derive(Clone, Debug, clap::Args)]
+pub struct ServerConfig {
+    /// PostgreSQL URL (`postgres://user@host:port/db`).
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+
+    /// Address the HTTP API listens on (port 0 picks a free one).
+    #[arg(long, env = "FF_LISTEN", default_value = "127.0.0.1:9090")]
+    pub listen: SocketAddr,
+
+    /// Bearer token required on every `/v1/` route and on `/metrics`; unset or empty = open
+    /// (a warning is logged). `/healthz` is always open.
+    #[arg(long, env = "FF_API_TOKEN", hide_env_values = true)]
+    pub api_token: Option<String>,
+
+    /// Comma-separated origins allowed by CORS, or `*` for any; empty = no CORS headers.
+    #[arg(long, env = "FF_CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origins: Vec<String>,
+
+    /// Maximum database connections.
+    #[arg(long, env = "FF_POOL_SIZE", default_value_t = 16)]
+    pub pool_size: u32,
+
+    /// Apply pending migrations at boot, or only check that the schema is current.
+    #[arg(long, env = "FF_MIGRATE", value_enum, default_value = "apply")]
+    pub migrate: MigratePolicy,
+
+    /// How often expired leases are made reclaimable (ms).
+    #[arg(long, env = "FF_LEASE_EXPIRY_INTERVAL_MS", default_value_t = 500)]
+    pub lease_expiry_interval_ms: u64,
+
+    /// How often due delayed executions are relabelled (ms).
+    #[arg(long, env = "FF_DELAYED_PROMOTER_INTERVAL_MS", default_value_t = 1000)]
+    pub delayed_promoter_interval_ms: u64,
+
+    /// How often attempt timeouts and execution deadlines are enforced (ms).
+    #[arg(long, env = "FF_TIMEOUT_INTERVAL_MS", default_value_t = 1000)]
+    pub timeout_interval_ms: u64,
+
+    /// How long shutdown waits for in-flight requests and reconcilers (ms).
+    #[arg(long, env = "FF_SHUTDOWN_GRACE_MS", default_value_t = 15_000)]
+    pub shutdown_grace_ms: u64,
+
+    /// Execution partitions; must match every other process using the database.
+    #[arg(long, env = "FF_FLOW_PARTITIONS", default_value_t = 256)]
+    pub flow_partitions: u16,
+}
+
+impl ServerConfig {
+    /// A configuration for `database_url` with every other setting at its default.
+    pub fn new(database_url: impl Into<String>) -> Self {
+        Self {
+            database_url: Some(database_url.into()),
+            listen: SocketAddr::from(([127, 0, 0, 1], 9090)),
+            api_token: None,
+            cors_origins: Vec::new(),
+            pool_size: 16,
+            migrate: MigratePolicy::Apply,
+            lease_expiry_interval_ms: 500,
+            delayed_promoter_interval_ms: 1000,
+            timeout_interval_ms: 1000,
+            shutdown_grace_ms: 15_000,
+            flow_partitions: 256,
+        }
+    }
+
+    /// The bearer token, if auth is on (an empty string counts as unset).
+    pub fn token(&self) -> Option<&str> {
+        self.api_token.as_deref().filter(|t| !t.is_empty())
+    }
+
+    /// Partition layout.
+    pub fn partitions(&self) -> PartitionConfig {
+        PartitionConfig { num_flow_partitions: self.flow_partitions, ..PartitionConfig::default() }
+    }
+
+    /// Reconciler settings.
+    pub fn scanners(&self) -> PostgresScannerConfig {
+        PostgresScannerConfig {
+            lease_expiry_interval: Duration::from_millis(self.lease_expiry_interval_ms),
+            delayed_promoter_interval: Duration::from_millis(self.delayed_promoter_interval_ms),
+            timeout_interval: Duration::from_millis(self.timeout_interval_ms),
+            ..PostgresScannerConfig::default()
+        }
+    }
+
+    /// Checks every field; the error names the offending setting.
+    pub fn validate(&self) -> Result<(), EngineError> {
+        match self.database_url.as_deref() {
+            None | Some("") => return Err(EngineError::invalid("DATABASE_URL (--database-url) is required")),
+            Some(_) => {}
+        }
+        if self.pool_size == 0 {
+            return Err(EngineError::invalid("FF_POOL_SIZE (--pool-size) must be at least 1"));
+        }
+        if self.flow_partitions == 0 {
+            return Err(EngineError::invalid("FF_FLOW_PARTITIONS (--flow-partitions) must be at least 1"));
+        }
+        for (name, ms) in [
+            ("FF_LEASE_EXPIRY_INTERVAL_MS", self.lease_expiry_interval_ms),
+            ("FF_DELAYED_PROMOTER_INTERVAL_MS", self.delayed_promoter_interval_ms),
+            ("FF_TIMEOUT_INTERVAL_MS", self.timeout_interval_ms),
+        ] {
+            if !(10..=3_600_000).contains(&ms) {
+                return Err(EngineError::invalid(format!("{name} must be within 10..=3600000 ms, got {ms}")));
+            }
+        }
+        if self.cors_origins.iter().any(|o| o.trim().is_empty()) {
+            return Err(EngineError::invalid("FF_CORS_ORIGINS (--cors-origins) contains an empty origin"));
+        }
+        Ok(())
+    }
+}

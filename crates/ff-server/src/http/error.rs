@@ -1,0 +1,130 @@
+//! The HTTP layer's only error type: every failure becomes one status and one JSON body
+//! ([`ErrorBody`]) with a stable code. Server errors (5xx) are logged once here and their body
+//! never carries internal text.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use ff_core::wire::ErrorBody;
+use ff_core::{EngineError, ValidationKind};
+
+/// A failed request.
+#[derive(Debug)]
+pub enum ApiError {
+    /// An engine error, mapped by case.
+    Engine(EngineError),
+    /// A request rejected before reaching the engine.
+    Request {
+        /// Status.
+        status: StatusCode,
+        /// Stable code.
+        code: &'static str,
+        /// Message for the caller.
+        message: String,
+    },
+}
+
+impl ApiError {
+    /// A 400 with a code and message.
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::Request { status: StatusCode::BAD_REQUEST, code, message: message.into() }
+    }
+
+    /// The 401 for a missing or wrong token.
+    pub fn unauthorized() -> Self {
+        Self::Request {
+            status: StatusCode::UNAUTHORIZED,
+            code: "unauthorized",
+            message: "missing or invalid Authorization: Bearer token".into(),
+        }
+    }
+
+    /// A 404 for an absent record.
+    pub fn not_found(entity: &'static str) -> Self {
+        Self::Engine(EngineError::NotFound { entity })
+    }
+
+    /// Status and body of this error.
+    pub fn parts(&self) -> (StatusCode, ErrorBody) {
+        match self {
+            Self::Request { status, code, message } => {
+                (*status, ErrorBody { code: (*code).to_owned(), message: message.clone(), retryable: false })
+            }
+            Self::Engine(e) => engine_parts(e),
+        }
+    }
+}
+
+impl From<EngineError> for ApiError {
+    fn from(e: EngineError) -> Self {
+        Self::Engine(e)
+    }
+}
+
+/// One status per engine case; validation kinds keep their own codes.
+fn engine_parts(e: &EngineError) -> (StatusCode, ErrorBody) {
+    let body = |message: String| ErrorBody { code: e.code().to_owned(), message, retryable: e.is_retryable() };
+    match e {
+        EngineError::NotFound { .. } => (StatusCode::NOT_FOUND, body(e.to_string())),
+        EngineError::Validation { kind: ValidationKind::PayloadTooLarge, .. } => {
+            (StatusCode::PAYLOAD_TOO_LARGE, body(e.to_string()))
+        }
+        EngineError::Validation { .. } => (StatusCode::BAD_REQUEST, body(e.to_string())),
+        EngineError::Contention(_) | EngineError::Conflict(_) | EngineError::State(_) => {
+            (StatusCode::CONFLICT, body(e.to_string()))
+        }
+        EngineError::ResourceExhausted { .. } => {
+            tracing::warn!(error = %e, "request refused: backend resource exhausted");
+            (StatusCode::SERVICE_UNAVAILABLE, body("the server is overloaded; retry later".into()))
+        }
+        EngineError::Transport { .. } => {
+            tracing::error!(error = %e, "backend transport error");
+            (StatusCode::SERVICE_UNAVAILABLE, body("the database is unavailable; retry later".into()))
+        }
+        _ => {
+            tracing::error!(error = %e, "internal error");
+            (StatusCode::INTERNAL_SERVER_ERROR, body("internal server error".into()))
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, body) = self.parts();
+        (status, axum::Json(body)).into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ff_core::{ConflictKind, ContentionKind, StateKind};
+
+    use super::*;
+
+    #[test]
+    fn every_engine_case_has_one_status_and_a_stable_code() {
+        let io = || Box::new(std::io::Error::other("connection refused to 10.0.0.7")) as _;
+        let cases: Vec<(EngineError, u16, &str, bool)> = vec![
+            (EngineError::NotFound { entity: "execution" }, 404, "not_found", false),
+            (EngineError::invalid("bad"), 400, "invalid_input", false),
+            (EngineError::validation(ValidationKind::Corruption, "x"), 400, "corruption", false),
+            (EngineError::validation(ValidationKind::InvalidTagKey, "x"), 400, "invalid_tag_key", false),
+            (EngineError::validation(ValidationKind::PayloadTooLarge, "x"), 413, "payload_too_large", false),
+            (EngineError::Contention(ContentionKind::LeaseConflict), 409, "lease_conflict", true),
+            (EngineError::Conflict(ConflictKind::ExecutionAlreadyExists), 409, "execution_already_exists", false),
+            (EngineError::State(StateKind::StaleLease), 409, "stale_lease", false),
+            (EngineError::State(StateKind::LeaseExpired), 409, "lease_expired", false),
+            (EngineError::ResourceExhausted { pool: "postgres", max: 4 }, 503, "resource_exhausted", true),
+            (EngineError::Transport { backend: "postgres", source: io() }, 503, "transport", true),
+            (EngineError::Internal("invariant broken at row 17".into()), 500, "internal", false),
+        ];
+        for (e, status, code, retryable) in cases {
+            let (s, body) = ApiError::from(e).parts();
+            assert_eq!((s.as_u16(), body.code.as_str(), body.retryable), (status, code, retryable));
+            if status >= 500 || status == 503 {
+                assert!(!body.message.contains("10.0.0.7") && !body.message.contains("row 17"), "{}", body.message);
+            }
+        }
+        let (s, body) = ApiError::unauthorized().parts();
+        assert_eq!((s.as_u16(), body.code.as_str()), (401, "unauthorized"));
+    }
+}

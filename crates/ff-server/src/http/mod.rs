@@ -1,0 +1,304 @@
+//! The HTTP API: one route table ([`routes`]) that builds the router and the OpenAPI document
+//! alike, so the two cannot drift; thin handlers per resource (extract, call the backend, map);
+//! bearer-token auth, per-route body limits, request metrics and CORS as layers.
+
+mod error;
+mod executions;
+mod extract;
+mod leases;
+mod ops;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodRouter, get, post, put};
+use ff_core::{EngineBackend, EngineError, PartitionConfig};
+use subtle::ConstantTimeEq;
+use tower_http::cors::{AllowOrigin, Any, CorsLayer};
+
+pub use error::ApiError;
+
+use crate::metrics::Telemetry;
+
+/// Shared state of every handler.
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+struct Inner {
+    backend: Arc<dyn EngineBackend>,
+    partitions: PartitionConfig,
+    token: Option<String>,
+    telemetry: Arc<Telemetry>,
+}
+
+impl AppState {
+    /// State over `backend`; `token` = the required bearer token (None = open).
+    pub fn new(
+        backend: Arc<dyn EngineBackend>,
+        partitions: PartitionConfig,
+        token: Option<String>,
+        telemetry: Arc<Telemetry>,
+    ) -> Self {
+        Self(Arc::new(Inner { backend, partitions, token: token.filter(|t| !t.is_empty()), telemetry }))
+    }
+
+    fn backend(&self) -> &dyn EngineBackend {
+        self.0.backend.as_ref()
+    }
+}
+
+/// Body limits: large enough for an 8 MiB payload in base64 on submit and complete, a batch of
+/// submissions, and a 64 KiB frame; small for everything else.
+const SUBMIT_LIMIT: usize = 12 * 1024 * 1024;
+const BATCH_LIMIT: usize = 64 * 1024 * 1024;
+const FRAME_LIMIT: usize = 256 * 1024;
+const SMALL_LIMIT: usize = 64 * 1024;
+
+/// One route: what the router serves and what the OpenAPI document describes.
+pub struct Route {
+    /// HTTP method.
+    pub method: Method,
+    /// Path template (`{name}` parameters).
+    pub path: &'static str,
+    /// One-line description.
+    pub summary: &'static str,
+    /// Largest accepted body, for routes that take one.
+    pub body_limit: Option<usize>,
+    /// Whether the bearer token is required (when one is configured).
+    pub auth: bool,
+    /// Name of the request body schema in the OpenAPI document.
+    pub request: Option<&'static str>,
+    /// Success status.
+    pub success: u16,
+}
+
+/// Every route of the API, with its handler.
+pub fn routes() -> Vec<(Route, MethodRouter<AppState>)> {
+    use executions as e;
+    use leases as l;
+    let r = |method: Method, path, summary, body_limit: Option<usize>, request, success| Route {
+        method,
+        path,
+        summary,
+        body_limit,
+        auth: path.starts_with("/v1/") || path == "/metrics",
+        request,
+        success,
+    };
+    let body = Some;
+    vec![
+        (r(Method::GET, "/healthz", "Liveness and database reachability", None, None, 200), get(ops::healthz)),
+        (r(Method::GET, "/metrics", "Prometheus metrics", None, None, 200), get(ops::metrics)),
+        (r(Method::GET, "/openapi.json", "This document", None, None, 200), get(ops::openapi)),
+        (
+            r(Method::POST, "/v1/executions", "Submit an execution", body(SUBMIT_LIMIT), Some("SubmitRequest"), 201),
+            post(e::submit),
+        ),
+        (r(Method::GET, "/v1/executions", "List one partition's executions", None, None, 200), get(e::list)),
+        (
+            r(
+                Method::POST,
+                "/v1/executions/batch",
+                "Submit many executions atomically",
+                body(BATCH_LIMIT),
+                Some("SubmitBatchRequest"),
+                200,
+            ),
+            post(e::submit_batch),
+        ),
+        (r(Method::GET, "/v1/executions/{id}", "Snapshot of an execution", None, None, 200), get(e::describe)),
+        (r(Method::GET, "/v1/executions/{id}/info", "Full execution record", None, None, 200), get(e::info)),
+        (r(Method::GET, "/v1/executions/{id}/state", "Public state only", None, None, 200), get(e::state)),
+        (r(Method::GET, "/v1/executions/{id}/result", "Result payload (raw bytes)", None, None, 200), get(e::result)),
+        (
+            r(Method::GET, "/v1/executions/{id}/attempts/{index}/stream", "Read an attempt's frames", None, None, 200),
+            get(e::read_stream),
+        ),
+        (r(Method::GET, "/v1/executions/{id}/tags/{key}", "Read one tag", None, None, 200), get(e::get_tag)),
+        (
+            r(Method::PUT, "/v1/executions/{id}/tags/{key}", "Set one tag", body(SMALL_LIMIT), Some("TagValue"), 204),
+            put(e::set_tag),
+        ),
+        (r(Method::GET, "/v1/lanes", "List lanes", None, None, 200), get(e::list_lanes)),
+        (
+            r(
+                Method::POST,
+                "/v1/workers/{worker_id}/claim",
+                "Lease up to N executions of a lane",
+                body(SMALL_LIMIT),
+                Some("ClaimRequest"),
+                200,
+            ),
+            post(l::claim),
+        ),
+        (
+            r(Method::POST, "/v1/executions/{id}/renew", "Extend the lease", body(SMALL_LIMIT), Some("HandleRequest"), 200),
+            post(l::renew),
+        ),
+        (
+            r(
+                Method::POST,
+                "/v1/executions/{id}/progress",
+                "Report progress",
+                body(SMALL_LIMIT),
+                Some("ProgressRequest"),
+                204,
+            ),
+            post(l::progress),
+        ),
+        (
+            r(
+                Method::POST,
+                "/v1/executions/{id}/frames",
+                "Append a stream frame",
+                body(FRAME_LIMIT),
+                Some("AppendFrameRequest"),
+                200,
+            ),
+            post(l::append_frame),
+        ),
+        (
+            r(
+                Method::POST,
+                "/v1/executions/{id}/complete",
+                "Complete with an optional result",
+                body(SUBMIT_LIMIT),
+                Some("CompleteRequest"),
+                204,
+            ),
+            post(l::complete),
+        ),
+        (
+            r(
+                Method::POST,
+                "/v1/completions",
+                "Complete many executions, each fenced alone",
+                body(BATCH_LIMIT),
+                Some("CompleteBatchRequest"),
+                200,
+            ),
+            post(l::complete_batch),
+        ),
+        (
+            r(
+                Method::POST,
+                "/v1/executions/{id}/fail",
+                "Fail the attempt (retried per policy)",
+                body(SMALL_LIMIT),
+                Some("FailRequest"),
+                200,
+            ),
+            post(l::fail),
+        ),
+        (
+            r(
+                Method::POST,
+                "/v1/executions/{id}/cancel",
+                "Cancel as the lease holder",
+                body(SMALL_LIMIT),
+                Some("CancelRequest"),
+                204,
+            ),
+            post(l::cancel),
+        ),
+        (
+            r(
+                Method::POST,
+                "/v1/executions/{id}/delay",
+                "Release and park until a time",
+                body(SMALL_LIMIT),
+                Some("DelayRequest"),
+                204,
+            ),
+            post(l::delay),
+        ),
+    ]
+}
+
+/// Builds the application: every route, its body limit and auth, request metrics, CORS, and
+/// JSON answers for unknown routes and wrong methods.
+pub fn router(state: AppState, cors_origins: &[String]) -> Result<Router, EngineError> {
+    let mut app = Router::new();
+    for (route, handler) in routes() {
+        let mut handler = handler.layer(DefaultBodyLimit::max(route.body_limit.unwrap_or(SMALL_LIMIT)));
+        if route.auth {
+            handler = handler.layer(middleware::from_fn_with_state(state.clone(), require_token));
+        }
+        app = app.route(route.path, handler);
+    }
+    let app = app
+        .fallback(unknown_route)
+        .method_not_allowed_fallback(wrong_method)
+        .layer(middleware::from_fn_with_state(state.clone(), record_request))
+        .with_state(state);
+    Ok(match cors(cors_origins)? {
+        Some(layer) => app.layer(layer),
+        None => app,
+    })
+}
+
+fn cors(origins: &[String]) -> Result<Option<CorsLayer>, EngineError> {
+    if origins.is_empty() {
+        return Ok(None);
+    }
+    let layer = CorsLayer::new()
+        .allow_methods([Method::GET, Method::POST, Method::PUT])
+        .allow_headers([header::CONTENT_TYPE, header::AUTHORIZATION]);
+    if origins.iter().any(|o| o.trim() == "*") {
+        return Ok(Some(layer.allow_origin(Any)));
+    }
+    let parsed = origins
+        .iter()
+        .map(|o| {
+            HeaderValue::from_str(o.trim()).map_err(|_| EngineError::invalid(format!("invalid CORS origin {o:?}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Some(layer.allow_origin(AllowOrigin::list(parsed))))
+}
+
+async fn require_token(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    if let Some(expected) = &state.0.token {
+        let presented = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or_default();
+        // Constant time in the token's content; only its length can leak.
+        if !bool::from(presented.as_bytes().ct_eq(expected.as_bytes())) {
+            return ApiError::unauthorized().into_response();
+        }
+    }
+    next.run(req).await
+}
+
+async fn record_request(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = req.method().clone();
+    let route = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned());
+    let response = next.run(req).await;
+    let method = match method {
+        Method::GET | Method::POST | Method::PUT | Method::DELETE | Method::OPTIONS | Method::HEAD => method.as_str(),
+        _ => "OTHER",
+    };
+    let route = route.as_deref().unwrap_or("unmatched");
+    state.0.telemetry.observe_request(method, route, response.status().as_u16(), started.elapsed());
+    response
+}
+
+async fn unknown_route() -> ApiError {
+    ApiError::Request { status: StatusCode::NOT_FOUND, code: "route_not_found", message: "no such route".into() }
+}
+
+async fn wrong_method() -> ApiError {
+    ApiError::Request {
+        status: StatusCode::METHOD_NOT_ALLOWED,
+        code: "method_not_allowed",
+        message: "this route does not accept that method".into(),
+    }
+}

@@ -1,0 +1,156 @@
+//! FlowFabric's HTTP server: the JSON API (`/v1/...`) over a Postgres engine backend, with
+//! bearer-token auth, per-route body limits, CORS, `/healthz`, Prometheus `/metrics` and an
+//! OpenAPI document generated from the route table.
+//!
+//! Boot ([`Server::start_with_metrics`]): validate the configuration, apply (or check) the schema
+//! migrations, connect, start the reconcilers, bind, serve. Shutdown ([`Server::shutdown`]):
+//! stop accepting, drain in-flight requests, stop the reconcilers, close the pool, each bounded
+//! by the configured grace period.
+
+#![warn(missing_docs)]
+
+pub mod config;
+pub mod http;
+pub mod metrics;
+pub mod openapi;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ff_backend_postgres::{BackendConfig, Metrics, PostgresBackend, apply_migrations};
+use ff_core::{EngineBackend, EngineError};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use config::{MigratePolicy, ServerConfig};
+pub use http::{AppState, router};
+pub use metrics::Telemetry;
+
+/// Why the server could not start or stop cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The configuration is invalid.
+    #[error("invalid configuration: {0}")]
+    Config(EngineError),
+    /// The database could not be reached, migrated or verified.
+    #[error("database: {0}")]
+    Database(EngineError),
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Serving failed.
+    #[error("server error: {0}")]
+    Serve(std::io::Error),
+}
+
+/// A running server.
+pub struct Server {
+    addr: SocketAddr,
+    backend: Arc<PostgresBackend>,
+    stop: CancellationToken,
+    serving: JoinHandle<Result<(), std::io::Error>>,
+    grace: Duration,
+}
+
+impl Server {
+    /// Starts a server with fresh engine counters.
+    pub async fn start(config: ServerConfig) -> Result<Self, ServerError> {
+        Self::start_with_metrics(config, Arc::new(Metrics::default())).await
+    }
+
+    /// Starts a server whose engine updates `metrics` (shared with the caller).
+    pub async fn start_with_metrics(config: ServerConfig, metrics: Arc<Metrics>) -> Result<Self, ServerError> {
+        config.validate().map_err(ServerError::Config)?;
+        let url = config.database_url.clone().unwrap_or_default();
+        if config.migrate == MigratePolicy::Apply {
+            let pool = sqlx::PgPool::connect(&url).await.map_err(|e| ServerError::Database(map_connect(e)))?;
+            apply_migrations(&pool).await.map_err(ServerError::Database)?;
+            pool.close().await;
+        }
+        let partitions = config.partitions();
+        let backend_config = BackendConfig {
+            max_connections: config.pool_size,
+            partition_config: partitions,
+            ..BackendConfig::new(url)
+        };
+        let mut backend = PostgresBackend::connect_with_metrics(backend_config, partitions, metrics.clone())
+            .await
+            .map_err(ServerError::Database)?;
+        backend.with_scanners(config.scanners());
+        let telemetry = Arc::new(Telemetry::new(metrics, Some(backend.pool().clone())));
+        if config.token().is_none() {
+            tracing::warn!("FF_API_TOKEN is not set: every route is open to anyone who can reach {}", config.listen);
+        }
+        let state = AppState::new(
+            backend.clone() as Arc<dyn EngineBackend>,
+            partitions,
+            config.token().map(str::to_owned),
+            telemetry,
+        );
+        let app = router(state, &config.cors_origins).map_err(ServerError::Config)?;
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| ServerError::Bind { addr: config.listen, source })?;
+        let addr = listener.local_addr().map_err(|source| ServerError::Bind { addr: config.listen, source })?;
+        let stop = CancellationToken::new();
+        let serving = tokio::spawn(
+            axum::serve(listener, app).with_graceful_shutdown(stop.clone().cancelled_owned()).into_future(),
+        );
+        tracing::info!(%addr, "serving the FlowFabric API");
+        Ok(Self { addr, backend, stop, serving, grace: Duration::from_millis(config.shutdown_grace_ms) })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://<bound address>`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The engine backend the server runs on.
+    pub fn backend(&self) -> &Arc<PostgresBackend> {
+        &self.backend
+    }
+
+    /// Cancelled when shutdown begins; cancel it to begin shutdown.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.stop.clone()
+    }
+
+    /// Resolves when the server stops serving (after the shutdown token is cancelled).
+    pub async fn stopped(&self) {
+        self.stop.cancelled().await;
+    }
+
+    /// Stops accepting, drains in-flight requests, stops reconcilers and closes the pool, each
+    /// bounded by the grace period (stragglers are aborted).
+    pub async fn shutdown(self) -> Result<(), ServerError> {
+        self.stop.cancel();
+        let mut serving = self.serving;
+        let served = match tokio::time::timeout(self.grace, &mut serving).await {
+            Ok(Ok(result)) => result.map_err(ServerError::Serve),
+            Ok(Err(join)) => Err(ServerError::Serve(std::io::Error::other(join))),
+            Err(_) => {
+                tracing::warn!(grace = ?self.grace, "in-flight requests did not finish in time; aborting them");
+                serving.abort();
+                Ok(())
+            }
+        };
+        // Never fails; stops the reconcilers and closes the pool.
+        let _ = self.backend.shutdown_prepare(self.grace).await;
+        served
+    }
+}
+
+fn map_connect(e: sqlx::Error) -> EngineError {
+    ff_backend_postgres::error::map_sqlx(e)
+}
