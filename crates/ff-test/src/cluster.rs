@@ -1,10 +1,13 @@
 //! The private throwaway PostgreSQL cluster used when `DATABASE_URL` is unset,
 //! also usable by other tools (e.g. benchmarks) that need a scratch server.
+//! Initialising, starting and stopping it is [`ff_embedded_pg::server`]'s job;
+//! this module owns sharing it.
 //!
 //! A cluster lives in one directory (by default [`default_dir`]):
 //!
 //! * `lock` — file lock; whoever holds it may initialise, start or probe;
-//! * `data/` — the cluster (`initdb -A trust -U postgres --no-sync -E UTF8`);
+//! * `data/` — the cluster (superuser `postgres`, trust authentication, not
+//!   synced to disk);
 //! * `sock/` — the server's Unix socket directory;
 //! * `port` — the TCP port the server listens on (127.0.0.1 only);
 //! * `postgres.log` — the server's output.
@@ -13,21 +16,18 @@
 //! the server (detached, in its own process group, so it outlives the process
 //! and ignores the terminal's Ctrl-C); the others find it alive through the
 //! `port` file and reuse it. It keeps running after the tests, to be reused by
-//! the next run. When this process is root, the binaries run as `postgres`.
+//! the next run. When this process is root, the server runs as `postgres`.
 
-mod exec;
-
-use std::ffi::OsStr;
-use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom};
-use std::os::unix::process::CommandExt;
+use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
+use ff_embedded_pg::server::{self, ServerConfig, StopMode};
+use ff_embedded_pg::{EmbeddedError, PgBinaries};
 use sqlx::{Connection, PgConnection};
 
-use exec::Runner;
+pub use ff_embedded_pg::find_pg_bin_dir;
 
 /// How long a freshly started server may take to accept connections.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -35,17 +35,13 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// How many fresh ports to try when the server cannot start.
 const START_ATTEMPTS: usize = 3;
 
-/// Directory of the binaries (`initdb`, `postgres`, `pg_ctl`, ...): the first
-/// directory on `PATH` holding both `initdb` and `postgres` (symlinks
-/// resolved), else the newest `/usr/lib/postgresql/<version>/bin`.
-pub fn find_pg_bin_dir() -> Option<PathBuf> {
-    exec::find_pg_bin_dir()
-}
+/// Settings beyond [`ff_embedded_pg::server`]'s: tests run many pools at once.
+const TEST_SETTINGS: [&str; 1] = ["max_connections=500"];
 
 /// The cluster directory shared by all test processes of this user:
 /// `<temp dir>/ff-test-cluster-<effective uid>`.
 pub fn default_dir() -> PathBuf {
-    let uid = exec::effective_uid().map_or_else(|| "unknown".to_owned(), |u| u.to_string());
+    let uid = ff_embedded_pg::binaries::effective_uid().map_or_else(|| "unknown".to_owned(), |u| u.to_string());
     std::env::temp_dir().join(format!("ff-test-cluster-{uid}"))
 }
 
@@ -83,7 +79,7 @@ struct Cluster {
     sock: PathBuf,
     port_file: PathBuf,
     log: PathBuf,
-    runner: Runner,
+    bins: PgBinaries,
 }
 
 impl Cluster {
@@ -93,7 +89,7 @@ impl Cluster {
             sock: dir.join("sock"),
             port_file: dir.join("port"),
             log: dir.join("postgres.log"),
-            runner: Runner::new()?,
+            bins: PgBinaries::locate().map_err(|e| e.to_string())?,
         })
     }
 
@@ -113,9 +109,7 @@ impl Cluster {
             // Wedged: stop it (errors show up when starting again).
             let me = self.clone();
             let _ = blocking(move || {
-                let (data, m) = (me.data.as_os_str(), OsStr::new("immediate"));
-                let args = [OsStr::new("stop"), OsStr::new("-D"), data, OsStr::new("-m"), m];
-                me.runner.run("pg_ctl", &args)
+                server::stop_server(&me.bins, &me.data, StopMode::Immediate).map_err(|e| e.to_string())
             })
             .await;
         }
@@ -125,7 +119,7 @@ impl Cluster {
         }
         let mut attempt = 1;
         loop {
-            let port = free_port()?;
+            let port = server::free_port().map_err(|e| e.to_string())?;
             let child = self.start(port)?;
             match self.wait_ready(port, Some(child)).await {
                 Ok(url) => return Ok(url),
@@ -136,64 +130,27 @@ impl Cluster {
         }
     }
 
-    /// `initdb` into an empty `data/` owned by the server's user.
+    /// `initdb` into an empty `data/`.
     fn init(&self) -> Result<(), String> {
         if self.data.exists() {
             // Left over from an initdb that did not finish.
             std::fs::remove_dir_all(&self.data).map_err(|e| format!("removing {}: {e}", self.data.display()))?;
         }
-        for dir in [&self.data, &self.sock] {
-            std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
-        }
-        self.runner.hand_over(&[&self.data, &self.sock])?;
-        let args = [
-            OsStr::new("-D"),
-            self.data.as_os_str(),
-            OsStr::new("-A"),
-            OsStr::new("trust"),
-            OsStr::new("-U"),
-            OsStr::new("postgres"),
-            OsStr::new("--no-sync"),
-            OsStr::new("-E"),
-            OsStr::new("UTF8"),
-            // Independent of the caller's (possibly not installed) locale.
-            OsStr::new("--locale=C"),
-        ];
-        self.runner.run("initdb", &args)
+        server::init_cluster(&self.bins, &self.data, false).map_err(|e| e.to_string())
     }
 
     /// Starts the server on `port`, detached, output appended to the log.
     fn start(&self, port: u16) -> Result<Child, String> {
         self.write_port(port)?;
-        std::fs::create_dir_all(&self.sock).map_err(|e| format!("creating {}: {e}", self.sock.display()))?;
-        self.runner.hand_over(&[&self.sock])?;
-        let log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .map_err(|e| format!("opening {}: {e}", self.log.display()))?;
-        let log_err = log.try_clone().map_err(|e| format!("duplicating the log handle: {e}"))?;
-        let port = port.to_string();
-        let mut args = vec![
-            OsStr::new("-D"),
-            self.data.as_os_str(),
-            OsStr::new("-k"),
-            self.sock.as_os_str(),
-            OsStr::new("-p"),
-            OsStr::new(&port),
-        ];
-        for setting in [
-            "listen_addresses=127.0.0.1",
-            "fsync=off",
-            "synchronous_commit=off",
-            "full_page_writes=off",
-            "max_connections=500",
-        ] {
-            args.extend([OsStr::new("-c"), OsStr::new(setting)]);
-        }
-        let mut cmd = self.runner.command("postgres", &args);
-        cmd.stdin(Stdio::null()).stdout(log).stderr(log_err).process_group(0);
-        cmd.spawn().map_err(|e| format!("starting {cmd:?}: {e}"))
+        let config = ServerConfig {
+            data: self.data.clone(),
+            port,
+            socket_dir: Some(self.sock.clone()),
+            durable: false,
+            settings: TEST_SETTINGS.map(str::to_owned).to_vec(),
+            log: self.log.clone(),
+        };
+        server::spawn_server(&self.bins, &config).map_err(|e| e.to_string())
     }
 
     /// Polls until the server on `port` is ours and accepts connections. With
@@ -206,18 +163,19 @@ impl Cluster {
                 Err(e) => e,
             };
             if let Some(status) = child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                return Err(NotReady::Exited(format!(
-                    "the PostgreSQL server exited ({status}); end of {}:\n{}",
-                    self.log.display(),
-                    log_tail(&self.log)
-                )));
+                let e = EmbeddedError::ServerExited {
+                    status: status.to_string(),
+                    log: self.log.clone(),
+                    tail: server::log_tail(&self.log),
+                };
+                return Err(NotReady::Exited(e.to_string()));
             }
             if Instant::now() >= deadline {
                 return Err(NotReady::TimedOut(format!(
                     "the PostgreSQL server on port {port} did not accept connections within \
                      {START_TIMEOUT:?} ({last_error}); end of {}:\n{}",
                     self.log.display(),
-                    log_tail(&self.log)
+                    server::log_tail(&self.log)
                 )));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -226,7 +184,7 @@ impl Cluster {
 
     /// Connects to `port` and checks that the server there runs this cluster.
     async fn probe(&self, port: u16) -> Result<String, String> {
-        let url = format!("postgres://postgres@127.0.0.1:{port}/postgres");
+        let url = format!("postgres://{}@127.0.0.1:{port}/postgres", server::SUPERUSER);
         let connect = PgConnection::connect(&url);
         let mut conn = match tokio::time::timeout(Duration::from_secs(3), connect).await {
             Ok(Ok(conn)) => conn,
@@ -247,17 +205,13 @@ impl Cluster {
     /// `data/postmaster.pid`. A pid file naming any other process is stale and
     /// removed.
     fn live_postmaster_port(&self) -> Option<u16> {
-        let pid_file = self.data.join("postmaster.pid");
-        let contents = std::fs::read_to_string(&pid_file).ok()?;
-        let mut lines = contents.lines();
-        let pid = lines.next()?.trim();
-        let port = lines.nth(2).and_then(|p| p.trim().parse().ok());
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let pm = server::read_postmaster_pid(&self.data)?;
+        let cmdline = std::fs::read(format!("/proc/{}/cmdline", pm.pid)).unwrap_or_default();
         let data = self.data.as_os_str().as_encoded_bytes();
         if cmdline.windows(data.len()).any(|w| w == data) {
-            port
+            pm.port
         } else {
-            let _ = std::fs::remove_file(&pid_file);
+            let _ = std::fs::remove_file(self.data.join("postmaster.pid"));
             None
         }
     }
@@ -278,27 +232,6 @@ enum NotReady {
 
 fn read_port(path: &Path) -> Option<u16> {
     std::fs::read_to_string(path).ok()?.trim().parse().ok()
-}
-
-/// A TCP port on 127.0.0.1 that was free a moment ago.
-fn free_port() -> Result<u16, String> {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(|e| format!("finding a free TCP port: {e}"))
-}
-
-/// The last few lines of the server log, for error messages.
-fn log_tail(path: &Path) -> String {
-    let mut text = String::new();
-    if let Ok(mut file) = File::open(path) {
-        let len = file.metadata().map_or(0, |m| m.len());
-        let _ = file.seek(SeekFrom::Start(len.saturating_sub(3000)));
-        let mut bytes = Vec::new();
-        let _ = file.read_to_end(&mut bytes);
-        text = String::from_utf8_lossy(&bytes).into_owned();
-    }
-    text
 }
 
 /// Runs blocking work (file locks, child processes) off the async threads.
