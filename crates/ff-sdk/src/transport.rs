@@ -84,6 +84,35 @@ pub trait WorkerTransport: Send + Sync + 'static {
     async fn delay(&self, handle: &Handle, until: TimestampMs) -> Result<(), SdkError>;
 }
 
+/// A shared transport is a transport.
+#[async_trait]
+impl<T: WorkerTransport + ?Sized> WorkerTransport for Arc<T> {
+    async fn claim(&self, args: &ClaimArgs) -> Result<Vec<ClaimedTask>, SdkError> {
+        (**self).claim(args).await
+    }
+    async fn renew(&self, handle: &Handle) -> Result<LeaseRenewal, SdkError> {
+        (**self).renew(handle).await
+    }
+    async fn progress(&self, handle: &Handle, percent: Option<u8>, message: Option<String>) -> Result<(), SdkError> {
+        (**self).progress(handle, percent, message).await
+    }
+    async fn append_frame(&self, handle: &Handle, frame: Frame) -> Result<AppendFrameOutcome, SdkError> {
+        (**self).append_frame(handle, frame).await
+    }
+    async fn complete(&self, handle: &Handle, result: Option<Vec<u8>>) -> Result<(), SdkError> {
+        (**self).complete(handle, result).await
+    }
+    async fn fail(&self, handle: &Handle, reason: FailureReason, class: FailureClass) -> Result<FailOutcome, SdkError> {
+        (**self).fail(handle, reason, class).await
+    }
+    async fn cancel(&self, handle: &Handle, reason: &str) -> Result<(), SdkError> {
+        (**self).cancel(handle, reason).await
+    }
+    async fn delay(&self, handle: &Handle, until: TimestampMs) -> Result<(), SdkError> {
+        (**self).delay(handle, until).await
+    }
+}
+
 fn execution_of(handle: &Handle) -> Result<ExecutionId, SdkError> {
     Ok(HandlePayload::from_handle(handle, handle.backend)?.execution_id)
 }
