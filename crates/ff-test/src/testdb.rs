@@ -72,6 +72,23 @@ impl TestDb {
         }
     }
 
+    /// Creates a fresh, empty database named `ff_test_<uuid>` (no migrations), for tests of
+    /// the migration tooling itself. Panics like [`TestDb::new`].
+    pub async fn empty() -> TestDb {
+        let admin_url = crate::admin_url().await.unwrap_or_else(|e| panic!("ff-test: {e}"));
+        let name = format!("ff_test_{}", uuid::Uuid::new_v4().simple());
+        let url = crate::create_database(&admin_url, &name, true)
+            .await
+            .unwrap_or_else(|e| panic!("ff-test: creating empty test database {name} failed: {e}"));
+        match PgPoolOptions::new().max_connections(TEST_POOL_MAX_CONNECTIONS).connect(&url).await {
+            Ok(pool) => TestDb { pool, url, name, admin_url },
+            Err(e) => {
+                drop_database_blocking(&admin_url, &name);
+                panic!("ff-test: connecting to the new test database {url} failed: {e}");
+            }
+        }
+    }
+
     /// The connection pool to this test's database.
     pub fn pool(&self) -> &PgPool {
         &self.pool

@@ -1,0 +1,371 @@
+//! `ff demo`: the engine end to end in one command.
+//!
+//! It starts a database (the given one, or a private cluster), the HTTP server with a random
+//! API token, and a pool of SDK workers talking to it over HTTP; submits a mixed workload on
+//! several lanes and priorities; and watches the completion log until every execution is
+//! terminal. The workload is built so that its outcome is known in advance: transient failures
+//! that succeed on retry, one execution that exhausts its retries, one cancelled by its handler,
+//! and one whose worker is killed mid-handler and whose lease another worker reclaims. The
+//! summary compares what happened with what was expected; the exit code is 0 when they agree.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use ff_core::event::{CompletionOutcome, EventCursor, ScannerFilter};
+use ff_core::{CompletionBackend, EngineBackend, ExecutionId, HandleKind, Namespace};
+use ff_sdk::{Client, HandlerError, HttpTransport, RunningWorker, SubmitRequest, TaskContext, Worker, WorkerConfig};
+use ff_server::{Server, ServerConfig};
+use futures::{StreamExt, TryStreamExt};
+use hdrhistogram::Histogram;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tokio::sync::Notify;
+
+use crate::database::Database;
+
+/// Arguments of `ff demo`.
+#[derive(clap::Args)]
+pub(crate) struct DemoArgs {
+    /// PostgreSQL URL; when unset, a private cluster is started and removed afterwards.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
+    /// Executions in the regular workload (the three special cases come on top).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(10..=1_000_000))]
+    executions: u32,
+    /// Worker processes in the pool (each an SDK runtime with its own claims).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=256))]
+    workers: u32,
+    /// Handlers running at once per worker.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    concurrency: u32,
+    /// Lease TTL of the pool's workers, in ms.
+    #[arg(long, default_value_t = 10_000)]
+    lease_ttl_ms: u64,
+    /// Give up when the workload has not finished after this many seconds.
+    #[arg(long, default_value_t = 300)]
+    timeout_secs: u64,
+}
+
+/// Lanes of the workload and what runs on them.
+const MEDIA: &str = "demo.media";
+const EMAIL: &str = "demo.email";
+const REPORTS: &str = "demo.reports";
+const FRAGILE: &str = "demo.fragile";
+/// Retries every execution is allowed.
+const MAX_RETRIES: u32 = 3;
+
+/// Input of every demo handler.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct Job {
+    /// Item number, for frames and results.
+    item: u32,
+    /// Fail this many first attempts with a transient error.
+    #[serde(default)]
+    fail_first: u32,
+    /// The handler cancels the execution.
+    #[serde(default)]
+    cancel: bool,
+}
+
+/// What the workload must end as.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Tally {
+    completed: u64,
+    failed: u64,
+    cancelled: u64,
+    retried: u64,
+    reclaimed: u64,
+}
+
+pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
+    let db = Database::open(args.database_url.as_deref(), false, None::<PathBuf>).await?;
+    let outcome = tokio::select! {
+        r = run_on(&args, db.url()) => r,
+        _ = crate::shutdown_signal() => Err(anyhow::anyhow!("interrupted")),
+    };
+    db.stop().await?;
+    match outcome {
+        Ok(true) => Ok(ExitCode::SUCCESS),
+        Ok(false) => Ok(ExitCode::FAILURE),
+        Err(e) => Err(e),
+    }
+}
+
+/// Runs the demo on `url`; `Ok(true)` when the outcome matched the expectation.
+async fn run_on(args: &DemoArgs, url: &str) -> anyhow::Result<bool> {
+    let token = uuid::Uuid::new_v4().simple().to_string();
+    let mut cfg = ServerConfig::new(url);
+    cfg.listen = "127.0.0.1:0".parse()?;
+    cfg.api_token = Some(token.clone());
+    cfg.lease_expiry_interval_ms = 200;
+    cfg.delayed_promoter_interval_ms = 200;
+    cfg.pool_size = 24;
+    cfg.shutdown_grace_ms = 5_000;
+    let server = Server::start(cfg).await.context("starting the server")?;
+    eprintln!("FlowFabric API on {} (bearer token required)", server.url());
+    let client = Client::new(server.url())?.with_token(token);
+    let backend = server.backend().clone();
+    let namespace = Namespace::new(format!("demo-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]));
+
+    let result = drive(args, &server, &client, &backend, &namespace).await;
+    server.shutdown().await.context("stopping the server")?;
+    result
+}
+
+async fn drive(
+    args: &DemoArgs,
+    server: &Server,
+    client: &Client,
+    backend: &Arc<ff_backend_postgres::PostgresBackend>,
+    namespace: &Namespace,
+) -> anyhow::Result<bool> {
+    let started = Instant::now();
+    let filter = ScannerFilter { namespace: Some(namespace.clone()), instance_tag: None };
+    let mut events = backend.subscribe_completions_from(EventCursor::BEGINNING, &filter).await?;
+
+    // 1. A worker that dies holding a lease: it claims the ledger sync and is killed inside the
+    //    handler, as if its process crashed. Nothing renews or ends that lease any more.
+    let mut ids = Vec::new();
+    let ledger = submit_one(client, namespace, FRAGILE, "ledger.sync", 9000, Job::default()).await?;
+    ids.push(ledger);
+    let claimed = Arc::new(Notify::new());
+    let doomed = start_doomed_worker(client, claimed.clone())?;
+    tokio::time::timeout(Duration::from_secs(30), claimed.notified())
+        .await
+        .context("the doomed worker never claimed the ledger sync")?;
+    doomed.kill();
+    eprintln!("Killed worker `doomed` while it held {ledger}; its lease will expire and be reclaimed.");
+
+    // 2. The healthy pool.
+    let pool = (0..args.workers).map(|n| start_pool_worker(client, args, n)).collect::<Result<Vec<_>, _>>()?;
+
+    // 3. The workload, in batches.
+    let (requests, mut expected) = workload(args.executions, namespace);
+    expected.completed += 1; // the ledger sync, after its reclaim
+    expected.reclaimed = 1;
+    for chunk in requests.chunks(500) {
+        let results = client.submit_batch(chunk.to_vec()).await.context("submitting the workload")?;
+        ids.extend(results.iter().map(|r| r.execution_id()));
+    }
+    let total = ids.len() as u64;
+    let ours: HashSet<ExecutionId> = ids.iter().copied().collect();
+
+    // 4. Watch the completion log until everything is terminal.
+    let bar = ProgressBar::new(total);
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let mut seen = Tally::default();
+    let mut terminal = HashSet::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(args.timeout_secs);
+    while (terminal.len() as u64) < total {
+        let next = tokio::time::timeout_at(deadline, events.next()).await;
+        let event = match next {
+            Ok(Some(event)) => event?,
+            Ok(None) => bail!("the completion stream ended early"),
+            Err(_) => {
+                bar.abandon();
+                bail!("timed out with {}/{total} executions terminal", terminal.len());
+            }
+        };
+        if !ours.contains(&event.execution_id) || !terminal.insert(event.execution_id) {
+            continue;
+        }
+        match event.outcome {
+            CompletionOutcome::Success => seen.completed += 1,
+            CompletionOutcome::Failure | CompletionOutcome::Expired => seen.failed += 1,
+            CompletionOutcome::Cancelled => seen.cancelled += 1,
+        }
+        bar.set_position(terminal.len() as u64);
+        bar.set_message(format!("ok {} / failed {} / cancelled {}", seen.completed, seen.failed, seen.cancelled));
+    }
+    let wall = started.elapsed();
+    bar.finish();
+
+    let mut reports = Vec::new();
+    for w in pool {
+        reports.push(w.shutdown().await);
+    }
+
+    // 5. Read back every execution: retries, reclaims and end-to-end latency.
+    let mut latency = Histogram::<u64>::new_with_bounds(1, 3_600_000, 3)?;
+    let snapshots: Vec<_> = futures::stream::iter(ids.iter().map(|id| backend.describe_execution(id)))
+        .buffer_unordered(16)
+        .try_collect()
+        .await?;
+    for snap in snapshots.into_iter().flatten() {
+        seen.retried += u64::from(snap.retry_count);
+        seen.reclaimed += u64::from(snap.lease_reclaim_count);
+        let ms = (snap.last_mutation_at.0 - snap.created_at.0).max(1) as u64;
+        latency.record(ms.min(3_600_000))?;
+    }
+    let ledger_snap = backend.describe_execution(&ledger).await?.context("the ledger sync vanished")?;
+
+    print_summary(&seen, &expected, total, wall, &latency, &reports, server);
+    let ok = seen == expected && ledger_snap.lease_reclaim_count == 1;
+    if ok {
+        println!("\nOutcome matches the workload's expectations.");
+    } else {
+        println!("\nOutcome differs from the expectation: expected {expected:?}, saw {seen:?}.");
+    }
+    Ok(ok)
+}
+
+/// The regular workload plus the exhausted and cancelled cases, and the tally it must produce.
+fn workload(n: u32, namespace: &Namespace) -> (Vec<SubmitRequest>, Tally) {
+    let mut expected = Tally::default();
+    let mut requests = Vec::with_capacity(n as usize + 2);
+    for item in 0..n {
+        let (lane, kind, fail_first) = match item % 10 {
+            0..=5 => (MEDIA, "thumbnail.render", u32::from(item % 7 == 0)),
+            6..=8 => (EMAIL, "email.send", if item % 20 == 6 { 2 } else { 0 }),
+            _ => (REPORTS, "report.build", 0),
+        };
+        let priority = ((item * 37) % 10) as i32 * 100;
+        requests.push(request(namespace, lane, kind, priority, Job { item, fail_first, cancel: false }));
+        expected.completed += 1;
+        expected.retried += u64::from(fail_first);
+    }
+    // Fails every attempt: retried MAX_RETRIES times, then failed for good.
+    requests.push(request(namespace, REPORTS, "report.build", 0, Job { item: n, fail_first: u32::MAX, cancel: false }));
+    expected.failed += 1;
+    expected.retried += u64::from(MAX_RETRIES);
+    // Its handler cancels it.
+    requests.push(request(namespace, EMAIL, "email.send", 0, Job { item: n + 1, fail_first: 0, cancel: true }));
+    expected.cancelled += 1;
+    (requests, expected)
+}
+
+fn request(namespace: &Namespace, lane: &str, kind: &str, priority: i32, job: Job) -> SubmitRequest {
+    let mut req = SubmitRequest::json(lane, kind, json!(job));
+    req.namespace = Some(namespace.clone());
+    req.priority = priority;
+    req.creator_identity = Some("ff-demo".into());
+    req.policy = Some(
+        serde_json::from_value(json!({
+            "retry_policy": {
+                "max_retries": MAX_RETRIES,
+                "backoff": {"type": "exponential", "initial_delay_ms": 50, "max_delay_ms": 400, "multiplier": 2.0, "jitter": true},
+            },
+            "max_reclaim_count": 3,
+        }))
+        .expect("valid policy"),
+    );
+    req
+}
+
+async fn submit_one(
+    client: &Client,
+    namespace: &Namespace,
+    lane: &str,
+    kind: &str,
+    priority: i32,
+    job: Job,
+) -> anyhow::Result<ExecutionId> {
+    Ok(client.submit(&request(namespace, lane, kind, priority, job)).await?.execution_id())
+}
+
+fn start_doomed_worker(client: &Client, claimed: Arc<Notify>) -> anyhow::Result<RunningWorker> {
+    let mut cfg = WorkerConfig::new("doomed", [FRAGILE])?;
+    cfg.lease_ttl = Duration::from_millis(1500);
+    cfg.claim_wait = Duration::from_millis(200);
+    let worker = Worker::new(HttpTransport::new(client.clone()), cfg, claimed)
+        .handle("ledger.sync", |ctx: TaskContext<Arc<Notify>>, _: Job| async move {
+            ctx.progress(Some(10), Some("syncing ledger")).await?;
+            ctx.state().notify_one();
+            // Hangs until the process "crashes".
+            std::future::pending::<()>().await;
+            Ok(json!(null))
+        })
+        .start()?;
+    Ok(worker)
+}
+
+fn start_pool_worker(client: &Client, args: &DemoArgs, n: u32) -> anyhow::Result<RunningWorker> {
+    let mut cfg = WorkerConfig::new("demo-pool", [MEDIA, EMAIL, REPORTS, FRAGILE])?;
+    cfg.worker_instance_id = format!("demo-pool-{n}");
+    cfg.concurrency = args.concurrency as usize;
+    cfg.claim_batch = args.concurrency as usize;
+    cfg.claim_wait = Duration::from_millis(500);
+    cfg.lease_ttl = Duration::from_millis(args.lease_ttl_ms);
+    cfg.shutdown_grace = Duration::from_secs(5);
+    let worker = Worker::new(HttpTransport::new(client.clone()), cfg, ())
+        .handle("thumbnail.render", |ctx: TaskContext<()>, job: Job| async move {
+            transient_failures(&ctx, &job)?;
+            for (pct, step) in [(30, "decode"), (70, "resize"), (100, "encode")] {
+                ctx.progress(Some(pct), Some(step)).await?;
+            }
+            ctx.append_frame("log", &format!("rendered thumbnail {}", job.item)).await?;
+            Ok(json!({"thumbnail": format!("thumb-{}.webp", job.item)}))
+        })
+        .handle("email.send", |ctx: TaskContext<()>, job: Job| async move {
+            if job.cancel {
+                return Err(HandlerError::cancel("the recipient unsubscribed"));
+            }
+            transient_failures(&ctx, &job)?;
+            ctx.append_frame("smtp", "250 OK").await?;
+            Ok(json!({"message_id": format!("<{}@demo>", job.item)}))
+        })
+        .handle("report.build", |ctx: TaskContext<()>, job: Job| async move {
+            transient_failures(&ctx, &job)?;
+            ctx.progress(Some(100), Some("report ready")).await?;
+            Ok(json!({"rows": job.item * 3}))
+        })
+        .handle("ledger.sync", |ctx: TaskContext<()>, _: Job| async move {
+            Ok(json!({"reclaimed": ctx.claim_kind() == HandleKind::Reclaimed}))
+        })
+        .start()?;
+    Ok(worker)
+}
+
+fn transient_failures(ctx: &TaskContext<()>, job: &Job) -> Result<(), HandlerError> {
+    if ctx.attempt_index().0 < job.fail_first {
+        return Err(HandlerError::transient(format!(
+            "upstream timed out on attempt {} of item {}",
+            ctx.attempt_index().0,
+            job.item
+        )));
+    }
+    Ok(())
+}
+
+fn print_summary(
+    seen: &Tally,
+    expected: &Tally,
+    total: u64,
+    wall: Duration,
+    latency: &Histogram<u64>,
+    reports: &[ff_sdk::WorkerReport],
+    server: &Server,
+) {
+    let row = |name: &str, got: u64, want: u64| {
+        let mark = if got == want { "ok" } else { "MISMATCH" };
+        println!("  {name:<12} {got:>10} {want:>10}   {mark}");
+    };
+    println!("\nFlowFabric demo on {}", server.url());
+    println!("  {:<12} {:>10} {:>10}", "", "observed", "expected");
+    row("completed", seen.completed, expected.completed);
+    row("failed", seen.failed, expected.failed);
+    row("cancelled", seen.cancelled, expected.cancelled);
+    row("retried", seen.retried, expected.retried);
+    row("reclaimed", seen.reclaimed, expected.reclaimed);
+    let secs = wall.as_secs_f64().max(1e-9);
+    println!("\n  executions   {total} in {secs:.2} s = {:.0} executions/s", total as f64 / secs);
+    println!(
+        "  latency      submit -> terminal: p50 {} ms, p90 {} ms, p99 {} ms, max {} ms",
+        latency.value_at_quantile(0.50),
+        latency.value_at_quantile(0.90),
+        latency.value_at_quantile(0.99),
+        latency.max()
+    );
+    let claimed: u64 = reports.iter().map(|r| r.claimed).sum();
+    let panicked: u64 = reports.iter().map(|r| r.panicked).sum();
+    let lost: u64 = reports.iter().map(|r| r.lease_lost).sum();
+    println!("  workers      {} in the pool: {claimed} claims, {panicked} panics, {lost} lost leases", reports.len());
+}

@@ -1,0 +1,71 @@
+//! The `ff` binary end to end: the demo on a given database and on its own embedded cluster,
+//! schema migration commands, and configuration errors.
+
+use std::process::{Command, Output};
+
+use ff_test::TestDb;
+
+fn ff(args: &[&str], database_url: Option<&str>) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ff"));
+    cmd.args(args).env_remove("DATABASE_URL").env("RUST_LOG", "warn");
+    if let Some(url) = database_url {
+        cmd.env("DATABASE_URL", url);
+    }
+    cmd.output().expect("ff runs")
+}
+
+fn text(out: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+#[tokio::test]
+async fn the_demo_runs_on_a_given_database_and_its_outcome_matches() {
+    let db = TestDb::empty().await;
+    let url = db.url().to_owned();
+    let out = ff(&["demo", "--executions", "200", "--workers", "2"], Some(&url));
+    let all = text(&out);
+    assert!(out.status.success(), "{all}");
+    assert!(all.contains("Outcome matches the workload's expectations."), "{all}");
+    for row in ["completed", "failed", "cancelled", "retried", "reclaimed"] {
+        let line = all.lines().find(|l| l.trim_start().starts_with(row)).unwrap_or_else(|| panic!("{row}: {all}"));
+        assert!(line.trim_end().ends_with("ok"), "{line}");
+    }
+}
+
+#[tokio::test]
+async fn the_demo_starts_its_own_cluster_without_a_database_url() {
+    let out = ff(&["demo", "--executions", "50", "--workers", "1"], None);
+    let all = text(&out);
+    assert!(out.status.success(), "{all}");
+    assert!(all.contains("Starting a private PostgreSQL cluster"), "{all}");
+    assert!(all.contains("Outcome matches the workload's expectations."), "{all}");
+}
+
+#[test]
+fn serve_without_a_database_says_how_to_get_one() {
+    let out = ff(&["serve", "--listen", "127.0.0.1:0"], None);
+    assert!(!out.status.success());
+    assert!(text(&out).contains("set DATABASE_URL"), "{}", text(&out));
+    let help = text(&ff(&["serve", "--help"], None));
+    for flag in ["--listen", "FF_API_TOKEN", "DATABASE_URL", "--cors-origins", "--embedded", "--migrate"] {
+        assert!(help.contains(flag), "{flag} missing from --help:\n{help}");
+    }
+}
+
+#[tokio::test]
+async fn migrate_applies_the_schema_and_reports_its_version() {
+    let db = TestDb::empty().await;
+    let url = db.url().to_owned();
+    let before = ff(&["migrate", "status"], Some(&url));
+    assert!(!before.status.success(), "{}", text(&before));
+    assert!(text(&before).contains("not migrated"), "{}", text(&before));
+    let apply = ff(&["migrate", "apply"], Some(&url));
+    assert!(apply.status.success(), "{}", text(&apply));
+    let again = ff(&["migrate", "apply"], Some(&url));
+    assert!(again.status.success(), "applying twice is a no-op: {}", text(&again));
+    let after = ff(&["migrate", "status"], Some(&url));
+    assert!(after.status.success(), "{}", text(&after));
+    let bad = ff(&["migrate", "status"], Some("postgres://nobody@127.0.0.1:1/none"));
+    assert!(!bad.status.success());
+    assert!(text(&bad).contains("connecting to the database"), "{}", text(&bad));
+}
