@@ -6,6 +6,11 @@
 //! Throughput is N / drain time; latency is per execution, from the start of the claim call that
 //! took it to the end of the complete call that finished it.
 //!
+//! `--system ff` (default) calls the backend in-process; `--system ff-http` starts an
+//! `ff-server` on a loopback port and drives the same scenario through the HTTP API with the
+//! SDK (`Client::submit_batch` for ingress; `HttpTransport` claims and completes; batches
+//! complete through `POST /v1/completions`).
+//!
 //! The database is `DATABASE_URL`'s server (a database named `ff_bench` is dropped and
 //! recreated) or, when unset, the test kit's private throwaway cluster.
 
@@ -16,7 +21,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use ff_backend_postgres::{PostgresBackend, apply_migrations};
+use ff_core::wire::{CompleteRequest, SubmitRequest};
 use ff_core::*;
+use ff_sdk::{ClaimArgs, Client, HttpTransport, WorkerTransport};
+use ff_server::{Server, ServerConfig};
 use hdrhistogram::Histogram;
 use sqlx::postgres::PgPoolOptions;
 
@@ -60,6 +68,33 @@ struct S1Args {
     /// Make claims wait for their WAL flush (the backend's default lets them commit without it).
     #[arg(long)]
     synchronous_claims: bool,
+    /// `ff` (in-process backend) or `ff-http` (an ff-server on loopback, through the SDK).
+    #[arg(long, value_enum, default_value = "ff")]
+    system: System,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum System {
+    /// The backend, in-process.
+    Ff,
+    /// The HTTP API through the SDK.
+    FfHttp,
+}
+
+impl System {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Ff => "ff",
+            Self::FfHttp => "ff-http",
+        }
+    }
+}
+
+/// Where the scenario's calls go.
+#[derive(Clone)]
+enum Target {
+    Direct(Arc<PostgresBackend>),
+    Http(Client, Arc<HttpTransport>),
 }
 
 #[tokio::main]
@@ -91,6 +126,22 @@ async fn s1(args: S1Args) -> Result<()> {
     println!("database: {} ({settings}; synchronous claims: {})", redact(&url), args.synchronous_claims);
     let backend = PostgresBackend::from_pool(pool.clone(), PartitionConfig::default());
     backend.set_synchronous_claims(args.synchronous_claims);
+    let server = match args.system {
+        System::Ff => None,
+        System::FfHttp => {
+            let mut cfg = ServerConfig::new(url.clone());
+            cfg.listen = "127.0.0.1:0".parse()?;
+            cfg.pool_size = args.connections.unwrap_or((args.workers + args.submitters) as u32).max(1);
+            Some(Server::start(cfg).await?)
+        }
+    };
+    let target = match &server {
+        None => Target::Direct(backend.clone()),
+        Some(server) => {
+            let client = Client::new(server.url())?;
+            Target::Http(client.clone(), Arc::new(HttpTransport::new(client)))
+        }
+    };
     let lane = LaneId::try_new("bench.s1")?;
 
     // Ingress.
@@ -99,7 +150,7 @@ async fn s1(args: S1Args) -> Result<()> {
     let started = Instant::now();
     let mut submitters = tokio::task::JoinSet::new();
     for s in 0..args.submitters {
-        let (backend, lane, payload) = (backend.clone(), lane.clone(), payload.clone());
+        let (target, lane, payload) = (target.clone(), lane.clone(), payload.clone());
         let lo = s * per_submitter;
         let hi = ((s + 1) * per_submitter).min(args.tasks);
         let chunk = args.ingress_batch;
@@ -107,20 +158,36 @@ async fn s1(args: S1Args) -> Result<()> {
             let mut i = lo;
             while i < hi {
                 let n = chunk.min(hi - i);
-                let batch = (0..n)
-                    .map(|_| {
-                        CreateExecutionArgs::new(
-                            ExecutionId::solo(&lane, &PartitionConfig::default()),
-                            lane.clone(),
-                            "bench.scenario1",
-                            payload.clone(),
-                        )
-                    })
-                    .collect();
-                backend.create_executions(batch).await?;
+                match &target {
+                    Target::Direct(backend) => {
+                        let batch = (0..n)
+                            .map(|_| {
+                                CreateExecutionArgs::new(
+                                    ExecutionId::solo(&lane, &PartitionConfig::default()),
+                                    lane.clone(),
+                                    "bench.scenario1",
+                                    payload.clone(),
+                                )
+                            })
+                            .collect();
+                        backend.create_executions(batch).await?;
+                    }
+                    Target::Http(client, _) => {
+                        let encoded = ff_core::wire::encode_bytes(&payload);
+                        let batch = (0..n)
+                            .map(|_| SubmitRequest {
+                                lane_id: lane.as_str().to_owned(),
+                                execution_kind: "bench.scenario1".into(),
+                                input_base64: Some(encoded.clone()),
+                                ..SubmitRequest::default()
+                            })
+                            .collect();
+                        client.submit_batch(batch).await?;
+                    }
+                }
                 i += n;
             }
-            Ok::<_, EngineError>(())
+            Ok::<_, anyhow::Error>(())
         });
     }
     while let Some(r) = submitters.join_next().await {
@@ -135,9 +202,9 @@ async fn s1(args: S1Args) -> Result<()> {
     let started = Instant::now();
     let mut workers = tokio::task::JoinSet::new();
     for w in 0..args.workers {
-        let (backend, lane, done) = (backend.clone(), lane.clone(), done.clone());
+        let (target, lane, done) = (target.clone(), lane.clone(), done.clone());
         let (batch, total) = (args.batch, args.tasks);
-        workers.spawn(async move { worker(backend, lane, w, batch, total, done).await });
+        workers.spawn(async move { worker(target, lane, w, batch, total, done).await });
     }
     let mut hist = Histogram::<u64>::new(3)?;
     while let Some(r) = workers.join_next().await {
@@ -165,20 +232,24 @@ async fn s1(args: S1Args) -> Result<()> {
         hist.max() as f64 / 1000.0
     );
     println!(
-        "RESULT system=ff scenario=s1 workers={} tasks={} batch={} ops_per_sec={ops:.0} p50_ms={:.2} p99_ms={:.2} ingress_ops_per_sec={ingress_ops:.0}",
+        "RESULT system={} scenario=s1 workers={} tasks={} batch={} ops_per_sec={ops:.0} p50_ms={:.2} p99_ms={:.2} ingress_ops_per_sec={ingress_ops:.0}",
+        args.system.label(),
         args.workers,
         args.tasks,
         args.batch,
         ms(0.50),
         ms(0.99)
     );
+    if let Some(server) = server {
+        server.shutdown().await?;
+    }
     backend.shutdown_prepare(Duration::from_secs(5)).await?;
     Ok(())
 }
 
 /// One worker: claim -> complete until every execution is done. Returns latencies in µs.
 async fn worker(
-    backend: Arc<PostgresBackend>,
+    target: Target,
     lane: LaneId,
     index: usize,
     batch: usize,
@@ -188,12 +259,23 @@ async fn worker(
     let mut hist = Histogram::<u64>::new(3)?;
     let policy = ClaimPolicy::new("bench", format!("worker-{index}"), 30_000);
     let caps = CapabilitySet::empty();
+    let claim_args = ClaimArgs {
+        worker_id: "bench".into(),
+        worker_instance_id: format!("worker-{index}"),
+        lane: lane.clone(),
+        capabilities: Vec::new(),
+        lease_ttl_ms: 30_000,
+        max: batch,
+        wait: Duration::ZERO,
+    };
     loop {
         let t0 = Instant::now();
-        let handles = if batch == 1 {
-            backend.claim(&lane, &caps, policy.clone()).await?.into_iter().collect::<Vec<_>>()
-        } else {
-            backend.claim_batch(&lane, &caps, policy.clone(), batch).await?
+        let handles = match &target {
+            Target::Direct(backend) if batch == 1 => {
+                backend.claim(&lane, &caps, policy.clone()).await?.into_iter().collect::<Vec<_>>()
+            }
+            Target::Direct(backend) => backend.claim_batch(&lane, &caps, policy.clone(), batch).await?,
+            Target::Http(_, transport) => transport.claim(&claim_args).await?.into_iter().map(|t| t.handle).collect(),
         };
         if handles.is_empty() {
             if done.load(Ordering::Relaxed) >= total {
@@ -207,14 +289,31 @@ async fn worker(
             continue;
         }
         let n = handles.len();
-        if batch == 1 {
-            for h in &handles {
-                backend.complete(h, None).await?;
+        match &target {
+            Target::Direct(backend) if batch == 1 => {
+                for h in &handles {
+                    backend.complete(h, None).await?;
+                }
             }
-        } else {
-            let items = handles.into_iter().map(|h| (h, None)).collect();
-            for r in backend.complete_batch(items).await? {
-                r?;
+            Target::Direct(backend) => {
+                let items = handles.into_iter().map(|h| (h, None)).collect();
+                for r in backend.complete_batch(items).await? {
+                    r?;
+                }
+            }
+            Target::Http(_, transport) if batch == 1 => {
+                for h in &handles {
+                    transport.complete(h, None).await?;
+                }
+            }
+            Target::Http(client, _) => {
+                let items = handles
+                    .iter()
+                    .map(|h| CompleteRequest { handle: ff_core::wire::handle_token(h), result_base64: None })
+                    .collect();
+                if let Some(e) = client.complete_batch(items).await?.into_iter().flatten().next() {
+                    bail!("complete failed: {} {}", e.code, e.message);
+                }
             }
         }
         let us = t0.elapsed().as_micros() as u64;
