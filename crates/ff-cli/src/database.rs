@@ -17,7 +17,11 @@ pub(crate) enum Database {
 impl Database {
     /// Uses `url` when given (and `force_embedded` is off), else starts a private cluster in
     /// `data_dir` (a temporary directory, removed on stop, when `None`).
-    pub(crate) async fn open(url: Option<&str>, force_embedded: bool, data_dir: Option<PathBuf>) -> anyhow::Result<Self> {
+    pub(crate) async fn open(
+        url: Option<&str>,
+        force_embedded: bool,
+        data_dir: Option<PathBuf>,
+    ) -> anyhow::Result<Self> {
         match url.filter(|u| !u.is_empty() && !force_embedded) {
             Some(url) => Ok(Self::External(url.to_owned())),
             None => {

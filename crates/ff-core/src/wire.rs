@@ -375,8 +375,14 @@ mod tests {
         let h = p.into_handle(BackendTag::Postgres, HandleKind::Reclaimed);
         let t = handle_token(&h);
         assert_eq!(parse_handle_token(&t).unwrap(), h);
-        for bad in ["", "ffh1", "ffh2.postgres.fresh.AA", "ffh1.mysql.fresh.AA", "ffh1.postgres.odd.AA", "ffh1.postgres.fresh.!!"]
-        {
+        for bad in [
+            "",
+            "ffh1",
+            "ffh2.postgres.fresh.AA",
+            "ffh1.mysql.fresh.AA",
+            "ffh1.postgres.odd.AA",
+            "ffh1.postgres.fresh.!!",
+        ] {
             assert!(parse_handle_token(bad).is_err(), "{bad}");
         }
     }

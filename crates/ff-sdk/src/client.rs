@@ -208,7 +208,11 @@ impl Client {
     }
 
     /// Appends a frame.
-    pub async fn append_frame(&self, id: &ExecutionId, req: &AppendFrameRequest) -> Result<AppendFrameOutcome, SdkError> {
+    pub async fn append_frame(
+        &self,
+        id: &ExecutionId,
+        req: &AppendFrameRequest,
+    ) -> Result<AppendFrameOutcome, SdkError> {
         self.post(&lease_path(id, "frames"), req).await
     }
 
@@ -255,4 +259,3 @@ fn enc(s: &str) -> String {
     }
     out
 }
-

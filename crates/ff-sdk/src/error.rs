@@ -33,8 +33,15 @@ pub enum SdkError {
 }
 
 /// Codes meaning "this lease is no longer yours": renewing or ending it again cannot succeed.
-const LEASE_LOST: &[&str] =
-    &["stale_lease", "lease_expired", "lease_revoked", "execution_not_active", "terminal", "not_found", "no_active_lease"];
+const LEASE_LOST: &[&str] = &[
+    "stale_lease",
+    "lease_expired",
+    "lease_revoked",
+    "execution_not_active",
+    "terminal",
+    "not_found",
+    "no_active_lease",
+];
 
 impl SdkError {
     /// The stable code, when the failure has one.

@@ -12,9 +12,8 @@ use ff_core::wire::{
     decode_bytes, encode_bytes, handle_token, parse_handle_token,
 };
 use ff_core::{
-    AppendFrameOutcome, AttemptIndex, CapabilitySet, ClaimPolicy, EngineBackend, EngineError, ExecutionId,
-    FailOutcome, FailureClass, FailureReason, Frame, Handle, HandleKind, HandlePayload, LaneId, LeaseRenewal,
-    TimestampMs,
+    AppendFrameOutcome, AttemptIndex, CapabilitySet, ClaimPolicy, EngineBackend, EngineError, ExecutionId, FailOutcome,
+    FailureClass, FailureReason, Frame, Handle, HandleKind, HandlePayload, LaneId, LeaseRenewal, TimestampMs,
 };
 use futures::future::try_join_all;
 

@@ -460,17 +460,15 @@ impl<S: Send + Sync + 'static> Runtime<S> {
             }
         }
         while claimers.join_next().await.is_some() {}
-        let drained = tokio::time::timeout(self.config.shutdown_grace, async {
-            while running.join_next().await.is_some() {}
-        })
-        .await;
+        let drained =
+            tokio::time::timeout(self.config.shutdown_grace, async { while running.join_next().await.is_some() {} })
+                .await;
         if drained.is_err() {
             tracing::warn!(count = running.len(), "handlers still running after the grace period: releasing them");
             release.cancel();
-            let released = tokio::time::timeout(Duration::from_secs(10), async {
-                while running.join_next().await.is_some() {}
-            })
-            .await;
+            let released =
+                tokio::time::timeout(Duration::from_secs(10), async { while running.join_next().await.is_some() {} })
+                    .await;
             if released.is_err() {
                 running.abort_all();
             }

@@ -46,9 +46,11 @@ impl Env {
     fn transport(&self, http: bool) -> Box<dyn FnOnce() -> Arc<dyn WorkerTransport>> {
         let client = self.client.clone();
         let backend = self.backend();
-        Box::new(move || {
-            if http { Arc::new(HttpTransport::new(client)) } else { Arc::new(DirectTransport::new(backend)) }
-        })
+        Box::new(
+            move || {
+                if http { Arc::new(HttpTransport::new(client)) } else { Arc::new(DirectTransport::new(backend)) }
+            },
+        )
     }
 
     async fn submit(&self, lane: &str, kind: &str, input: serde_json::Value) -> ExecutionId {
@@ -105,9 +107,12 @@ async fn runs_handlers_by_kind(http: bool) {
     let cancelled = env.submit(lane, "withdraw", json!(null)).await;
     let unknown = env.submit(lane, "nobody-handles-this", json!(null)).await;
     let mut retried_req = SubmitRequest::json(lane, "flaky", json!(null));
-    retried_req.policy = Some(serde_json::from_value(json!({
-        "retry_policy": {"max_retries": 2, "backoff": {"type": "fixed", "delay_ms": 20}}
-    })).unwrap());
+    retried_req.policy = Some(
+        serde_json::from_value(json!({
+            "retry_policy": {"max_retries": 2, "backoff": {"type": "fixed", "delay_ms": 20}}
+        }))
+        .unwrap(),
+    );
     let retried = env.submit_with(retried_req).await;
 
     let state = Shared { greeting: "hello".into(), calls: AtomicU32::new(0) };
@@ -128,7 +133,9 @@ async fn runs_handlers_by_kind(http: bool) {
             }
             Ok(())
         })
-        .handle("withdraw", |_ctx: TaskContext<Shared>, _: ()| async move { Err::<(), _>(HandlerError::cancel("customer withdrew")) })
+        .handle("withdraw", |_ctx: TaskContext<Shared>, _: ()| async move {
+            Err::<(), _>(HandlerError::cancel("customer withdrew"))
+        })
         .handle("flaky", |ctx: TaskContext<Shared>, _: ()| async move {
             if ctx.attempt_index().0 < 2 {
                 return Err(std::io::Error::other("upstream timed out").into());

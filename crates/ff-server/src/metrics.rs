@@ -55,8 +55,10 @@ impl Telemetry {
             ("ff_expirations_total", "Executions expired by timeout or deadline.", |m| &m.expirations),
             ("ff_fence_rejections_total", "Lease-holder writes refused by the fence.", |m| &m.fence_rejections),
         ];
-        let engine_counters: Vec<(IntCounter, CounterOf)> =
-            counters.into_iter().map(|(name, help, f)| (IntCounter::new(name, help).expect("valid metric"), f)).collect();
+        let engine_counters: Vec<(IntCounter, CounterOf)> = counters
+            .into_iter()
+            .map(|(name, help, f)| (IntCounter::new(name, help).expect("valid metric"), f))
+            .collect();
         registry.register(Box::new(http_requests.clone())).expect("unique metric");
         registry.register(Box::new(http_duration.clone())).expect("unique metric");
         registry.register(Box::new(pool_connections.clone())).expect("unique metric");

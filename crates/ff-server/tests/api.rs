@@ -120,7 +120,10 @@ async fn a_worker_round_trip_over_http() {
     assert_eq!(created["public_state"], "waiting");
     let id = created["execution_id"].as_str().unwrap().to_owned();
     let (status, dup) = api.call(Method::POST, "/v1/executions", Some(submit)).await;
-    assert_eq!((status.as_u16(), dup["status"].as_str(), dup["execution_id"].as_str()), (200, Some("duplicate"), Some(id.as_str())));
+    assert_eq!(
+        (status.as_u16(), dup["status"].as_str(), dup["execution_id"].as_str()),
+        (200, Some("duplicate"), Some(id.as_str()))
+    );
 
     let enc = id.replace('{', "%7B").replace('}', "%7D");
     let (status, state) = api.call(Method::GET, &format!("/v1/executions/{enc}/state"), None).await;
@@ -147,11 +150,13 @@ async fn a_worker_round_trip_over_http() {
     let (status, renewed) = api.call(Method::POST, &lease("renew"), Some(json!({"handle": handle}))).await;
     assert_eq!(status, 200, "{renewed}");
     assert!(renewed["expires_at_ms"].as_i64().unwrap() > 0);
-    let (status, _) =
-        api.call(Method::POST, &lease("progress"), Some(json!({"handle": handle, "percent": 40, "message": "resizing"}))).await;
+    let (status, _) = api
+        .call(Method::POST, &lease("progress"), Some(json!({"handle": handle, "percent": 40, "message": "resizing"})))
+        .await;
     assert_eq!(status, 204);
-    let (status, frame) =
-        api.call(Method::POST, &lease("frames"), Some(json!({"handle": handle, "frame_type": "log", "text": "hello"}))).await;
+    let (status, frame) = api
+        .call(Method::POST, &lease("frames"), Some(json!({"handle": handle, "frame_type": "log", "text": "hello"})))
+        .await;
     assert_eq!(status, 200, "{frame}");
     assert_eq!(frame["frame_count"], 1);
     let (status, snap) = api.call(Method::GET, &format!("/v1/executions/{enc}"), None).await;
@@ -251,31 +256,43 @@ async fn bad_input_gets_a_typed_error_and_writes_nothing() {
 
     let (s, b) = read(raw(Method::POST, submit, "application/json", b"{\"lane_id\": ".to_vec()).await.unwrap()).await;
     assert_error(s, &b, 400, "invalid_json");
-    let (s, b) =
-        read(raw(Method::POST, submit, "application/json", br#"{"lane_id": 7, "execution_kind": "k"}"#.to_vec()).await.unwrap())
-            .await;
-    assert_error(s, &b, 400, "invalid_input");
     let (s, b) = read(
-        raw(Method::POST, submit, "application/json", br#"{"lane_id": "l", "execution_kind": "k", "priorty": 1}"#.to_vec())
+        raw(Method::POST, submit, "application/json", br#"{"lane_id": 7, "execution_kind": "k"}"#.to_vec())
             .await
             .unwrap(),
+    )
+    .await;
+    assert_error(s, &b, 400, "invalid_input");
+    let (s, b) = read(
+        raw(
+            Method::POST,
+            submit,
+            "application/json",
+            br#"{"lane_id": "l", "execution_kind": "k", "priorty": 1}"#.to_vec(),
+        )
+        .await
+        .unwrap(),
     )
     .await;
     assert_error(s, &b, 400, "invalid_input");
     assert!(b["message"].as_str().unwrap().contains("priorty"), "{b}");
     let (s, b) = read(raw(Method::POST, submit, "text/plain", b"{}".to_vec()).await.unwrap()).await;
     assert_error(s, &b, 415, "unsupported_media_type");
-    let (s, b) = read(raw(Method::POST, "/v1/workers/w/claim", "application/json", vec![b' '; 70 * 1024]).await.unwrap()).await;
+    let (s, b) =
+        read(raw(Method::POST, "/v1/workers/w/claim", "application/json", vec![b' '; 70 * 1024]).await.unwrap()).await;
     assert_error(s, &b, 413, "payload_too_large");
     let (s, b) = api.call(Method::POST, submit, Some(json!({"lane_id": "", "execution_kind": "k"}))).await;
     assert_error(s, &b, 400, "invalid_input");
-    let (s, b) = api.call(Method::POST, submit, Some(json!({"lane_id": "l", "execution_kind": "k", "priority": 99999}))).await;
-    assert_error(s, &b, 400, "invalid_input");
     let (s, b) =
-        api.call(Method::POST, submit, Some(json!({"lane_id": "l", "execution_kind": "k", "tags": {"Bad Key": "v"}}))).await;
+        api.call(Method::POST, submit, Some(json!({"lane_id": "l", "execution_kind": "k", "priority": 99999}))).await;
+    assert_error(s, &b, 400, "invalid_input");
+    let (s, b) = api
+        .call(Method::POST, submit, Some(json!({"lane_id": "l", "execution_kind": "k", "tags": {"Bad Key": "v"}})))
+        .await;
     assert_error(s, &b, 400, "invalid_tag_key");
     let big = "A".repeat(12 * 1024 * 1024);
-    let (s, b) = api.call(Method::POST, submit, Some(json!({"lane_id": "l", "execution_kind": "k", "input_base64": big}))).await;
+    let (s, b) =
+        api.call(Method::POST, submit, Some(json!({"lane_id": "l", "execution_kind": "k", "input_base64": big}))).await;
     assert_error(s, &b, 413, "payload_too_large");
     let (s, b) = api
         .call(
@@ -322,7 +339,9 @@ async fn bad_input_gets_a_typed_error_and_writes_nothing() {
         .call(
             Method::POST,
             "/v1/workers/w/claim",
-            Some(json!({"lane_id": "l", "worker_instance_id": "w", "lease_ttl_ms": 1000, "capabilities": ["bad token"]})),
+            Some(
+                json!({"lane_id": "l", "worker_instance_id": "w", "lease_ttl_ms": 1000, "capabilities": ["bad token"]}),
+            ),
         )
         .await;
     assert_error(s, &b, 400, "invalid_capabilities");
@@ -332,15 +351,26 @@ async fn bad_input_gets_a_typed_error_and_writes_nothing() {
     let (_, created) = api.call(Method::POST, submit, Some(json!({"lane_id": "l", "execution_kind": "k"}))).await;
     let id = created["execution_id"].as_str().unwrap().replace('{', "%7B").replace('}', "%7D");
     let (_, claimed) = api
-        .call(Method::POST, "/v1/workers/w/claim", Some(json!({"lane_id": "l", "worker_instance_id": "w", "lease_ttl_ms": 30000})))
+        .call(
+            Method::POST,
+            "/v1/workers/w/claim",
+            Some(json!({"lane_id": "l", "worker_instance_id": "w", "lease_ttl_ms": 30000})),
+        )
         .await;
     let handle = claimed["claimed"][0]["handle"].as_str().unwrap().to_owned();
-    let (s, b) = api.call(Method::POST, &format!("/v1/executions/{id}/renew"), Some(json!({"handle": "ffh1.postgres.fresh.AAAA"}))).await;
+    let (s, b) = api
+        .call(Method::POST, &format!("/v1/executions/{id}/renew"), Some(json!({"handle": "ffh1.postgres.fresh.AAAA"})))
+        .await;
     assert_error(s, &b, 400, "corruption");
-    let (s, b) = api.call(Method::POST, &format!("/v1/executions/{missing}/renew"), Some(json!({"handle": handle}))).await;
+    let (s, b) =
+        api.call(Method::POST, &format!("/v1/executions/{missing}/renew"), Some(json!({"handle": handle}))).await;
     assert_error(s, &b, 400, "handle_mismatch");
     let (s, b) = api
-        .call(Method::POST, &format!("/v1/executions/{id}/frames"), Some(json!({"handle": handle, "frame_type": "Not Valid"})))
+        .call(
+            Method::POST,
+            &format!("/v1/executions/{id}/frames"),
+            Some(json!({"handle": handle, "frame_type": "Not Valid"})),
+        )
         .await;
     assert_error(s, &b, 400, "invalid_frame_type");
     let (s, b) = api
@@ -352,8 +382,9 @@ async fn bad_input_gets_a_typed_error_and_writes_nothing() {
     let mut payload = ff_core::HandlePayload::from_handle(&forged, forged.backend).unwrap();
     payload.lease_epoch = ff_core::LeaseEpoch(payload.lease_epoch.0 + 5);
     forged = payload.into_handle(forged.backend, forged.kind);
-    let (s, b) =
-        api.call(Method::POST, &format!("/v1/executions/{id}/complete"), Some(json!({"handle": handle_token(&forged)}))).await;
+    let (s, b) = api
+        .call(Method::POST, &format!("/v1/executions/{id}/complete"), Some(json!({"handle": handle_token(&forged)})))
+        .await;
     assert_eq!(s, 409, "{b}");
     assert_eq!(api.rows().await, 1);
     let (_, state) = api.call(Method::GET, &format!("/v1/executions/{id}/state"), None).await;
@@ -371,10 +402,17 @@ async fn the_openapi_document_matches_the_router_and_the_committed_copy() {
     assert_eq!(paths.values().map(|m| m.as_object().unwrap().len()).sum::<usize>(), ff_server::http::routes().len());
     // Every documented operation is served: no route_not_found / method_not_allowed.
     for (path, methods) in paths {
-        let concrete = path.replace("{id}", "%7Bfp%3A1%7D%3A00000000-0000-0000-0000-000000000000").replace(['{', '}'], "");
+        let concrete =
+            path.replace("{id}", "%7Bfp%3A1%7D%3A00000000-0000-0000-0000-000000000000").replace(['{', '}'], "");
         for method in methods.as_object().unwrap().keys() {
             let method: Method = method.to_uppercase().parse().unwrap();
-            let resp = api.req(method.clone(), &concrete).header("content-type", "application/json").body("{}").send().await.unwrap();
+            let resp = api
+                .req(method.clone(), &concrete)
+                .header("content-type", "application/json")
+                .body("{}")
+                .send()
+                .await
+                .unwrap();
             let status = resp.status();
             let body = resp.text().await.unwrap();
             assert!(!body.contains("route_not_found") && status != 405, "{method} {path}: {status} {body}");

@@ -1,9 +1,9 @@
 //! Submission, reads, tags and listings of executions and lanes.
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use ff_core::wire::{SubmitBatchRequest, SubmitBatchResponse, SubmitRequest, TagValue};
 use ff_core::{
     AttemptIndex, CreateExecutionResult, ExecutionId, LaneId, ListExecutionsPage, ListLanesPage, MAX_CREATE_BATCH,
@@ -11,9 +11,9 @@ use ff_core::{
 };
 use serde::Deserialize;
 
+use super::AppState;
 use super::error::ApiError;
 use super::extract::{ApiJson, ApiPath, ApiQuery};
-use super::AppState;
 
 pub(super) fn parse_id(raw: &str) -> Result<ExecutionId, ApiError> {
     Ok(ExecutionId::parse(raw)?)
@@ -47,7 +47,8 @@ pub(super) async fn submit_batch(
         .into_iter()
         .enumerate()
         .map(|(i, r)| {
-            r.into_args(&state.0.partitions).map_err(|e| ApiError::bad_request("invalid_input", format!("executions[{i}]: {e}")))
+            r.into_args(&state.0.partitions)
+                .map_err(|e| ApiError::bad_request("invalid_input", format!("executions[{i}]: {e}")))
         })
         .collect::<Result<Vec<_>, _>>()?;
     let results = state.backend().create_executions(args).await?;

@@ -41,7 +41,9 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
             }
         })?;
         serde_json::from_slice(&bytes).map(ApiJson).map_err(|e| match e.classify() {
-            serde_json::error::Category::Data => ApiError::bad_request("invalid_input", format!("invalid request: {e}")),
+            serde_json::error::Category::Data => {
+                ApiError::bad_request("invalid_input", format!("invalid request: {e}"))
+            }
             _ => ApiError::bad_request("invalid_json", format!("malformed JSON: {e}")),
         })
     }

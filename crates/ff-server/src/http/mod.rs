@@ -137,7 +137,14 @@ pub fn routes() -> Vec<(Route, MethodRouter<AppState>)> {
             post(l::claim),
         ),
         (
-            r(Method::POST, "/v1/executions/{id}/renew", "Extend the lease", body(SMALL_LIMIT), Some("HandleRequest"), 200),
+            r(
+                Method::POST,
+                "/v1/executions/{id}/renew",
+                "Extend the lease",
+                body(SMALL_LIMIT),
+                Some("HandleRequest"),
+                200,
+            ),
             post(l::renew),
         ),
         (
