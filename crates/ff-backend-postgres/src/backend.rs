@@ -128,6 +128,49 @@ impl PostgresBackend {
         true
     }
 
+    /// One claim through the group committer (concurrent single claims share a statement),
+    /// long-polling per the policy.
+    async fn claim_one(
+        &self,
+        lane: &LaneId,
+        capabilities: &CapabilitySet,
+        policy: ClaimPolicy,
+        with_context: bool,
+    ) -> Result<Option<claim::Claimed>, EngineError> {
+        let key =
+            claim::key(lane, capabilities, &policy, self.synchronous_claims.load(Ordering::Relaxed), with_context)?;
+        let groups = self.claims.get_or_init(|| ClaimGroups::start(self.pool.clone()));
+        let mut poll = claim::Poll::new(policy.max_wait, self.lane_wakeup(lane, policy.max_wait));
+        loop {
+            let armed = poll.arm();
+            if let Some(c) = groups.claim(key.clone(), policy.worker_instance_id.clone()).await? {
+                Metrics::add(&self.metrics.claims, 1);
+                return Ok(Some(c));
+            }
+            if !poll.wait(armed).await {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// Up to `max` claims in one statement for one worker, long-polling per the policy.
+    async fn claim_many(
+        &self,
+        lane: &LaneId,
+        capabilities: &CapabilitySet,
+        policy: ClaimPolicy,
+        max: usize,
+        with_context: bool,
+    ) -> Result<Vec<claim::Claimed>, EngineError> {
+        claim::validate_batch(max)?;
+        let key =
+            claim::key(lane, capabilities, &policy, self.synchronous_claims.load(Ordering::Relaxed), with_context)?;
+        let wake = self.lane_wakeup(lane, policy.max_wait);
+        let claimed = claim::claim_lane(&self.pool, &key, &policy, max, wake).await?;
+        Metrics::add(&self.metrics.claims, claimed.len() as u64);
+        Ok(claimed)
+    }
+
     /// Reads the event log after `after` (see [`event::read_events`]).
     pub async fn read_events(&self, after: EventCursor, limit: u32) -> Result<Vec<event::EventLogEntry>, EngineError> {
         event::read_events(&self.pool, after, limit, None, &ScannerFilter::default()).await
@@ -257,20 +300,7 @@ impl EngineBackend for PostgresBackend {
         capabilities: &CapabilitySet,
         policy: ClaimPolicy,
     ) -> Result<Option<Handle>, EngineError> {
-        let key = claim::key(lane, capabilities, &policy, self.synchronous_claims.load(Ordering::Relaxed))?;
-        // Concurrent single claims share a round trip (see `coalesce`).
-        let groups = self.claims.get_or_init(|| ClaimGroups::start(self.pool.clone()));
-        let mut poll = claim::Poll::new(policy.max_wait, self.lane_wakeup(lane, policy.max_wait));
-        loop {
-            let armed = poll.arm();
-            if let Some(h) = groups.claim(key.clone(), policy.worker_instance_id.clone()).await? {
-                Metrics::add(&self.metrics.claims, 1);
-                return Ok(Some(h));
-            }
-            if !poll.wait(armed).await {
-                return Ok(None);
-            }
-        }
+        Ok(self.claim_one(lane, capabilities, policy, false).await?.map(|(h, _)| h))
     }
 
     async fn claim_batch(
@@ -280,12 +310,28 @@ impl EngineBackend for PostgresBackend {
         policy: ClaimPolicy,
         max: usize,
     ) -> Result<Vec<Handle>, EngineError> {
-        claim::validate_batch(max)?;
-        let key = claim::key(lane, capabilities, &policy, self.synchronous_claims.load(Ordering::Relaxed))?;
-        let wake = self.lane_wakeup(lane, policy.max_wait);
-        let handles = claim::claim_lane(&self.pool, &key, &policy, max, wake).await?;
-        Metrics::add(&self.metrics.claims, handles.len() as u64);
-        Ok(handles)
+        Ok(self.claim_many(lane, capabilities, policy, max, false).await?.into_iter().map(|(h, _)| h).collect())
+    }
+
+    async fn claim_with_context(
+        &self,
+        lane: &LaneId,
+        capabilities: &CapabilitySet,
+        policy: ClaimPolicy,
+        max: usize,
+    ) -> Result<Vec<LeasedExecution>, EngineError> {
+        let claimed = if max == 1 {
+            self.claim_one(lane, capabilities, policy, true).await?.into_iter().collect()
+        } else {
+            self.claim_many(lane, capabilities, policy, max, true).await?
+        };
+        claimed
+            .into_iter()
+            .map(|(handle, context)| {
+                let context = context.ok_or_else(|| EngineError::Internal("claim returned no context".into()))?;
+                Ok(LeasedExecution { handle, context })
+            })
+            .collect()
     }
 
     async fn renew(&self, handle: &Handle) -> Result<LeaseRenewal, EngineError> {

@@ -17,8 +17,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ff_core::{
-    AttemptId, AttemptIndex, BackendTag, CapabilitySet, ClaimPolicy, EngineError, ExecutionId, Handle, HandleKind,
-    HandlePayload, LaneId, LeaseEpoch, LeaseId, MAX_CLAIM_BATCH, MAX_CLAIM_WAIT, WorkerInstanceId,
+    AttemptId, AttemptIndex, BackendTag, CapabilitySet, ClaimPolicy, EngineError, ExecutionContext, ExecutionId,
+    Handle, HandleKind, HandlePayload, LaneId, LeaseEpoch, LeaseId, MAX_CLAIM_BATCH, MAX_CLAIM_WAIT, WorkerInstanceId,
 };
 use sqlx::postgres::PgRow;
 use sqlx::{Executor, Postgres};
@@ -30,8 +30,9 @@ use crate::error::map_sqlx;
 use crate::row::{col, non_negative, u32_col};
 
 /// `$1` lane, `$2` worker capabilities, `$3` one worker instance per slot, `$4` lease TTL ms,
-/// `$5` worker id, `$6` wait for the WAL flush before returning.
-const CLAIM_BY_LANE: &str = "SELECT * FROM ff_claim($1, $2::text[], $3::text[], $4, $5, NULL, $6)";
+/// `$5` worker id, `$6` wait for the WAL flush before returning, `$7` also return each
+/// execution's context.
+const CLAIM_BY_LANE: &str = "SELECT * FROM ff_claim($1, $2::text[], $3::text[], $4, $5, NULL, $6, $7)";
 
 /// Reclaim of one execution whose lease was lost: `$1` lease TTL ms, `$2` worker id, `$3` worker
 /// instance, `$4` execution id.
@@ -45,7 +46,11 @@ pub(crate) struct ClaimKey {
     pub lease_ttl_ms: u64,
     pub worker_id: String,
     pub synchronous: bool,
+    pub with_context: bool,
 }
+
+/// One claimed execution: its handle and, when asked for, its context.
+pub(crate) type Claimed = (Handle, Option<ExecutionContext>);
 
 /// Validates a claim policy.
 pub(crate) fn validate_policy(policy: &ClaimPolicy) -> Result<(), EngineError> {
@@ -74,6 +79,7 @@ pub(crate) fn key(
     capabilities: &CapabilitySet,
     policy: &ClaimPolicy,
     synchronous: bool,
+    with_context: bool,
 ) -> Result<ClaimKey, EngineError> {
     validate_policy(policy)?;
     ff_core::capability::validate_tokens(&capabilities.0)?;
@@ -83,15 +89,16 @@ pub(crate) fn key(
         lease_ttl_ms: policy.lease_ttl_ms,
         worker_id: policy.worker_id.as_str().to_owned(),
         synchronous,
+        with_context,
     })
 }
 
-/// Claims one execution per entry of `instances`; returns `(slot, handle)` pairs, slots 1-based.
+/// Claims one execution per entry of `instances`; returns `(slot, claimed)` pairs, slots 1-based.
 pub(crate) async fn claim_slots<'e, E>(
     exec: E,
     key: &ClaimKey,
     instances: &[&str],
-) -> Result<Vec<(usize, Handle)>, EngineError>
+) -> Result<Vec<(usize, Claimed)>, EngineError>
 where
     E: Executor<'e, Database = Postgres>,
 {
@@ -102,13 +109,23 @@ where
         .bind(key.lease_ttl_ms as i64)
         .bind(key.worker_id.as_str())
         .bind(key.synchronous)
+        .bind(key.with_context)
         .fetch_all(exec)
         .await
         .map_err(map_sqlx)?;
     rows.iter()
         .map(|r| {
             let slot: i64 = col(r, "slot")?;
-            Ok((non_negative("slot", slot)?, handle_from_row(r, key.lease_ttl_ms)?))
+            let context = if key.with_context {
+                Some(ExecutionContext {
+                    input_payload: col(r, "input_payload")?,
+                    execution_kind: col(r, "execution_kind")?,
+                    tags: crate::read::tags(r)?,
+                })
+            } else {
+                None
+            };
+            Ok((non_negative("slot", slot)?, (handle_from_row(r, key.lease_ttl_ms)?, context)))
         })
         .collect()
 }
@@ -121,7 +138,7 @@ pub(crate) async fn claim_lane<'e, E>(
     policy: &ClaimPolicy,
     max: usize,
     wake: Option<Arc<Notify>>,
-) -> Result<Vec<Handle>, EngineError>
+) -> Result<Vec<Claimed>, EngineError>
 where
     E: Executor<'e, Database = Postgres> + Copy,
 {
@@ -131,7 +148,7 @@ where
         let armed = poll.arm();
         let got = claim_slots(exec, key, &instances).await?;
         if !got.is_empty() || !poll.wait(armed).await {
-            return Ok(got.into_iter().map(|(_, h)| h).collect());
+            return Ok(got.into_iter().map(|(_, c)| c).collect());
         }
     }
 }

@@ -14,12 +14,12 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use ff_core::{EngineError, Handle, HandlePayload, WorkerInstanceId};
+use ff_core::{EngineError, HandlePayload, WorkerInstanceId};
 use sqlx::PgPool;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::attempt_end;
-use crate::claim::{self, ClaimKey};
+use crate::claim::{self, ClaimKey, Claimed};
 
 /// Most items in one group.
 pub(crate) const MAX_GROUP: usize = 256;
@@ -117,7 +117,7 @@ async fn flush_completions(pool: PgPool, group: Vec<CompleteItem>) {
 struct ClaimItem {
     key: ClaimKey,
     instance: WorkerInstanceId,
-    reply: oneshot::Sender<Result<Option<Handle>, EngineError>>,
+    reply: oneshot::Sender<Result<Option<Claimed>, EngineError>>,
 }
 
 /// Group committer of single claims.
@@ -130,7 +130,11 @@ impl ClaimGroups {
     }
 
     /// Claims at most one execution for `instance` as part of the next group.
-    pub(crate) async fn claim(&self, key: ClaimKey, instance: WorkerInstanceId) -> Result<Option<Handle>, EngineError> {
+    pub(crate) async fn claim(
+        &self,
+        key: ClaimKey,
+        instance: WorkerInstanceId,
+    ) -> Result<Option<Claimed>, EngineError> {
         self.0.call(|reply| ClaimItem { key, instance, reply }).await
     }
 }
@@ -149,10 +153,10 @@ async fn flush_claims(pool: PgPool, group: Vec<ClaimItem>) {
         let instances: Vec<&str> = items.iter().map(|i| i.instance.as_str()).collect();
         match claim::claim_slots(&pool, &key, &instances).await {
             Ok(claimed) => {
-                let mut handles: Vec<Option<Handle>> = vec![None; items.len()];
-                for (slot, handle) in claimed {
+                let mut handles: Vec<Option<Claimed>> = vec![None; items.len()];
+                for (slot, one) in claimed {
                     if let Some(h) = slot.checked_sub(1).and_then(|i| handles.get_mut(i)) {
-                        *h = Some(handle);
+                        *h = Some(one);
                     }
                 }
                 for (item, handle) in items.into_iter().zip(handles) {

@@ -13,7 +13,7 @@ use crate::error::map_sqlx;
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 /// The schema version this build expects (`ff_schema.version`).
-pub const SCHEMA_VERSION: i32 = 1;
+pub const SCHEMA_VERSION: i32 = 2;
 
 /// Applies every pending migration (safe to call concurrently: sqlx serialises with an
 /// advisory lock), then checks the resulting version.

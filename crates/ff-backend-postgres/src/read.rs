@@ -31,7 +31,7 @@ async fn fetch(
         .map_err(map_sqlx)
 }
 
-fn tags(row: &PgRow) -> Result<BTreeMap<String, String>, EngineError> {
+pub(crate) fn tags(row: &PgRow) -> Result<BTreeMap<String, String>, EngineError> {
     serde_json::from_value(col::<serde_json::Value>(row, "tags")?)
         .map_err(|e| EngineError::validation(ValidationKind::Corruption, format!("stored tags: {e}")))
 }

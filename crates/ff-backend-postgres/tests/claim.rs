@@ -167,3 +167,47 @@ async fn new_and_reclaimable_work_notifies_its_lane_on_commit() {
 async fn next(l: &mut sqlx::postgres::PgListener) -> sqlx::postgres::PgNotification {
     tokio::time::timeout(Duration::from_secs(10), l.recv()).await.expect("a notification").unwrap()
 }
+
+#[tokio::test]
+async fn claims_with_context_return_what_the_handler_needs_in_the_same_round_trip() {
+    let f = Fixture::new().await;
+    let tagged = f
+        .create_with("ctx", |a| {
+            a.priority = 9;
+            a.input_payload = b"{\"n\":1}".to_vec();
+            a.execution_kind = "resize".into();
+            a.tags.insert("app.owner".into(), "ann".into());
+        })
+        .await;
+    let plain = f.create("ctx").await;
+    let third = f.create("ctx").await;
+
+    // One at a time (through the group committer).
+    let one = f.backend.claim_with_context(&lane_id("ctx"), &CapabilitySet::empty(), policy("w1"), 1).await.unwrap();
+    assert_eq!(one.len(), 1);
+    assert_eq!(payload(&one[0].handle).execution_id, tagged);
+    assert_eq!(one[0].context, f.backend.read_execution_context(&tagged).await.unwrap());
+    assert_eq!(one[0].context.tags.get("app.owner").map(String::as_str), Some("ann"));
+
+    // A batch.
+    let many = f.backend.claim_with_context(&lane_id("ctx"), &CapabilitySet::empty(), policy("w2"), 5).await.unwrap();
+    let ids: Vec<_> = many.iter().map(|l| payload(&l.handle).execution_id).collect();
+    assert_eq!(ids, vec![plain, third]);
+    for l in &many {
+        assert_eq!((l.context.execution_kind.as_str(), l.context.input_payload.as_slice()), ("test.kind", &b"input"[..]));
+    }
+
+    // A reclaim carries the context too, and its handle is fenced like any other.
+    f.expire_lease(&tagged).await;
+    f.backend.mark_lease_expired_if_due(Partition::execution(tagged.partition_index()), &tagged).await.unwrap();
+    let again = f.backend.claim_with_context(&lane_id("ctx"), &CapabilitySet::empty(), policy("w3"), 1).await.unwrap();
+    assert_eq!(again[0].handle.kind, HandleKind::Reclaimed);
+    assert_eq!(again[0].context.execution_kind, "resize");
+    assert!(f.backend.complete(&one[0].handle, None).await.is_err(), "the superseded lease is fenced out");
+    f.backend.complete(&again[0].handle, None).await.unwrap();
+
+    let none = f.backend.claim_with_context(&lane_id("ctx"), &CapabilitySet::empty(), policy("w4"), 1).await.unwrap();
+    assert!(none.is_empty());
+    let err = f.backend.claim_with_context(&lane_id("ctx"), &CapabilitySet::empty(), policy("w4"), 0).await.unwrap_err();
+    assert_eq!(err.code(), "invalid_input");
+}

@@ -95,6 +95,17 @@ pub trait EngineBackend: Send + Sync + 'static {
         max: usize,
     ) -> Result<Vec<Handle>, EngineError>;
 
+    /// Claims like `claim_batch` and returns each lease with its execution's context (kind,
+    /// input, tags) from the same round trip, so a worker can run its handler at once. With
+    /// `max == 1`, concurrent callers may share one statement, as with `claim`.
+    async fn claim_with_context(
+        &self,
+        lane: &LaneId,
+        capabilities: &CapabilitySet,
+        policy: ClaimPolicy,
+        max: usize,
+    ) -> Result<Vec<LeasedExecution>, EngineError>;
+
     /// Extends the handle's lease by its TTL.
     async fn renew(&self, handle: &Handle) -> Result<LeaseRenewal, EngineError>;
 

@@ -40,6 +40,15 @@ pub const MAX_CLAIM_WAIT: Duration = Duration::from_secs(60);
 /// Most executions one batch claim returns.
 pub const MAX_CLAIM_BATCH: usize = 1000;
 
+/// A lease plus what its handler needs, from one claim round trip.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeasedExecution {
+    /// The lease.
+    pub handle: Handle,
+    /// Kind, input and tags of the claimed execution.
+    pub context: crate::execution::ExecutionContext,
+}
+
 /// Result of a renewal.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LeaseRenewal {

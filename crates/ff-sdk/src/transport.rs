@@ -13,9 +13,9 @@ use ff_core::wire::{
 };
 use ff_core::{
     AppendFrameOutcome, AttemptIndex, CapabilitySet, ClaimPolicy, EngineBackend, EngineError, ExecutionId, FailOutcome,
-    FailureClass, FailureReason, Frame, Handle, HandleKind, HandlePayload, LaneId, LeaseRenewal, TimestampMs,
+    FailureClass, FailureReason, Frame, Handle, HandleKind, HandlePayload, LaneId, LeaseRenewal, LeasedExecution,
+    TimestampMs,
 };
-use futures::future::try_join_all;
 
 use crate::client::Client;
 use crate::error::SdkError;
@@ -226,25 +226,25 @@ impl WorkerTransport for DirectTransport {
         let caps = CapabilitySet::try_from_iter(args.capabilities.iter().cloned())?;
         let mut policy = ClaimPolicy::new(&args.worker_id, &args.worker_instance_id, args.lease_ttl_ms);
         policy.max_wait = (!args.wait.is_zero()).then_some(args.wait);
-        let backend = self.backend.as_ref();
-        let handles = backend.claim_batch(&args.lane, &caps, policy, args.max).await?;
-        let tasks = try_join_all(handles.into_iter().map(|handle| async move {
-            let p = HandlePayload::from_handle(&handle, handle.backend)?;
-            let ctx = backend.read_execution_context(&p.execution_id).await?;
-            Ok::<_, EngineError>(ClaimedTask {
-                execution_id: p.execution_id,
-                attempt_index: p.attempt_index,
-                claim_kind: handle.kind,
-                lane_id: p.lane_id,
-                lease_ttl_ms: p.lease_ttl_ms,
-                execution_kind: ctx.execution_kind,
-                input: ctx.input_payload,
-                tags: ctx.tags,
-                handle,
+        let leased = self.backend.claim_with_context(&args.lane, &caps, policy, args.max).await?;
+        leased
+            .into_iter()
+            .map(|LeasedExecution { handle, context }| {
+                let p = HandlePayload::from_handle(&handle, handle.backend)?;
+                Ok(ClaimedTask {
+                    execution_id: p.execution_id,
+                    attempt_index: p.attempt_index,
+                    claim_kind: handle.kind,
+                    lane_id: p.lane_id,
+                    lease_ttl_ms: p.lease_ttl_ms,
+                    execution_kind: context.execution_kind,
+                    input: context.input_payload,
+                    tags: context.tags,
+                    handle,
+                })
             })
-        }))
-        .await?;
-        Ok(tasks)
+            .collect::<Result<_, EngineError>>()
+            .map_err(SdkError::from)
     }
 
     async fn renew(&self, handle: &Handle) -> Result<LeaseRenewal, SdkError> {

@@ -14,9 +14,8 @@ use ff_core::wire::{
 };
 use ff_core::{
     AppendFrameOutcome, CapabilitySet, ClaimPolicy, EngineError, FailOutcome, FailureReason, Frame, FrameKind, Handle,
-    HandlePayload, LaneId, LeaseRenewal, MAX_CLAIM_BATCH,
+    HandlePayload, LaneId, LeaseRenewal, LeasedExecution, MAX_CLAIM_BATCH,
 };
-use futures::future::try_join_all;
 
 use super::AppState;
 use super::error::ApiError;
@@ -49,24 +48,24 @@ pub(super) async fn claim(
     let capabilities = CapabilitySet::try_from_iter(req.capabilities)?;
     let mut policy = ClaimPolicy::new(worker_id, req.worker_instance_id, req.lease_ttl_ms);
     policy.max_wait = (req.wait_ms > 0).then(|| Duration::from_millis(req.wait_ms));
-    let backend = state.backend();
-    let handles = backend.claim_batch(&lane, &capabilities, policy, req.max).await?;
-    let claimed = try_join_all(handles.into_iter().map(|handle| async move {
-        let payload = HandlePayload::from_handle(&handle, handle.backend)?;
-        let context = backend.read_execution_context(&payload.execution_id).await?;
-        Ok::<_, EngineError>(ClaimedExecution {
-            handle: handle_token(&handle),
-            execution_id: payload.execution_id,
-            attempt_index: payload.attempt_index,
-            claim_kind: handle.kind,
-            lane_id: payload.lane_id,
-            lease_ttl_ms: payload.lease_ttl_ms,
-            execution_kind: context.execution_kind,
-            input_base64: encode_bytes(&context.input_payload),
-            tags: context.tags,
+    let leased = state.backend().claim_with_context(&lane, &capabilities, policy, req.max).await?;
+    let claimed = leased
+        .into_iter()
+        .map(|LeasedExecution { handle, context }| {
+            let payload = HandlePayload::from_handle(&handle, handle.backend)?;
+            Ok::<_, EngineError>(ClaimedExecution {
+                handle: handle_token(&handle),
+                execution_id: payload.execution_id,
+                attempt_index: payload.attempt_index,
+                claim_kind: handle.kind,
+                lane_id: payload.lane_id,
+                lease_ttl_ms: payload.lease_ttl_ms,
+                execution_kind: context.execution_kind,
+                input_base64: encode_bytes(&context.input_payload),
+                tags: context.tags,
+            })
         })
-    }))
-    .await?;
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(Json(ClaimResponse { claimed }))
 }
 
