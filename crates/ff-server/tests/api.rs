@@ -100,6 +100,31 @@ async fn auth_is_required_on_api_routes_and_metrics_but_not_health() {
 }
 
 #[tokio::test]
+async fn cors_allows_only_the_configured_origins() {
+    let db = TestDb::new(&MIGRATOR).await;
+    let mut cfg = ServerConfig::new(db.url());
+    cfg.listen = "127.0.0.1:0".parse().unwrap();
+    cfg.cors_origins = vec!["https://app.example".into()];
+    let server = Server::start(cfg).await.unwrap();
+    let preflight = |origin: &'static str| {
+        Client::new()
+            .request(Method::OPTIONS, format!("{}/v1/lanes", server.url()))
+            .header("origin", origin)
+            .header("access-control-request-method", "GET")
+            .send()
+    };
+    let allowed = preflight("https://app.example").await.unwrap();
+    assert_eq!(allowed.headers().get("access-control-allow-origin").unwrap(), "https://app.example");
+    let refused = preflight("https://evil.example").await.unwrap();
+    assert!(refused.headers().get("access-control-allow-origin").is_none());
+    server.shutdown().await.unwrap();
+
+    let mut bad = ServerConfig::new(db.url());
+    bad.cors_origins = vec![" ".into()];
+    assert!(matches!(Server::start(bad).await, Err(ff_server::ServerError::Config(_))));
+}
+
+#[tokio::test]
 async fn an_open_server_needs_no_token() {
     let api = Api::start(None).await;
     let resp = api.http.get(api.url("/v1/lanes")).send().await.unwrap();

@@ -19,6 +19,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get, post, put};
 use ff_core::{EngineBackend, EngineError, PartitionConfig};
 use subtle::ConstantTimeEq;
+use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 
 pub use error::ApiError;
@@ -242,6 +243,7 @@ pub fn router(state: AppState, cors_origins: &[String]) -> Result<Router, Engine
         .fallback(unknown_route)
         .method_not_allowed_fallback(wrong_method)
         .layer(middleware::from_fn_with_state(state.clone(), record_request))
+        .layer(CatchPanicLayer::custom(panicked))
         .with_state(state);
     Ok(match cors(cors_origins)? {
         Some(layer) => app.layer(layer),
@@ -296,6 +298,12 @@ async fn record_request(State(state): State<AppState>, req: Request, next: Next)
     let route = route.as_deref().unwrap_or("unmatched");
     state.0.telemetry.observe_request(method, route, response.status().as_u16(), started.elapsed());
     response
+}
+
+/// A bug in a handler answers 500 without detail; the server keeps serving.
+fn panicked(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    tracing::error!("a request handler panicked");
+    ApiError::Engine(EngineError::Internal("handler panicked".into())).into_response()
 }
 
 async fn unknown_route() -> ApiError {
