@@ -194,7 +194,10 @@ async fn claims_with_context_return_what_the_handler_needs_in_the_same_round_tri
     let ids: Vec<_> = many.iter().map(|l| payload(&l.handle).execution_id).collect();
     assert_eq!(ids, vec![plain, third]);
     for l in &many {
-        assert_eq!((l.context.execution_kind.as_str(), l.context.input_payload.as_slice()), ("test.kind", &b"input"[..]));
+        assert_eq!(
+            (l.context.execution_kind.as_str(), l.context.input_payload.as_slice()),
+            ("test.kind", &b"input"[..])
+        );
     }
 
     // A reclaim carries the context too, and its handle is fenced like any other.
@@ -208,6 +211,7 @@ async fn claims_with_context_return_what_the_handler_needs_in_the_same_round_tri
 
     let none = f.backend.claim_with_context(&lane_id("ctx"), &CapabilitySet::empty(), policy("w4"), 1).await.unwrap();
     assert!(none.is_empty());
-    let err = f.backend.claim_with_context(&lane_id("ctx"), &CapabilitySet::empty(), policy("w4"), 0).await.unwrap_err();
+    let err =
+        f.backend.claim_with_context(&lane_id("ctx"), &CapabilitySet::empty(), policy("w4"), 0).await.unwrap_err();
     assert_eq!(err.code(), "invalid_input");
 }
