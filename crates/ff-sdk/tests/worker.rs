@@ -10,8 +10,8 @@ use std::time::Duration;
 use ff_backend_postgres::MIGRATOR;
 use ff_core::{EngineBackend, ExecutionId, HandleKind, PublicState};
 use ff_sdk::{
-    Client, DirectTransport, HandlerError, HttpTransport, SubmitRequest, TaskContext, Worker, WorkerConfig,
-    WorkerTransport,
+    Client, DirectTransport, HandlerError, HttpTransport, RunningWorker, SubmitRequest, TaskContext, Worker,
+    WorkerConfig, WorkerTransport,
 };
 use ff_server::{Server, ServerConfig};
 use ff_test::TestDb;
@@ -88,6 +88,18 @@ struct Greet {
 #[derive(Serialize)]
 struct Greeted {
     text: String,
+}
+
+/// Starts a worker whose `job` handler signals `started` and then never returns.
+fn start_hanging_worker(transport: impl WorkerTransport, cfg: WorkerConfig, started: Arc<Notify>) -> RunningWorker {
+    Worker::new(transport, cfg, started)
+        .handle("job", |ctx: TaskContext<Arc<Notify>>, _: ()| async move {
+            ctx.state().notify_one();
+            std::future::pending::<()>().await;
+            Ok(())
+        })
+        .start()
+        .unwrap()
 }
 
 fn config(lane: &str) -> WorkerConfig {
@@ -214,18 +226,7 @@ async fn a_killed_workers_execution_is_reclaimed_by_another_worker() {
     let started = Arc::new(Notify::new());
     let mut doomed_cfg = config("fragile");
     doomed_cfg.lease_ttl = Duration::from_millis(300);
-    let signal = started.clone();
-    let doomed = Worker::new(HttpTransport::new(env.client.clone()), doomed_cfg, ())
-        .handle("job", move |_ctx: TaskContext<()>, _: ()| {
-            let signal = signal.clone();
-            async move {
-                signal.notify_one();
-                std::future::pending::<()>().await;
-                Ok(())
-            }
-        })
-        .start()
-        .unwrap();
+    let doomed = start_hanging_worker(HttpTransport::new(env.client.clone()), doomed_cfg, started.clone());
     started.notified().await;
     doomed.kill();
 
@@ -248,18 +249,7 @@ async fn shutdown_releases_handlers_that_outlive_the_grace_period() {
     let started = Arc::new(Notify::new());
     let mut cfg = config("long");
     cfg.shutdown_grace = Duration::from_millis(100);
-    let signal = started.clone();
-    let worker = Worker::new(DirectTransport::new(env.backend()), cfg, ())
-        .handle("job", move |_ctx: TaskContext<()>, _: ()| {
-            let signal = signal.clone();
-            async move {
-                signal.notify_one();
-                std::future::pending::<()>().await;
-                Ok(())
-            }
-        })
-        .start()
-        .unwrap();
+    let worker = start_hanging_worker(DirectTransport::new(env.backend()), cfg, started.clone());
     started.notified().await;
     let report = worker.shutdown().await;
     assert_eq!((report.released, report.completed), (1, 0));

@@ -7,6 +7,15 @@ use std::time::Duration;
 use ff_backend_postgres::PostgresScannerConfig;
 use ff_core::{EngineError, PartitionConfig};
 
+/// Defaults shared by the flags and [`ServerConfig::new`].
+const DEFAULT_LISTEN: &str = "127.0.0.1:9090";
+const DEFAULT_POOL_SIZE: u32 = 16;
+const DEFAULT_LEASE_EXPIRY_INTERVAL_MS: u64 = 500;
+const DEFAULT_DELAYED_PROMOTER_INTERVAL_MS: u64 = 1000;
+const DEFAULT_TIMEOUT_INTERVAL_MS: u64 = 1000;
+const DEFAULT_SHUTDOWN_GRACE_MS: u64 = 15_000;
+const DEFAULT_FLOW_PARTITIONS: u16 = 256;
+
 /// What to do about the schema at boot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum MigratePolicy {
@@ -24,7 +33,7 @@ pub struct ServerConfig {
     pub database_url: Option<String>,
 
     /// Address the HTTP API listens on (port 0 picks a free one).
-    #[arg(long, env = "FF_LISTEN", default_value = "127.0.0.1:9090")]
+    #[arg(long, env = "FF_LISTEN", default_value = DEFAULT_LISTEN)]
     pub listen: SocketAddr,
 
     /// Bearer token required on every `/v1/` route and on `/metrics`; unset or empty = open
@@ -37,7 +46,7 @@ pub struct ServerConfig {
     pub cors_origins: Vec<String>,
 
     /// Maximum database connections.
-    #[arg(long, env = "FF_POOL_SIZE", default_value_t = 16)]
+    #[arg(long, env = "FF_POOL_SIZE", default_value_t = DEFAULT_POOL_SIZE)]
     pub pool_size: u32,
 
     /// Apply pending migrations at boot, or only check that the schema is current.
@@ -45,23 +54,23 @@ pub struct ServerConfig {
     pub migrate: MigratePolicy,
 
     /// How often expired leases are made reclaimable (ms).
-    #[arg(long, env = "FF_LEASE_EXPIRY_INTERVAL_MS", default_value_t = 500)]
+    #[arg(long, env = "FF_LEASE_EXPIRY_INTERVAL_MS", default_value_t = DEFAULT_LEASE_EXPIRY_INTERVAL_MS)]
     pub lease_expiry_interval_ms: u64,
 
     /// How often due delayed executions are relabelled (ms).
-    #[arg(long, env = "FF_DELAYED_PROMOTER_INTERVAL_MS", default_value_t = 1000)]
+    #[arg(long, env = "FF_DELAYED_PROMOTER_INTERVAL_MS", default_value_t = DEFAULT_DELAYED_PROMOTER_INTERVAL_MS)]
     pub delayed_promoter_interval_ms: u64,
 
     /// How often attempt timeouts and execution deadlines are enforced (ms).
-    #[arg(long, env = "FF_TIMEOUT_INTERVAL_MS", default_value_t = 1000)]
+    #[arg(long, env = "FF_TIMEOUT_INTERVAL_MS", default_value_t = DEFAULT_TIMEOUT_INTERVAL_MS)]
     pub timeout_interval_ms: u64,
 
     /// How long shutdown waits for in-flight requests and reconcilers (ms).
-    #[arg(long, env = "FF_SHUTDOWN_GRACE_MS", default_value_t = 15_000)]
+    #[arg(long, env = "FF_SHUTDOWN_GRACE_MS", default_value_t = DEFAULT_SHUTDOWN_GRACE_MS)]
     pub shutdown_grace_ms: u64,
 
     /// Execution partitions; must match every other process using the database.
-    #[arg(long, env = "FF_FLOW_PARTITIONS", default_value_t = 256)]
+    #[arg(long, env = "FF_FLOW_PARTITIONS", default_value_t = DEFAULT_FLOW_PARTITIONS)]
     pub flow_partitions: u16,
 }
 
@@ -70,16 +79,16 @@ impl ServerConfig {
     pub fn new(database_url: impl Into<String>) -> Self {
         Self {
             database_url: Some(database_url.into()),
-            listen: SocketAddr::from(([127, 0, 0, 1], 9090)),
+            listen: DEFAULT_LISTEN.parse().expect("valid default address"),
             api_token: None,
             cors_origins: Vec::new(),
-            pool_size: 16,
+            pool_size: DEFAULT_POOL_SIZE,
             migrate: MigratePolicy::Apply,
-            lease_expiry_interval_ms: 500,
-            delayed_promoter_interval_ms: 1000,
-            timeout_interval_ms: 1000,
-            shutdown_grace_ms: 15_000,
-            flow_partitions: 256,
+            lease_expiry_interval_ms: DEFAULT_LEASE_EXPIRY_INTERVAL_MS,
+            delayed_promoter_interval_ms: DEFAULT_DELAYED_PROMOTER_INTERVAL_MS,
+            timeout_interval_ms: DEFAULT_TIMEOUT_INTERVAL_MS,
+            shutdown_grace_ms: DEFAULT_SHUTDOWN_GRACE_MS,
+            flow_partitions: DEFAULT_FLOW_PARTITIONS,
         }
     }
 

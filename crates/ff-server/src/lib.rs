@@ -126,11 +126,6 @@ impl Server {
         self.stop.clone()
     }
 
-    /// Resolves when the server stops serving (after the shutdown token is cancelled).
-    pub async fn stopped(&self) {
-        self.stop.cancelled().await;
-    }
-
     /// Stops accepting, drains in-flight requests, stops reconcilers and closes the pool, each
     /// bounded by the grace period (stragglers are aborted).
     pub async fn shutdown(self) -> Result<(), ServerError> {

@@ -467,3 +467,28 @@ async fn shutdown_lets_an_in_flight_long_poll_finish() {
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.json::<Value>().await.unwrap()["claimed"], json!([]));
 }
+
+#[tokio::test]
+async fn a_database_outage_is_a_503_without_internal_detail() {
+    let api = Api::start(Some(TOKEN)).await;
+    let admin = ff_test::admin_url().await.unwrap();
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&admin).await.unwrap();
+    let name = api.db.name().to_owned();
+    sqlx::query(&format!("ALTER DATABASE \"{name}\" ALLOW_CONNECTIONS false")).execute(&mut conn).await.unwrap();
+    sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1")
+        .bind(&name)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let (status, body) = api.call(Method::GET, "/healthz", None).await;
+    assert_error(status, &body, 503, "transport");
+    assert_eq!(body["retryable"], true);
+    let message = body["message"].as_str().unwrap();
+    assert!(!message.contains(&name) && !message.contains("127.0.0.1"), "{message}");
+    let (status, body) = api.call(Method::GET, "/v1/lanes", None).await;
+    assert_eq!(status, 503, "{body}");
+    sqlx::query(&format!("ALTER DATABASE \"{name}\" ALLOW_CONNECTIONS true")).execute(&mut conn).await.unwrap();
+    let (status, _) = api.call(Method::GET, "/healthz", None).await;
+    assert_eq!(status, 200, "the server recovers with the database");
+    api.server.shutdown().await.unwrap();
+}
