@@ -25,6 +25,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 use crate::database::Database;
 
@@ -83,10 +84,20 @@ struct Tally {
 }
 
 pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
+    let mut signals = crate::Signals::install()?;
     let db = Database::open(args.database_url.as_deref(), false, None::<PathBuf>).await?;
-    let outcome = tokio::select! {
-        r = run_on(&args, db.url()) => r,
-        _ = crate::shutdown_signal() => Err(anyhow::anyhow!("interrupted")),
+    let stop = CancellationToken::new();
+    let outcome = {
+        let run = run_on(&args, db.url(), &stop);
+        tokio::pin!(run);
+        tokio::select! {
+            r = &mut run => r,
+            _ = signals.recv() => {
+                eprintln!("\nInterrupted: stopping the workers, the server and the database...");
+                stop.cancel();
+                run.await
+            }
+        }
     };
     db.stop().await?;
     match outcome {
@@ -97,7 +108,7 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Runs the demo on `url`; `Ok(true)` when the outcome matched the expectation.
-async fn run_on(args: &DemoArgs, url: &str) -> anyhow::Result<bool> {
+async fn run_on(args: &DemoArgs, url: &str, stop: &CancellationToken) -> anyhow::Result<bool> {
     let token = uuid::Uuid::new_v4().simple().to_string();
     let mut cfg = ServerConfig::new(url);
     cfg.listen = "127.0.0.1:0".parse()?;
@@ -112,7 +123,7 @@ async fn run_on(args: &DemoArgs, url: &str) -> anyhow::Result<bool> {
     let backend = server.backend().clone();
     let namespace = Namespace::new(format!("demo-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]));
 
-    let result = drive(args, &server, &client, &backend, &namespace).await;
+    let result = drive(args, &server, &client, &backend, &namespace, stop).await;
     server.shutdown().await.context("stopping the server")?;
     result
 }
@@ -123,6 +134,7 @@ async fn drive(
     client: &Client,
     backend: &Arc<ff_backend_postgres::PostgresBackend>,
     namespace: &Namespace,
+    stop: &CancellationToken,
 ) -> anyhow::Result<bool> {
     let filter = ScannerFilter { namespace: Some(namespace.clone()), instance_tag: None };
     let mut events = backend.subscribe_completions_from(EventCursor::BEGINNING, &filter).await?;
@@ -134,9 +146,15 @@ async fn drive(
     ids.push(ledger);
     let claimed = Arc::new(Notify::new());
     let doomed = start_doomed_worker(client, claimed.clone())?;
-    tokio::time::timeout(Duration::from_secs(30), claimed.notified())
-        .await
-        .context("the doomed worker never claimed the ledger sync")?;
+    tokio::select! {
+        r = tokio::time::timeout(Duration::from_secs(30), claimed.notified()) => {
+            r.context("the doomed worker never claimed the ledger sync")?;
+        }
+        _ = stop.cancelled() => {
+            doomed.kill();
+            bail!("interrupted");
+        }
+    }
     doomed.kill();
     eprintln!("Killed worker `doomed` while it held {ledger}; its lease will expire and be reclaimed.");
 
@@ -149,6 +167,10 @@ async fn drive(
     expected.reclaimed = 1;
     let started = Instant::now();
     for chunk in requests.chunks(500) {
+        if stop.is_cancelled() {
+            stop_pool(pool).await;
+            bail!("interrupted while submitting");
+        }
         let results = client.submit_batch(chunk.to_vec()).await.context("submitting the workload")?;
         ids.extend(results.iter().map(|r| r.execution_id()));
     }
@@ -166,7 +188,14 @@ async fn drive(
     let mut workload_done = started.elapsed();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(args.timeout_secs);
     while (terminal.len() as u64) < total {
-        let next = tokio::time::timeout_at(deadline, events.next()).await;
+        let next = tokio::select! {
+            next = tokio::time::timeout_at(deadline, events.next()) => next,
+            _ = stop.cancelled() => {
+                bar.abandon();
+                stop_pool(pool).await;
+                bail!("interrupted with {}/{total} executions terminal", terminal.len());
+            }
+        };
         let event = match next {
             Ok(Some(event)) => event?,
             Ok(None) => bail!("the completion stream ended early"),
@@ -191,10 +220,7 @@ async fn drive(
     }
     bar.finish();
 
-    let mut reports = Vec::new();
-    for w in pool {
-        reports.push(w.shutdown().await);
-    }
+    let reports = stop_pool(pool).await;
 
     // 5. Read back every execution: retries, reclaims and end-to-end latency.
     let mut latency = Histogram::<u64>::new_with_bounds(1, 3_600_000, 3)?;
@@ -218,6 +244,11 @@ async fn drive(
         println!("\nOutcome differs from the expectation: expected {expected:?}, saw {seen:?}.");
     }
     Ok(ok)
+}
+
+/// Shuts the pool down, all workers at once.
+async fn stop_pool(pool: Vec<RunningWorker>) -> Vec<ff_sdk::WorkerReport> {
+    futures::future::join_all(pool.into_iter().map(RunningWorker::shutdown)).await
 }
 
 /// The regular workload plus the exhausted and cancelled cases, and the tally it must produce.

@@ -26,13 +26,14 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     if !args.embedded && args.server.database_url.as_deref().is_none_or(str::is_empty) {
         anyhow::bail!("set DATABASE_URL (or --database-url), or pass --embedded to run on a private cluster");
     }
+    let mut signals = crate::Signals::install()?;
     let db = Database::open(args.server.database_url.as_deref(), args.embedded, args.data_dir).await?;
     let mut cfg = args.server;
     cfg.database_url = Some(db.url().to_owned());
     let served = async {
         let server = Server::start(cfg).await?;
         eprintln!("FlowFabric API on {} (Ctrl-C to stop)", server.url());
-        crate::shutdown_signal().await;
+        signals.recv().await;
         eprintln!("Shutting down: draining requests and reconcilers...");
         server.shutdown().await?;
         Ok::<_, anyhow::Error>(())

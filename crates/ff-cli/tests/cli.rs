@@ -69,3 +69,51 @@ async fn migrate_applies_the_schema_and_reports_its_version() {
     assert!(!bad.status.success());
     assert!(text(&bad).contains("connecting to the database"), "{}", text(&bad));
 }
+
+#[test]
+fn ctrl_c_stops_the_demo_and_removes_its_cluster() {
+    use std::io::{BufRead, BufReader, Read};
+    use std::process::Stdio;
+
+    // Once while the cluster is still starting, once while the workload runs.
+    for trigger in ["Starting a private PostgreSQL cluster", "Killed worker"] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ff"))
+            .args(["demo", "--executions", "20000"])
+            .env_remove("DATABASE_URL")
+            .env("RUST_LOG", "error")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("ff runs");
+        let mut stderr = BufReader::new(child.stderr.take().unwrap());
+        let mut log = String::new();
+        loop {
+            let mut line = String::new();
+            assert!(stderr.read_line(&mut line).unwrap() > 0, "{trigger:?} never printed:\n{log}");
+            log.push_str(&line);
+            if line.contains(trigger) {
+                let kill = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+                assert!(kill.success());
+                break;
+            }
+        }
+        stderr.read_to_string(&mut log).unwrap();
+        let status = child.wait().unwrap();
+        assert!(!status.success(), "{log}");
+        assert!(log.contains("Interrupted"), "{log}");
+        let port = log
+            .split("postgres://postgres@127.0.0.1:")
+            .nth(1)
+            .and_then(|rest| rest.split('/').next())
+            .and_then(|p| p.parse::<u16>().ok())
+            .unwrap_or_else(|| panic!("no cluster address in:\n{log}"));
+        assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err(), "the cluster still listens:\n{log}");
+        let prefix = format!("ff-embedded-pg-{}-", child.id());
+        let left: Vec<_> = std::fs::read_dir(std::env::temp_dir())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+            .collect();
+        assert!(left.is_empty(), "data directories left behind: {left:?}\n{log}");
+    }
+}
