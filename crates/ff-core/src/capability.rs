@@ -12,7 +12,7 @@ pub const CAPABILITY_TOKEN_MAX_BYTES: usize = 128;
 
 /// The capabilities a worker offers. An execution is claimable by a worker when every capability
 /// it requires is in the worker's set (an empty requirement matches every worker).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(transparent)]
 pub struct CapabilitySet(pub BTreeSet<String>);
 
@@ -72,7 +72,7 @@ pub struct BackendIdentity {
 }
 
 /// What a backend actually supports. Every flag is true only when the behaviour works end to end.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Supports {
     /// `create_execution` and `create_executions` (idempotency, delay, priority, routing, deadline, tags).
     pub create_execution: bool,

@@ -95,7 +95,7 @@ impl EngineError {
 macro_rules! coded_enum {
     ($(#[$m:meta])* $name:ident { $($(#[$vm:meta])* $variant:ident => $code:literal),+ $(,)? }) => {
         $(#[$m])*
-        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
         #[serde(rename_all = "snake_case")]
         #[non_exhaustive]
         pub enum $name { $($(#[$vm])* $variant),+ }
@@ -163,7 +163,7 @@ coded_enum!(
 
 /// Details of an execution that is no longer active, returned when a worker replays an
 /// operation after the execution moved on (for example "already completed by me").
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ExecutionNotActiveDetail {
     /// Terminal outcome, if terminal.
     pub terminal_outcome: TerminalOutcome,
@@ -186,7 +186,7 @@ coded_enum!(
 );
 
 /// Legal but surprising states.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum StateKind {

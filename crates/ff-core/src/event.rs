@@ -14,7 +14,7 @@ use crate::error::{EngineError, ValidationKind};
 use crate::id::{ExecutionId, LaneId, Namespace, TimestampMs};
 
 /// Opaque, resumable position in the event log (`"<tx>-<id>"`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct EventCursor {
     /// Writing transaction's id.
     pub tx: u64,
@@ -41,7 +41,7 @@ impl fmt::Display for EventCursor {
 }
 
 /// How an execution ended.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum CompletionOutcome {
     /// Completed.
@@ -55,7 +55,7 @@ pub enum CompletionOutcome {
 }
 
 /// One terminal transition.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct CompletionEvent {
     /// Resume after this event by passing this cursor.
     pub cursor: EventCursor,
@@ -72,7 +72,7 @@ pub struct CompletionEvent {
 }
 
 /// Restricts which events a subscriber sees.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ScannerFilter {
     /// Only this namespace.
     pub namespace: Option<Namespace>,

@@ -51,7 +51,7 @@ pub fn validate_message(what: &str, s: &str) -> Result<(), EngineError> {
 }
 
 /// Arguments of `create_execution`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct CreateExecutionArgs {
     /// Caller-minted id (see [`ExecutionId::solo`]).
     pub execution_id: ExecutionId,
@@ -157,7 +157,7 @@ impl CreateExecutionArgs {
 }
 
 /// Outcome of `create_execution`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum CreateExecutionResult {
     /// A new execution was created.
@@ -184,7 +184,7 @@ impl CreateExecutionResult {
 }
 
 /// Why an attempt failed.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct FailureReason {
     /// Short message.
     pub message: String,
@@ -202,7 +202,7 @@ impl FailureReason {
 
 /// Failure classification: decides whether a retry is allowed at all (the stored policy decides
 /// how many and when).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum FailureClass {
     /// Might succeed on retry.
@@ -236,7 +236,7 @@ impl FailureClass {
 }
 
 /// Outcome of `fail`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum FailOutcome {
     /// Another attempt will become claimable at `delay_until`.
@@ -251,7 +251,7 @@ pub enum FailOutcome {
 }
 
 /// Snapshot of the current attempt.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct AttemptSummary {
     /// Attempt id.
     pub attempt_id: AttemptId,
@@ -260,7 +260,7 @@ pub struct AttemptSummary {
 }
 
 /// Snapshot of the current (or last) lease.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct LeaseSummary {
     /// Lease id.
     pub lease_id: LeaseId,
@@ -277,7 +277,7 @@ pub struct LeaseSummary {
 }
 
 /// Snapshot of an execution (`describe_execution`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ExecutionSnapshot {
     /// Id.
     pub execution_id: ExecutionId,
@@ -318,7 +318,7 @@ pub struct ExecutionSnapshot {
 }
 
 /// Full-shape execution read (`read_execution_info`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ExecutionInfo {
     /// Id.
     pub execution_id: ExecutionId,
@@ -355,7 +355,7 @@ pub struct ExecutionInfo {
 }
 
 /// What a worker needs after a claim (`read_execution_context`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ExecutionContext {
     /// Input payload.
     pub input_payload: Vec<u8>,
@@ -366,7 +366,7 @@ pub struct ExecutionContext {
 }
 
 /// One page of `list_executions`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ListExecutionsPage {
     /// Ids in ascending order.
     pub executions: Vec<ExecutionId>,
@@ -375,7 +375,7 @@ pub struct ListExecutionsPage {
 }
 
 /// One page of `list_lanes`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ListLanesPage {
     /// Lanes in ascending order.
     pub lanes: Vec<LaneId>,

@@ -15,7 +15,7 @@ use crate::error::{EngineError, ValidationKind};
 use crate::id::{AttemptId, AttemptIndex, ExecutionId, LaneId, LeaseEpoch, LeaseId, WorkerInstanceId};
 
 /// The backend family that minted a handle.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 #[repr(u8)]
 pub enum BackendTag {
@@ -39,7 +39,7 @@ impl BackendTag {
 }
 
 /// How the handle's lease was obtained.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum HandleKind {
     /// A new attempt (first try or a retry).
@@ -76,7 +76,7 @@ impl HandleKind {
 }
 
 /// Opaque handle bytes.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(transparent)]
 pub struct HandleOpaque(pub Box<[u8]>);
 
@@ -87,7 +87,7 @@ impl fmt::Debug for HandleOpaque {
 }
 
 /// What a worker holds while it owns an execution.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Handle {
     /// Minting backend family.
     pub backend: BackendTag,
@@ -98,7 +98,7 @@ pub struct Handle {
 }
 
 /// The fence triple that identifies one lease.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct LeaseFence {
     /// Lease id (new on every claim).
     pub lease_id: LeaseId,

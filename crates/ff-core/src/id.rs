@@ -92,11 +92,25 @@ impl<'de> Deserialize<'de> for ExecutionId {
     }
 }
 
+impl schemars::JsonSchema for ExecutionId {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "ExecutionId".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "pattern": "^\\{fp:[0-9]+\\}:[0-9a-fA-F-]{36}$",
+            "description": "`{fp:<partition>}:<uuid>`",
+        })
+    }
+}
+
 /// Maximum length of a lane name in bytes.
 pub const LANE_ID_MAX_BYTES: usize = 64;
 
 /// Name of a lane (a queue of executions). 1..=64 bytes of printable ASCII (0x20..=0x7e).
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, Serialize)]
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, Serialize, schemars::JsonSchema)]
 #[serde(transparent)]
 pub struct LaneId(String);
 
@@ -139,7 +153,7 @@ impl<'de> Deserialize<'de> for LaneId {
 macro_rules! uuid_id {
     ($(#[$m:meta])* $name:ident) => {
         $(#[$m])*
-        #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, Serialize, Deserialize)]
+        #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, Serialize, Deserialize, schemars::JsonSchema)]
         #[serde(transparent)]
         pub struct $name(pub Uuid);
 
@@ -186,7 +200,7 @@ uuid_id!(
 macro_rules! string_id {
     ($(#[$m:meta])* $name:ident) => {
         $(#[$m])*
-        #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, Default, Serialize, Deserialize)]
+        #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, Default, Serialize, Deserialize, schemars::JsonSchema)]
         #[serde(transparent)]
         pub struct $name(pub String);
 
@@ -223,17 +237,23 @@ string_id!(
 );
 
 /// Index of an attempt within an execution, starting at 0.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, Default, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, Default, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(transparent)]
 pub struct AttemptIndex(pub u32);
 
 /// Monotonic fencing token of an execution's lease: +1 on every claim of any attempt.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, Default, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, Default, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(transparent)]
 pub struct LeaseEpoch(pub u64);
 
 /// Milliseconds since the Unix epoch, in the database's clock.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, Default, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, Default, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(transparent)]
 pub struct TimestampMs(pub i64);
 

@@ -10,7 +10,7 @@ use crate::handle::Handle;
 use crate::id::{AttemptIndex, ExecutionId, LaneId, LeaseEpoch, TimestampMs, WorkerId, WorkerInstanceId};
 
 /// How a worker claims.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ClaimPolicy {
     /// Worker pool.
     pub worker_id: WorkerId,
@@ -41,7 +41,7 @@ pub const MAX_CLAIM_WAIT: Duration = Duration::from_secs(60);
 pub const MAX_CLAIM_BATCH: usize = 1000;
 
 /// A lease plus what its handler needs, from one claim round trip.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct LeasedExecution {
     /// The lease.
     pub handle: Handle,
@@ -50,7 +50,7 @@ pub struct LeasedExecution {
 }
 
 /// Result of a renewal.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct LeaseRenewal {
     /// New expiry.
     pub expires_at_ms: TimestampMs,
@@ -59,7 +59,7 @@ pub struct LeaseRenewal {
 }
 
 /// Arguments of `issue_reclaim_grant`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct IssueReclaimGrantArgs {
     /// Execution whose lease expired or was revoked.
     pub execution_id: ExecutionId,
@@ -79,7 +79,7 @@ pub struct IssueReclaimGrantArgs {
 pub const MAX_GRANT_TTL_MS: u64 = 60_000;
 
 /// A grant admitting one worker to reclaim one execution until it expires.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ReclaimGrant {
     /// Execution.
     pub execution_id: ExecutionId,
@@ -92,7 +92,7 @@ pub struct ReclaimGrant {
 }
 
 /// Outcome of `issue_reclaim_grant`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum IssueReclaimGrantOutcome {
     /// Granted.
@@ -114,7 +114,7 @@ pub enum IssueReclaimGrantOutcome {
 }
 
 /// Arguments of `reclaim_execution`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ReclaimExecutionArgs {
     /// Execution.
     pub execution_id: ExecutionId,
@@ -131,7 +131,7 @@ pub struct ReclaimExecutionArgs {
 }
 
 /// Outcome of `reclaim_execution`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum ReclaimExecutionOutcome {
     /// A new attempt holds the lease.

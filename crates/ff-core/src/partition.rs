@@ -13,7 +13,7 @@ use crate::id::LaneId;
 const CRC16_XMODEM: crc::Crc<u16> = crc::Crc::<u16>::new(&crc::CRC_16_XMODEM);
 
 /// How many partitions each family has.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct PartitionConfig {
     /// Partitions shared by flows and executions.
     pub num_flow_partitions: u16,
@@ -48,7 +48,7 @@ impl PartitionConfig {
 }
 
 /// The family a partition belongs to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum PartitionFamily {
     /// Flows (and the executions minted for them).
@@ -62,7 +62,7 @@ pub enum PartitionFamily {
 }
 
 /// One partition: a family and an index.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Partition {
     /// Family.
     pub family: PartitionFamily,
@@ -88,7 +88,7 @@ impl Partition {
 }
 
 /// String form of a partition, e.g. `{fp:7}`.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(transparent)]
 pub struct PartitionKey(pub String);
 

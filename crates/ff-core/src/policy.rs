@@ -48,7 +48,7 @@ pub fn validate_priority(priority: i32) -> Result<i32, EngineError> {
 }
 
 /// Everything frozen onto an execution at creation.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExecutionPolicy {
     /// Retries after a failed attempt; `None` = no retries.
@@ -109,7 +109,7 @@ fn policy_err(detail: String) -> EngineError {
 }
 
 /// Capability routing.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RoutingRequirements {
     /// Every token here must be offered by the claiming worker.
@@ -118,7 +118,7 @@ pub struct RoutingRequirements {
 }
 
 /// How many times a failed execution is retried and how long it waits in between.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RetryPolicy {
     /// Retries after the first attempt (0 = fail on first failure).
@@ -145,7 +145,7 @@ impl RetryPolicy {
 }
 
 /// Backoff shape.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum BackoffPolicy {
     /// The same delay before every retry.
@@ -212,7 +212,7 @@ impl BackoffPolicy {
 }
 
 /// Time limits on attempts and on the execution as a whole.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TimeoutPolicy {
     /// An attempt running longer than this expires the execution.

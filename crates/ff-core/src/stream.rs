@@ -15,7 +15,7 @@ pub const MAX_STREAM_READ: u64 = 10_000;
 pub const MAX_FRAME_TYPE_BYTES: usize = 64;
 
 /// Channel of a frame.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum FrameKind {
     /// Standard output.
@@ -52,7 +52,7 @@ impl FrameKind {
 }
 
 /// One frame to append. Bytes are stored verbatim (binary safe).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Frame {
     /// Payload (at most [`MAX_FRAME_BYTES`]).
     pub bytes: Vec<u8>,
@@ -92,7 +92,7 @@ impl Frame {
 }
 
 /// Result of an append.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct AppendFrameOutcome {
     /// Entry id, `"<appended_at_ms>-<seq>"`.
     pub stream_id: String,
@@ -102,7 +102,7 @@ pub struct AppendFrameOutcome {
 
 /// Position in a stream. Entry ids are `"<ms>-<seq>"`; `seq` is 1-based and strictly increasing
 /// within an attempt, and orders entries.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub enum StreamCursor {
     /// Before the first entry.
     Start,
@@ -152,7 +152,7 @@ impl fmt::Display for StreamCursor {
 }
 
 /// One stored frame.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct StreamFrame {
     /// Entry id `"<ms>-<seq>"`.
     pub id: String,
@@ -171,7 +171,7 @@ pub struct StreamFrame {
 }
 
 /// A range of frames plus the stream's closure status.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct StreamFrames {
     /// Frames in order.
     pub frames: Vec<StreamFrame>,

@@ -60,7 +60,7 @@ pub fn parse_handle_token(token: &str) -> Result<Handle, EngineError> {
 
 /// `POST /v1/executions`: submit one execution. The server mints the id (on the lane's
 /// partition) unless one is given.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SubmitRequest {
     /// Caller-minted id; when absent the server mints a solo id for the lane.
@@ -146,7 +146,7 @@ impl SubmitRequest {
 }
 
 /// `POST /v1/executions/batch`: submit many executions atomically (all or nothing).
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SubmitBatchRequest {
     /// The executions, at most 10 000.
@@ -154,14 +154,14 @@ pub struct SubmitBatchRequest {
 }
 
 /// Response of `POST /v1/executions/batch`: one result per input, in order.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct SubmitBatchResponse {
     /// Results in input order.
     pub results: Vec<crate::execution::CreateExecutionResult>,
 }
 
 /// `POST /v1/workers/{worker_id}/claim`: lease up to `max` executions of one lane.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClaimRequest {
     /// Lane to claim from.
@@ -186,7 +186,7 @@ fn one() -> usize {
 }
 
 /// One leased execution, with what its handler needs.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ClaimedExecution {
     /// Token to send back with every lease-holder call.
     pub handle: String,
@@ -209,14 +209,14 @@ pub struct ClaimedExecution {
 }
 
 /// Response of a claim: possibly empty.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ClaimResponse {
     /// Leased executions.
     pub claimed: Vec<ClaimedExecution>,
 }
 
 /// Lease-holder call with nothing but the handle (`renew`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HandleRequest {
     /// Handle token.
@@ -224,7 +224,7 @@ pub struct HandleRequest {
 }
 
 /// `POST /v1/executions/{id}/progress`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProgressRequest {
     /// Handle token.
@@ -238,7 +238,7 @@ pub struct ProgressRequest {
 }
 
 /// `POST /v1/executions/{id}/frames`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AppendFrameRequest {
     /// Handle token.
@@ -260,7 +260,7 @@ pub struct AppendFrameRequest {
 }
 
 /// `POST /v1/executions/{id}/complete`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CompleteRequest {
     /// Handle token.
@@ -271,7 +271,7 @@ pub struct CompleteRequest {
 }
 
 /// `POST /v1/completions`: complete many executions in one call; each item is fenced alone.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CompleteBatchRequest {
     /// Items, at most 1000.
@@ -279,14 +279,14 @@ pub struct CompleteBatchRequest {
 }
 
 /// Response of `POST /v1/completions`: one entry per item, in order; `null` = completed.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct CompleteBatchResponse {
     /// Per-item error, or `None` when the item completed.
     pub results: Vec<Option<ErrorBody>>,
 }
 
 /// `POST /v1/executions/{id}/fail`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FailRequest {
     /// Handle token.
@@ -306,7 +306,7 @@ fn transient() -> FailureClass {
 }
 
 /// `POST /v1/executions/{id}/cancel` by the lease holder.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CancelRequest {
     /// Handle token.
@@ -316,7 +316,7 @@ pub struct CancelRequest {
 }
 
 /// `POST /v1/executions/{id}/delay`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DelayRequest {
     /// Handle token.
@@ -326,7 +326,7 @@ pub struct DelayRequest {
 }
 
 /// `PUT /v1/executions/{id}/tags/{key}`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TagValue {
     /// The value.
@@ -334,7 +334,7 @@ pub struct TagValue {
 }
 
 /// The one error shape of the API.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ErrorBody {
     /// Stable machine-readable code (`not_found`, `stale_lease`, `invalid_json`...).
     pub code: String,
@@ -345,7 +345,7 @@ pub struct ErrorBody {
 }
 
 /// Response of `GET /healthz`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct HealthResponse {
     /// `ok`.
     pub status: String,

@@ -1,28 +1,47 @@
 //! The OpenAPI 3.1 document, generated from the same route table that builds the router
-//! ([`crate::http::routes`]), so every served route is described and nothing else is.
-//! `docs/openapi.json` is the committed copy; a test fails when it differs from this output.
+//! ([`crate::http::routes`]), so every served route is described and nothing else is. Body
+//! schemas are derived from the Rust types the handlers read and write (`schemars`), so they
+//! cannot drift from what serde accepts. `docs/openapi.json` is the committed copy; a test fails
+//! when it differs from this output.
 
 use std::collections::BTreeMap;
 
+use schemars::SchemaGenerator;
+use schemars::generate::SchemaSettings;
 use serde_json::{Value, json};
 
 use crate::http::routes;
 
 /// The document.
 pub fn document() -> Value {
+    let mut generator = SchemaGenerator::new(SchemaSettings::draft2020_12().with(|s| {
+        s.definitions_path = "/components/schemas".into();
+    }));
+    let error_ref = generator.subschema_for::<ff_core::wire::ErrorBody>();
     let mut paths: BTreeMap<&str, serde_json::Map<String, Value>> = BTreeMap::new();
     for (route, _) in routes() {
-        let params: Vec<Value> = route
+        let mut params: Vec<Value> = route
             .path
             .split('/')
             .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
             .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
             .collect();
+        params.extend(route.query.iter().map(|(name, required, description)| {
+            json!({"name": name, "in": "query", "required": required, "description": description,
+                   "schema": {"type": "string"}})
+        }));
         let mut responses = serde_json::Map::new();
-        responses.insert(route.success.to_string(), json!({"description": "Success"}));
+        let success = match route.response {
+            Some(schema) => json!({
+                "description": "Success",
+                "content": {"application/json": {"schema": schema(&mut generator)}},
+            }),
+            None => json!({"description": "Success"}),
+        };
+        responses.insert(route.success.to_string(), success);
         responses.insert(
             "default".into(),
-            json!({"description": "Error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}}),
+            json!({"description": "Error", "content": {"application/json": {"schema": error_ref}}}),
         );
         let operation_id = format!(
             "{}{}",
@@ -39,7 +58,7 @@ pub fn document() -> Value {
             op["requestBody"] = json!({
                 "required": true,
                 "description": format!("Largest accepted body: {} bytes.", route.body_limit.unwrap_or_default()),
-                "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}},
+                "content": {"application/json": {"schema": schema(&mut generator)}},
             });
         }
         if route.auth {
@@ -47,27 +66,7 @@ pub fn document() -> Value {
         }
         paths.entry(route.path).or_default().insert(route.method.as_str().to_lowercase(), op);
     }
-    let mut schemas = serde_json::Map::new();
-    schemas.insert(
-        "ErrorBody".into(),
-        json!({
-            "type": "object",
-            "required": ["code", "message", "retryable"],
-            "properties": {
-                "code": {"type": "string", "description": "Stable machine-readable code."},
-                "message": {"type": "string"},
-                "retryable": {"type": "boolean"},
-            },
-        }),
-    );
-    for (route, _) in routes() {
-        if let Some(name) = route.request {
-            schemas.insert(
-                name.into(),
-                json!({"type": "object", "description": format!("JSON body `ff_core::wire::{name}`.")}),
-            );
-        }
-    }
+    let schemas: BTreeMap<String, Value> = generator.take_definitions(true).into_iter().collect();
     json!({
         "openapi": "3.1.0",
         "info": {"title": "FlowFabric", "version": env!("CARGO_PKG_VERSION")},

@@ -17,7 +17,11 @@ use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get, post, put};
-use ff_core::{EngineBackend, EngineError, PartitionConfig};
+use ff_core::wire;
+use ff_core::{
+    AppendFrameOutcome, CreateExecutionResult, EngineBackend, EngineError, ExecutionInfo, ExecutionSnapshot,
+    FailOutcome, LeaseRenewal, ListExecutionsPage, ListLanesPage, PartitionConfig, PublicState, StreamFrames,
+};
 use subtle::ConstantTimeEq;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
@@ -72,156 +76,212 @@ pub struct Route {
     pub body_limit: Option<usize>,
     /// Whether the bearer token is required (when one is configured).
     pub auth: bool,
-    /// Name of the request body schema in the OpenAPI document.
-    pub request: Option<&'static str>,
+    /// Query parameters: name, whether required, description.
+    pub query: &'static [(&'static str, bool, &'static str)],
+    /// Schema of the JSON request body.
+    pub request: Option<SchemaFn>,
     /// Success status.
     pub success: u16,
+    /// Schema of the JSON success body (`None`: empty, bytes or text).
+    pub response: Option<SchemaFn>,
+}
+
+/// Produces a JSON Schema (a `$ref` into the generator's definitions).
+pub type SchemaFn = fn(&mut schemars::SchemaGenerator) -> schemars::Schema;
+
+fn schema<T: schemars::JsonSchema>(g: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    g.subschema_for::<T>()
 }
 
 /// Every route of the API, with its handler.
 pub fn routes() -> Vec<(Route, MethodRouter<AppState>)> {
     use executions as e;
     use leases as l;
-    let r = |method: Method, path, summary, body_limit: Option<usize>, request, success| Route {
-        method,
-        path,
-        summary,
-        body_limit,
-        auth: path.starts_with("/v1/") || path == "/metrics",
-        request,
-        success,
+    use wire::*;
+    let route =
+        |method: Method, path: &'static str, summary, body_limit: Option<usize>, request, success, response| Route {
+            method,
+            path,
+            summary,
+            body_limit,
+            auth: path.starts_with("/v1/") || path == "/metrics",
+            query: &[],
+            request,
+            success,
+            response,
+        };
+    let get_ = |path, summary, response| route(Method::GET, path, summary, None, None, 200, response);
+    let post_ = |path, summary, limit, request, success, response| {
+        route(Method::POST, path, summary, Some(limit), Some(request), success, response)
     };
-    let body = Some;
     vec![
-        (r(Method::GET, "/healthz", "Liveness and database reachability", None, None, 200), get(ops::healthz)),
-        (r(Method::GET, "/metrics", "Prometheus metrics", None, None, 200), get(ops::metrics)),
-        (r(Method::GET, "/openapi.json", "This document", None, None, 200), get(ops::openapi)),
+        (get_("/healthz", "Liveness and database reachability", Some(schema::<HealthResponse>)), get(ops::healthz)),
+        (get_("/metrics", "Prometheus metrics (text format)", None), get(ops::metrics)),
+        (get_("/openapi.json", "This document", None), get(ops::openapi)),
         (
-            r(Method::POST, "/v1/executions", "Submit an execution", body(SUBMIT_LIMIT), Some("SubmitRequest"), 201),
+            post_(
+                "/v1/executions",
+                "Submit an execution (201 created, 200 duplicate)",
+                SUBMIT_LIMIT,
+                schema::<SubmitRequest>,
+                201,
+                Some(schema::<CreateExecutionResult>),
+            ),
             post(e::submit),
         ),
-        (r(Method::GET, "/v1/executions", "List one partition's executions", None, None, 200), get(e::list)),
         (
-            r(
-                Method::POST,
+            Route {
+                query: &[
+                    ("partition", true, "Execution partition index"),
+                    ("cursor", false, "Exclusive execution id to continue after"),
+                    ("limit", false, "Page size, 1..=1000 (default 50)"),
+                ],
+                ..get_("/v1/executions", "List one partition's executions", Some(schema::<ListExecutionsPage>))
+            },
+            get(e::list),
+        ),
+        (
+            post_(
                 "/v1/executions/batch",
                 "Submit many executions atomically",
-                body(BATCH_LIMIT),
-                Some("SubmitBatchRequest"),
+                BATCH_LIMIT,
+                schema::<SubmitBatchRequest>,
                 200,
+                Some(schema::<SubmitBatchResponse>),
             ),
             post(e::submit_batch),
         ),
-        (r(Method::GET, "/v1/executions/{id}", "Snapshot of an execution", None, None, 200), get(e::describe)),
-        (r(Method::GET, "/v1/executions/{id}/info", "Full execution record", None, None, 200), get(e::info)),
-        (r(Method::GET, "/v1/executions/{id}/state", "Public state only", None, None, 200), get(e::state)),
-        (r(Method::GET, "/v1/executions/{id}/result", "Result payload (raw bytes)", None, None, 200), get(e::result)),
+        (get_("/v1/executions/{id}", "Snapshot of an execution", Some(schema::<ExecutionSnapshot>)), get(e::describe)),
+        (get_("/v1/executions/{id}/info", "Full execution record", Some(schema::<ExecutionInfo>)), get(e::info)),
+        (get_("/v1/executions/{id}/state", "Public state only", Some(schema::<PublicState>)), get(e::state)),
+        (get_("/v1/executions/{id}/result", "Result payload (application/octet-stream)", None), get(e::result)),
         (
-            r(Method::GET, "/v1/executions/{id}/attempts/{index}/stream", "Read an attempt's frames", None, None, 200),
+            Route {
+                query: &[
+                    ("from", false, "First frame: `-` (start, default) or `<ms>-<seq>`"),
+                    ("to", false, "Last frame: `+` (end, default) or `<ms>-<seq>`"),
+                    ("limit", false, "At most this many frames, 1..=1000 (default 100)"),
+                ],
+                ..get_(
+                    "/v1/executions/{id}/attempts/{index}/stream",
+                    "Read an attempt's frames",
+                    Some(schema::<StreamFrames>),
+                )
+            },
             get(e::read_stream),
         ),
-        (r(Method::GET, "/v1/executions/{id}/tags/{key}", "Read one tag", None, None, 200), get(e::get_tag)),
+        (get_("/v1/executions/{id}/tags/{key}", "Read one tag", Some(schema::<TagValue>)), get(e::get_tag)),
         (
-            r(Method::PUT, "/v1/executions/{id}/tags/{key}", "Set one tag", body(SMALL_LIMIT), Some("TagValue"), 204),
+            route(
+                Method::PUT,
+                "/v1/executions/{id}/tags/{key}",
+                "Set one tag",
+                Some(SMALL_LIMIT),
+                Some(schema::<TagValue>),
+                204,
+                None,
+            ),
             put(e::set_tag),
         ),
-        (r(Method::GET, "/v1/lanes", "List lanes", None, None, 200), get(e::list_lanes)),
         (
-            r(
-                Method::POST,
+            Route {
+                query: &[
+                    ("cursor", false, "Exclusive lane name to continue after"),
+                    ("limit", false, "Page size, 1..=1000 (default 100)"),
+                ],
+                ..get_("/v1/lanes", "List lanes", Some(schema::<ListLanesPage>))
+            },
+            get(e::list_lanes),
+        ),
+        (
+            post_(
                 "/v1/workers/{worker_id}/claim",
-                "Lease up to N executions of a lane",
-                body(SMALL_LIMIT),
-                Some("ClaimRequest"),
+                "Lease up to N executions of a lane, with their input",
+                SMALL_LIMIT,
+                schema::<ClaimRequest>,
                 200,
+                Some(schema::<ClaimResponse>),
             ),
             post(l::claim),
         ),
         (
-            r(
-                Method::POST,
+            post_(
                 "/v1/executions/{id}/renew",
                 "Extend the lease",
-                body(SMALL_LIMIT),
-                Some("HandleRequest"),
+                SMALL_LIMIT,
+                schema::<HandleRequest>,
                 200,
+                Some(schema::<LeaseRenewal>),
             ),
             post(l::renew),
         ),
         (
-            r(
-                Method::POST,
-                "/v1/executions/{id}/progress",
-                "Report progress",
-                body(SMALL_LIMIT),
-                Some("ProgressRequest"),
-                204,
-            ),
+            post_("/v1/executions/{id}/progress", "Report progress", SMALL_LIMIT, schema::<ProgressRequest>, 204, None),
             post(l::progress),
         ),
         (
-            r(
-                Method::POST,
+            post_(
                 "/v1/executions/{id}/frames",
                 "Append a stream frame",
-                body(FRAME_LIMIT),
-                Some("AppendFrameRequest"),
+                FRAME_LIMIT,
+                schema::<AppendFrameRequest>,
                 200,
+                Some(schema::<AppendFrameOutcome>),
             ),
             post(l::append_frame),
         ),
         (
-            r(
-                Method::POST,
+            post_(
                 "/v1/executions/{id}/complete",
                 "Complete with an optional result",
-                body(SUBMIT_LIMIT),
-                Some("CompleteRequest"),
+                SUBMIT_LIMIT,
+                schema::<CompleteRequest>,
                 204,
+                None,
             ),
             post(l::complete),
         ),
         (
-            r(
-                Method::POST,
+            post_(
                 "/v1/completions",
                 "Complete many executions, each fenced alone",
-                body(BATCH_LIMIT),
-                Some("CompleteBatchRequest"),
+                BATCH_LIMIT,
+                schema::<CompleteBatchRequest>,
                 200,
+                Some(schema::<CompleteBatchResponse>),
             ),
             post(l::complete_batch),
         ),
         (
-            r(
-                Method::POST,
+            post_(
                 "/v1/executions/{id}/fail",
-                "Fail the attempt (retried per policy)",
-                body(SMALL_LIMIT),
-                Some("FailRequest"),
+                "Fail the attempt (retried per the stored policy)",
+                SMALL_LIMIT,
+                schema::<FailRequest>,
                 200,
+                Some(schema::<FailOutcome>),
             ),
             post(l::fail),
         ),
         (
-            r(
-                Method::POST,
+            post_(
                 "/v1/executions/{id}/cancel",
                 "Cancel as the lease holder",
-                body(SMALL_LIMIT),
-                Some("CancelRequest"),
+                SMALL_LIMIT,
+                schema::<CancelRequest>,
                 204,
+                None,
             ),
             post(l::cancel),
         ),
         (
-            r(
-                Method::POST,
+            post_(
                 "/v1/executions/{id}/delay",
-                "Release and park until a time",
-                body(SMALL_LIMIT),
-                Some("DelayRequest"),
+                "Release and park until a time (same attempt resumes)",
+                SMALL_LIMIT,
+                schema::<DelayRequest>,
                 204,
+                None,
             ),
             post(l::delay),
         ),
