@@ -112,7 +112,7 @@ pub const LANE_ID_MAX_BYTES: usize = 64;
 /// Name of a lane (a queue of executions). 1..=64 bytes of printable ASCII (0x20..=0x7e).
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, Serialize, schemars::JsonSchema)]
 #[serde(transparent)]
-pub struct LaneId(String);
+pub struct LaneId(#[schemars(length(min = 1, max = 64), regex(pattern = r"^[\x20-\x7e]+$"))] String);
 
 impl LaneId {
     /// Validates and wraps a lane name.

@@ -18,13 +18,21 @@ pub fn document() -> Value {
         s.definitions_path = "/components/schemas".into();
     }));
     let error_ref = generator.subschema_for::<ff_core::wire::ErrorBody>();
+    let id_ref = generator.subschema_for::<ff_core::ExecutionId>();
     let mut paths: BTreeMap<&str, serde_json::Map<String, Value>> = BTreeMap::new();
     for (route, _) in routes() {
         let mut params: Vec<Value> = route
             .path
             .split('/')
             .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
-            .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
+            .map(|name| {
+                let schema = match name {
+                    "id" => id_ref.clone().to_value(),
+                    "index" => json!({"type": "integer", "minimum": 0, "maximum": u32::MAX}),
+                    _ => json!({"type": "string", "minLength": 1}),
+                };
+                json!({"name": name, "in": "path", "required": true, "schema": schema})
+            })
             .collect();
         params.extend(route.query.iter().map(|(name, required, description)| {
             json!({"name": name, "in": "query", "required": required, "description": description,
