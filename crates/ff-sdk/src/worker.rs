@@ -48,7 +48,9 @@ pub struct WorkerConfig {
     pub lease_ttl: Duration,
     /// Handlers running at once.
     pub concurrency: usize,
-    /// Most executions one claim asks for (split across lanes).
+    /// Most executions one claim asks for (split across lanes). Each lane has its own claim
+    /// loop, which holds the permits it is long-polling with, so keep `concurrency` at least
+    /// the number of lanes; an idle lane then ties up at most its share for `claim_wait`.
     pub claim_batch: usize,
     /// How long one claim long-polls for work; also bounds how fast shutdown stops claiming.
     pub claim_wait: Duration,
