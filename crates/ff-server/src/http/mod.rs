@@ -37,7 +37,8 @@ pub struct AppState(Arc<Inner>);
 struct Inner {
     backend: Arc<dyn EngineBackend>,
     partitions: PartitionConfig,
-    token: Option<String>,
+    /// SHA-256 of the required bearer token.
+    token_digest: Option<[u8; 32]>,
     telemetry: Arc<Telemetry>,
 }
 
@@ -49,7 +50,8 @@ impl AppState {
         token: Option<String>,
         telemetry: Arc<Telemetry>,
     ) -> Self {
-        Self(Arc::new(Inner { backend, partitions, token: token.filter(|t| !t.is_empty()), telemetry }))
+        let token_digest = token.filter(|t| !t.is_empty()).map(|t| digest(&t));
+        Self(Arc::new(Inner { backend, partitions, token_digest, telemetry }))
     }
 
     fn backend(&self) -> &dyn EngineBackend {
@@ -331,19 +333,25 @@ fn cors(origins: &[String]) -> Result<Option<CorsLayer>, EngineError> {
 }
 
 async fn require_token(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    if let Some(expected) = &state.0.token {
+    if let Some(expected) = &state.0.token_digest {
         let presented = req
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .unwrap_or_default();
-        // Constant time in the token's content; only its length can leak.
-        if !bool::from(presented.as_bytes().ct_eq(expected.as_bytes())) {
+        // Digests have one length and are compared in constant time, so the response time
+        // reveals neither the token's content nor its length.
+        if !bool::from(digest(presented).ct_eq(expected)) {
             return ApiError::unauthorized().into_response();
         }
     }
     next.run(req).await
+}
+
+fn digest(token: &str) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(token.as_bytes()).into()
 }
 
 async fn record_request(State(state): State<AppState>, req: Request, next: Next) -> Response {
