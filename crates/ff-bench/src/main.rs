@@ -97,6 +97,10 @@ enum Target {
     Http(Client, Arc<HttpTransport>),
 }
 
+/// The same allocator as the `ff` binary, so the figures match what it runs.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> Result<()> {
     let cli = Cli::parse();

@@ -12,6 +12,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// mimalloc: the HTTP path allocates per request; measured about 10% more executions/s than
+/// the system allocator on the S1 benchmark through the API.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// FlowFabric: a Postgres-native durable execution engine.
 #[derive(Parser)]
 #[command(name = "ff", version, about, propagate_version = true)]
