@@ -344,32 +344,20 @@ async fn bad_input_gets_a_typed_error_and_writes_nothing() {
     assert_error(s, &b, 404, "route_not_found");
     let (s, b) = api.call(Method::DELETE, "/v1/executions", None).await;
     assert_error(s, &b, 405, "method_not_allowed");
-    let (s, b) = api
-        .call(
-            Method::POST,
-            "/v1/workers/w/claim",
-            Some(json!({"lane_id": "l", "worker_instance_id": "w", "lease_ttl_ms": 1, "max": 1})),
-        )
-        .await;
-    assert_error(s, &b, 400, "invalid_input");
-    let (s, b) = api
-        .call(
-            Method::POST,
-            "/v1/workers/w/claim",
-            Some(json!({"lane_id": "l", "worker_instance_id": "w", "lease_ttl_ms": 1000, "max": 0})),
-        )
-        .await;
-    assert_error(s, &b, 400, "invalid_input");
-    let (s, b) = api
-        .call(
-            Method::POST,
-            "/v1/workers/w/claim",
-            Some(
-                json!({"lane_id": "l", "worker_instance_id": "w", "lease_ttl_ms": 1000, "capabilities": ["bad token"]}),
-            ),
-        )
-        .await;
-    assert_error(s, &b, 400, "invalid_capabilities");
+    let bad_claims = [
+        (json!({"lane_id": "l", "worker_instance_id": "w", "lease_ttl_ms": 1, "max": 1}), "invalid_input"),
+        (json!({"lane_id": "l", "worker_instance_id": "w", "lease_ttl_ms": 1000, "max": 0}), "invalid_input"),
+        (json!({"lane_id": "l", "worker_instance_id": "w", "lease_ttl_ms": 1000, "wait_ms": 600000}), "invalid_input"),
+        (json!({"lane_id": "l", "worker_instance_id": "", "lease_ttl_ms": 1000}), "invalid_input"),
+        (
+            json!({"lane_id": "l", "worker_instance_id": "w", "lease_ttl_ms": 1000, "capabilities": ["bad token"]}),
+            "invalid_capabilities",
+        ),
+    ];
+    for (body, code) in bad_claims {
+        let (s, b) = api.call(Method::POST, "/v1/workers/w/claim", Some(body.clone())).await;
+        assert_error(s, &b, 400, code);
+    }
     assert_eq!(api.rows().await, 0, "rejected requests wrote nothing");
 
     // Lease-holder calls: a damaged handle, a handle for another execution, a bad frame.
