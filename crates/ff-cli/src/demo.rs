@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use ff_core::event::{CompletionOutcome, EventCursor, ScannerFilter};
-use ff_core::{CompletionBackend, EngineBackend, ExecutionId, HandleKind, Namespace};
+use ff_core::{
+    BackoffPolicy, CompletionBackend, EngineBackend, ExecutionId, ExecutionPolicy, HandleKind, Namespace, RetryPolicy,
+};
 use ff_sdk::{Client, HandlerError, HttpTransport, RunningWorker, SubmitRequest, TaskContext, Worker, WorkerConfig};
 use ff_server::{Server, ServerConfig};
 use futures::{StreamExt, TryStreamExt};
@@ -281,16 +283,19 @@ fn request(namespace: &Namespace, lane: &str, kind: &str, priority: i32, job: Jo
     req.namespace = Some(namespace.clone());
     req.priority = priority;
     req.creator_identity = Some("ff-demo".into());
-    req.policy = Some(
-        serde_json::from_value(json!({
-            "retry_policy": {
-                "max_retries": MAX_RETRIES,
-                "backoff": {"type": "exponential", "initial_delay_ms": 50, "max_delay_ms": 400, "multiplier": 2.0, "jitter": true},
+    req.policy = Some(ExecutionPolicy {
+        retry_policy: Some(RetryPolicy {
+            max_retries: MAX_RETRIES,
+            backoff: BackoffPolicy::Exponential {
+                initial_delay_ms: 50,
+                max_delay_ms: 400,
+                multiplier: 2.0,
+                jitter: true,
             },
-            "max_reclaim_count": 3,
-        }))
-        .expect("valid policy"),
-    );
+        }),
+        max_reclaim_count: Some(3),
+        ..ExecutionPolicy::default()
+    });
     req
 }
 

@@ -12,9 +12,9 @@ use ff_core::wire::{
     decode_bytes, encode_bytes, handle_token, parse_handle_token,
 };
 use ff_core::{
-    AppendFrameOutcome, AttemptIndex, CapabilitySet, ClaimPolicy, EngineBackend, EngineError, ExecutionId, FailOutcome,
-    FailureClass, FailureReason, Frame, Handle, HandleKind, HandlePayload, LaneId, LeaseRenewal, LeasedExecution,
-    TimestampMs,
+    AppendFrameOutcome, AttemptIndex, CapabilitySet, ClaimPolicy, EngineBackend, EngineError, ExecutionContext,
+    ExecutionId, FailOutcome, FailureClass, FailureReason, Frame, Handle, HandleKind, HandlePayload, LaneId,
+    LeaseRenewal, LeasedExecution, TimestampMs,
 };
 
 use crate::client::Client;
@@ -41,6 +41,25 @@ pub struct ClaimedTask {
     pub input: Vec<u8>,
     /// Tags.
     pub tags: BTreeMap<String, String>,
+}
+
+impl ClaimedTask {
+    /// A task from a lease and its context; the lease details come from the handle itself.
+    pub fn from_leased(leased: LeasedExecution) -> Result<Self, EngineError> {
+        let LeasedExecution { handle, context } = leased;
+        let p = HandlePayload::from_handle(&handle, handle.backend)?;
+        Ok(Self {
+            execution_id: p.execution_id,
+            attempt_index: p.attempt_index,
+            claim_kind: handle.kind,
+            lane_id: p.lane_id,
+            lease_ttl_ms: p.lease_ttl_ms,
+            execution_kind: context.execution_kind,
+            input: context.input_payload,
+            tags: context.tags,
+            handle,
+        })
+    }
 }
 
 /// What a claim asks for.
@@ -144,16 +163,13 @@ impl WorkerTransport for HttpTransport {
         resp.claimed
             .into_iter()
             .map(|c| {
-                Ok(ClaimedTask {
+                ClaimedTask::from_leased(LeasedExecution {
                     handle: parse_handle_token(&c.handle)?,
-                    execution_id: c.execution_id,
-                    attempt_index: c.attempt_index,
-                    claim_kind: c.claim_kind,
-                    lane_id: c.lane_id,
-                    lease_ttl_ms: c.lease_ttl_ms,
-                    execution_kind: c.execution_kind,
-                    input: decode_bytes("input_base64", &c.input_base64)?,
-                    tags: c.tags,
+                    context: ExecutionContext {
+                        execution_kind: c.execution_kind,
+                        input_payload: decode_bytes("input_base64", &c.input_base64)?,
+                        tags: c.tags,
+                    },
                 })
             })
             .collect::<Result<_, EngineError>>()
@@ -227,24 +243,7 @@ impl WorkerTransport for DirectTransport {
         let mut policy = ClaimPolicy::new(&args.worker_id, &args.worker_instance_id, args.lease_ttl_ms);
         policy.max_wait = (!args.wait.is_zero()).then_some(args.wait);
         let leased = self.backend.claim_with_context(&args.lane, &caps, policy, args.max).await?;
-        leased
-            .into_iter()
-            .map(|LeasedExecution { handle, context }| {
-                let p = HandlePayload::from_handle(&handle, handle.backend)?;
-                Ok(ClaimedTask {
-                    execution_id: p.execution_id,
-                    attempt_index: p.attempt_index,
-                    claim_kind: handle.kind,
-                    lane_id: p.lane_id,
-                    lease_ttl_ms: p.lease_ttl_ms,
-                    execution_kind: context.execution_kind,
-                    input: context.input_payload,
-                    tags: context.tags,
-                    handle,
-                })
-            })
-            .collect::<Result<_, EngineError>>()
-            .map_err(SdkError::from)
+        leased.into_iter().map(ClaimedTask::from_leased).collect::<Result<_, EngineError>>().map_err(SdkError::from)
     }
 
     async fn renew(&self, handle: &Handle) -> Result<LeaseRenewal, SdkError> {
