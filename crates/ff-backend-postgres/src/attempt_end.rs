@@ -7,6 +7,10 @@
 
 use std::sync::LazyLock;
 
+use async_trait::async_trait;
+use ff_core::backend::AttemptEndBackend;
+use ff_core::{Handle, MAX_CLAIM_BATCH};
+
 use ff_core::{
     AttemptIndex, EngineError, ExecutionPolicy, FailOutcome, FailureClass, FailureReason, HandlePayload, TimestampMs,
     ValidationKind,
@@ -14,8 +18,11 @@ use ff_core::{
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use crate::backend::PostgresBackend;
+use crate::coalesce::CompletionGroups;
 use crate::error::map_sqlx;
 use crate::fence::{FENCE, bind_fence};
+use crate::metrics::Metrics;
 use crate::row::{col, u32_col};
 
 /// Fenced batch completion (see `ff_complete` in the schema): `$1` execution ids, `$2` lease ids,
@@ -207,4 +214,99 @@ pub(crate) async fn fail(
     };
     tx.commit().await.map_err(map_sqlx)?;
     Ok(outcome)
+}
+
+#[async_trait]
+impl AttemptEndBackend for PostgresBackend {
+    async fn complete(&self, handle: &Handle, payload: Option<Vec<u8>>) -> Result<(), EngineError> {
+        let p = self.decode_completion(handle, &payload)?;
+        // Concurrent single completions share a round trip (see `coalesce`).
+        let groups = self.completions.get_or_init(|| CompletionGroups::start(self.pool.clone()));
+        if groups.complete(p.clone(), payload).await? {
+            Metrics::add(&self.metrics.completions, 1);
+            Ok(())
+        } else {
+            Err(self.rejected(&p).await)
+        }
+    }
+
+    async fn complete_batch(
+        &self,
+        items: Vec<(Handle, Option<Vec<u8>>)>,
+    ) -> Result<Vec<Result<(), EngineError>>, EngineError> {
+        if items.len() > MAX_CLAIM_BATCH {
+            return Err(EngineError::invalid(format!("batch of {} exceeds {MAX_CLAIM_BATCH}", items.len())));
+        }
+        // Decode and validate every item first; invalid items get their error without a write.
+        let mut results: Vec<Option<Result<(), EngineError>>> = Vec::with_capacity(items.len());
+        let mut valid = Vec::with_capacity(items.len());
+        for (handle, payload) in items {
+            match self.decode_completion(&handle, &payload) {
+                Ok(p) => {
+                    results.push(None);
+                    valid.push((p, payload));
+                }
+                Err(e) => results.push(Some(Err(e))),
+            }
+        }
+        let done = if valid.is_empty() { Vec::new() } else { complete(&self.pool, &valid).await? };
+        Metrics::add(&self.metrics.completions, done.iter().filter(|d| **d).count() as u64);
+        let mut valid = valid.into_iter().zip(done);
+        let mut out = Vec::with_capacity(results.len());
+        for r in results {
+            match r {
+                Some(e) => out.push(e),
+                None => match valid.next() {
+                    Some((_, true)) => out.push(Ok(())),
+                    Some(((p, _), false)) => out.push(Err(self.rejected(&p).await)),
+                    None => return Err(EngineError::Internal("batch bookkeeping".into())),
+                },
+            }
+        }
+        Ok(out)
+    }
+
+    async fn fail(
+        &self,
+        handle: &Handle,
+        reason: FailureReason,
+        classification: FailureClass,
+    ) -> Result<FailOutcome, EngineError> {
+        let p = self.decode(handle)?;
+        ff_core::execution::validate_message("failure message", &reason.message)?;
+        if let Some(d) = &reason.detail {
+            ff_core::execution::validate_message("failure detail", d)?;
+        }
+        match fail(&self.pool, &p, &reason, classification).await? {
+            Some(outcome) => {
+                Metrics::add(&self.metrics.failures, 1);
+                if matches!(outcome, FailOutcome::RetryScheduled { .. }) {
+                    Metrics::add(&self.metrics.retries, 1);
+                }
+                Ok(outcome)
+            }
+            None => Err(self.rejected(&p).await),
+        }
+    }
+
+    async fn cancel(&self, handle: &Handle, reason: &str) -> Result<(), EngineError> {
+        let p = self.decode(handle)?;
+        ff_core::execution::validate_message("cancel reason", reason)?;
+        match cancel(&self.pool, &p, reason).await? {
+            Some(()) => {
+                Metrics::add(&self.metrics.cancellations, 1);
+                Ok(())
+            }
+            None => Err(self.rejected(&p).await),
+        }
+    }
+
+    async fn delay(&self, handle: &Handle, delay_until: TimestampMs) -> Result<(), EngineError> {
+        let p = self.decode(handle)?;
+        delay_until.validate("delay_until")?;
+        match delay(&self.pool, &p, delay_until).await? {
+            Some(()) => Ok(()),
+            None => Err(self.rejected(&p).await),
+        }
+    }
 }

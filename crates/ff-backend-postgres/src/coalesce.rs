@@ -19,7 +19,7 @@ use sqlx::PgPool;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::attempt_end;
-use crate::claim::{self, ClaimKey, Claimed};
+use crate::lease::claim::{self, ClaimKey, Claimed};
 
 /// Most items in one group.
 pub(crate) const MAX_GROUP: usize = 256;

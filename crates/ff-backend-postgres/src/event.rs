@@ -8,11 +8,15 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
+use async_trait::async_trait;
+use ff_core::backend::CompletionBackend;
+
 use ff_core::event::{CompletionEvent, CompletionOutcome, CompletionStream, EventCursor, ScannerFilter};
 use ff_core::{EngineError, ExecutionId, LaneId, Namespace, TimestampMs, ValidationKind};
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use crate::backend::PostgresBackend;
 use crate::error::map_sqlx;
 use crate::row::col;
 
@@ -156,4 +160,24 @@ pub(crate) fn completion_stream(pool: PgPool, cursor: EventCursor, filter: Scann
             }
         }
     }))
+}
+
+#[async_trait]
+impl CompletionBackend for PostgresBackend {
+    async fn subscribe_completions(&self) -> Result<CompletionStream, EngineError> {
+        self.subscribe_completions_filtered(&ScannerFilter::default()).await
+    }
+
+    async fn subscribe_completions_filtered(&self, filter: &ScannerFilter) -> Result<CompletionStream, EngineError> {
+        let head = head_cursor(&self.pool).await?;
+        Ok(completion_stream(self.pool.clone(), head, filter.clone()))
+    }
+
+    async fn subscribe_completions_from(
+        &self,
+        cursor: EventCursor,
+        filter: &ScannerFilter,
+    ) -> Result<CompletionStream, EngineError> {
+        Ok(completion_stream(self.pool.clone(), cursor, filter.clone()))
+    }
 }

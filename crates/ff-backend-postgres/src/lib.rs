@@ -11,17 +11,16 @@
 
 mod attempt_end;
 mod backend;
-mod claim;
 mod coalesce;
 mod config;
 pub mod error;
 mod event;
+mod execution;
 mod fence;
-mod ingress;
 mod lease;
+mod maintenance;
 pub mod metrics;
 pub mod migrate;
-mod read;
 pub mod reconciler;
 mod row;
 mod stream;

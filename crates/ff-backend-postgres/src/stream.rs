@@ -7,13 +7,19 @@
 
 use std::sync::LazyLock;
 
+use async_trait::async_trait;
+use ff_core::Handle;
+use ff_core::backend::StreamBackend;
+
 use ff_core::{
     AppendFrameOutcome, AttemptIndex, EngineError, ExecutionId, Frame, FrameKind, HandlePayload, MAX_STREAM_READ,
     StreamCursor, StreamFrame, StreamFrames, TimestampMs,
 };
 use sqlx::PgPool;
 
+use crate::backend::PostgresBackend;
 use crate::error::map_sqlx;
+use crate::fence::check_id;
 use crate::fence::{FENCE, bind_fence};
 use crate::row::{col, non_negative};
 
@@ -116,4 +122,28 @@ pub(crate) async fn read(
         closed_at: ended_at.map(TimestampMs),
         closed_reason: ended_at.map(|_| state.strip_prefix("ended_").unwrap_or(&state).to_owned()),
     })
+}
+
+#[async_trait]
+impl StreamBackend for PostgresBackend {
+    async fn append_frame(&self, handle: &Handle, frame: Frame) -> Result<AppendFrameOutcome, EngineError> {
+        let p = self.decode(handle)?;
+        frame.validate()?;
+        match append(&self.pool, &p, &frame).await? {
+            Some(o) => Ok(o),
+            None => Err(self.rejected(&p).await),
+        }
+    }
+
+    async fn read_stream(
+        &self,
+        execution_id: &ExecutionId,
+        attempt_index: AttemptIndex,
+        from: StreamCursor,
+        to: StreamCursor,
+        count_limit: u64,
+    ) -> Result<StreamFrames, EngineError> {
+        check_id(execution_id, &self.partitions)?;
+        read(&self.pool, execution_id, attempt_index, from, to, count_limit).await
+    }
 }

@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use ff_core::event::{CompletionOutcome, EventCursor, ScannerFilter};
 use ff_core::{
-    BackoffPolicy, CompletionBackend, EngineBackend, ExecutionId, ExecutionPolicy, HandleKind, Namespace, RetryPolicy,
+    BackoffPolicy, CompletionBackend, ExecutionBackend, ExecutionId, ExecutionPolicy, HandleKind, Namespace,
+    RetryPolicy,
 };
 use ff_sdk::{Client, HandlerError, HttpTransport, RunningWorker, SubmitRequest, TaskContext, Worker, WorkerConfig};
 use ff_server::{Server, ServerConfig};

@@ -21,7 +21,7 @@ pub mod stream;
 pub mod tag;
 pub mod wire;
 
-pub use backend::{CompletionBackend, EngineBackend};
+pub use backend::prelude::*;
 pub use capability::{BackendIdentity, Capabilities, CapabilitySet, Supports};
 pub use error::{ConflictKind, ContentionKind, EngineError, StateKind, ValidationKind};
 pub use execution::*;

@@ -30,7 +30,7 @@ impl Reconciler for LeaseExpiryReconciler {
     }
 
     async fn run_once(&self) -> Result<ReconcileReport, EngineError> {
-        let c = crate::lease::expire_due(&self.pool, self.batch_size).await?;
+        let c = crate::lease::expiry::expire_due(&self.pool, self.batch_size).await?;
         let processed = c.reclaimable + c.failed;
         Metrics::add(&self.metrics.lease_expiries, processed);
         Metrics::add(&self.metrics.failures, c.failed);

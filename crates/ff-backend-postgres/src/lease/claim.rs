@@ -120,7 +120,7 @@ where
                 Some(ExecutionContext {
                     input_payload: col(r, "input_payload")?,
                     execution_kind: col(r, "execution_kind")?,
-                    tags: crate::read::tags(r)?,
+                    tags: crate::execution::read::tags(r)?,
                 })
             } else {
                 None

@@ -1,0 +1,150 @@
+//! Reclaim grants: admitting one worker to take over an execution whose lease expired or was
+//! revoked, and consuming the grant to start the new attempt.
+
+use ff_core::{
+    CapabilitySet, ClaimPolicy, EngineError, IssueReclaimGrantArgs, IssueReclaimGrantOutcome, ReclaimExecutionArgs,
+    ReclaimExecutionOutcome, ReclaimGrant, TimestampMs, ValidationKind,
+};
+use ff_core::{HandlePayload, MAX_GRANT_TTL_MS, WorkerId, WorkerInstanceId};
+use sqlx::{PgPool, Postgres, Transaction};
+use uuid::Uuid;
+
+use super::claim;
+use super::expiry::expire_one;
+use crate::error::map_sqlx;
+use crate::row::{col, u32_col};
+
+/// Issues a reclaim grant.
+pub(crate) async fn issue_reclaim_grant(
+    pool: &PgPool,
+    args: &IssueReclaimGrantArgs,
+) -> Result<IssueReclaimGrantOutcome, EngineError> {
+    if args.grant_ttl_ms == 0 || args.grant_ttl_ms > MAX_GRANT_TTL_MS {
+        return Err(EngineError::invalid(format!("grant_ttl_ms {} outside 1..={MAX_GRANT_TTL_MS}", args.grant_ttl_ms)));
+    }
+    validate_worker(&args.worker_id, &args.worker_instance_id)?;
+    ff_core::capability::validate_tokens(&args.worker_capabilities.0)?;
+    let mut tx = pool.begin().await.map_err(map_sqlx)?;
+    // An expired lease the reconciler has not marked yet is marked here first.
+    let expired = expire_one(&mut *tx, &args.execution_id).await?;
+    let id = &args.execution_id;
+    let row = sqlx::query(
+        "SELECT lane_id, lifecycle_phase::text AS lifecycle_phase, ownership_state::text AS ownership_state, required_capabilities, lease_reclaim_count \
+         FROM ff_execution WHERE execution_id = $1 AND partition_key = $2 FOR UPDATE",
+    )
+    .bind(id.uuid())
+    .bind(id.partition_index() as i16)
+    .fetch_optional(&mut *tx)
+    .await
+    .map_err(map_sqlx)?;
+    let Some(row) = row else {
+        return Err(EngineError::NotFound { entity: "execution" });
+    };
+    let reclaim_count: u32 = u32_col(&row, "lease_reclaim_count")?;
+    if expired.failed > 0 {
+        tx.commit().await.map_err(map_sqlx)?;
+        return Ok(IssueReclaimGrantOutcome::ReclaimCapExceeded { execution_id: *id, reclaim_count });
+    }
+    let lane: String = col(&row, "lane_id")?;
+    if lane != args.lane_id.as_str() {
+        return Err(EngineError::invalid(format!(
+            "execution {id} is on lane {lane:?}, not {:?}",
+            args.lane_id.as_str()
+        )));
+    }
+    let ownership: String = col(&row, "ownership_state")?;
+    if ownership != "lease_expired_reclaimable" && ownership != "lease_revoked" {
+        let phase: String = col(&row, "lifecycle_phase")?;
+        let detail = if ownership == "leased" { "lease is live".to_owned() } else { format!("execution is {phase}") };
+        return Ok(IssueReclaimGrantOutcome::NotReclaimable { execution_id: *id, detail });
+    }
+    check_capabilities(&args.worker_capabilities, col::<Vec<String>>(&row, "required_capabilities")?)?;
+    let grant: (Uuid, i64) = sqlx::query_as(
+        "INSERT INTO ff_reclaim_grant (grant_key, execution_id, worker_id, worker_instance_id, lane_id, issued_at_ms, expires_at_ms) \
+         VALUES (gen_random_uuid(), $1, $2, $3, $4, ff_now_ms(), ff_now_ms() + $5) RETURNING grant_key, expires_at_ms",
+    )
+    .bind(id.uuid())
+    .bind(args.worker_id.as_str())
+    .bind(args.worker_instance_id.as_str())
+    .bind(args.lane_id.as_str())
+    .bind(args.grant_ttl_ms as i64)
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(map_sqlx)?;
+    tx.commit().await.map_err(map_sqlx)?;
+    Ok(IssueReclaimGrantOutcome::Granted(ReclaimGrant {
+        execution_id: *id,
+        lane_id: args.lane_id.clone(),
+        grant_key: grant.0.to_string(),
+        expires_at_ms: TimestampMs(grant.1),
+    }))
+}
+
+fn validate_worker(worker_id: &WorkerId, instance: &WorkerInstanceId) -> Result<(), EngineError> {
+    ff_core::execution::validate_name("worker_id", worker_id.as_str(), false)?;
+    ff_core::execution::validate_name("worker_instance_id", instance.as_str(), false)
+}
+
+fn check_capabilities(worker: &CapabilitySet, required: Vec<String>) -> Result<(), EngineError> {
+    let missing: Vec<String> = required.into_iter().filter(|c| !worker.0.contains(c)).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(EngineError::validation(ValidationKind::CapabilityMismatch, missing.join(",")))
+}
+
+/// Consumes a reclaim grant and starts the new attempt.
+pub(crate) async fn reclaim_execution(
+    pool: &PgPool,
+    args: &ReclaimExecutionArgs,
+) -> Result<ReclaimExecutionOutcome, EngineError> {
+    ff_core::validate_lease_ttl_ms(args.lease_ttl_ms)?;
+    validate_worker(&args.worker_id, &args.worker_instance_id)?;
+    let Ok(grant_key) = Uuid::parse_str(&args.grant_key) else {
+        return Err(EngineError::invalid(format!("malformed grant key {:?}", args.grant_key)));
+    };
+    let id = args.execution_id;
+    let mut tx: Transaction<'_, Postgres> = pool.begin().await.map_err(map_sqlx)?;
+    let grant: Option<(String, String, String, bool)> = sqlx::query_as(
+        "DELETE FROM ff_reclaim_grant WHERE grant_key = $1 AND execution_id = $2 \
+         RETURNING worker_id, worker_instance_id, lane_id, expires_at_ms > ff_now_ms()",
+    )
+    .bind(grant_key)
+    .bind(id.uuid())
+    .fetch_optional(&mut *tx)
+    .await
+    .map_err(map_sqlx)?;
+    let Some((worker_id, worker_instance_id, lane, live)) = grant else {
+        return Ok(ReclaimExecutionOutcome::GrantNotFound { execution_id: id });
+    };
+    if !live {
+        tx.commit().await.map_err(map_sqlx)?;
+        return Ok(ReclaimExecutionOutcome::GrantNotFound { execution_id: id });
+    }
+    if worker_id != args.worker_id.as_str()
+        || worker_instance_id != args.worker_instance_id.as_str()
+        || lane != args.lane_id.as_str()
+    {
+        return Err(EngineError::invalid(format!(
+            "reclaim grant for execution {id} belongs to worker {worker_id}/{worker_instance_id} on lane {lane:?}"
+        )));
+    }
+    let policy = ClaimPolicy {
+        worker_id: args.worker_id.clone(),
+        worker_instance_id: args.worker_instance_id.clone(),
+        lease_ttl_ms: args.lease_ttl_ms,
+        max_wait: None,
+    };
+    let outcome = match claim::reclaim_one(&mut *tx, &id, &policy).await? {
+        Some(handle) => {
+            let attempt_index = HandlePayload::from_handle(&handle, ff_core::BackendTag::Postgres)?.attempt_index;
+            ReclaimExecutionOutcome::Claimed { handle, attempt_index }
+        }
+        None => ReclaimExecutionOutcome::NotReclaimable {
+            execution_id: id,
+            detail: "execution is no longer reclaimable".into(),
+        },
+    };
+    tx.commit().await.map_err(map_sqlx)?;
+    Ok(outcome)
+}

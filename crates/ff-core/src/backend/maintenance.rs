@@ -1,0 +1,47 @@
+//! Maintenance: the per-execution hooks reconcilers call when a timer fires. Each compares
+//! against the backend's clock and is a no-op when the timer is not due, so calling one early,
+//! twice, or from two places at once is harmless.
+
+use async_trait::async_trait;
+
+use crate::error::EngineError;
+use crate::id::{ExecutionId, LaneId};
+use crate::partition::Partition;
+
+/// Which timer expired an execution.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExpirePhase {
+    /// The running attempt exceeded its attempt timeout.
+    AttemptTimeout,
+    /// The execution passed its deadline.
+    ExecutionDeadline,
+}
+
+/// Timer hooks.
+#[async_trait]
+pub trait MaintenanceBackend: Send + Sync {
+    /// Marks the execution's lease expired if it is due: it becomes reclaimable, or fails when
+    /// its reclaim cap is reached. A no-op when not due.
+    async fn mark_lease_expired_if_due(
+        &self,
+        partition: Partition,
+        execution_id: &ExecutionId,
+    ) -> Result<(), EngineError>;
+
+    /// Makes a delayed execution eligible if its time has come. No-op otherwise.
+    async fn promote_delayed(
+        &self,
+        partition: Partition,
+        lane: &LaneId,
+        execution_id: &ExecutionId,
+    ) -> Result<(), EngineError>;
+
+    /// Expires an execution whose attempt timeout or deadline has passed. No-op when not due.
+    async fn expire_execution(
+        &self,
+        partition: Partition,
+        execution_id: &ExecutionId,
+        phase: ExpirePhase,
+    ) -> Result<(), EngineError>;
+}

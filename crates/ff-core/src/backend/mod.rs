@@ -1,0 +1,92 @@
+//! The backend seam: [`EngineBackend`], the union of one sub-trait per entity, and
+//! [`CompletionBackend`] (completion subscriptions).
+//!
+//! Each entity's operations sit in the module named for it: [`execution`] (ingress, reads, tags,
+//! listings), [`lease`] (claims, renewals, progress, reclaim grants), [`attempt_end`] (complete,
+//! fail, cancel, delay), [`stream`] (frames), [`maintenance`] (the hooks reconcilers call).
+//! `EngineBackend` keeps the seed's method names, so a caller holding `&dyn EngineBackend`
+//! reaches every operation; import [`prelude`] (or `ff_core::*`) to bring the sub-traits into
+//! scope.
+//!
+//! Every method works on every backend that implements the traits: there are no default bodies
+//! that answer "unavailable". A method is added only once it works; what a backend supports is
+//! also reported truthfully by [`EngineBackend::capabilities`]. New methods take one `…Args`
+//! value and return one `…Result` or `…Outcome` (see the glossary in ARCHITECTURE.md).
+
+pub mod attempt_end;
+pub mod execution;
+pub mod lease;
+pub mod maintenance;
+pub mod stream;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+pub use attempt_end::AttemptEndBackend;
+pub use execution::ExecutionBackend;
+pub use lease::LeaseBackend;
+pub use maintenance::{ExpirePhase, MaintenanceBackend};
+pub use stream::StreamBackend;
+
+use crate::capability::Capabilities;
+use crate::error::EngineError;
+use crate::event::{CompletionStream, EventCursor, ScannerFilter};
+
+/// Every backend trait, for `use ff_core::backend::prelude::*`.
+pub mod prelude {
+    pub use super::{
+        AttemptEndBackend, CompletionBackend, EngineBackend, ExecutionBackend, LeaseBackend, MaintenanceBackend,
+        StreamBackend,
+    };
+}
+
+/// What `prepare` did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PrepareOutcome {
+    /// Nothing to do: the schema is current.
+    NoOp,
+}
+
+/// The engine's storage and coordination backend: every entity's operations, plus the
+/// backend's own lifecycle.
+#[async_trait]
+pub trait EngineBackend:
+    ExecutionBackend + LeaseBackend + AttemptEndBackend + StreamBackend + MaintenanceBackend + Send + Sync + 'static
+{
+    /// Static label of the backend family (`postgres`).
+    fn backend_label(&self) -> &'static str;
+
+    /// What this backend supports, truthfully.
+    fn capabilities(&self) -> Capabilities;
+
+    /// Verifies the backend is ready (schema current). Idempotent.
+    async fn prepare(&self) -> Result<PrepareOutcome, EngineError>;
+
+    /// Round-trips to the backend.
+    async fn ping(&self) -> Result<(), EngineError>;
+
+    /// The backend's clock, in ms since the epoch.
+    async fn server_time_ms(&self) -> Result<u64, EngineError>;
+
+    /// Stops reconcilers (waiting up to `grace`) and closes connections. Never fails.
+    async fn shutdown_prepare(&self, grace: Duration) -> Result<(), EngineError>;
+}
+
+/// Completion subscriptions over the event log.
+#[async_trait]
+pub trait CompletionBackend: Send + Sync + 'static {
+    /// Every completion committed from now on.
+    async fn subscribe_completions(&self) -> Result<CompletionStream, EngineError>;
+
+    /// Completions matching `filter`, from now on.
+    async fn subscribe_completions_filtered(&self, filter: &ScannerFilter) -> Result<CompletionStream, EngineError>;
+
+    /// Completions matching `filter` after `cursor` (resumable; `EventCursor::BEGINNING` replays
+    /// the whole retained log).
+    async fn subscribe_completions_from(
+        &self,
+        cursor: EventCursor,
+        filter: &ScannerFilter,
+    ) -> Result<CompletionStream, EngineError>;
+}
