@@ -1,7 +1,8 @@
 //! Ending or parking an attempt: complete, fail (with the stored retry policy), cancel, delay.
 //!
 //! Each is one transaction whose writing statement carries the lease fence; the execution row,
-//! the attempt row and the event log change together. `complete` is one call of `ff_complete`
+//! the attempt row and the event log change together. The transitions' SQL lives in the schema
+//! (`ff_complete`, `ff_end_attempt`); this module binds their arguments. `complete` is one call of `ff_complete`
 //! over arrays of items, so a batch of completions costs one round trip with every row still
 //! fenced.
 
@@ -27,7 +28,7 @@ use crate::row::{col, u32_col};
 
 /// Fenced batch completion (see `ff_complete` in the schema): `$1` execution ids, `$2` lease ids,
 /// `$3` epochs, `$4` attempt indexes, `$5` results (NULL = none). Returns the ids that completed.
-const COMPLETE_SQL: &str = "SELECT * FROM ff_complete($1, $2, $3, $4, $5)";
+pub(crate) const COMPLETE_SQL: &str = "SELECT * FROM ff_complete($1, $2, $3, $4, $5)";
 
 /// Completes every item whose fence holds; returns, per item in order, whether it completed.
 pub(crate) async fn complete(
@@ -60,70 +61,45 @@ pub(crate) async fn complete(
     Ok(ids.iter().map(|id| done.remove(id)).collect())
 }
 
-/// Shared tail of the fenced single-row statements below: the attempt update and the event.
-fn ending_sql(set_execution: &str, attempt_state: &str, event_kind: &str) -> String {
-    format!(
-        r#"
-WITH upd AS (
-    UPDATE ff_execution e SET {set_execution},
-        lease_expires_at_ms = NULL, attempt_deadline_at_ms = NULL, last_mutation_at_ms = ff_now_ms()
-    WHERE {FENCE}
-    RETURNING e.execution_id, e.partition_key, e.namespace, e.lane_id, e.current_attempt_index, e.lease_epoch,
-              e.worker_instance_id, e.eligible_at_ms, e.total_attempt_count
-),
-att AS (
-    UPDATE ff_attempt a SET state = '{attempt_state}',
-        ended_at_ms = CASE WHEN '{attempt_state}' = 'suspended' THEN NULL ELSE ff_now_ms() END,
-        failure_class = $5, failure_message = $6, failure_detail = $7
-    FROM upd WHERE a.execution_id = upd.execution_id AND a.attempt_index = upd.current_attempt_index
-),
-ev AS (
-    INSERT INTO ff_event (kind, execution_id, partition_key, namespace, lane_id, attempt_index, lease_epoch, worker_instance_id)
-    SELECT '{event_kind}', execution_id, partition_key, namespace, lane_id, current_attempt_index, lease_epoch, worker_instance_id
-    FROM upd
-)
-SELECT eligible_at_ms, total_attempt_count FROM upd
-"#
-    )
+/// How the lease holder ends or parks its attempt, other than by completing it: the labels of
+/// the schema's `ff_attempt_ending` type, whose function `ff_end_attempt` holds each
+/// transition's SQL.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Ending {
+    /// Terminal failure.
+    Fail,
+    /// A retry after backoff.
+    Retry,
+    /// Terminal cancellation.
+    Cancel,
+    /// Parked until a time; the same attempt resumes.
+    Delay,
 }
 
-const TERMINAL_SET: &str = "lifecycle_phase = 'terminal', ownership_state = 'unowned', eligibility_state = 'not_applicable', \
-     blocking_reason = 'none', attempt_state = 'attempt_terminal', completed_at_ms = ff_now_ms()";
+impl Ending {
+    /// Every ending, in the schema's label order.
+    #[cfg(test)]
+    pub(crate) const ALL: [Ending; 4] = [Ending::Fail, Ending::Retry, Ending::Cancel, Ending::Delay];
 
-/// Fail for good: `$5..$7` failure class, message, detail.
-static FAIL_TERMINAL_SQL: LazyLock<String> = LazyLock::new(|| {
-    ending_sql(&format!("{TERMINAL_SET}, terminal_outcome = 'failed', blocking_detail = $6"), "ended_failure", "failed")
-});
+    /// The `ff_attempt_ending` label.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Ending::Fail => "fail",
+            Ending::Retry => "retry",
+            Ending::Cancel => "cancel",
+            Ending::Delay => "delay",
+        }
+    }
+}
 
-/// Schedule a retry: `$8` backoff ms.
-static FAIL_RETRY_SQL: LazyLock<String> = LazyLock::new(|| {
-    ending_sql(
-        "lifecycle_phase = 'runnable', ownership_state = 'unowned', eligibility_state = 'not_eligible_until_time', \
-         blocking_reason = 'waiting_for_retry_backoff', attempt_state = 'pending_retry_attempt', \
-         retry_count = e.retry_count + 1, eligible_at_ms = ff_now_ms() + $8, blocking_detail = $6",
-        "ended_failure",
-        "retry_scheduled",
-    )
-});
+/// Fenced end of one attempt (see `ff_end_attempt` in the schema): `$1` ending, `$2..$5` the
+/// fence, `$6..$8` failure class, message (or cancel reason) and detail, `$9` backoff ms (retry)
+/// or absolute time (delay). No row when the fence failed.
+pub(crate) const END_ATTEMPT_SQL: &str = "SELECT eligible_at_ms, total_attempt_count FROM ff_end_attempt($1::ff_attempt_ending, $2, $3, $4, $5, $6, $7, $8, $9)";
 
-/// Cancel: `$6` reason.
-static CANCEL_SQL: LazyLock<String> = LazyLock::new(|| {
-    ending_sql(
-        &format!("{TERMINAL_SET}, terminal_outcome = 'cancelled', blocking_detail = $6"),
-        "ended_cancelled",
-        "cancelled",
-    )
-});
-
-/// Delay: `$8` absolute time (ms).
-static DELAY_SQL: LazyLock<String> = LazyLock::new(|| {
-    ending_sql(
-        "lifecycle_phase = 'runnable', ownership_state = 'unowned', eligibility_state = 'not_eligible_until_time', \
-         blocking_reason = 'waiting_for_delay', attempt_state = 'attempt_interrupted', eligible_at_ms = $8, \
-         blocking_detail = NULL",
-        "suspended",
-        "lease_released",
-    )
+/// Locks the fenced execution row and reads its retry policy and counters.
+pub(crate) static FAIL_LOCK_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!("SELECT e.policy, e.retry_count, e.max_retries FROM ff_execution e WHERE {FENCE} FOR UPDATE")
 });
 
 /// Result of a fenced single-row ending: `None` when the fence failed.
@@ -132,24 +108,37 @@ pub(crate) struct Ended {
     pub total_attempt_count: i32,
 }
 
-async fn run_ending<'e, E>(
+/// What an ending records beyond the fence.
+#[derive(Default)]
+struct EndingArgs<'a> {
+    class: Option<&'a str>,
+    message: Option<&'a str>,
+    detail: Option<&'a str>,
+    ms: Option<i64>,
+}
+
+async fn end_attempt<'e, E>(
     exec: E,
-    sql: &str,
+    ending: Ending,
     p: &HandlePayload,
-    class: Option<&str>,
-    message: Option<&str>,
-    detail: Option<&str>,
-    extra_ms: Option<i64>,
+    args: EndingArgs<'_>,
 ) -> Result<Option<Ended>, EngineError>
 where
     E: sqlx::Executor<'e, Database = sqlx::Postgres>,
 {
-    let q = bind_fence(sqlx::query(sql), p).bind(class).bind(message).bind(detail);
-    let q = match extra_ms {
-        Some(ms) => q.bind(ms),
-        None => q,
-    };
-    let row = q.fetch_optional(exec).await.map_err(map_sqlx)?;
+    let row = sqlx::query(END_ATTEMPT_SQL)
+        .bind(ending.as_str())
+        .bind(p.execution_id.uuid())
+        .bind(p.lease_id.0)
+        .bind(p.lease_epoch.0 as i64)
+        .bind(p.attempt_index.0 as i32)
+        .bind(args.class)
+        .bind(args.message)
+        .bind(args.detail)
+        .bind(args.ms)
+        .fetch_optional(exec)
+        .await
+        .map_err(map_sqlx)?;
     row.map(|r| {
         Ok(Ended { eligible_at_ms: col(&r, "eligible_at_ms")?, total_attempt_count: col(&r, "total_attempt_count")? })
     })
@@ -158,12 +147,14 @@ where
 
 /// Cancels; `None` when the fence failed.
 pub(crate) async fn cancel(pool: &PgPool, p: &HandlePayload, reason: &str) -> Result<Option<()>, EngineError> {
-    Ok(run_ending(pool, &CANCEL_SQL, p, None, Some(reason), None, None).await?.map(|_| ()))
+    let args = EndingArgs { message: Some(reason), ..Default::default() };
+    Ok(end_attempt(pool, Ending::Cancel, p, args).await?.map(|_| ()))
 }
 
 /// Parks until `until`; `None` when the fence failed.
 pub(crate) async fn delay(pool: &PgPool, p: &HandlePayload, until: TimestampMs) -> Result<Option<()>, EngineError> {
-    Ok(run_ending(pool, &DELAY_SQL, p, None, None, None, Some(until.0)).await?.map(|_| ()))
+    let args = EndingArgs { ms: Some(until.0), ..Default::default() };
+    Ok(end_attempt(pool, Ending::Delay, p, args).await?.map(|_| ()))
 }
 
 /// Fails the attempt, deciding retry from the stored policy; `None` when the fence failed.
@@ -174,15 +165,7 @@ pub(crate) async fn fail(
     class: FailureClass,
 ) -> Result<Option<FailOutcome>, EngineError> {
     let mut tx = pool.begin().await.map_err(map_sqlx)?;
-    let locked = bind_fence(
-        sqlx::query(&format!(
-            "SELECT e.policy, e.retry_count, e.max_retries FROM ff_execution e WHERE {FENCE} FOR UPDATE"
-        )),
-        p,
-    )
-    .fetch_optional(&mut *tx)
-    .await
-    .map_err(map_sqlx)?;
+    let locked = bind_fence(sqlx::query(&FAIL_LOCK_SQL), p).fetch_optional(&mut *tx).await.map_err(map_sqlx)?;
     let Some(row) = locked else {
         return Ok(None);
     };
@@ -196,21 +179,18 @@ pub(crate) async fn fail(
         }
         _ => None,
     };
-    let message = Some(reason.message.as_str());
-    let detail = reason.detail.as_deref();
+    let args = EndingArgs {
+        class: Some(class.as_str()),
+        message: Some(reason.message.as_str()),
+        detail: reason.detail.as_deref(),
+        ms: retry.map(|backoff| i64::try_from(backoff.as_millis()).unwrap_or(i64::MAX)),
+    };
     let outcome = match retry {
-        Some(backoff) => {
-            let ms = i64::try_from(backoff.as_millis()).unwrap_or(i64::MAX);
-            let ended =
-                run_ending(&mut *tx, &FAIL_RETRY_SQL, p, Some(class.as_str()), message, detail, Some(ms)).await?;
-            ended.map(|e| FailOutcome::RetryScheduled {
-                delay_until: TimestampMs(e.eligible_at_ms),
-                next_attempt_index: AttemptIndex(e.total_attempt_count as u32),
-            })
-        }
-        None => run_ending(&mut *tx, &FAIL_TERMINAL_SQL, p, Some(class.as_str()), message, detail, None)
-            .await?
-            .map(|_| FailOutcome::TerminalFailed),
+        Some(_) => end_attempt(&mut *tx, Ending::Retry, p, args).await?.map(|e| FailOutcome::RetryScheduled {
+            delay_until: TimestampMs(e.eligible_at_ms),
+            next_attempt_index: AttemptIndex(e.total_attempt_count as u32),
+        }),
+        None => end_attempt(&mut *tx, Ending::Fail, p, args).await?.map(|_| FailOutcome::TerminalFailed),
     };
     tx.commit().await.map_err(map_sqlx)?;
     Ok(outcome)

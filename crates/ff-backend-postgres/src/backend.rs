@@ -24,6 +24,10 @@ use crate::reconciler::{self, DelayedPromoter, LeaseExpiryReconciler, Reconciler
 use crate::wakeup::LaneWakeups;
 use crate::{event, migrate};
 
+pub(crate) const PING_SQL: &str = "SELECT 1";
+
+pub(crate) const SERVER_TIME_SQL: &str = "SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint";
+
 /// The PostgreSQL engine backend.
 pub struct PostgresBackend {
     pub(crate) pool: PgPool,
@@ -205,15 +209,12 @@ impl EngineBackend for PostgresBackend {
     }
 
     async fn ping(&self) -> Result<(), EngineError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await.map_err(map_sqlx)?;
+        sqlx::query(PING_SQL).execute(&self.pool).await.map_err(map_sqlx)?;
         Ok(())
     }
 
     async fn server_time_ms(&self) -> Result<u64, EngineError> {
-        let ms: i64 = sqlx::query_scalar("SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint")
-            .fetch_one(&self.pool)
-            .await
-            .map_err(map_sqlx)?;
+        let ms: i64 = sqlx::query_scalar(SERVER_TIME_SQL).fetch_one(&self.pool).await.map_err(map_sqlx)?;
         Ok(ms.max(0) as u64)
     }
 

@@ -2,10 +2,11 @@
 //!
 //! SQLSTATE classes: connection and pool failures are transport errors; serialization failures
 //! and deadlocks are contention (retryable); lock timeouts are contention; check and
-//! foreign-key violations mean a caller slipped past validation and surface as invalid input;
+//! foreign-key violations mean a caller slipped past validation and surface as invalid input
+//! (a NUL character in text as `nul_in_text`);
 //! everything else is transport.
 
-use ff_core::{ContentionKind, EngineError};
+use ff_core::{ContentionKind, EngineError, ValidationKind};
 
 /// Maps a sqlx error.
 pub fn map_sqlx(e: sqlx::Error) -> EngineError {
@@ -15,6 +16,11 @@ pub fn map_sqlx(e: sqlx::Error) -> EngineError {
             let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
             match code.as_str() {
                 "40001" | "40P01" | "55P03" => return EngineError::Contention(ContentionKind::LeaseConflict),
+                // A NUL character in text or JSON: validation refuses these first; this is the
+                // backstop that keeps such input a caller's error rather than a storage failure.
+                "22021" | "22P05" => {
+                    return EngineError::validation(ValidationKind::NulInText, "text contains a NUL character");
+                }
                 "23514" | "23503" | "22001" | "22003" | "22P02" => {
                     return EngineError::invalid(format!("rejected by the database: {}", db.message()));
                 }

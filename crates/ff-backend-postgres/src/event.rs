@@ -20,6 +20,9 @@ use crate::backend::PostgresBackend;
 use crate::error::map_sqlx;
 use crate::row::col;
 
+pub(crate) const HEAD_CURSOR_SQL: &str = "SELECT tx_id::text, event_id FROM ff_event WHERE tx_id < pg_snapshot_xmin(pg_current_snapshot()) \
+         ORDER BY tx_id DESC, event_id DESC LIMIT 1";
+
 /// One entry of the event log.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EventLogEntry {
@@ -42,7 +45,7 @@ pub struct EventLogEntry {
     pub occurred_at: TimestampMs,
 }
 
-const READ_SQL: &str = "
+pub(crate) const READ_EVENTS_SQL: &str = "
 SELECT v.tx_id::text AS tx, v.event_id, v.kind::text AS kind, v.execution_id, v.partition_key, v.namespace, v.lane_id,
        v.attempt_index, v.lease_epoch, v.occurred_at_ms
 FROM ff_event v
@@ -67,7 +70,7 @@ pub async fn read_events(
         Some((k, v)) => (Some(k.as_str()), Some(v.as_str())),
         None => (None, None),
     };
-    let rows = sqlx::query(READ_SQL)
+    let rows = sqlx::query(READ_EVENTS_SQL)
         .bind(after.tx.to_string())
         .bind(after.id)
         .bind(i64::from(limit))
@@ -100,13 +103,7 @@ pub async fn read_events(
 
 /// The cursor just after the newest event visible now.
 pub async fn head_cursor(pool: &PgPool) -> Result<EventCursor, EngineError> {
-    let row: Option<(String, i64)> = sqlx::query_as(
-        "SELECT tx_id::text, event_id FROM ff_event WHERE tx_id < pg_snapshot_xmin(pg_current_snapshot()) \
-         ORDER BY tx_id DESC, event_id DESC LIMIT 1",
-    )
-    .fetch_optional(pool)
-    .await
-    .map_err(map_sqlx)?;
+    let row: Option<(String, i64)> = sqlx::query_as(HEAD_CURSOR_SQL).fetch_optional(pool).await.map_err(map_sqlx)?;
     match row {
         None => Ok(EventCursor::BEGINNING),
         Some((tx, id)) => Ok(EventCursor {

@@ -16,6 +16,11 @@ use uuid::Uuid;
 use crate::error::map_sqlx;
 use crate::row::{col, non_negative, u32_col};
 
+pub(crate) const DIAGNOSE_SQL: &str = "SELECT lifecycle_phase::text AS lifecycle_phase, ownership_state::text AS ownership_state, \
+                terminal_outcome::text AS terminal_outcome, lease_id, lease_epoch, current_attempt_index, \
+                (lease_expires_at_ms IS NOT NULL AND lease_expires_at_ms <= ff_now_ms()) AS expired \
+         FROM ff_execution WHERE execution_id = $1 AND partition_key = $2";
+
 /// Decodes a handle minted by this backend and checks its partition.
 pub(crate) fn decode(handle: &Handle, partitions: &PartitionConfig) -> Result<HandlePayload, EngineError> {
     let p = HandlePayload::from_handle(handle, BackendTag::Postgres)?;
@@ -31,17 +36,12 @@ pub(crate) async fn diagnose(pool: &PgPool, p: &HandlePayload) -> EngineError {
 }
 
 async fn diagnose_inner(pool: &PgPool, p: &HandlePayload) -> Result<EngineError, EngineError> {
-    let row = sqlx::query(
-        "SELECT lifecycle_phase::text AS lifecycle_phase, ownership_state::text AS ownership_state, \
-                terminal_outcome::text AS terminal_outcome, lease_id, lease_epoch, current_attempt_index, \
-                (lease_expires_at_ms IS NOT NULL AND lease_expires_at_ms <= ff_now_ms()) AS expired \
-         FROM ff_execution WHERE execution_id = $1 AND partition_key = $2",
-    )
-    .bind(p.execution_id.uuid())
-    .bind(p.execution_id.partition_index() as i16)
-    .fetch_optional(pool)
-    .await
-    .map_err(map_sqlx)?;
+    let row = sqlx::query(DIAGNOSE_SQL)
+        .bind(p.execution_id.uuid())
+        .bind(p.execution_id.partition_index() as i16)
+        .fetch_optional(pool)
+        .await
+        .map_err(map_sqlx)?;
     let Some(row) = row else {
         return Ok(EngineError::NotFound { entity: "execution" });
     };

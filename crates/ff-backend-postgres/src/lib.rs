@@ -23,6 +23,8 @@ pub mod metrics;
 pub mod migrate;
 pub mod reconciler;
 mod row;
+#[cfg(test)]
+mod schema_check;
 mod stream;
 mod wakeup;
 

@@ -9,11 +9,15 @@ use sqlx::PgPool;
 
 use crate::error::map_sqlx;
 
+pub(crate) const SCHEMA_EXISTS_SQL: &str = "SELECT to_regclass('ff_schema') IS NOT NULL";
+
+pub(crate) const SCHEMA_VERSION_SQL: &str = "SELECT version FROM ff_schema";
+
 /// The embedded, forward-only migrations.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 /// The schema version this build expects (`ff_schema.version`).
-pub const SCHEMA_VERSION: i32 = 2;
+pub const SCHEMA_VERSION: i32 = 3;
 
 /// Applies every pending migration (safe to call concurrently: sqlx serialises with an
 /// advisory lock), then checks the resulting version.
@@ -24,12 +28,11 @@ pub async fn apply_migrations(pool: &PgPool) -> Result<(), EngineError> {
 
 /// The version recorded in the database, or `None` when the engine schema is absent.
 pub async fn read_schema_version(pool: &PgPool) -> Result<Option<i32>, EngineError> {
-    let exists: bool =
-        sqlx::query_scalar("SELECT to_regclass('ff_schema') IS NOT NULL").fetch_one(pool).await.map_err(map_sqlx)?;
+    let exists: bool = sqlx::query_scalar(SCHEMA_EXISTS_SQL).fetch_one(pool).await.map_err(map_sqlx)?;
     if !exists {
         return Ok(None);
     }
-    sqlx::query_scalar("SELECT version FROM ff_schema").fetch_optional(pool).await.map_err(map_sqlx)
+    sqlx::query_scalar(SCHEMA_VERSION_SQL).fetch_optional(pool).await.map_err(map_sqlx)
 }
 
 /// Fails unless the database's schema version is exactly [`SCHEMA_VERSION`].

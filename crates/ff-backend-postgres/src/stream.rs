@@ -23,7 +23,13 @@ use crate::fence::check_id;
 use crate::fence::{FENCE, bind_fence};
 use crate::row::{col, non_negative};
 
-static APPEND_SQL: LazyLock<String> = LazyLock::new(|| {
+pub(crate) const READ_ATTEMPT_SQL: &str = "SELECT a.ended_at_ms, a.state::text, e.partition_key FROM ff_attempt a JOIN ff_execution e USING (execution_id) \
+         WHERE a.execution_id = $1 AND a.attempt_index = $2";
+
+pub(crate) const READ_FRAMES_SQL: &str = "SELECT seq, kind::text AS kind, frame_type, correlation_id, bytes, appended_at_ms FROM ff_frame \
+         WHERE execution_id = $1 AND attempt_index = $2 AND seq >= $3 AND seq <= $4 ORDER BY seq LIMIT $5";
+
+pub(crate) static APPEND_SQL: LazyLock<String> = LazyLock::new(|| {
     format!(
         r#"
 WITH owner AS (
@@ -74,15 +80,12 @@ pub(crate) async fn read(
     if count_limit == 0 || count_limit > MAX_STREAM_READ {
         return Err(EngineError::invalid(format!("count_limit {count_limit} outside 1..={MAX_STREAM_READ}")));
     }
-    let attempt_row: Option<(Option<i64>, String, i16)> = sqlx::query_as(
-        "SELECT a.ended_at_ms, a.state::text, e.partition_key FROM ff_attempt a JOIN ff_execution e USING (execution_id) \
-         WHERE a.execution_id = $1 AND a.attempt_index = $2",
-    )
-    .bind(id.uuid())
-    .bind(attempt.0 as i32)
-    .fetch_optional(pool)
-    .await
-    .map_err(map_sqlx)?;
+    let attempt_row: Option<(Option<i64>, String, i16)> = sqlx::query_as(READ_ATTEMPT_SQL)
+        .bind(id.uuid())
+        .bind(attempt.0 as i32)
+        .fetch_optional(pool)
+        .await
+        .map_err(map_sqlx)?;
     let Some((ended_at, state, partition)) = attempt_row else {
         return Err(EngineError::NotFound { entity: "attempt" });
     };
@@ -91,18 +94,15 @@ pub(crate) async fn read(
     }
     let lo = i64::try_from(from.seq_bound()).unwrap_or(i64::MAX);
     let hi = i64::try_from(to.seq_bound()).unwrap_or(i64::MAX);
-    let rows = sqlx::query(
-        "SELECT seq, kind::text AS kind, frame_type, correlation_id, bytes, appended_at_ms FROM ff_frame \
-         WHERE execution_id = $1 AND attempt_index = $2 AND seq >= $3 AND seq <= $4 ORDER BY seq LIMIT $5",
-    )
-    .bind(id.uuid())
-    .bind(attempt.0 as i32)
-    .bind(lo)
-    .bind(hi)
-    .bind(count_limit as i64)
-    .fetch_all(pool)
-    .await
-    .map_err(map_sqlx)?;
+    let rows = sqlx::query(READ_FRAMES_SQL)
+        .bind(id.uuid())
+        .bind(attempt.0 as i32)
+        .bind(lo)
+        .bind(hi)
+        .bind(count_limit as i64)
+        .fetch_all(pool)
+        .await
+        .map_err(map_sqlx)?;
     let mut frames = Vec::with_capacity(rows.len());
     for r in &rows {
         let seq: u64 = non_negative("seq", col::<i64>(r, "seq")?)?;

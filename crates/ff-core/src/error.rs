@@ -120,6 +120,8 @@ coded_enum!(
     ValidationKind {
         /// Malformed or out-of-range input.
         InvalidInput => "invalid_input",
+        /// A text field contains a NUL character, which no stored text may hold.
+        NulInText => "nul_in_text",
         /// Worker capabilities do not cover the execution's requirements.
         CapabilityMismatch => "capability_mismatch",
         /// A capability token is malformed.

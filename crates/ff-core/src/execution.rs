@@ -31,8 +31,21 @@ pub fn validate_payload(what: &str, bytes: &[u8]) -> Result<(), EngineError> {
     Ok(())
 }
 
+/// Refuses text holding a NUL character: stored text cannot hold one, so it is a caller's
+/// error (`nul_in_text`), never a storage failure. Every text validator below starts here.
+pub fn validate_text(what: &str, s: &str) -> Result<(), EngineError> {
+    if s.contains('\0') {
+        return Err(EngineError::validation(
+            crate::error::ValidationKind::NulInText,
+            format!("{what} contains a NUL character"),
+        ));
+    }
+    Ok(())
+}
+
 /// Checks a short name-like string: 1..=256 bytes (or empty when `allow_empty`), no control chars.
 pub fn validate_name(what: &str, s: &str, allow_empty: bool) -> Result<(), EngineError> {
+    validate_text(what, s)?;
     if (!allow_empty && s.is_empty()) || s.len() > MAX_NAME_BYTES || s.chars().any(char::is_control) {
         let range = if allow_empty { "0" } else { "1" };
         return Err(EngineError::invalid(format!(
@@ -44,6 +57,7 @@ pub fn validate_name(what: &str, s: &str, allow_empty: bool) -> Result<(), Engin
 
 /// Checks a free-text message against [`MAX_MESSAGE_BYTES`].
 pub fn validate_message(what: &str, s: &str) -> Result<(), EngineError> {
+    validate_text(what, s)?;
     if s.len() > MAX_MESSAGE_BYTES {
         return Err(EngineError::invalid(format!("{what} is {} bytes; the limit is {MAX_MESSAGE_BYTES}", s.len())));
     }

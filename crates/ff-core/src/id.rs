@@ -236,6 +236,20 @@ string_id!(
     Namespace
 );
 
+impl WorkerId {
+    /// 1..=256 bytes, no control characters.
+    pub fn validate(&self) -> Result<(), EngineError> {
+        crate::execution::validate_name("worker_id", &self.0, false)
+    }
+}
+
+impl WorkerInstanceId {
+    /// 1..=256 bytes, no control characters.
+    pub fn validate(&self) -> Result<(), EngineError> {
+        crate::execution::validate_name("worker_instance_id", &self.0, false)
+    }
+}
+
 /// Index of an attempt within an execution, starting at 0.
 #[derive(
     Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, Default, Serialize, Deserialize, schemars::JsonSchema,

@@ -5,6 +5,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::capability::CapabilitySet;
+use crate::error::EngineError;
 
 use crate::handle::Handle;
 use crate::id::{AttemptIndex, ExecutionId, LaneId, LeaseEpoch, TimestampMs, WorkerId, WorkerInstanceId};
@@ -33,6 +34,27 @@ impl ClaimPolicy {
             max_wait: None,
         }
     }
+
+    /// Checks the lease TTL, the worker ids and the long-poll bound.
+    pub fn validate(&self) -> Result<(), EngineError> {
+        crate::policy::validate_lease_ttl_ms(self.lease_ttl_ms)?;
+        self.worker_id.validate()?;
+        self.worker_instance_id.validate()?;
+        if let Some(w) = self.max_wait
+            && w > MAX_CLAIM_WAIT
+        {
+            return Err(EngineError::invalid(format!("max_wait {w:?} exceeds {MAX_CLAIM_WAIT:?}")));
+        }
+        Ok(())
+    }
+}
+
+/// Checks how many executions one batch call (claim or complete) names: 1..=[`MAX_CLAIM_BATCH`].
+pub fn validate_claim_batch(n: usize) -> Result<(), EngineError> {
+    if n == 0 || n > MAX_CLAIM_BATCH {
+        return Err(EngineError::invalid(format!("batch size {n} outside 1..={MAX_CLAIM_BATCH}")));
+    }
+    Ok(())
 }
 
 /// Longest long-poll a claim may ask for.
@@ -77,6 +99,21 @@ pub struct IssueReclaimGrantArgs {
 
 /// Longest grant TTL.
 pub const MAX_GRANT_TTL_MS: u64 = 60_000;
+
+impl IssueReclaimGrantArgs {
+    /// Checks the grant TTL, the worker ids and the capability tokens.
+    pub fn validate(&self) -> Result<(), EngineError> {
+        if self.grant_ttl_ms == 0 || self.grant_ttl_ms > MAX_GRANT_TTL_MS {
+            return Err(EngineError::invalid(format!(
+                "grant_ttl_ms {} outside 1..={MAX_GRANT_TTL_MS}",
+                self.grant_ttl_ms
+            )));
+        }
+        self.worker_id.validate()?;
+        self.worker_instance_id.validate()?;
+        crate::capability::validate_tokens(&self.worker_capabilities.0)
+    }
+}
 
 /// A grant admitting one worker to reclaim one execution until it expires.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -128,6 +165,16 @@ pub struct ReclaimExecutionArgs {
     pub grant_key: String,
     /// TTL of the new lease.
     pub lease_ttl_ms: u64,
+}
+
+impl ReclaimExecutionArgs {
+    /// Checks the lease TTL, the worker ids and that a grant key is present.
+    pub fn validate(&self) -> Result<(), EngineError> {
+        crate::policy::validate_lease_ttl_ms(self.lease_ttl_ms)?;
+        self.worker_id.validate()?;
+        self.worker_instance_id.validate()?;
+        crate::execution::validate_name("grant_key", &self.grant_key, false)
+    }
 }
 
 /// Outcome of `reclaim_execution`.

@@ -29,6 +29,9 @@ pub enum FrameKind {
 }
 
 impl FrameKind {
+    /// Every kind, in declaration order.
+    pub const ALL: &'static [Self] = &[Self::Stdout, Self::Stderr, Self::Event, Self::Blob];
+
     /// Snake_case label.
     pub fn as_str(&self) -> &'static str {
         match self {

@@ -46,6 +46,7 @@ pub fn validate_tag_key(key: &str) -> Result<(), EngineError> {
 
 /// Validates a tag value's size.
 pub fn validate_tag_value(key: &str, value: &str) -> Result<(), EngineError> {
+    crate::execution::validate_text(&format!("tag {key:?} value"), value)?;
     if value.len() > TAG_VALUE_MAX_BYTES {
         return Err(EngineError::invalid(format!(
             "tag {key:?} value is {} bytes; the limit is {TAG_VALUE_MAX_BYTES}",

@@ -18,7 +18,7 @@ use uuid::Uuid;
 use crate::error::map_sqlx;
 use crate::row::col;
 
-const CREATE_SQL: &str = r#"
+pub(crate) const CREATE_SQL: &str = r#"
 WITH input AS (
     SELECT * FROM unnest($1::uuid[], $2::smallint[], $3::text[], $4::text[], $5::text[], $6::int[], $7::text[],
                          $8::text[], $9::text[], $10::bytea[], $11::jsonb[], $12::text[], $13::jsonb[], $14::int[],

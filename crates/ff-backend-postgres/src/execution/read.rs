@@ -1,6 +1,7 @@
 //! Reads, tags and listings.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::LazyLock;
 
 use ff_core::{
     AttemptId, AttemptIndex, AttemptSummary, EngineError, ExecutionContext, ExecutionId, ExecutionInfo,
@@ -16,6 +17,24 @@ use crate::error::map_sqlx;
 use crate::fence::{check_id, check_partition};
 use crate::row::{STATE_COLUMNS, col, non_negative, state_vector, u32_col};
 
+pub(crate) const SET_TAG_SQL: &str = "UPDATE ff_execution SET tags = jsonb_set(tags, ARRAY[$3], to_jsonb($4::text)) \
+         WHERE execution_id = $1 AND partition_key = $2 \
+           AND (tags ? $3 OR (SELECT count(*) FROM jsonb_object_keys(tags)) < $5)";
+
+pub(crate) const GET_TAG_SQL: &str =
+    "SELECT tags ->> $3 FROM ff_execution WHERE execution_id = $1 AND partition_key = $2";
+
+pub(crate) const LIST_EXECUTIONS_SQL: &str = "SELECT execution_id FROM ff_execution WHERE partition_key = $1 AND ($2::uuid IS NULL OR execution_id > $2) \
+         ORDER BY execution_id LIMIT $3";
+
+pub(crate) const LIST_LANES_SQL: &str = "SELECT lane_id FROM ff_lane WHERE ($1::text IS NULL OR lane_id COLLATE \"C\" > $1) ORDER BY lane_id COLLATE \"C\" LIMIT $2";
+
+/// Reads `columns` of one execution row: the one runtime-built statement of the crate. Its
+/// column lists are constants, except `read_exec_core_fields`'s (a subset of [`CORE_FIELDS`]).
+pub(crate) fn by_id_sql(columns: &str) -> String {
+    format!("SELECT {columns} FROM ff_execution WHERE execution_id = $1 AND partition_key = $2")
+}
+
 async fn fetch(
     pool: &PgPool,
     cfg: &PartitionConfig,
@@ -23,7 +42,7 @@ async fn fetch(
     columns: &str,
 ) -> Result<Option<PgRow>, EngineError> {
     check_id(id, cfg)?;
-    sqlx::query(&format!("SELECT {columns} FROM ff_execution WHERE execution_id = $1 AND partition_key = $2"))
+    sqlx::query(&by_id_sql(columns))
         .bind(id.uuid())
         .bind(id.partition_index() as i16)
         .fetch_optional(pool)
@@ -36,18 +55,33 @@ pub(crate) fn tags(row: &PgRow) -> Result<BTreeMap<String, String>, EngineError>
         .map_err(|e| EngineError::validation(ValidationKind::Corruption, format!("stored tags: {e}")))
 }
 
+/// Columns `describe_execution` reads.
+pub(crate) static DESCRIBE_COLUMNS: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "{STATE_COLUMNS}, flow_id, lane_id, namespace, blocking_detail, attempt_id, current_attempt_index, \
+         total_attempt_count, lease_reclaim_count, retry_count, lease_id, lease_epoch, worker_instance_id, \
+         lease_expires_at_ms, last_heartbeat_at_ms, created_at_ms, last_mutation_at_ms, progress_pct, progress_message, tags"
+    )
+});
+
+/// Columns `read_execution_info` reads.
+pub(crate) static INFO_COLUMNS: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "{STATE_COLUMNS}, namespace, lane_id, priority, execution_kind, created_at_ms, started_at_ms, completed_at_ms, \
+         current_attempt_index, flow_id, blocking_detail, eligible_at_ms, deadline_at_ms, required_capabilities"
+    )
+});
+
+/// Columns `read_execution_context` reads.
+pub(crate) const CONTEXT_COLUMNS: &str = "input_payload, execution_kind, tags";
+
 /// `describe_execution`.
 pub(crate) async fn describe(
     pool: &PgPool,
     cfg: &PartitionConfig,
     id: &ExecutionId,
 ) -> Result<Option<ExecutionSnapshot>, EngineError> {
-    let cols = format!(
-        "{STATE_COLUMNS}, flow_id, lane_id, namespace, blocking_detail, attempt_id, current_attempt_index, \
-         total_attempt_count, lease_reclaim_count, retry_count, lease_id, lease_epoch, worker_instance_id, \
-         lease_expires_at_ms, last_heartbeat_at_ms, created_at_ms, last_mutation_at_ms, progress_pct, progress_message, tags"
-    );
-    let Some(row) = fetch(pool, cfg, id, &cols).await? else { return Ok(None) };
+    let Some(row) = fetch(pool, cfg, id, &DESCRIBE_COLUMNS).await? else { return Ok(None) };
     let state = state_vector(&row)?;
     let attempt_id: Option<Uuid> = col(&row, "attempt_id")?;
     let attempt_index = AttemptIndex(u32_col(&row, "current_attempt_index")?);
@@ -93,11 +127,7 @@ pub(crate) async fn info(
     cfg: &PartitionConfig,
     id: &ExecutionId,
 ) -> Result<Option<ExecutionInfo>, EngineError> {
-    let cols = format!(
-        "{STATE_COLUMNS}, namespace, lane_id, priority, execution_kind, created_at_ms, started_at_ms, completed_at_ms, \
-         current_attempt_index, flow_id, blocking_detail, eligible_at_ms, deadline_at_ms, required_capabilities"
-    );
-    let Some(row) = fetch(pool, cfg, id, &cols).await? else { return Ok(None) };
+    let Some(row) = fetch(pool, cfg, id, &INFO_COLUMNS).await? else { return Ok(None) };
     let state = state_vector(&row)?;
     let delayed = state.public_state() == PublicState::Delayed;
     Ok(Some(ExecutionInfo {
@@ -136,9 +166,7 @@ pub(crate) async fn context(
     cfg: &PartitionConfig,
     id: &ExecutionId,
 ) -> Result<ExecutionContext, EngineError> {
-    let row = fetch(pool, cfg, id, "input_payload, execution_kind, tags")
-        .await?
-        .ok_or(EngineError::NotFound { entity: "execution" })?;
+    let row = fetch(pool, cfg, id, CONTEXT_COLUMNS).await?.ok_or(EngineError::NotFound { entity: "execution" })?;
     Ok(ExecutionContext {
         input_payload: col(&row, "input_payload")?,
         execution_kind: col(&row, "execution_kind")?,
@@ -178,7 +206,7 @@ pub(crate) async fn namespace(
 }
 
 /// Columns `read_exec_core_fields` may project, each rendered as text.
-const CORE_FIELDS: &[&str] = &[
+pub(crate) const CORE_FIELDS: &[&str] = &[
     "lane_id",
     "namespace",
     "execution_kind",
@@ -253,20 +281,16 @@ pub(crate) async fn set_tag(
     ff_core::tag::validate_tag_key(key)?;
     ff_core::tag::validate_tag_value(key, value)?;
     check_id(id, cfg)?;
-    let updated = sqlx::query(
-        "UPDATE ff_execution SET tags = jsonb_set(tags, ARRAY[$3], to_jsonb($4::text)) \
-         WHERE execution_id = $1 AND partition_key = $2 \
-           AND (tags ? $3 OR (SELECT count(*) FROM jsonb_object_keys(tags)) < $5)",
-    )
-    .bind(id.uuid())
-    .bind(id.partition_index() as i16)
-    .bind(key)
-    .bind(value)
-    .bind(ff_core::tag::MAX_TAGS as i64)
-    .execute(pool)
-    .await
-    .map_err(map_sqlx)?
-    .rows_affected();
+    let updated = sqlx::query(SET_TAG_SQL)
+        .bind(id.uuid())
+        .bind(id.partition_index() as i16)
+        .bind(key)
+        .bind(value)
+        .bind(ff_core::tag::MAX_TAGS as i64)
+        .execute(pool)
+        .await
+        .map_err(map_sqlx)?
+        .rows_affected();
     if updated == 1 {
         return Ok(());
     }
@@ -285,16 +309,14 @@ pub(crate) async fn get_tag(
 ) -> Result<Option<String>, EngineError> {
     ff_core::tag::validate_tag_key(key)?;
     check_id(id, cfg)?;
-    sqlx::query_scalar::<_, Option<String>>(
-        "SELECT tags ->> $3 FROM ff_execution WHERE execution_id = $1 AND partition_key = $2",
-    )
-    .bind(id.uuid())
-    .bind(id.partition_index() as i16)
-    .bind(key)
-    .fetch_optional(pool)
-    .await
-    .map(Option::flatten)
-    .map_err(map_sqlx)
+    sqlx::query_scalar::<_, Option<String>>(GET_TAG_SQL)
+        .bind(id.uuid())
+        .bind(id.partition_index() as i16)
+        .bind(key)
+        .fetch_optional(pool)
+        .await
+        .map(Option::flatten)
+        .map_err(map_sqlx)
 }
 
 fn check_limit(limit: usize) -> Result<(), EngineError> {
@@ -326,16 +348,13 @@ pub(crate) async fn list_executions(
     if limit == 0 {
         return Ok(ListExecutionsPage { executions: Vec::new(), next_cursor: None });
     }
-    let ids: Vec<Uuid> = sqlx::query_scalar(
-        "SELECT execution_id FROM ff_execution WHERE partition_key = $1 AND ($2::uuid IS NULL OR execution_id > $2) \
-         ORDER BY execution_id LIMIT $3",
-    )
-    .bind(p.index as i16)
-    .bind(cursor.map(|c| c.uuid()))
-    .bind(limit as i64 + 1)
-    .fetch_all(pool)
-    .await
-    .map_err(map_sqlx)?;
+    let ids: Vec<Uuid> = sqlx::query_scalar(LIST_EXECUTIONS_SQL)
+        .bind(p.index as i16)
+        .bind(cursor.map(|c| c.uuid()))
+        .bind(limit as i64 + 1)
+        .fetch_all(pool)
+        .await
+        .map_err(map_sqlx)?;
     let more = ids.len() > limit;
     let executions: Vec<ExecutionId> =
         ids.into_iter().take(limit).map(|u| ExecutionId::from_parts(p.index, u)).collect();
@@ -353,14 +372,12 @@ pub(crate) async fn list_lanes(
     if limit == 0 {
         return Ok(ListLanesPage { lanes: Vec::new(), next_cursor: None });
     }
-    let names: Vec<String> = sqlx::query_scalar(
-        "SELECT lane_id FROM ff_lane WHERE ($1::text IS NULL OR lane_id COLLATE \"C\" > $1) ORDER BY lane_id COLLATE \"C\" LIMIT $2",
-    )
-    .bind(cursor.as_ref().map(|c| c.as_str()))
-    .bind(limit as i64 + 1)
-    .fetch_all(pool)
-    .await
-    .map_err(map_sqlx)?;
+    let names: Vec<String> = sqlx::query_scalar(LIST_LANES_SQL)
+        .bind(cursor.as_ref().map(|c| c.as_str()))
+        .bind(limit as i64 + 1)
+        .fetch_all(pool)
+        .await
+        .map_err(map_sqlx)?;
     let more = names.len() > limit;
     let lanes = names.into_iter().take(limit).map(LaneId::try_new).collect::<Result<Vec<_>, _>>()?;
     let next_cursor = if more { lanes.last().cloned() } else { None };

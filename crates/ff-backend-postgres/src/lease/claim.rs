@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use ff_core::{
     AttemptId, AttemptIndex, BackendTag, CapabilitySet, ClaimPolicy, EngineError, ExecutionContext, ExecutionId,
-    Handle, HandleKind, HandlePayload, LaneId, LeaseEpoch, LeaseId, MAX_CLAIM_BATCH, MAX_CLAIM_WAIT, WorkerInstanceId,
+    Handle, HandleKind, HandlePayload, LaneId, LeaseEpoch, LeaseId, WorkerInstanceId,
 };
 use sqlx::postgres::PgRow;
 use sqlx::{Executor, Postgres};
@@ -32,11 +32,11 @@ use crate::row::{col, non_negative, u32_col};
 /// `$1` lane, `$2` worker capabilities, `$3` one worker instance per slot, `$4` lease TTL ms,
 /// `$5` worker id, `$6` wait for the WAL flush before returning, `$7` also return each
 /// execution's context.
-const CLAIM_BY_LANE: &str = "SELECT * FROM ff_claim($1, $2::text[], $3::text[], $4, $5, NULL, $6, $7)";
+pub(crate) const CLAIM_BY_LANE_SQL: &str = "SELECT * FROM ff_claim($1, $2::text[], $3::text[], $4, $5, NULL, $6, $7)";
 
 /// Reclaim of one execution whose lease was lost: `$1` lease TTL ms, `$2` worker id, `$3` worker
 /// instance, `$4` execution id.
-const RECLAIM_BY_ID: &str = "SELECT * FROM ff_claim(NULL, '{}', ARRAY[$3::text], $1, $2, $4)";
+pub(crate) const RECLAIM_BY_ID_SQL: &str = "SELECT * FROM ff_claim(NULL, '{}', ARRAY[$3::text], $1, $2, $4)";
 
 /// What to claim, validated.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -52,27 +52,6 @@ pub(crate) struct ClaimKey {
 /// One claimed execution: its handle and, when asked for, its context.
 pub(crate) type Claimed = (Handle, Option<ExecutionContext>);
 
-/// Validates a claim policy.
-pub(crate) fn validate_policy(policy: &ClaimPolicy) -> Result<(), EngineError> {
-    ff_core::validate_lease_ttl_ms(policy.lease_ttl_ms)?;
-    ff_core::execution::validate_name("worker_id", policy.worker_id.as_str(), false)?;
-    ff_core::execution::validate_name("worker_instance_id", policy.worker_instance_id.as_str(), false)?;
-    if let Some(w) = policy.max_wait
-        && w > MAX_CLAIM_WAIT
-    {
-        return Err(EngineError::invalid(format!("max_wait {w:?} exceeds {MAX_CLAIM_WAIT:?}")));
-    }
-    Ok(())
-}
-
-/// Validates a batch size.
-pub(crate) fn validate_batch(max: usize) -> Result<(), EngineError> {
-    if max == 0 || max > MAX_CLAIM_BATCH {
-        return Err(EngineError::invalid(format!("claim batch size {max} outside 1..={MAX_CLAIM_BATCH}")));
-    }
-    Ok(())
-}
-
 /// Validates a claim and builds its key.
 pub(crate) fn key(
     lane: &LaneId,
@@ -81,7 +60,7 @@ pub(crate) fn key(
     synchronous: bool,
     with_context: bool,
 ) -> Result<ClaimKey, EngineError> {
-    validate_policy(policy)?;
+    policy.validate()?;
     ff_core::capability::validate_tokens(&capabilities.0)?;
     Ok(ClaimKey {
         lane: lane.clone(),
@@ -102,7 +81,7 @@ pub(crate) async fn claim_slots<'e, E>(
 where
     E: Executor<'e, Database = Postgres>,
 {
-    let rows = sqlx::query(CLAIM_BY_LANE)
+    let rows = sqlx::query(CLAIM_BY_LANE_SQL)
         .bind(key.lane.as_str())
         .bind(&key.capabilities)
         .bind(instances)
@@ -210,7 +189,7 @@ pub(crate) async fn reclaim_one<'e, E>(
 where
     E: Executor<'e, Database = Postgres>,
 {
-    let row = sqlx::query(RECLAIM_BY_ID)
+    let row = sqlx::query(RECLAIM_BY_ID_SQL)
         .bind(policy.lease_ttl_ms as i64)
         .bind(policy.worker_id.as_str())
         .bind(policy.worker_instance_id.as_str())

@@ -4,8 +4,8 @@
 
 pub(crate) mod claim;
 pub(crate) mod expiry;
-mod reclaim;
-mod renew;
+pub(crate) mod reclaim;
+pub(crate) mod renew;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -56,7 +56,7 @@ impl PostgresBackend {
         max: usize,
         with_context: bool,
     ) -> Result<Vec<claim::Claimed>, EngineError> {
-        claim::validate_batch(max)?;
+        ff_core::validate_claim_batch(max)?;
         let key =
             claim::key(lane, capabilities, &policy, self.synchronous_claims.load(Ordering::Relaxed), with_context)?;
         let wake = self.lane_wakeup(lane, policy.max_wait);

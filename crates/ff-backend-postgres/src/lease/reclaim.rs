@@ -1,11 +1,11 @@
 //! Reclaim grants: admitting one worker to take over an execution whose lease expired or was
 //! revoked, and consuming the grant to start the new attempt.
 
+use ff_core::HandlePayload;
 use ff_core::{
     CapabilitySet, ClaimPolicy, EngineError, IssueReclaimGrantArgs, IssueReclaimGrantOutcome, ReclaimExecutionArgs,
     ReclaimExecutionOutcome, ReclaimGrant, TimestampMs, ValidationKind,
 };
-use ff_core::{HandlePayload, MAX_GRANT_TTL_MS, WorkerId, WorkerInstanceId};
 use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
@@ -14,29 +14,31 @@ use super::expiry::expire_one;
 use crate::error::map_sqlx;
 use crate::row::{col, u32_col};
 
+pub(crate) const LOCK_FOR_GRANT_SQL: &str = "SELECT lane_id, lifecycle_phase::text AS lifecycle_phase, ownership_state::text AS ownership_state, required_capabilities, lease_reclaim_count \
+         FROM ff_execution WHERE execution_id = $1 AND partition_key = $2 FOR UPDATE";
+
+pub(crate) const INSERT_GRANT_SQL: &str = "INSERT INTO ff_reclaim_grant (grant_key, execution_id, worker_id, worker_instance_id, lane_id, issued_at_ms, expires_at_ms) \
+         VALUES (gen_random_uuid(), $1, $2, $3, $4, ff_now_ms(), ff_now_ms() + $5) RETURNING grant_key, expires_at_ms";
+
+pub(crate) const TAKE_GRANT_SQL: &str = "DELETE FROM ff_reclaim_grant WHERE grant_key = $1 AND execution_id = $2 \
+         RETURNING worker_id, worker_instance_id, lane_id, expires_at_ms > ff_now_ms()";
+
 /// Issues a reclaim grant.
 pub(crate) async fn issue_reclaim_grant(
     pool: &PgPool,
     args: &IssueReclaimGrantArgs,
 ) -> Result<IssueReclaimGrantOutcome, EngineError> {
-    if args.grant_ttl_ms == 0 || args.grant_ttl_ms > MAX_GRANT_TTL_MS {
-        return Err(EngineError::invalid(format!("grant_ttl_ms {} outside 1..={MAX_GRANT_TTL_MS}", args.grant_ttl_ms)));
-    }
-    validate_worker(&args.worker_id, &args.worker_instance_id)?;
-    ff_core::capability::validate_tokens(&args.worker_capabilities.0)?;
+    args.validate()?;
     let mut tx = pool.begin().await.map_err(map_sqlx)?;
     // An expired lease the reconciler has not marked yet is marked here first.
     let expired = expire_one(&mut *tx, &args.execution_id).await?;
     let id = &args.execution_id;
-    let row = sqlx::query(
-        "SELECT lane_id, lifecycle_phase::text AS lifecycle_phase, ownership_state::text AS ownership_state, required_capabilities, lease_reclaim_count \
-         FROM ff_execution WHERE execution_id = $1 AND partition_key = $2 FOR UPDATE",
-    )
-    .bind(id.uuid())
-    .bind(id.partition_index() as i16)
-    .fetch_optional(&mut *tx)
-    .await
-    .map_err(map_sqlx)?;
+    let row = sqlx::query(LOCK_FOR_GRANT_SQL)
+        .bind(id.uuid())
+        .bind(id.partition_index() as i16)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(map_sqlx)?;
     let Some(row) = row else {
         return Err(EngineError::NotFound { entity: "execution" });
     };
@@ -59,18 +61,15 @@ pub(crate) async fn issue_reclaim_grant(
         return Ok(IssueReclaimGrantOutcome::NotReclaimable { execution_id: *id, detail });
     }
     check_capabilities(&args.worker_capabilities, col::<Vec<String>>(&row, "required_capabilities")?)?;
-    let grant: (Uuid, i64) = sqlx::query_as(
-        "INSERT INTO ff_reclaim_grant (grant_key, execution_id, worker_id, worker_instance_id, lane_id, issued_at_ms, expires_at_ms) \
-         VALUES (gen_random_uuid(), $1, $2, $3, $4, ff_now_ms(), ff_now_ms() + $5) RETURNING grant_key, expires_at_ms",
-    )
-    .bind(id.uuid())
-    .bind(args.worker_id.as_str())
-    .bind(args.worker_instance_id.as_str())
-    .bind(args.lane_id.as_str())
-    .bind(args.grant_ttl_ms as i64)
-    .fetch_one(&mut *tx)
-    .await
-    .map_err(map_sqlx)?;
+    let grant: (Uuid, i64) = sqlx::query_as(INSERT_GRANT_SQL)
+        .bind(id.uuid())
+        .bind(args.worker_id.as_str())
+        .bind(args.worker_instance_id.as_str())
+        .bind(args.lane_id.as_str())
+        .bind(args.grant_ttl_ms as i64)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(map_sqlx)?;
     tx.commit().await.map_err(map_sqlx)?;
     Ok(IssueReclaimGrantOutcome::Granted(ReclaimGrant {
         execution_id: *id,
@@ -78,11 +77,6 @@ pub(crate) async fn issue_reclaim_grant(
         grant_key: grant.0.to_string(),
         expires_at_ms: TimestampMs(grant.1),
     }))
-}
-
-fn validate_worker(worker_id: &WorkerId, instance: &WorkerInstanceId) -> Result<(), EngineError> {
-    ff_core::execution::validate_name("worker_id", worker_id.as_str(), false)?;
-    ff_core::execution::validate_name("worker_instance_id", instance.as_str(), false)
 }
 
 fn check_capabilities(worker: &CapabilitySet, required: Vec<String>) -> Result<(), EngineError> {
@@ -98,22 +92,18 @@ pub(crate) async fn reclaim_execution(
     pool: &PgPool,
     args: &ReclaimExecutionArgs,
 ) -> Result<ReclaimExecutionOutcome, EngineError> {
-    ff_core::validate_lease_ttl_ms(args.lease_ttl_ms)?;
-    validate_worker(&args.worker_id, &args.worker_instance_id)?;
+    args.validate()?;
     let Ok(grant_key) = Uuid::parse_str(&args.grant_key) else {
         return Err(EngineError::invalid(format!("malformed grant key {:?}", args.grant_key)));
     };
     let id = args.execution_id;
     let mut tx: Transaction<'_, Postgres> = pool.begin().await.map_err(map_sqlx)?;
-    let grant: Option<(String, String, String, bool)> = sqlx::query_as(
-        "DELETE FROM ff_reclaim_grant WHERE grant_key = $1 AND execution_id = $2 \
-         RETURNING worker_id, worker_instance_id, lane_id, expires_at_ms > ff_now_ms()",
-    )
-    .bind(grant_key)
-    .bind(id.uuid())
-    .fetch_optional(&mut *tx)
-    .await
-    .map_err(map_sqlx)?;
+    let grant: Option<(String, String, String, bool)> = sqlx::query_as(TAKE_GRANT_SQL)
+        .bind(grant_key)
+        .bind(id.uuid())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(map_sqlx)?;
     let Some((worker_id, worker_instance_id, lane, live)) = grant else {
         return Ok(ReclaimExecutionOutcome::GrantNotFound { execution_id: id });
     };

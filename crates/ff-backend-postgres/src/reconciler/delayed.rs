@@ -10,13 +10,9 @@ use sqlx::PgPool;
 use super::{ReconcileReport, Reconciler};
 use crate::error::map_sqlx;
 
-const PROMOTE_DUE: &str = "
-UPDATE ff_execution SET eligibility_state = 'eligible_now', blocking_reason = 'waiting_for_worker',
-       last_mutation_at_ms = ff_now_ms()
-WHERE execution_id IN (
-    SELECT execution_id FROM ff_execution
-    WHERE eligibility_state = 'not_eligible_until_time' AND eligible_at_ms <= ff_now_ms()
-    ORDER BY eligible_at_ms LIMIT $1 FOR UPDATE SKIP LOCKED)";
+/// Promotes up to `$1` due delayed executions; or, with `$2..$4`, only that execution
+/// (partition, lane) if due. See `ff_promote_delayed` in the schema.
+pub(crate) const PROMOTE_SQL: &str = "SELECT ff_promote_delayed($1, $2, $3, $4)";
 
 /// Delayed-execution promoter.
 pub struct DelayedPromoter {
@@ -38,29 +34,28 @@ impl Reconciler for DelayedPromoter {
     }
 
     async fn run_once(&self) -> Result<ReconcileReport, EngineError> {
-        let n = sqlx::query(PROMOTE_DUE)
-            .bind(i64::from(self.batch_size))
-            .execute(&self.pool)
+        let n: i64 = sqlx::query_scalar(PROMOTE_SQL)
+            .bind(i32::try_from(self.batch_size).unwrap_or(i32::MAX))
+            .bind(None::<uuid::Uuid>)
+            .bind(None::<i16>)
+            .bind(None::<&str>)
+            .fetch_one(&self.pool)
             .await
-            .map_err(map_sqlx)?
-            .rows_affected();
+            .map_err(map_sqlx)?;
+        let n = n as u64;
         Ok(ReconcileReport { processed: n, batch_full: n >= u64::from(self.batch_size) })
     }
 }
 
 /// Promotes one execution if it is delayed on `lane` and due.
 pub(crate) async fn promote_one(pool: &PgPool, lane: &LaneId, id: &ExecutionId) -> Result<(), EngineError> {
-    sqlx::query(
-        "UPDATE ff_execution SET eligibility_state = 'eligible_now', blocking_reason = 'waiting_for_worker', \
-         last_mutation_at_ms = ff_now_ms() \
-         WHERE execution_id = $1 AND partition_key = $2 AND lane_id = $3 \
-           AND eligibility_state = 'not_eligible_until_time' AND eligible_at_ms <= ff_now_ms()",
-    )
-    .bind(id.uuid())
-    .bind(id.partition_index() as i16)
-    .bind(lane.as_str())
-    .execute(pool)
-    .await
-    .map_err(map_sqlx)?;
+    sqlx::query_scalar::<_, i64>(PROMOTE_SQL)
+        .bind(0_i32)
+        .bind(id.uuid())
+        .bind(id.partition_index() as i16)
+        .bind(lane.as_str())
+        .fetch_one(pool)
+        .await
+        .map_err(map_sqlx)?;
     Ok(())
 }

@@ -1,0 +1,173 @@
+//! Checks the crate's SQL against the migrated schema, so that a typo in a statement or a
+//! state literal fails a test instead of a request:
+//! - every static statement (each `…_SQL` item of the crate, and the fixed column lists of the
+//!   one runtime-built read) is prepared by the server;
+//! - no statement is written inline at its call site, where this check could not see it;
+//! - the schema's enum labels are exactly the literals of `ff_core::state` (and the other
+//!   literal types the schema stores), in the same order.
+
+use std::path::Path;
+
+use ff_core::*;
+use ff_test::TestDb;
+use sqlx::{Executor, PgPool};
+
+use crate::MIGRATOR;
+use crate::execution::read;
+
+/// Every static statement of the crate, by name.
+fn statements() -> Vec<(&'static str, String)> {
+    macro_rules! list {
+        ($($path:path),+ $(,)?) => {
+            vec![$((stringify!($path).rsplit("::").next().unwrap_or_default().trim(), $path.to_string())),+]
+        };
+    }
+    let mut all = list![
+        crate::attempt_end::COMPLETE_SQL,
+        crate::attempt_end::END_ATTEMPT_SQL,
+        crate::attempt_end::FAIL_LOCK_SQL,
+        crate::backend::PING_SQL,
+        crate::backend::SERVER_TIME_SQL,
+        crate::event::HEAD_CURSOR_SQL,
+        crate::event::READ_EVENTS_SQL,
+        crate::execution::ingress::CREATE_SQL,
+        crate::execution::read::GET_TAG_SQL,
+        crate::execution::read::LIST_EXECUTIONS_SQL,
+        crate::execution::read::LIST_LANES_SQL,
+        crate::execution::read::SET_TAG_SQL,
+        crate::fence::DIAGNOSE_SQL,
+        crate::lease::claim::CLAIM_BY_LANE_SQL,
+        crate::lease::claim::RECLAIM_BY_ID_SQL,
+        crate::lease::expiry::EXPIRE_LEASES_SQL,
+        crate::lease::reclaim::INSERT_GRANT_SQL,
+        crate::lease::reclaim::LOCK_FOR_GRANT_SQL,
+        crate::lease::reclaim::TAKE_GRANT_SQL,
+        crate::lease::renew::PROGRESS_SQL,
+        crate::lease::renew::RENEW_SQL,
+        crate::migrate::SCHEMA_EXISTS_SQL,
+        crate::migrate::SCHEMA_VERSION_SQL,
+        crate::reconciler::delayed::PROMOTE_SQL,
+        crate::reconciler::timeout::EXPIRE_EXECUTIONS_SQL,
+        crate::stream::APPEND_SQL,
+        crate::stream::READ_ATTEMPT_SQL,
+        crate::stream::READ_FRAMES_SQL,
+    ];
+    let core_fields = read::CORE_FIELDS.iter().map(|f| format!("{f}::text AS {f}")).collect::<Vec<_>>().join(", ");
+    for (name, columns) in [
+        ("by_id(describe)", read::DESCRIBE_COLUMNS.as_str()),
+        ("by_id(info)", read::INFO_COLUMNS.as_str()),
+        ("by_id(context)", read::CONTEXT_COLUMNS),
+        ("by_id(state)", crate::row::STATE_COLUMNS),
+        ("by_id(core fields)", core_fields.as_str()),
+        ("by_id(result)", "result"),
+        ("by_id(namespace)", "namespace"),
+        ("by_id(current_attempt_index)", "current_attempt_index"),
+        ("by_id(total_attempt_count)", "total_attempt_count"),
+        ("by_id(presence)", "1 AS present"),
+    ] {
+        all.push((name, read::by_id_sql(columns)));
+    }
+    all
+}
+
+async fn migrated() -> TestDb {
+    TestDb::new(&MIGRATOR).await
+}
+
+#[tokio::test]
+async fn every_static_statement_prepares_against_the_schema() {
+    let db = migrated().await;
+    let mut failures = Vec::new();
+    for (name, sql) in statements() {
+        if let Err(e) = db.pool().prepare(sql.as_str()).await {
+            failures.push(format!("{name}: {e}"));
+        }
+    }
+    assert!(failures.is_empty(), "statements that do not prepare:\n{}", failures.join("\n"));
+}
+
+/// Every `.rs` file under `src/`, with its path relative to `src/`.
+fn sources() -> Vec<(String, String)> {
+    fn walk(dir: &Path, root: &Path, out: &mut Vec<(String, String)>) {
+        for entry in std::fs::read_dir(dir).expect("read src") {
+            let path = entry.expect("dir entry").path();
+            if path.is_dir() {
+                walk(&path, root, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                let rel = path.strip_prefix(root).expect("under src").display().to_string();
+                out.push((rel, std::fs::read_to_string(&path).expect("read source")));
+            }
+        }
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut out = Vec::new();
+    walk(&root, &root, &mut out);
+    out
+}
+
+#[test]
+fn every_statement_is_a_registered_item() {
+    let registered: Vec<&str> = statements().iter().map(|(name, _)| *name).collect();
+    let mut problems = Vec::new();
+    for (file, text) in sources() {
+        if file == "schema_check.rs" {
+            continue;
+        }
+        for (n, line) in text.lines().enumerate() {
+            let code = line.trim_start();
+            // A statement item must be in the list above.
+            for keyword in ["const ", "static "] {
+                if let Some(rest) = code.strip_prefix("pub(crate) ").unwrap_or(code).strip_prefix(keyword) {
+                    let name: String = rest.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+                    if name.ends_with("_SQL") && !registered.contains(&name.as_str()) {
+                        problems.push(format!("{file}:{}: {name} is not listed in schema_check::statements", n + 1));
+                    }
+                }
+            }
+        }
+        // A query call names a statement item; only `by_id_sql` builds one at run time.
+        for call in ["sqlx::query(", "sqlx::query_as(", "sqlx::query_scalar(", "sqlx::query_scalar::<"] {
+            for (at, _) in text.match_indices(call) {
+                let mut after = text[at + call.len()..].trim_start();
+                if call.ends_with('<') {
+                    after = after.split_once(">(").map(|(_, a)| a.trim_start()).unwrap_or(after);
+                }
+                let item = after.strip_prefix('&').unwrap_or(after);
+                let names_item = item.starts_with(|c: char| c.is_ascii_uppercase()) || item.starts_with("by_id_sql(");
+                if !names_item {
+                    let line = text[..at].lines().count();
+                    problems.push(format!("{file}:{line}: a statement written at its call site"));
+                }
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+async fn labels(pool: &PgPool, enum_type: &str) -> Vec<String> {
+    sqlx::query_scalar(&format!("SELECT unnest(enum_range(NULL::{enum_type}))::text"))
+        .fetch_all(pool)
+        .await
+        .unwrap_or_else(|e| panic!("labels of {enum_type}: {e}"))
+}
+
+#[tokio::test]
+async fn the_schemas_state_literals_are_ff_cores() {
+    let db = migrated().await;
+    fn strs<T: Copy>(all: &[T], f: fn(&T) -> &'static str) -> Vec<String> {
+        all.iter().map(|v| f(v).to_owned()).collect()
+    }
+    let expected = [
+        ("ff_lifecycle_phase", strs(LifecyclePhase::ALL, LifecyclePhase::as_str)),
+        ("ff_ownership_state", strs(OwnershipState::ALL, OwnershipState::as_str)),
+        ("ff_eligibility_state", strs(EligibilityState::ALL, EligibilityState::as_str)),
+        ("ff_blocking_reason", strs(BlockingReason::ALL, BlockingReason::as_str)),
+        ("ff_terminal_outcome", strs(TerminalOutcome::ALL, TerminalOutcome::as_str)),
+        ("ff_attempt_state", strs(AttemptState::ALL, AttemptState::as_str)),
+        ("ff_frame_kind", strs(FrameKind::ALL, FrameKind::as_str)),
+        ("ff_attempt_ending", crate::attempt_end::Ending::ALL.iter().map(|e| e.as_str().to_owned()).collect()),
+    ];
+    for (enum_type, literals) in expected {
+        assert_eq!(labels(db.pool(), enum_type).await, literals, "labels of {enum_type}");
+    }
+}
