@@ -270,7 +270,7 @@ async fn worker(
         capabilities: Vec::new(),
         lease_ttl_ms: 30_000,
         max: batch,
-        wait: Duration::ZERO,
+        max_wait: Duration::ZERO,
     };
     loop {
         let t0 = Instant::now();

@@ -8,12 +8,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use ff_core::wire::{
-    AppendFrameRequest, CancelRequest, ClaimRequest, CompleteRequest, DelayRequest, FailRequest, ProgressRequest,
-    decode_bytes, encode_bytes, handle_token, parse_handle_token,
+    AppendFrameRequest, CancelRequest, ClaimRequest, ClaimedExecution, CompleteRequest, DelayRequest, FailRequest,
+    ProgressRequest, decode_bytes, encode_bytes, handle_token, parse_handle_token,
 };
 use ff_core::{
-    AppendFrameOutcome, AttemptIndex, CapabilitySet, ClaimPolicy, EngineBackend, EngineError, ExecutionContext,
-    ExecutionId, FailOutcome, FailureClass, FailureReason, Frame, Handle, HandleKind, HandlePayload, LaneId,
+    AppendFrameOutcome, AttemptIndex, CapabilitySet, ClaimPolicy, EngineBackend, EngineError, ExecutionId, FailOutcome, FailureClass, FailureReason, Frame, Handle, HandleKind, HandlePayload, LaneId,
     LeaseRenewal, LeasedExecution, TimestampMs,
 };
 
@@ -44,7 +43,8 @@ pub struct ClaimedTask {
 }
 
 impl ClaimedTask {
-    /// A task from a lease and its context; the lease details come from the handle itself.
+    /// A task from a lease the backend has just minted in this process; the lease details are
+    /// read from the handle.
     pub fn from_leased(leased: LeasedExecution) -> Result<Self, EngineError> {
         let LeasedExecution { handle, context } = leased;
         let p = HandlePayload::from_handle(&handle, handle.backend)?;
@@ -58,6 +58,26 @@ impl ClaimedTask {
             input: context.input_payload,
             tags: context.tags,
             handle,
+        })
+    }
+}
+
+/// A task from a claim answered over HTTP: the lease details are the ones the server sent; the
+/// handle token is only parsed back into the handle it encodes.
+impl TryFrom<ClaimedExecution> for ClaimedTask {
+    type Error = EngineError;
+
+    fn try_from(c: ClaimedExecution) -> Result<Self, EngineError> {
+        Ok(Self {
+            handle: parse_handle_token(&c.handle)?,
+            execution_id: c.execution_id,
+            attempt_index: c.attempt_index,
+            claim_kind: c.claim_kind,
+            lane_id: c.lane_id,
+            lease_ttl_ms: c.lease_ttl_ms,
+            execution_kind: c.execution_kind,
+            input: decode_bytes("input_base64", &c.input_base64)?,
+            tags: c.tags,
         })
     }
 }
@@ -77,8 +97,8 @@ pub struct ClaimArgs {
     pub lease_ttl_ms: u64,
     /// At most this many.
     pub max: usize,
-    /// Long-poll for up to this long.
-    pub wait: Duration,
+    /// Long-poll for up to this long (zero = answer at once).
+    pub max_wait: Duration,
 }
 
 /// The calls a worker makes.
@@ -131,8 +151,9 @@ impl<T: WorkerTransport + ?Sized> WorkerTransport for Arc<T> {
     }
 }
 
+/// The execution a handle names, for the request path (the server checks the two agree).
 fn execution_of(handle: &Handle) -> Result<ExecutionId, SdkError> {
-    Ok(HandlePayload::from_handle(handle, handle.backend)?.execution_id)
+    Ok(handle.execution_id()?)
 }
 
 /// Over HTTP, through an `ff-server`.
@@ -157,23 +178,10 @@ impl WorkerTransport for HttpTransport {
             capabilities: args.capabilities.clone(),
             lease_ttl_ms: args.lease_ttl_ms,
             max: args.max,
-            wait_ms: args.wait.as_millis() as u64,
+            max_wait_ms: u64::try_from(args.max_wait.as_millis()).unwrap_or(u64::MAX),
         };
         let resp = self.client.claim(&args.worker_id, &req).await?;
-        resp.claimed
-            .into_iter()
-            .map(|c| {
-                ClaimedTask::from_leased(LeasedExecution {
-                    handle: parse_handle_token(&c.handle)?,
-                    context: ExecutionContext {
-                        execution_kind: c.execution_kind,
-                        input_payload: decode_bytes("input_base64", &c.input_base64)?,
-                        tags: c.tags,
-                    },
-                })
-            })
-            .collect::<Result<_, EngineError>>()
-            .map_err(SdkError::from)
+        resp.claimed.into_iter().map(ClaimedTask::try_from).collect::<Result<_, EngineError>>().map_err(SdkError::from)
     }
 
     async fn renew(&self, handle: &Handle) -> Result<LeaseRenewal, SdkError> {
@@ -241,7 +249,7 @@ impl WorkerTransport for DirectTransport {
     async fn claim(&self, args: &ClaimArgs) -> Result<Vec<ClaimedTask>, SdkError> {
         let caps = CapabilitySet::try_from_iter(args.capabilities.iter().cloned())?;
         let mut policy = ClaimPolicy::new(&args.worker_id, &args.worker_instance_id, args.lease_ttl_ms);
-        policy.max_wait = (!args.wait.is_zero()).then_some(args.wait);
+        policy.max_wait = (!args.max_wait.is_zero()).then_some(args.max_wait);
         let leased = self.backend.claim_with_context(&args.lane, &caps, policy, args.max).await?;
         leased.into_iter().map(ClaimedTask::from_leased).collect::<Result<_, EngineError>>().map_err(SdkError::from)
     }

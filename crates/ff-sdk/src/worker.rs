@@ -17,7 +17,7 @@ use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use ff_core::{
     AppendFrameOutcome, AttemptIndex, ExecutionId, FailOutcome, FailureClass, FailureReason, Frame, FrameKind, Handle,
@@ -50,10 +50,10 @@ pub struct WorkerConfig {
     pub concurrency: usize,
     /// Most executions one claim asks for (split across lanes). Each lane has its own claim
     /// loop, which holds the permits it is long-polling with, so keep `concurrency` at least
-    /// the number of lanes; an idle lane then ties up at most its share for `claim_wait`.
+    /// the number of lanes; an idle lane then ties up at most its share for `claim_max_wait`.
     pub claim_batch: usize,
     /// How long one claim long-polls for work; also bounds how fast shutdown stops claiming.
-    pub claim_wait: Duration,
+    pub claim_max_wait: Duration,
     /// How long shutdown lets running handlers finish before releasing them.
     pub shutdown_grace: Duration,
 }
@@ -72,7 +72,7 @@ impl WorkerConfig {
             lease_ttl: Duration::from_secs(30),
             concurrency: 8,
             claim_batch: 8,
-            claim_wait: Duration::from_secs(2),
+            claim_max_wait: Duration::from_secs(2),
             shutdown_grace: Duration::from_secs(30),
         })
     }
@@ -505,7 +505,7 @@ impl<S: Send + Sync + 'static> Runtime<S> {
                 capabilities: self.config.capabilities.clone(),
                 lease_ttl_ms: self.config.lease_ttl.as_millis() as u64,
                 max: held.len(),
-                wait: self.config.claim_wait,
+                max_wait: self.config.claim_max_wait,
             };
             match self.transport.claim(&args).await {
                 Ok(tasks) => {
@@ -589,7 +589,7 @@ impl<S: Send + Sync + 'static> Runtime<S> {
                 Some(Err(HandlerError { action: EndAction::Delay { until } })) => {
                     t.delay(handle, *until).await.map(|_| &self.counters.delayed)
                 }
-                None => t.delay(handle, now_ms()).await.map(|_| &self.counters.released),
+                None => t.delay(handle, RELEASE_AT).await.map(|_| &self.counters.released),
             };
             match result {
                 Ok(counter) => return Counters::bump(counter),
@@ -640,10 +640,9 @@ async fn renew_loop<S>(ctx: TaskContext<S>) {
     std::future::pending::<()>().await;
 }
 
-fn now_ms() -> TimestampMs {
-    let ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or_default();
-    TimestampMs(ms)
-}
+/// When a released execution becomes claimable again: the epoch, which is always due, so the
+/// next claim of its lane resumes the same attempt. No host clock is read.
+const RELEASE_AT: TimestampMs = TimestampMs(0);
 
 fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
     panic
