@@ -12,8 +12,9 @@ use ff_core::wire::{
     ProgressRequest, decode_bytes, encode_bytes, handle_token, parse_handle_token,
 };
 use ff_core::{
-    AppendFrameOutcome, AttemptIndex, CapabilitySet, ClaimPolicy, EngineBackend, EngineError, ExecutionId, FailOutcome, FailureClass, FailureReason, Frame, Handle, HandleKind, HandlePayload, LaneId,
-    LeaseRenewal, LeasedExecution, TimestampMs,
+    AppendFrameOutcome, AttemptIndex, CapabilitySet, ClaimPolicy, EngineBackend, EngineError, ExecutionId, FailOutcome,
+    FailureClass, FailureReason, Frame, Handle, HandleKind, HandlePayload, LaneId, LeaseRenewal, LeasedExecution,
+    TimestampMs,
 };
 
 use crate::client::Client;

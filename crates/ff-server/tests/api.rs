@@ -360,7 +360,10 @@ async fn bad_input_gets_a_typed_error_and_writes_nothing() {
     let bad_claims = [
         (json!({"lane_id": "l", "worker_instance_id": "w", "lease_ttl_ms": 1, "max": 1}), "invalid_input"),
         (json!({"lane_id": "l", "worker_instance_id": "w", "lease_ttl_ms": 1000, "max": 0}), "invalid_input"),
-        (json!({"lane_id": "l", "worker_instance_id": "w", "lease_ttl_ms": 1000, "max_wait_ms": 600000}), "invalid_input"),
+        (
+            json!({"lane_id": "l", "worker_instance_id": "w", "lease_ttl_ms": 1000, "max_wait_ms": 600000}),
+            "invalid_input",
+        ),
         (json!({"lane_id": "l", "worker_instance_id": "", "lease_ttl_ms": 1000}), "invalid_input"),
         (
             json!({"lane_id": "l", "worker_instance_id": "w", "lease_ttl_ms": 1000, "capabilities": ["bad token"]}),

@@ -7,7 +7,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use ff_core::wire::{SubmitBatchRequest, SubmitBatchResponse, SubmitRequest};
 use ff_core::{
-    CreateExecutionResult, ExecutionId, ExecutionInfo, ExecutionSnapshot, ListExecutionsPage, MAX_LIST_LIMIT, PublicState,
+    CreateExecutionResult, ExecutionId, ExecutionInfo, ExecutionSnapshot, ListExecutionsPage, MAX_LIST_LIMIT,
+    PublicState,
 };
 use serde::Deserialize;
 
