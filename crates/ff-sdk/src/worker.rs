@@ -231,7 +231,7 @@ impl<S> TaskContext<S> {
 
     /// Reports progress (0..=100) and/or a message.
     pub async fn progress(&self, percent: Option<u8>, message: Option<&str>) -> Result<(), SdkError> {
-        self.inner.transport.progress(&self.inner.task.handle, percent, message.map(str::to_owned)).await
+        self.inner.transport.progress(&self.inner.task, percent, message.map(str::to_owned)).await
     }
 
     /// Appends a UTF-8 frame of `frame_type` on the `event` channel.
@@ -247,7 +247,7 @@ impl<S> TaskContext<S> {
         bytes: Vec<u8>,
     ) -> Result<AppendFrameOutcome, SdkError> {
         let frame = Frame { bytes, kind, frame_type: frame_type.to_owned(), correlation_id: None };
-        self.inner.transport.append_frame(&self.inner.task.handle, frame).await
+        self.inner.transport.append_frame(&self.inner.task, frame).await
     }
 }
 
@@ -570,26 +570,26 @@ impl<S: Send + Sync + 'static> Runtime<S> {
     /// Ends the execution per the handler's outcome (`None` = release it), retrying calls that
     /// failed in transit.
     async fn end<T>(&self, ctx: &TaskContext<T>, outcome: Option<Result<Option<Vec<u8>>, HandlerError>>) {
-        let handle = ctx.handle();
+        let task = &ctx.inner.task;
         let t = &self.transport;
         let mut pause = Duration::from_millis(50);
         for attempt in 0..5 {
             let result = match &outcome {
-                Some(Ok(result)) => t.complete(handle, result.clone()).await.map(|_| &self.counters.completed),
+                Some(Ok(result)) => t.complete(task, result.clone()).await.map(|_| &self.counters.completed),
                 Some(Err(HandlerError { action: EndAction::Fail { class, message, detail } })) => t
-                    .fail(handle, FailureReason { message: message.clone(), detail: detail.clone() }, *class)
+                    .fail(task, FailureReason { message: message.clone(), detail: detail.clone() }, *class)
                     .await
                     .map(|o| match o {
                         FailOutcome::RetryScheduled { .. } => &self.counters.retries_scheduled,
                         FailOutcome::TerminalFailed => &self.counters.failed,
                     }),
                 Some(Err(HandlerError { action: EndAction::Cancel { reason } })) => {
-                    t.cancel(handle, reason).await.map(|_| &self.counters.cancelled)
+                    t.cancel(task, reason).await.map(|_| &self.counters.cancelled)
                 }
                 Some(Err(HandlerError { action: EndAction::Delay { until } })) => {
-                    t.delay(handle, *until).await.map(|_| &self.counters.delayed)
+                    t.delay(task, *until).await.map(|_| &self.counters.delayed)
                 }
-                None => t.delay(handle, RELEASE_AT).await.map(|_| &self.counters.released),
+                None => t.delay(task, RELEASE_AT).await.map(|_| &self.counters.released),
             };
             match result {
                 Ok(counter) => return Counters::bump(counter),
@@ -618,7 +618,7 @@ async fn renew_loop<S>(ctx: TaskContext<S>) {
     let mut failures = 0u32;
     loop {
         tokio::time::sleep(period).await;
-        match ctx.inner.transport.renew(ctx.handle()).await {
+        match ctx.inner.transport.renew(&ctx.inner.task).await {
             Ok(_) => {
                 failures = 0;
                 ctx.inner.healthy.store(true, Ordering::Relaxed);
