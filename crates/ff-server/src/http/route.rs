@@ -1,7 +1,7 @@
 //! [`ApiRoute`]: one entry of the route table, the handler together with what the OpenAPI
 //! document says about it, built with a small builder:
 //!
-//! ```ignore
+//! ```text
 //! ApiRoute::post("/v1/executions", "Submit an execution")
 //!     .body::<SubmitRequest>(SUBMIT_LIMIT)
 //!     .responds::<CreateExecutionResult>(201)
