@@ -270,18 +270,18 @@ async fn worker(
         capabilities: Vec::new(),
         lease_ttl_ms: 30_000,
         max: batch,
-        wait: Duration::ZERO,
+        max_wait: Duration::ZERO,
     };
     loop {
         let t0 = Instant::now();
-        let handles = match &target {
+        let (handles, tasks) = match &target {
             Target::Direct(backend) if batch == 1 => {
-                backend.claim(&lane, &caps, policy.clone()).await?.into_iter().collect::<Vec<_>>()
+                (backend.claim(&lane, &caps, policy.clone()).await?.into_iter().collect::<Vec<_>>(), Vec::new())
             }
-            Target::Direct(backend) => backend.claim_batch(&lane, &caps, policy.clone(), batch).await?,
-            Target::Http(_, transport) => transport.claim(&claim_args).await?.into_iter().map(|t| t.handle).collect(),
+            Target::Direct(backend) => (backend.claim_batch(&lane, &caps, policy.clone(), batch).await?, Vec::new()),
+            Target::Http(_, transport) => (Vec::new(), transport.claim(&claim_args).await?),
         };
-        if handles.is_empty() {
+        if handles.is_empty() && tasks.is_empty() {
             if done.load(Ordering::Relaxed) >= total {
                 return Ok(hist);
             }
@@ -292,7 +292,7 @@ async fn worker(
             }
             continue;
         }
-        let n = handles.len();
+        let n = handles.len() + tasks.len();
         match &target {
             Target::Direct(backend) if batch == 1 => {
                 for h in &handles {
@@ -306,14 +306,14 @@ async fn worker(
                 }
             }
             Target::Http(_, transport) if batch == 1 => {
-                for h in &handles {
-                    transport.complete(h, None).await?;
+                for t in &tasks {
+                    transport.complete(t, None).await?;
                 }
             }
             Target::Http(client, _) => {
-                let items = handles
+                let items = tasks
                     .iter()
-                    .map(|h| CompleteRequest { handle: ff_core::wire::handle_token(h), result_base64: None })
+                    .map(|t| CompleteRequest { handle: ff_core::wire::handle_token(&t.handle), result_base64: None })
                     .collect();
                 if let Some(e) = client.complete_batch(items).await?.into_iter().flatten().next() {
                     bail!("complete failed: {} {}", e.code, e.message);

@@ -314,7 +314,7 @@ async fn submit_one(
 fn start_doomed_worker(client: &Client, claimed: Arc<Notify>) -> anyhow::Result<RunningWorker> {
     let mut cfg = WorkerConfig::new("doomed", [FRAGILE])?;
     cfg.lease_ttl = Duration::from_millis(1500);
-    cfg.claim_wait = Duration::from_millis(200);
+    cfg.claim_max_wait = Duration::from_millis(200);
     let worker = Worker::new(HttpTransport::new(client.clone()), cfg, claimed)
         .handle("ledger.sync", |ctx: TaskContext<Arc<Notify>>, _: Job| async move {
             ctx.progress(Some(10), Some("syncing ledger")).await?;
@@ -332,7 +332,7 @@ fn start_pool_worker(client: &Client, args: &DemoArgs, n: u32) -> anyhow::Result
     cfg.worker_instance_id = format!("demo-pool-{n}");
     cfg.concurrency = args.concurrency as usize;
     cfg.claim_batch = args.concurrency as usize;
-    cfg.claim_wait = Duration::from_millis(500);
+    cfg.claim_max_wait = Duration::from_millis(500);
     cfg.lease_ttl = Duration::from_millis(args.lease_ttl_ms);
     cfg.shutdown_grace = Duration::from_secs(5);
     let worker = Worker::new(HttpTransport::new(client.clone()), cfg, ())

@@ -97,6 +97,23 @@ pub struct Handle {
     pub opaque: HandleOpaque,
 }
 
+impl Handle {
+    /// The execution this handle names, read from the head of the payload without decoding
+    /// the rest (the backend decodes and checks the whole payload when the handle is used).
+    /// A payload too short to name one is `Corruption`.
+    pub fn execution_id(&self) -> Result<ExecutionId, EngineError> {
+        let mut r = Reader(&self.opaque.0);
+        let id = (|| {
+            if r.take(4)? != PAYLOAD_MAGIC {
+                return None;
+            }
+            let partition = u16::from_be_bytes(r.take(2)?.try_into().ok()?);
+            Some(ExecutionId::from_parts(partition, Uuid::from_slice(r.take(16)?).ok()?))
+        })();
+        id.ok_or_else(|| EngineError::validation(ValidationKind::Corruption, "handle payload is malformed"))
+    }
+}
+
 /// The fence triple that identifies one lease.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct LeaseFence {
@@ -261,5 +278,16 @@ mod tests {
         assert_eq!(HandlePayload::from_handle(&h, BackendTag::Postgres).unwrap_err().code(), "corruption");
         h.opaque = HandleOpaque(Box::new([0u8; 3]));
         assert_eq!(HandlePayload::from_handle(&h, BackendTag::Postgres).unwrap_err().code(), "corruption");
+    }
+
+    #[test]
+    fn execution_id_is_read_from_the_payload_head() {
+        let p = payload();
+        let mut h = p.into_handle(BackendTag::Postgres, HandleKind::Fresh);
+        assert_eq!(h.execution_id().unwrap(), p.execution_id);
+        h.opaque = HandleOpaque(Box::new([0u8; 3]));
+        assert_eq!(h.execution_id().unwrap_err().code(), "corruption");
+        h.opaque = HandleOpaque(Box::new(*b"FFH1\0\x03"));
+        assert_eq!(h.execution_id().unwrap_err().code(), "corruption");
     }
 }

@@ -7,6 +7,7 @@
 //! unknown fields, so a misspelt option is an error rather than silently ignored.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -14,8 +15,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{EngineError, ValidationKind};
 use crate::execution::{CreateExecutionArgs, FailureClass};
-use crate::handle::{BackendTag, Handle, HandleKind, HandleOpaque};
+use crate::handle::{BackendTag, Handle, HandleKind, HandleOpaque, HandlePayload};
 use crate::id::{AttemptIndex, ExecutionId, LaneId, Namespace, TimestampMs};
+use crate::lease::LeasedExecution;
 use crate::partition::PartitionConfig;
 use crate::policy::ExecutionPolicy;
 use crate::stream::FrameKind;
@@ -178,7 +180,14 @@ pub struct ClaimRequest {
     pub max: usize,
     /// Long-poll: wait up to this many ms for work (<= 60 000; default 0 = answer at once).
     #[serde(default)]
-    pub wait_ms: u64,
+    pub max_wait_ms: u64,
+}
+
+impl ClaimRequest {
+    /// The long-poll as the claim policy spells it (`None` = answer at once).
+    pub fn max_wait(&self) -> Option<Duration> {
+        (self.max_wait_ms > 0).then(|| Duration::from_millis(self.max_wait_ms))
+    }
 }
 
 fn one() -> usize {
@@ -206,6 +215,26 @@ pub struct ClaimedExecution {
     pub input_base64: String,
     /// Tags.
     pub tags: BTreeMap<String, String>,
+}
+
+impl ClaimedExecution {
+    /// The wire form of a lease the backend has just minted: the lease details are read from
+    /// the handle once, here, so the receiver never decodes the handle to learn them.
+    pub fn from_leased(leased: LeasedExecution) -> Result<Self, EngineError> {
+        let LeasedExecution { handle, context } = leased;
+        let p = HandlePayload::from_handle(&handle, handle.backend)?;
+        Ok(Self {
+            handle: handle_token(&handle),
+            execution_id: p.execution_id,
+            attempt_index: p.attempt_index,
+            claim_kind: handle.kind,
+            lane_id: p.lane_id,
+            lease_ttl_ms: p.lease_ttl_ms,
+            execution_kind: context.execution_kind,
+            input_base64: encode_bytes(&context.input_payload),
+            tags: context.tags,
+        })
+    }
 }
 
 /// Response of a claim: possibly empty.
@@ -356,7 +385,6 @@ pub struct HealthResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::handle::HandlePayload;
     use crate::id::{AttemptId, LeaseEpoch, LeaseId, WorkerInstanceId};
 
     #[test]

@@ -190,10 +190,10 @@ impl Client {
 
     // ----- worker calls ----------------------------------------------------------------------
 
-    /// Leases up to `req.max` executions for `worker_id`, long-polling `req.wait_ms`.
+    /// Leases up to `req.max` executions for `worker_id`, long-polling `req.max_wait_ms`.
     pub async fn claim(&self, worker_id: &str, req: &ClaimRequest) -> Result<ClaimResponse, SdkError> {
         let path = format!("/v1/workers/{}/claim", enc(worker_id));
-        let timeout = REQUEST_TIMEOUT + Duration::from_millis(req.wait_ms);
+        let timeout = REQUEST_TIMEOUT + Duration::from_millis(req.max_wait_ms);
         Self::json(self.request(Method::POST, &path).timeout(timeout).json(req)).await
     }
 

@@ -8,13 +8,13 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use ff_core::wire::{
-    AppendFrameRequest, CancelRequest, ClaimRequest, CompleteRequest, DelayRequest, FailRequest, ProgressRequest,
-    decode_bytes, encode_bytes, handle_token, parse_handle_token,
+    AppendFrameRequest, CancelRequest, ClaimRequest, ClaimedExecution, CompleteRequest, DelayRequest, FailRequest,
+    ProgressRequest, decode_bytes, encode_bytes, handle_token, parse_handle_token,
 };
 use ff_core::{
-    AppendFrameOutcome, AttemptIndex, CapabilitySet, ClaimPolicy, EngineBackend, EngineError, ExecutionContext,
-    ExecutionId, FailOutcome, FailureClass, FailureReason, Frame, Handle, HandleKind, HandlePayload, LaneId,
-    LeaseRenewal, LeasedExecution, TimestampMs,
+    AppendFrameOutcome, AttemptIndex, CapabilitySet, ClaimPolicy, EngineBackend, EngineError, ExecutionId, FailOutcome,
+    FailureClass, FailureReason, Frame, Handle, HandleKind, HandlePayload, LaneId, LeaseRenewal, LeasedExecution,
+    TimestampMs,
 };
 
 use crate::client::Client;
@@ -44,7 +44,8 @@ pub struct ClaimedTask {
 }
 
 impl ClaimedTask {
-    /// A task from a lease and its context; the lease details come from the handle itself.
+    /// A task from a lease the backend has just minted in this process; the lease details are
+    /// read from the handle.
     pub fn from_leased(leased: LeasedExecution) -> Result<Self, EngineError> {
         let LeasedExecution { handle, context } = leased;
         let p = HandlePayload::from_handle(&handle, handle.backend)?;
@@ -58,6 +59,26 @@ impl ClaimedTask {
             input: context.input_payload,
             tags: context.tags,
             handle,
+        })
+    }
+}
+
+/// A task from a claim answered over HTTP: the lease details are the ones the server sent; the
+/// handle token is only parsed back into the handle it encodes.
+impl TryFrom<ClaimedExecution> for ClaimedTask {
+    type Error = EngineError;
+
+    fn try_from(c: ClaimedExecution) -> Result<Self, EngineError> {
+        Ok(Self {
+            handle: parse_handle_token(&c.handle)?,
+            execution_id: c.execution_id,
+            attempt_index: c.attempt_index,
+            claim_kind: c.claim_kind,
+            lane_id: c.lane_id,
+            lease_ttl_ms: c.lease_ttl_ms,
+            execution_kind: c.execution_kind,
+            input: decode_bytes("input_base64", &c.input_base64)?,
+            tags: c.tags,
         })
     }
 }
@@ -77,29 +98,35 @@ pub struct ClaimArgs {
     pub lease_ttl_ms: u64,
     /// At most this many.
     pub max: usize,
-    /// Long-poll for up to this long.
-    pub wait: Duration,
+    /// Long-poll for up to this long (zero = answer at once).
+    pub max_wait: Duration,
 }
 
-/// The calls a worker makes.
+/// The calls a worker makes. Lease-holder calls take the claimed task, which carries the
+/// handle and the execution it names.
 #[async_trait]
 pub trait WorkerTransport: Send + Sync + 'static {
     /// Leases up to `args.max` executions.
     async fn claim(&self, args: &ClaimArgs) -> Result<Vec<ClaimedTask>, SdkError>;
     /// Extends a lease.
-    async fn renew(&self, handle: &Handle) -> Result<LeaseRenewal, SdkError>;
+    async fn renew(&self, task: &ClaimedTask) -> Result<LeaseRenewal, SdkError>;
     /// Reports progress.
-    async fn progress(&self, handle: &Handle, percent: Option<u8>, message: Option<String>) -> Result<(), SdkError>;
+    async fn progress(&self, task: &ClaimedTask, percent: Option<u8>, message: Option<String>) -> Result<(), SdkError>;
     /// Appends a frame.
-    async fn append_frame(&self, handle: &Handle, frame: Frame) -> Result<AppendFrameOutcome, SdkError>;
+    async fn append_frame(&self, task: &ClaimedTask, frame: Frame) -> Result<AppendFrameOutcome, SdkError>;
     /// Completes.
-    async fn complete(&self, handle: &Handle, result: Option<Vec<u8>>) -> Result<(), SdkError>;
+    async fn complete(&self, task: &ClaimedTask, result: Option<Vec<u8>>) -> Result<(), SdkError>;
     /// Fails the attempt.
-    async fn fail(&self, handle: &Handle, reason: FailureReason, class: FailureClass) -> Result<FailOutcome, SdkError>;
+    async fn fail(
+        &self,
+        task: &ClaimedTask,
+        reason: FailureReason,
+        class: FailureClass,
+    ) -> Result<FailOutcome, SdkError>;
     /// Cancels as the lease holder.
-    async fn cancel(&self, handle: &Handle, reason: &str) -> Result<(), SdkError>;
+    async fn cancel(&self, task: &ClaimedTask, reason: &str) -> Result<(), SdkError>;
     /// Releases the lease and parks the execution until `until` (same attempt resumes).
-    async fn delay(&self, handle: &Handle, until: TimestampMs) -> Result<(), SdkError>;
+    async fn delay(&self, task: &ClaimedTask, until: TimestampMs) -> Result<(), SdkError>;
 }
 
 /// A shared transport is a transport.
@@ -108,31 +135,32 @@ impl<T: WorkerTransport + ?Sized> WorkerTransport for Arc<T> {
     async fn claim(&self, args: &ClaimArgs) -> Result<Vec<ClaimedTask>, SdkError> {
         (**self).claim(args).await
     }
-    async fn renew(&self, handle: &Handle) -> Result<LeaseRenewal, SdkError> {
-        (**self).renew(handle).await
+    async fn renew(&self, task: &ClaimedTask) -> Result<LeaseRenewal, SdkError> {
+        (**self).renew(task).await
     }
-    async fn progress(&self, handle: &Handle, percent: Option<u8>, message: Option<String>) -> Result<(), SdkError> {
-        (**self).progress(handle, percent, message).await
+    async fn progress(&self, task: &ClaimedTask, percent: Option<u8>, message: Option<String>) -> Result<(), SdkError> {
+        (**self).progress(task, percent, message).await
     }
-    async fn append_frame(&self, handle: &Handle, frame: Frame) -> Result<AppendFrameOutcome, SdkError> {
-        (**self).append_frame(handle, frame).await
+    async fn append_frame(&self, task: &ClaimedTask, frame: Frame) -> Result<AppendFrameOutcome, SdkError> {
+        (**self).append_frame(task, frame).await
     }
-    async fn complete(&self, handle: &Handle, result: Option<Vec<u8>>) -> Result<(), SdkError> {
-        (**self).complete(handle, result).await
+    async fn complete(&self, task: &ClaimedTask, result: Option<Vec<u8>>) -> Result<(), SdkError> {
+        (**self).complete(task, result).await
     }
-    async fn fail(&self, handle: &Handle, reason: FailureReason, class: FailureClass) -> Result<FailOutcome, SdkError> {
-        (**self).fail(handle, reason, class).await
+    async fn fail(
+        &self,
+        task: &ClaimedTask,
+        reason: FailureReason,
+        class: FailureClass,
+    ) -> Result<FailOutcome, SdkError> {
+        (**self).fail(task, reason, class).await
     }
-    async fn cancel(&self, handle: &Handle, reason: &str) -> Result<(), SdkError> {
-        (**self).cancel(handle, reason).await
+    async fn cancel(&self, task: &ClaimedTask, reason: &str) -> Result<(), SdkError> {
+        (**self).cancel(task, reason).await
     }
-    async fn delay(&self, handle: &Handle, until: TimestampMs) -> Result<(), SdkError> {
-        (**self).delay(handle, until).await
+    async fn delay(&self, task: &ClaimedTask, until: TimestampMs) -> Result<(), SdkError> {
+        (**self).delay(task, until).await
     }
-}
-
-fn execution_of(handle: &Handle) -> Result<ExecutionId, SdkError> {
-    Ok(HandlePayload::from_handle(handle, handle.backend)?.execution_id)
 }
 
 /// Over HTTP, through an `ff-server`.
@@ -157,69 +185,62 @@ impl WorkerTransport for HttpTransport {
             capabilities: args.capabilities.clone(),
             lease_ttl_ms: args.lease_ttl_ms,
             max: args.max,
-            wait_ms: args.wait.as_millis() as u64,
+            max_wait_ms: u64::try_from(args.max_wait.as_millis()).unwrap_or(u64::MAX),
         };
         let resp = self.client.claim(&args.worker_id, &req).await?;
-        resp.claimed
-            .into_iter()
-            .map(|c| {
-                ClaimedTask::from_leased(LeasedExecution {
-                    handle: parse_handle_token(&c.handle)?,
-                    context: ExecutionContext {
-                        execution_kind: c.execution_kind,
-                        input_payload: decode_bytes("input_base64", &c.input_base64)?,
-                        tags: c.tags,
-                    },
-                })
-            })
-            .collect::<Result<_, EngineError>>()
-            .map_err(SdkError::from)
+        resp.claimed.into_iter().map(ClaimedTask::try_from).collect::<Result<_, EngineError>>().map_err(SdkError::from)
     }
 
-    async fn renew(&self, handle: &Handle) -> Result<LeaseRenewal, SdkError> {
-        self.client.renew(&execution_of(handle)?, &handle_token(handle)).await
+    async fn renew(&self, task: &ClaimedTask) -> Result<LeaseRenewal, SdkError> {
+        self.client.renew(&task.execution_id, &handle_token(&task.handle)).await
     }
 
-    async fn progress(&self, handle: &Handle, percent: Option<u8>, message: Option<String>) -> Result<(), SdkError> {
-        let req = ProgressRequest { handle: handle_token(handle), percent, message };
-        self.client.progress(&execution_of(handle)?, &req).await
+    async fn progress(&self, task: &ClaimedTask, percent: Option<u8>, message: Option<String>) -> Result<(), SdkError> {
+        let req = ProgressRequest { handle: handle_token(&task.handle), percent, message };
+        self.client.progress(&task.execution_id, &req).await
     }
 
-    async fn append_frame(&self, handle: &Handle, frame: Frame) -> Result<AppendFrameOutcome, SdkError> {
+    async fn append_frame(&self, task: &ClaimedTask, frame: Frame) -> Result<AppendFrameOutcome, SdkError> {
         let req = AppendFrameRequest {
-            handle: handle_token(handle),
+            handle: handle_token(&task.handle),
             frame_type: frame.frame_type,
             kind: Some(frame.kind),
             text: None,
             bytes_base64: Some(encode_bytes(&frame.bytes)),
             correlation_id: frame.correlation_id,
         };
-        self.client.append_frame(&execution_of(handle)?, &req).await
+        self.client.append_frame(&task.execution_id, &req).await
     }
 
-    async fn complete(&self, handle: &Handle, result: Option<Vec<u8>>) -> Result<(), SdkError> {
-        let req = CompleteRequest { handle: handle_token(handle), result_base64: result.map(|r| encode_bytes(&r)) };
-        self.client.complete(&execution_of(handle)?, &req).await
+    async fn complete(&self, task: &ClaimedTask, result: Option<Vec<u8>>) -> Result<(), SdkError> {
+        let req =
+            CompleteRequest { handle: handle_token(&task.handle), result_base64: result.map(|r| encode_bytes(&r)) };
+        self.client.complete(&task.execution_id, &req).await
     }
 
-    async fn fail(&self, handle: &Handle, reason: FailureReason, class: FailureClass) -> Result<FailOutcome, SdkError> {
+    async fn fail(
+        &self,
+        task: &ClaimedTask,
+        reason: FailureReason,
+        class: FailureClass,
+    ) -> Result<FailOutcome, SdkError> {
         let req = FailRequest {
-            handle: handle_token(handle),
+            handle: handle_token(&task.handle),
             message: reason.message,
             detail: reason.detail,
             classification: class,
         };
-        self.client.fail(&execution_of(handle)?, &req).await
+        self.client.fail(&task.execution_id, &req).await
     }
 
-    async fn cancel(&self, handle: &Handle, reason: &str) -> Result<(), SdkError> {
-        let req = CancelRequest { handle: handle_token(handle), reason: reason.into() };
-        self.client.cancel(&execution_of(handle)?, &req).await
+    async fn cancel(&self, task: &ClaimedTask, reason: &str) -> Result<(), SdkError> {
+        let req = CancelRequest { handle: handle_token(&task.handle), reason: reason.into() };
+        self.client.cancel(&task.execution_id, &req).await
     }
 
-    async fn delay(&self, handle: &Handle, until: TimestampMs) -> Result<(), SdkError> {
-        let req = DelayRequest { handle: handle_token(handle), delay_until: until };
-        self.client.delay(&execution_of(handle)?, &req).await
+    async fn delay(&self, task: &ClaimedTask, until: TimestampMs) -> Result<(), SdkError> {
+        let req = DelayRequest { handle: handle_token(&task.handle), delay_until: until };
+        self.client.delay(&task.execution_id, &req).await
     }
 }
 
@@ -241,36 +262,41 @@ impl WorkerTransport for DirectTransport {
     async fn claim(&self, args: &ClaimArgs) -> Result<Vec<ClaimedTask>, SdkError> {
         let caps = CapabilitySet::try_from_iter(args.capabilities.iter().cloned())?;
         let mut policy = ClaimPolicy::new(&args.worker_id, &args.worker_instance_id, args.lease_ttl_ms);
-        policy.max_wait = (!args.wait.is_zero()).then_some(args.wait);
+        policy.max_wait = (!args.max_wait.is_zero()).then_some(args.max_wait);
         let leased = self.backend.claim_with_context(&args.lane, &caps, policy, args.max).await?;
         leased.into_iter().map(ClaimedTask::from_leased).collect::<Result<_, EngineError>>().map_err(SdkError::from)
     }
 
-    async fn renew(&self, handle: &Handle) -> Result<LeaseRenewal, SdkError> {
-        Ok(self.backend.renew(handle).await?)
+    async fn renew(&self, task: &ClaimedTask) -> Result<LeaseRenewal, SdkError> {
+        Ok(self.backend.renew(&task.handle).await?)
     }
 
-    async fn progress(&self, handle: &Handle, percent: Option<u8>, message: Option<String>) -> Result<(), SdkError> {
-        Ok(self.backend.progress(handle, percent, message).await?)
+    async fn progress(&self, task: &ClaimedTask, percent: Option<u8>, message: Option<String>) -> Result<(), SdkError> {
+        Ok(self.backend.progress(&task.handle, percent, message).await?)
     }
 
-    async fn append_frame(&self, handle: &Handle, frame: Frame) -> Result<AppendFrameOutcome, SdkError> {
-        Ok(self.backend.append_frame(handle, frame).await?)
+    async fn append_frame(&self, task: &ClaimedTask, frame: Frame) -> Result<AppendFrameOutcome, SdkError> {
+        Ok(self.backend.append_frame(&task.handle, frame).await?)
     }
 
-    async fn complete(&self, handle: &Handle, result: Option<Vec<u8>>) -> Result<(), SdkError> {
-        Ok(self.backend.complete(handle, result).await?)
+    async fn complete(&self, task: &ClaimedTask, result: Option<Vec<u8>>) -> Result<(), SdkError> {
+        Ok(self.backend.complete(&task.handle, result).await?)
     }
 
-    async fn fail(&self, handle: &Handle, reason: FailureReason, class: FailureClass) -> Result<FailOutcome, SdkError> {
-        Ok(self.backend.fail(handle, reason, class).await?)
+    async fn fail(
+        &self,
+        task: &ClaimedTask,
+        reason: FailureReason,
+        class: FailureClass,
+    ) -> Result<FailOutcome, SdkError> {
+        Ok(self.backend.fail(&task.handle, reason, class).await?)
     }
 
-    async fn cancel(&self, handle: &Handle, reason: &str) -> Result<(), SdkError> {
-        Ok(self.backend.cancel(handle, reason).await?)
+    async fn cancel(&self, task: &ClaimedTask, reason: &str) -> Result<(), SdkError> {
+        Ok(self.backend.cancel(&task.handle, reason).await?)
     }
 
-    async fn delay(&self, handle: &Handle, until: TimestampMs) -> Result<(), SdkError> {
-        Ok(self.backend.delay(handle, until).await?)
+    async fn delay(&self, task: &ClaimedTask, until: TimestampMs) -> Result<(), SdkError> {
+        Ok(self.backend.delay(&task.handle, until).await?)
     }
 }

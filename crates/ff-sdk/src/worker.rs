@@ -17,7 +17,7 @@ use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use ff_core::{
     AppendFrameOutcome, AttemptIndex, ExecutionId, FailOutcome, FailureClass, FailureReason, Frame, FrameKind, Handle,
@@ -50,10 +50,10 @@ pub struct WorkerConfig {
     pub concurrency: usize,
     /// Most executions one claim asks for (split across lanes). Each lane has its own claim
     /// loop, which holds the permits it is long-polling with, so keep `concurrency` at least
-    /// the number of lanes; an idle lane then ties up at most its share for `claim_wait`.
+    /// the number of lanes; an idle lane then ties up at most its share for `claim_max_wait`.
     pub claim_batch: usize,
     /// How long one claim long-polls for work; also bounds how fast shutdown stops claiming.
-    pub claim_wait: Duration,
+    pub claim_max_wait: Duration,
     /// How long shutdown lets running handlers finish before releasing them.
     pub shutdown_grace: Duration,
 }
@@ -72,7 +72,7 @@ impl WorkerConfig {
             lease_ttl: Duration::from_secs(30),
             concurrency: 8,
             claim_batch: 8,
-            claim_wait: Duration::from_secs(2),
+            claim_max_wait: Duration::from_secs(2),
             shutdown_grace: Duration::from_secs(30),
         })
     }
@@ -231,7 +231,7 @@ impl<S> TaskContext<S> {
 
     /// Reports progress (0..=100) and/or a message.
     pub async fn progress(&self, percent: Option<u8>, message: Option<&str>) -> Result<(), SdkError> {
-        self.inner.transport.progress(&self.inner.task.handle, percent, message.map(str::to_owned)).await
+        self.inner.transport.progress(&self.inner.task, percent, message.map(str::to_owned)).await
     }
 
     /// Appends a UTF-8 frame of `frame_type` on the `event` channel.
@@ -247,7 +247,7 @@ impl<S> TaskContext<S> {
         bytes: Vec<u8>,
     ) -> Result<AppendFrameOutcome, SdkError> {
         let frame = Frame { bytes, kind, frame_type: frame_type.to_owned(), correlation_id: None };
-        self.inner.transport.append_frame(&self.inner.task.handle, frame).await
+        self.inner.transport.append_frame(&self.inner.task, frame).await
     }
 }
 
@@ -505,7 +505,7 @@ impl<S: Send + Sync + 'static> Runtime<S> {
                 capabilities: self.config.capabilities.clone(),
                 lease_ttl_ms: self.config.lease_ttl.as_millis() as u64,
                 max: held.len(),
-                wait: self.config.claim_wait,
+                max_wait: self.config.claim_max_wait,
             };
             match self.transport.claim(&args).await {
                 Ok(tasks) => {
@@ -570,26 +570,26 @@ impl<S: Send + Sync + 'static> Runtime<S> {
     /// Ends the execution per the handler's outcome (`None` = release it), retrying calls that
     /// failed in transit.
     async fn end<T>(&self, ctx: &TaskContext<T>, outcome: Option<Result<Option<Vec<u8>>, HandlerError>>) {
-        let handle = ctx.handle();
+        let task = &ctx.inner.task;
         let t = &self.transport;
         let mut pause = Duration::from_millis(50);
         for attempt in 0..5 {
             let result = match &outcome {
-                Some(Ok(result)) => t.complete(handle, result.clone()).await.map(|_| &self.counters.completed),
+                Some(Ok(result)) => t.complete(task, result.clone()).await.map(|_| &self.counters.completed),
                 Some(Err(HandlerError { action: EndAction::Fail { class, message, detail } })) => t
-                    .fail(handle, FailureReason { message: message.clone(), detail: detail.clone() }, *class)
+                    .fail(task, FailureReason { message: message.clone(), detail: detail.clone() }, *class)
                     .await
                     .map(|o| match o {
                         FailOutcome::RetryScheduled { .. } => &self.counters.retries_scheduled,
                         FailOutcome::TerminalFailed => &self.counters.failed,
                     }),
                 Some(Err(HandlerError { action: EndAction::Cancel { reason } })) => {
-                    t.cancel(handle, reason).await.map(|_| &self.counters.cancelled)
+                    t.cancel(task, reason).await.map(|_| &self.counters.cancelled)
                 }
                 Some(Err(HandlerError { action: EndAction::Delay { until } })) => {
-                    t.delay(handle, *until).await.map(|_| &self.counters.delayed)
+                    t.delay(task, *until).await.map(|_| &self.counters.delayed)
                 }
-                None => t.delay(handle, now_ms()).await.map(|_| &self.counters.released),
+                None => t.delay(task, RELEASE_AT).await.map(|_| &self.counters.released),
             };
             match result {
                 Ok(counter) => return Counters::bump(counter),
@@ -618,7 +618,7 @@ async fn renew_loop<S>(ctx: TaskContext<S>) {
     let mut failures = 0u32;
     loop {
         tokio::time::sleep(period).await;
-        match ctx.inner.transport.renew(ctx.handle()).await {
+        match ctx.inner.transport.renew(&ctx.inner.task).await {
             Ok(_) => {
                 failures = 0;
                 ctx.inner.healthy.store(true, Ordering::Relaxed);
@@ -640,10 +640,9 @@ async fn renew_loop<S>(ctx: TaskContext<S>) {
     std::future::pending::<()>().await;
 }
 
-fn now_ms() -> TimestampMs {
-    let ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or_default();
-    TimestampMs(ms)
-}
+/// When a released execution becomes claimable again: the epoch, which is always due, so the
+/// next claim of its lane resumes the same attempt. No host clock is read.
+const RELEASE_AT: TimestampMs = TimestampMs(0);
 
 fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
     panic

@@ -104,7 +104,7 @@ fn start_hanging_worker(transport: impl WorkerTransport, cfg: WorkerConfig, star
 
 fn config(lane: &str) -> WorkerConfig {
     let mut cfg = WorkerConfig::new("pool", [lane]).unwrap();
-    cfg.claim_wait = Duration::from_millis(200);
+    cfg.claim_max_wait = Duration::from_millis(200);
     cfg.concurrency = 4;
     cfg
 }

@@ -74,8 +74,11 @@ async fn auth_is_required_on_api_routes_and_metrics_but_not_health() {
         (None, false),
         (Some("Bearer wrong"), false),
         (Some(TOKEN), false),
-        (Some("bearer s3cret-token"), false),
+        (Some("Basic s3cret-token"), false),
+        (Some("Bearers3cret-token"), false),
         (Some("Bearer s3cret-token"), true),
+        (Some("bearer s3cret-token"), true),
+        (Some("BEARER s3cret-token"), true),
     ] {
         for path in ["/v1/lanes", "/metrics"] {
             let resp = get(path, auth).await.unwrap();
@@ -202,6 +205,16 @@ async fn a_worker_round_trip_over_http() {
     assert_eq!(status, 200);
     assert_eq!(frames["frames"][0]["frame_type"], "log");
     assert_eq!(frames["closed_reason"], "success");
+    // The documented cap, not a smaller one of the server's.
+    let max = ff_core::MAX_STREAM_READ;
+    let (status, frames) =
+        api.call(Method::GET, &format!("/v1/executions/{enc}/attempts/0/stream?limit={max}"), None).await;
+    assert_eq!(status, 200, "{frames}");
+    for limit in [0, max + 1] {
+        let (s, b) =
+            api.call(Method::GET, &format!("/v1/executions/{enc}/attempts/0/stream?limit={limit}"), None).await;
+        assert_error(s, &b, 400, "invalid_input");
+    }
 
     let (status, _) =
         api.call(Method::PUT, &format!("/v1/executions/{enc}/tags/app.stage"), Some(json!({"value": "done"}))).await;
@@ -330,7 +343,7 @@ async fn bad_input_gets_a_typed_error_and_writes_nothing() {
     assert!(b["message"].as_str().unwrap().contains("executions[1]"), "{b}");
 
     let (s, b) = api.call(Method::GET, "/v1/executions/not-an-id", None).await;
-    assert_error(s, &b, 400, "invalid_input");
+    assert_error(s, &b, 400, "invalid_path");
     let missing = ff_core::ExecutionId::in_partition(1).to_string().replace('{', "%7B").replace('}', "%7D");
     let (s, b) = api.call(Method::GET, &format!("/v1/executions/{missing}"), None).await;
     assert_error(s, &b, 404, "not_found");
@@ -347,7 +360,10 @@ async fn bad_input_gets_a_typed_error_and_writes_nothing() {
     let bad_claims = [
         (json!({"lane_id": "l", "worker_instance_id": "w", "lease_ttl_ms": 1, "max": 1}), "invalid_input"),
         (json!({"lane_id": "l", "worker_instance_id": "w", "lease_ttl_ms": 1000, "max": 0}), "invalid_input"),
-        (json!({"lane_id": "l", "worker_instance_id": "w", "lease_ttl_ms": 1000, "wait_ms": 600000}), "invalid_input"),
+        (
+            json!({"lane_id": "l", "worker_instance_id": "w", "lease_ttl_ms": 1000, "max_wait_ms": 600000}),
+            "invalid_input",
+        ),
         (json!({"lane_id": "l", "worker_instance_id": "", "lease_ttl_ms": 1000}), "invalid_input"),
         (
             json!({"lane_id": "l", "worker_instance_id": "w", "lease_ttl_ms": 1000, "capabilities": ["bad token"]}),
@@ -410,7 +426,7 @@ async fn the_openapi_document_matches_the_router_and_the_committed_copy() {
     let api = Api::start(Some(TOKEN)).await;
     let (status, served) = api.call(Method::GET, "/openapi.json", None).await;
     assert_eq!(status, 200);
-    assert_eq!(served, ff_server::openapi::document());
+    assert_eq!(served, ff_server::http::openapi_document());
     let paths = served["paths"].as_object().unwrap();
     assert_eq!(paths.values().map(|m| m.as_object().unwrap().len()).sum::<usize>(), ff_server::http::routes().len());
     // Every documented operation is served: no route_not_found / method_not_allowed.
@@ -446,7 +462,7 @@ async fn shutdown_lets_an_in_flight_long_poll_finish() {
     let api = Api::start(Some(TOKEN)).await;
     let req = api
         .req(Method::POST, "/v1/workers/w/claim")
-        .json(&json!({"lane_id": "idle", "worker_instance_id": "w", "lease_ttl_ms": 30000, "wait_ms": 1500}))
+        .json(&json!({"lane_id": "idle", "worker_instance_id": "w", "lease_ttl_ms": 30000, "max_wait_ms": 1500}))
         .send();
     let pending = tokio::spawn(req);
     tokio::time::sleep(Duration::from_millis(200)).await;

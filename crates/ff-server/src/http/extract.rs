@@ -1,10 +1,14 @@
 //! Request extractors whose rejections use the API's error shape: malformed JSON, a wrong
 //! content type, an oversized body, a bad query string or path all answer [`ApiError`] JSON.
+//! Typed path segments ([`ExecutionPath`], [`AttemptPath`]) are parsed here, so a handler only
+//! sees valid ids; a bad segment is `400 invalid_path`.
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
+use ff_core::{AttemptIndex, ExecutionId};
+use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
@@ -74,5 +78,39 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiPath
             .await
             .map(|axum::extract::Path(v)| ApiPath(v))
             .map_err(|e| ApiError::bad_request("invalid_path", format!("invalid path parameter: {}", e.body_text())))
+    }
+}
+
+/// The execution named by the `{id}` path segment.
+pub struct ExecutionPath(pub ExecutionId);
+
+impl<S: Send + Sync> FromRequestParts<S> for ExecutionPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        #[derive(Deserialize)]
+        struct Segment {
+            id: String,
+        }
+        let ApiPath(Segment { id }) = ApiPath::from_request_parts(parts, state).await?;
+        ExecutionId::parse(&id)
+            .map(ExecutionPath)
+            .map_err(|e| ApiError::bad_request("invalid_path", format!("invalid execution id {id:?}: {e}")))
+    }
+}
+
+/// The attempt named by the `{index}` path segment.
+pub struct AttemptPath(pub AttemptIndex);
+
+impl<S: Send + Sync> FromRequestParts<S> for AttemptPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        #[derive(Deserialize)]
+        struct Segment {
+            index: u32,
+        }
+        let ApiPath(Segment { index }) = ApiPath::from_request_parts(parts, state).await?;
+        Ok(AttemptPath(AttemptIndex(index)))
     }
 }

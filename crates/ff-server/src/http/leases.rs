@@ -2,85 +2,111 @@
 //! cancel, delay). A lease-holder call carries its handle token in the body; the handle must
 //! name the execution in the path, and the backend fences it against the stored lease.
 
-use std::time::Duration;
-
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::routing::post;
 use ff_core::wire::{
     AppendFrameRequest, CancelRequest, ClaimRequest, ClaimResponse, ClaimedExecution, CompleteBatchRequest,
     CompleteBatchResponse, CompleteRequest, DelayRequest, FailRequest, HandleRequest, ProgressRequest, decode_bytes,
-    encode_bytes, handle_token, parse_handle_token,
+    parse_handle_token,
 };
 use ff_core::{
-    AppendFrameOutcome, CapabilitySet, ClaimPolicy, EngineError, FailOutcome, FailureReason, Frame, FrameKind, Handle,
-    HandlePayload, LaneId, LeaseRenewal, LeasedExecution, MAX_CLAIM_BATCH,
+    AppendFrameOutcome, CapabilitySet, ClaimPolicy, EngineError, ExecutionId, FailOutcome, FailureReason, Frame,
+    FrameKind, Handle, LaneId, LeaseRenewal,
 };
+use serde::Deserialize;
 
-use super::AppState;
 use super::error::ApiError;
-use super::executions::parse_id;
-use super::extract::{ApiJson, ApiPath};
+use super::extract::{ApiJson, ApiPath, ExecutionPath};
+use super::route::ApiRoute;
+use super::{AppState, BATCH_LIMIT, FRAME_LIMIT, SMALL_LIMIT, SUBMIT_LIMIT};
 
-/// Decodes a handle token and checks it names the execution in the path.
-fn handle_for(path_id: &str, token: &str) -> Result<Handle, ApiError> {
-    let id = parse_id(path_id)?;
+/// The routes of this resource.
+pub(super) fn routes() -> Vec<ApiRoute> {
+    vec![
+        ApiRoute::post("/v1/workers/{worker_id}/claim", "Lease up to N executions of a lane, with their input")
+            .body::<ClaimRequest>(SMALL_LIMIT)
+            .responds::<ClaimResponse>(200)
+            .to(post(claim)),
+        ApiRoute::post("/v1/executions/{id}/renew", "Extend the lease")
+            .body::<HandleRequest>(SMALL_LIMIT)
+            .responds::<LeaseRenewal>(200)
+            .to(post(renew)),
+        ApiRoute::post("/v1/executions/{id}/progress", "Report progress")
+            .body::<ProgressRequest>(SMALL_LIMIT)
+            .status(204)
+            .to(post(progress)),
+        ApiRoute::post("/v1/executions/{id}/frames", "Append a stream frame")
+            .body::<AppendFrameRequest>(FRAME_LIMIT)
+            .responds::<AppendFrameOutcome>(200)
+            .to(post(append_frame)),
+        ApiRoute::post("/v1/executions/{id}/complete", "Complete with an optional result")
+            .body::<CompleteRequest>(SUBMIT_LIMIT)
+            .status(204)
+            .to(post(complete)),
+        ApiRoute::post("/v1/completions", "Complete many executions, each fenced alone")
+            .body::<CompleteBatchRequest>(BATCH_LIMIT)
+            .responds::<CompleteBatchResponse>(200)
+            .to(post(complete_batch)),
+        ApiRoute::post("/v1/executions/{id}/fail", "Fail the attempt (retried per the stored policy)")
+            .body::<FailRequest>(SMALL_LIMIT)
+            .responds::<FailOutcome>(200)
+            .to(post(fail)),
+        ApiRoute::post("/v1/executions/{id}/cancel", "Cancel as the lease holder")
+            .body::<CancelRequest>(SMALL_LIMIT)
+            .status(204)
+            .to(post(cancel)),
+        ApiRoute::post("/v1/executions/{id}/delay", "Release and park until a time (same attempt resumes)")
+            .body::<DelayRequest>(SMALL_LIMIT)
+            .status(204)
+            .to(post(delay)),
+    ]
+}
+
+/// Decodes a handle token and checks it names the execution in the path. Only the execution id
+/// is read here; the backend decodes the whole handle when it fences the write.
+fn handle_for(id: &ExecutionId, token: &str) -> Result<Handle, ApiError> {
     let handle = parse_handle_token(token)?;
-    let payload = HandlePayload::from_handle(&handle, handle.backend)?;
-    if payload.execution_id != id {
-        return Err(ApiError::bad_request(
-            "handle_mismatch",
-            format!("the handle belongs to {}, not to {id}", payload.execution_id),
-        ));
+    let named = handle.execution_id()?;
+    if named != *id {
+        return Err(ApiError::bad_request("handle_mismatch", format!("the handle belongs to {named}, not to {id}")));
     }
     Ok(handle)
 }
 
-pub(super) async fn claim(
+/// The `{worker_id}` path segment.
+#[derive(Deserialize)]
+struct WorkerSegment {
+    worker_id: String,
+}
+
+async fn claim(
     State(state): State<AppState>,
-    ApiPath(worker_id): ApiPath<String>,
+    ApiPath(WorkerSegment { worker_id }): ApiPath<WorkerSegment>,
     ApiJson(req): ApiJson<ClaimRequest>,
 ) -> Result<Json<ClaimResponse>, ApiError> {
-    if req.max == 0 || req.max > MAX_CLAIM_BATCH {
-        return Err(ApiError::bad_request("invalid_input", format!("max {} outside 1..={MAX_CLAIM_BATCH}", req.max)));
-    }
+    let mut policy = ClaimPolicy::new(worker_id, &req.worker_instance_id, req.lease_ttl_ms);
+    policy.max_wait = req.max_wait();
     let lane = LaneId::try_new(req.lane_id)?;
     let capabilities = CapabilitySet::try_from_iter(req.capabilities)?;
-    let mut policy = ClaimPolicy::new(worker_id, req.worker_instance_id, req.lease_ttl_ms);
-    policy.max_wait = (req.wait_ms > 0).then(|| Duration::from_millis(req.wait_ms));
     let leased = state.backend().claim_with_context(&lane, &capabilities, policy, req.max).await?;
-    let claimed = leased
-        .into_iter()
-        .map(|LeasedExecution { handle, context }| {
-            let payload = HandlePayload::from_handle(&handle, handle.backend)?;
-            Ok::<_, EngineError>(ClaimedExecution {
-                handle: handle_token(&handle),
-                execution_id: payload.execution_id,
-                attempt_index: payload.attempt_index,
-                claim_kind: handle.kind,
-                lane_id: payload.lane_id,
-                lease_ttl_ms: payload.lease_ttl_ms,
-                execution_kind: context.execution_kind,
-                input_base64: encode_bytes(&context.input_payload),
-                tags: context.tags,
-            })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let claimed = leased.into_iter().map(ClaimedExecution::from_leased).collect::<Result<_, _>>()?;
     Ok(Json(ClaimResponse { claimed }))
 }
 
-pub(super) async fn renew(
+async fn renew(
     State(state): State<AppState>,
-    ApiPath(id): ApiPath<String>,
+    ExecutionPath(id): ExecutionPath,
     ApiJson(req): ApiJson<HandleRequest>,
 ) -> Result<Json<LeaseRenewal>, ApiError> {
     let handle = handle_for(&id, &req.handle)?;
     Ok(Json(state.backend().renew(&handle).await?))
 }
 
-pub(super) async fn progress(
+async fn progress(
     State(state): State<AppState>,
-    ApiPath(id): ApiPath<String>,
+    ExecutionPath(id): ExecutionPath,
     ApiJson(req): ApiJson<ProgressRequest>,
 ) -> Result<StatusCode, ApiError> {
     let handle = handle_for(&id, &req.handle)?;
@@ -88,9 +114,9 @@ pub(super) async fn progress(
     Ok(StatusCode::NO_CONTENT)
 }
 
-pub(super) async fn append_frame(
+async fn append_frame(
     State(state): State<AppState>,
-    ApiPath(id): ApiPath<String>,
+    ExecutionPath(id): ExecutionPath,
     ApiJson(req): ApiJson<AppendFrameRequest>,
 ) -> Result<Json<AppendFrameOutcome>, ApiError> {
     let handle = handle_for(&id, &req.handle)?;
@@ -113,9 +139,9 @@ fn result_bytes(req: &CompleteRequest) -> Result<Option<Vec<u8>>, EngineError> {
     req.result_base64.as_deref().map(|b| decode_bytes("result_base64", b)).transpose()
 }
 
-pub(super) async fn complete(
+async fn complete(
     State(state): State<AppState>,
-    ApiPath(id): ApiPath<String>,
+    ExecutionPath(id): ExecutionPath,
     ApiJson(req): ApiJson<CompleteRequest>,
 ) -> Result<StatusCode, ApiError> {
     let handle = handle_for(&id, &req.handle)?;
@@ -123,16 +149,10 @@ pub(super) async fn complete(
     Ok(StatusCode::NO_CONTENT)
 }
 
-pub(super) async fn complete_batch(
+async fn complete_batch(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<CompleteBatchRequest>,
 ) -> Result<Json<CompleteBatchResponse>, ApiError> {
-    if req.items.is_empty() || req.items.len() > MAX_CLAIM_BATCH {
-        return Err(ApiError::bad_request(
-            "invalid_input",
-            format!("{} items outside 1..={MAX_CLAIM_BATCH}", req.items.len()),
-        ));
-    }
     let items = req
         .items
         .iter()
@@ -147,9 +167,9 @@ pub(super) async fn complete_batch(
     Ok(Json(CompleteBatchResponse { results }))
 }
 
-pub(super) async fn fail(
+async fn fail(
     State(state): State<AppState>,
-    ApiPath(id): ApiPath<String>,
+    ExecutionPath(id): ExecutionPath,
     ApiJson(req): ApiJson<FailRequest>,
 ) -> Result<Json<FailOutcome>, ApiError> {
     let handle = handle_for(&id, &req.handle)?;
@@ -157,9 +177,9 @@ pub(super) async fn fail(
     Ok(Json(state.backend().fail(&handle, reason, req.classification).await?))
 }
 
-pub(super) async fn cancel(
+async fn cancel(
     State(state): State<AppState>,
-    ApiPath(id): ApiPath<String>,
+    ExecutionPath(id): ExecutionPath,
     ApiJson(req): ApiJson<CancelRequest>,
 ) -> Result<StatusCode, ApiError> {
     let handle = handle_for(&id, &req.handle)?;
@@ -167,9 +187,9 @@ pub(super) async fn cancel(
     Ok(StatusCode::NO_CONTENT)
 }
 
-pub(super) async fn delay(
+async fn delay(
     State(state): State<AppState>,
-    ApiPath(id): ApiPath<String>,
+    ExecutionPath(id): ExecutionPath,
     ApiJson(req): ApiJson<DelayRequest>,
 ) -> Result<StatusCode, ApiError> {
     let handle = handle_for(&id, &req.handle)?;

@@ -4,20 +4,34 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
+use axum::routing::get;
 use ff_core::wire::HealthResponse;
 
 use super::AppState;
 use super::error::ApiError;
+use super::route::ApiRoute;
 
-pub(super) async fn healthz(State(state): State<AppState>) -> Result<Json<HealthResponse>, ApiError> {
+/// The routes of this resource.
+pub(super) fn routes() -> Vec<ApiRoute> {
+    vec![
+        ApiRoute::get("/healthz", "Liveness and database reachability")
+            .responds::<HealthResponse>(200)
+            .to(get(healthz)),
+        ApiRoute::get("/metrics", "Prometheus metrics (text format)").status(200).to(get(metrics)),
+        ApiRoute::get("/openapi.json", "This document").status(200).to(get(openapi)),
+    ]
+}
+
+async fn healthz(State(state): State<AppState>) -> Result<Json<HealthResponse>, ApiError> {
     state.backend().ping().await?;
     Ok(Json(HealthResponse { status: "ok".into(), backend: state.backend().backend_label().into() }))
 }
 
-pub(super) async fn metrics(State(state): State<AppState>) -> Response {
+async fn metrics(State(state): State<AppState>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.0.telemetry.render()).into_response()
 }
 
-pub(super) async fn openapi() -> Json<serde_json::Value> {
-    Json(crate::openapi::document())
+/// The document built with the router, served as is.
+async fn openapi(State(state): State<AppState>) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], state.0.openapi.clone()).into_response()
 }
