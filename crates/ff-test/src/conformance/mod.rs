@@ -33,7 +33,7 @@
 //! features) implements [`ConformanceHarness`] and invokes the macro once, in an integration
 //! test file:
 //!
-//! ```ignore
+//! ```text
 //! struct MyHarness { /* a fresh backend */ }
 //! #[async_trait::async_trait]
 //! impl ff_test::conformance::ConformanceHarness for MyHarness { /* new, backend, ... */ }
