@@ -4,9 +4,8 @@
 mod common;
 
 use common::*;
-use ff_core::event::{CompletionOutcome, EventCursor, ScannerFilter};
+use ff_core::event::EventCursor;
 use ff_core::*;
-use futures::StreamExt;
 
 #[tokio::test]
 async fn a_late_committing_event_is_not_skipped_by_a_resuming_reader() {
@@ -42,30 +41,4 @@ async fn a_late_committing_event_is_not_skipped_by_a_resuming_reader() {
     assert_eq!(rest.len(), 1);
     assert_eq!(rest[0].execution_id, b);
     drop(ha);
-}
-
-#[tokio::test]
-async fn completion_subscription_delivers_terminal_events_and_resumes_from_a_cursor() {
-    let fx = Fixture::new().await;
-    let mut sub = fx.backend.subscribe_completions().await.unwrap();
-    let ok = fx.create("sub").await;
-    let h = fx.claim("sub", "w").await;
-    fx.backend.complete(&h, None).await.unwrap();
-    let bad = fx.create("sub").await;
-    let h = fx.claim("sub", "w").await;
-    fx.backend.fail(&h, FailureReason::new("x"), FailureClass::Permanent).await.unwrap();
-    let first = tokio::time::timeout(std::time::Duration::from_secs(10), sub.next()).await.unwrap().unwrap().unwrap();
-    assert_eq!((first.execution_id, first.outcome.clone()), (ok, CompletionOutcome::Success));
-    let second = tokio::time::timeout(std::time::Duration::from_secs(10), sub.next()).await.unwrap().unwrap().unwrap();
-    assert_eq!((second.execution_id, second.outcome), (bad, CompletionOutcome::Failure));
-    // Resume after the first: only the second arrives.
-    let mut resumed = fx.backend.subscribe_completions_from(first.cursor, &ScannerFilter::default()).await.unwrap();
-    let again =
-        tokio::time::timeout(std::time::Duration::from_secs(10), resumed.next()).await.unwrap().unwrap().unwrap();
-    assert_eq!(again.execution_id, bad);
-    // Namespace filters apply.
-    let filter = ScannerFilter { namespace: Some(Namespace::new("nobody")), instance_tag: None };
-    let mut filtered = fx.backend.subscribe_completions_from(EventCursor::BEGINNING, &filter).await.unwrap();
-    let none = tokio::time::timeout(std::time::Duration::from_millis(300), filtered.next()).await;
-    assert!(none.is_err(), "no event matches the filter");
 }

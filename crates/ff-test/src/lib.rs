@@ -6,10 +6,14 @@
 //! by `DATABASE_URL` when that is set; otherwise a private throwaway cluster
 //! started from the system's PostgreSQL binaries (see [`cluster`]). When
 //! neither is possible, tests fail with [`NO_DATABASE_HELP`]; they never skip.
+//!
+//! [`conformance`] is the backend conformance suite: behaviour cases written against the
+//! `ff-core` backend traits, run by every backend through [`conformance_suite!`].
 
 #![warn(missing_docs)]
 
 pub mod cluster;
+pub mod conformance;
 mod pgurl;
 mod testdb;
 

@@ -79,15 +79,6 @@ impl Fixture {
         self.make_past(id, "eligible_at_ms").await;
     }
 
-    /// Counts rows of `table` for execution `id`.
-    pub async fn count(&self, table: &str, id: &ExecutionId) -> i64 {
-        sqlx::query_scalar(&format!("SELECT count(*) FROM {table} WHERE execution_id = $1"))
-            .bind(id.uuid())
-            .fetch_one(self.pool())
-            .await
-            .expect("count")
-    }
-
     /// A fingerprint of everything stored about `id`, to prove a rejected call wrote nothing.
     pub async fn fingerprint(&self, id: &ExecutionId) -> String {
         sqlx::query_scalar(
@@ -131,13 +122,3 @@ pub fn retry_policy(max_retries: u32, delay_ms: u64) -> ExecutionPolicy {
         ..Default::default()
     }
 }
-
-/// The vector of a leased, running execution.
-pub const ACTIVE: StateVector = state::vector(
-    LifecyclePhase::Active,
-    OwnershipState::Leased,
-    EligibilityState::NotApplicable,
-    BlockingReason::None,
-    TerminalOutcome::None,
-    AttemptState::RunningAttempt,
-);

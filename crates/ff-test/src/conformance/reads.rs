@@ -1,15 +1,15 @@
-//! Reads, tags and listings.
-
-mod common;
+//! Reads, tags, listings and the backend's own metadata.
 
 use std::collections::BTreeMap;
 
-use common::*;
 use ff_core::*;
 
-#[tokio::test]
-async fn describe_info_context_and_result() {
-    let fx = Fixture::new().await;
+use super::fixture::*;
+use super::harness::ConformanceHarness;
+
+/// Every read reflects what was created, claimed and completed.
+pub async fn describe_info_context_and_result<H: ConformanceHarness>() {
+    let fx = Fixture::<H>::new().await;
     let id = fx
         .create_with("reads", |a| {
             a.namespace = Namespace::new("tenant-a");
@@ -32,7 +32,7 @@ async fn describe_info_context_and_result() {
     assert_eq!(fx.backend.read_total_attempt_count(&id).await.unwrap(), AttemptIndex(0));
     assert_eq!(fx.backend.get_execution_result(&id).await.unwrap(), None);
     let h = fx.claim("reads", "w").await;
-    let snap = fx.backend.describe_execution(&id).await.unwrap().unwrap();
+    let snap = fx.snapshot(&id).await;
     assert_eq!(snap.public_state, PublicState::Active);
     assert_eq!(snap.current_attempt.unwrap().attempt_id, payload(&h).attempt_id);
     assert_eq!(snap.current_lease.unwrap().lease_epoch, payload(&h).lease_epoch);
@@ -41,24 +41,42 @@ async fn describe_info_context_and_result() {
     let info = fx.backend.read_execution_info(&id).await.unwrap().unwrap();
     assert!(info.completed_at.is_some() && info.started_at.is_some());
     assert_eq!(info.public_state, PublicState::Completed);
+    assert_eq!(fx.backend.read_execution_state(&id).await.unwrap(), Some(PublicState::Completed));
 
-    let fields = fx
-        .backend
-        .read_exec_core_fields(
-            Partition::execution(id.partition_index()),
-            &id,
-            &["priority", "lifecycle_phase", "nope"],
-        )
-        .await
-        .unwrap();
+    let fields =
+        fx.backend.read_exec_core_fields(partition(&id), &id, &["priority", "lifecycle_phase", "nope"]).await.unwrap();
     assert_eq!(fields["priority"].as_deref(), Some("7"));
     assert_eq!(fields["lifecycle_phase"].as_deref(), Some("terminal"));
     assert_eq!(fields["nope"], None);
 }
 
-#[tokio::test]
-async fn missing_executions_read_as_none_or_not_found() {
-    let fx = Fixture::new().await;
+/// The stored policy and deadline read back.
+pub async fn policy_and_deadline_are_stored<H: ConformanceHarness>() {
+    let fx = Fixture::<H>::new().await;
+    let id = fx
+        .create_with("pol", |a| {
+            a.policy = Some(ExecutionPolicy {
+                timeout_policy: Some(TimeoutPolicy {
+                    attempt_timeout_ms: Some(5_000),
+                    execution_deadline_ms: Some(60_000),
+                }),
+                ..retry_policy(3, 100)
+            })
+        })
+        .await;
+    let fields =
+        fx.backend.read_exec_core_fields(partition(&id), &id, &["max_retries", "attempt_timeout_ms"]).await.unwrap();
+    assert_eq!(fields["max_retries"].as_deref(), Some("3"));
+    assert_eq!(fields["attempt_timeout_ms"].as_deref(), Some("5000"));
+    let info = fx.backend.read_execution_info(&id).await.unwrap().unwrap();
+    let deadline = info.execution_deadline_at.unwrap().0;
+    assert!((deadline - info.created_at.0 - 60_000).abs() < 1_000);
+}
+
+/// A missing execution reads as `None`, or `NotFound` for the reads that promise it, including a
+/// real id presented with the wrong partition.
+pub async fn missing_executions_read_as_none_or_not_found<H: ConformanceHarness>() {
+    let fx = Fixture::<H>::new().await;
     let ghost = ExecutionId::in_partition(3);
     assert!(fx.backend.describe_execution(&ghost).await.unwrap().is_none());
     assert!(fx.backend.read_execution_info(&ghost).await.unwrap().is_none());
@@ -73,21 +91,22 @@ async fn missing_executions_read_as_none_or_not_found() {
         fx.backend.set_execution_tag(&ghost, "a.b", "v").await.unwrap_err(),
     ] {
         assert!(matches!(e, EngineError::NotFound { entity: "execution" }), "{e:?}");
+        assert_eq!(e.code(), "not_found");
     }
-    // A real id presented with the wrong partition is not found either.
     let id = fx.create("reads").await;
     let wrong = ExecutionId::from_parts((id.partition_index() + 1) % 256, id.uuid());
     assert!(fx.backend.describe_execution(&wrong).await.unwrap().is_none());
 }
 
-#[tokio::test]
-async fn tags_set_get_and_validate() {
-    let fx = Fixture::new().await;
+/// Tags overwrite, read back, and invalid keys or values are rejected with nothing written.
+pub async fn tags_set_get_and_validate<H: ConformanceHarness>() {
+    let fx = Fixture::<H>::new().await;
     let id = fx.create("tags").await;
     fx.backend.set_execution_tag(&id, "cairn.session_id", "s-1").await.unwrap();
     fx.backend.set_execution_tag(&id, "cairn.session_id", "s-2").await.unwrap();
     assert_eq!(fx.backend.get_execution_tag(&id, "cairn.session_id").await.unwrap().as_deref(), Some("s-2"));
     assert_eq!(fx.backend.get_execution_tag(&id, "cairn.other").await.unwrap(), None);
+    assert_eq!(fx.snapshot(&id).await.tags.get("cairn.session_id").map(String::as_str), Some("s-2"));
     let before = fx.fingerprint(&id).await;
     for bad in ["Cairn.x", "nodot", "a.B", ""] {
         let e = fx.backend.set_execution_tag(&id, bad, "v").await.unwrap_err();
@@ -98,15 +117,15 @@ async fn tags_set_get_and_validate() {
     assert_eq!(fx.fingerprint(&id).await, before);
 }
 
-#[tokio::test]
-async fn list_executions_pages_through_a_partition() {
-    let fx = Fixture::new().await;
+/// `list_executions` pages through one partition in id order; bad limits and partition keys are
+/// `invalid_input`.
+pub async fn list_executions_pages_through_a_partition<H: ConformanceHarness>() {
+    let fx = Fixture::<H>::new().await;
     let batch: Vec<_> = (0..25).map(|_| args("list")).collect();
-    let partition = batch[0].execution_id.partition_index();
+    let key = partition(&batch[0].execution_id).key();
     let mut want: Vec<_> = batch.iter().map(|a| a.execution_id).collect();
     want.sort();
     fx.backend.create_executions(batch).await.unwrap();
-    let key = Partition::execution(partition).key();
     let mut got = Vec::new();
     let mut cursor = None;
     loop {
@@ -120,20 +139,15 @@ async fn list_executions_pages_through_a_partition() {
     }
     assert_eq!(got, want);
     assert!(fx.backend.list_executions(key.clone(), None, 0).await.unwrap().executions.is_empty());
-    assert_eq!(fx.backend.list_executions(key.clone(), None, 1001).await.unwrap_err().code(), "invalid_input");
-    assert_eq!(
-        fx.backend.list_executions(PartitionKey("{fp:999}".into()), None, 10).await.unwrap_err().code(),
-        "invalid_input"
-    );
-    assert_eq!(
-        fx.backend.list_executions(PartitionKey("garbage".into()), None, 10).await.unwrap_err().code(),
-        "invalid_input"
-    );
+    let code = |r: Result<ListExecutionsPage, EngineError>| r.unwrap_err().code();
+    assert_eq!(code(fx.backend.list_executions(key.clone(), None, MAX_LIST_LIMIT + 1).await), "invalid_input");
+    assert_eq!(code(fx.backend.list_executions(PartitionKey("{fp:999}".into()), None, 10).await), "invalid_input");
+    assert_eq!(code(fx.backend.list_executions(PartitionKey("garbage".into()), None, 10).await), "invalid_input");
 }
 
-#[tokio::test]
-async fn lanes_are_registered_on_create_and_listed_in_order() {
-    let fx = Fixture::new().await;
+/// Lanes are registered by creation, once each, and listed in name order.
+pub async fn lanes_are_registered_on_create_and_listed_in_order<H: ConformanceHarness>() {
+    let fx = Fixture::<H>::new().await;
     for lane in ["b-lane", "a-lane", "c-lane", "a-lane"] {
         fx.create(lane).await;
     }
@@ -144,16 +158,13 @@ async fn lanes_are_registered_on_create_and_listed_in_order() {
     assert!(rest.next_cursor.is_none());
 }
 
-#[tokio::test]
-async fn backend_metadata_is_truthful() {
-    let fx = Fixture::new().await;
-    assert_eq!(fx.backend.backend_label(), "postgres");
+/// The lifecycle calls answer, and the reported identity matches the backend's label.
+pub async fn backend_metadata_is_consistent<H: ConformanceHarness>() {
+    let fx = Fixture::<H>::new().await;
     fx.backend.ping().await.unwrap();
     assert_eq!(fx.backend.prepare().await.unwrap(), ff_core::backend::PrepareOutcome::NoOp);
+    assert_eq!(fx.backend.capabilities().identity.family, fx.backend.backend_label());
     let caps = fx.backend.capabilities();
-    assert_eq!(caps.identity.family, "postgres");
     assert!(caps.supports.claim && caps.supports.lease_reclaim && caps.supports.timeouts);
-    assert!(!caps.supports.flows && !caps.supports.suspension && !caps.supports.budgets);
-    let t = fx.backend.server_time_ms().await.unwrap();
-    assert!(t > 1_700_000_000_000);
+    assert!(fx.backend.server_time_ms().await.unwrap() > 1_700_000_000_000);
 }

@@ -1,0 +1,68 @@
+//! The backend conformance suite (`ff_test::conformance`) against PostgreSQL: each case gets a
+//! fresh migrated database. Timers move into the past by rewriting their `*_at_ms` column; the
+//! fingerprint is an md5 over the execution's rows.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use ff_backend_postgres::{MIGRATOR, PostgresBackend, check_schema_version};
+use ff_core::{CompletionBackend, EngineBackend, ExecutionId, PartitionConfig};
+use ff_test::TestDb;
+use ff_test::conformance::{ConformanceHarness, Timer};
+
+/// A fresh database and a backend over it, without background reconcilers.
+struct PgHarness {
+    db: TestDb,
+    backend: Arc<PostgresBackend>,
+}
+
+#[async_trait]
+impl ConformanceHarness for PgHarness {
+    async fn new() -> Self {
+        let db = TestDb::new(&MIGRATOR).await;
+        check_schema_version(db.pool()).await.expect("schema version");
+        let backend = PostgresBackend::from_pool(db.pool().clone(), PartitionConfig::default());
+        Self { db, backend }
+    }
+
+    fn backend(&self) -> Arc<dyn EngineBackend> {
+        self.backend.clone()
+    }
+
+    fn completions(&self) -> Arc<dyn CompletionBackend> {
+        self.backend.clone()
+    }
+
+    async fn make_past(&self, id: &ExecutionId, timer: Timer) {
+        let column = match timer {
+            Timer::LeaseExpiry => "lease_expires_at_ms",
+            Timer::Eligible => "eligible_at_ms",
+            Timer::AttemptTimeout => "attempt_deadline_at_ms",
+            Timer::Deadline => "deadline_at_ms",
+        };
+        let moved = sqlx::query(&format!(
+            "UPDATE ff_execution SET {column} = ff_now_ms() - 1 WHERE execution_id = $1 AND {column} IS NOT NULL"
+        ))
+        .bind(id.uuid())
+        .execute(self.db.pool())
+        .await
+        .expect("move timer into the past")
+        .rows_affected();
+        assert_eq!(moved, 1, "{id} has no {timer:?} timer to move");
+    }
+
+    async fn fingerprint(&self, id: &ExecutionId) -> String {
+        sqlx::query_scalar(
+            "SELECT md5(coalesce((SELECT row_to_json(e)::text FROM ff_execution e WHERE execution_id = $1), '') || \
+                        coalesce((SELECT string_agg(row_to_json(a)::text, ',' ORDER BY attempt_index) FROM ff_attempt a WHERE execution_id = $1), '') || \
+                        coalesce((SELECT string_agg(row_to_json(f)::text, ',' ORDER BY attempt_index, seq) FROM ff_frame f WHERE execution_id = $1), '') || \
+                        coalesce((SELECT count(*)::text FROM ff_event v WHERE execution_id = $1), ''))",
+        )
+        .bind(id.uuid())
+        .fetch_one(self.db.pool())
+        .await
+        .expect("fingerprint")
+    }
+}
+
+ff_test::conformance_suite!(PgHarness);

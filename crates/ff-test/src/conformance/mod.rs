@@ -1,0 +1,180 @@
+//! The backend conformance suite: the engine's behaviour, written once against
+//! `&dyn EngineBackend` (and `CompletionBackend`), run unchanged against every backend.
+//!
+//! # What it covers
+//!
+//! One module per behaviour area; each case is a `pub async fn name<H: ConformanceHarness>()`
+//! that builds its own fresh backend through [`Fixture`].
+//! - [`fencing`] — stale epochs, expired leases, forged handles, other backends' handles and
+//!   damaged handles get typed errors and write nothing; a stalled worker never overwrites the
+//!   attempt that replaced it; replays after completion report the terminal state.
+//! - [`state_machine`] — after every transition, `describe_execution(..).state` equals what
+//!   `ff_core::state::apply` computes from the vector before it, and is valid.
+//! - [`claim`] — priority then FIFO, capability routing, delayed work, batches, claims with
+//!   context, renewal and progress.
+//! - [`attempt_end`] — complete (single and batched with stale items), cancel, delay and resume.
+//! - [`retry`] — backoff schedules retries, exhausted or permanent failures are terminal.
+//! - [`reclaim`] — lease expiry, plain reclaims, reclaim grants, the reclaim cap.
+//! - [`timeouts`] — execution deadlines and attempt timeouts.
+//! - [`concurrency`] — concurrent claimers claim every execution exactly once.
+//! - [`stream`] — appends, range reads, closure, fenced appends, bad input.
+//! - [`ingress`], [`reads`] — creation, idempotency, reads, tags, listings, metadata.
+//! - [`bad_input`] — each main validation: its specific `code()`, and nothing written.
+//! - [`completions`] — completion subscriptions: order, resume from a cursor, filters.
+//!
+//! Cases never sleep waiting for a timer: [`ConformanceHarness::make_past`] moves one stored
+//! timer ([`Timer`]) into the past and the case then calls the `MaintenanceBackend` hook a
+//! reconciler would. A rejected call is proven to write nothing by comparing
+//! [`ConformanceHarness::fingerprint`] before and after. Cases assert behaviour, never timings.
+//!
+//! # Running it against a backend
+//!
+//! The backend's test crate (which needs `tokio` with the `macros` and `rt-multi-thread`
+//! features) implements [`ConformanceHarness`] and invokes the macro once, in an integration
+//! test file:
+//!
+//! ```text
+//! struct MyHarness { /* a fresh backend */ }
+//! #[async_trait::async_trait]
+//! impl ff_test::conformance::ConformanceHarness for MyHarness { /* new, backend, ... */ }
+//! ff_test::conformance_suite!(MyHarness);
+//! ```
+//!
+//! This expands to one `#[tokio::test]` per case, named `<area>::<case>`, so cases run in
+//! parallel and fail one by one. The Postgres backend runs it from
+//! `crates/ff-backend-postgres/tests/conformance.rs`; a new backend passes it unchanged.
+//!
+//! # Growing it
+//!
+//! Every operation added to the backend traits from now on gets its cases here (its behaviour,
+//! its fencing, its bad input), listed in [`conformance_suite!`](crate::conformance_suite).
+//! Tests that need to look inside one backend's storage (its SQL, its schema, its background
+//! loops) stay in that backend's own test crate.
+
+pub mod attempt_end;
+pub mod bad_input;
+pub mod claim;
+pub mod completions;
+pub mod concurrency;
+pub mod fencing;
+mod fixture;
+mod harness;
+pub mod ingress;
+pub mod reads;
+pub mod reclaim;
+pub mod retry;
+pub mod state_machine;
+pub mod stream;
+pub mod timeouts;
+
+pub use fixture::Fixture;
+pub use harness::{ConformanceHarness, Timer};
+
+/// Expands to one `#[tokio::test]` per conformance case, run against the given
+/// [`ConformanceHarness`](crate::conformance::ConformanceHarness) type. Invoke it once, at the
+/// root of an integration test file where the harness type is in scope.
+#[macro_export]
+macro_rules! conformance_suite {
+    ($harness:ty) => {
+        $crate::__conformance_cases! { $harness;
+            fencing {
+                stale_epoch_after_reclaim_is_rejected_and_writes_nothing,
+                expired_lease_is_rejected_and_writes_nothing,
+                forged_handle_of_another_worker_is_rejected,
+                handle_from_another_backend_or_damaged_is_rejected,
+                stalled_worker_never_overwrites_the_newer_attempt,
+                replay_after_completion_is_reported_as_not_active,
+                fingerprint_changes_with_every_kind_of_write,
+            }
+            state_machine {
+                one_execution_through_every_non_terminal_transition,
+                lease_holder_terminal_transitions,
+                delayed_create_and_promotion,
+                timeout_and_deadline_expiry,
+            }
+            claim {
+                highest_priority_first_then_fifo,
+                batch_created_executions_are_claimed_in_submission_order,
+                only_workers_with_every_required_capability_claim,
+                delayed_execution_is_claimable_once_due_even_before_promotion,
+                empty_lane_returns_no_work,
+                renew_and_progress_update_the_lease,
+                claims_with_context_return_what_the_handler_needs,
+            }
+            attempt_end {
+                complete_stores_the_result,
+                complete_batch_fences_each_item_on_its_own,
+                cancel_by_the_lease_holder_is_terminal,
+                delay_releases_the_lease_and_the_next_claim_resumes_the_same_attempt,
+            }
+            retry {
+                backoff_schedules_a_retry_and_exhausting_retries_fails,
+                permanent_failure_is_terminal_despite_retries_left,
+                no_retry_policy_means_first_failure_is_terminal,
+                exponential_backoff_grows_and_is_capped,
+            }
+            reclaim {
+                plain_claim_reclaims_an_expired_lease,
+                lease_expiry_hook_rejects_the_wrong_partition,
+                reclaim_grant_admits_one_worker_once,
+                reclaim_cap_fails_the_execution,
+            }
+            timeouts {
+                execution_deadline_expires_a_waiting_execution,
+                attempt_timeout_expires_the_running_attempt_and_fences_its_worker,
+            }
+            concurrency {
+                concurrent_claimers_claim_each_execution_exactly_once,
+            }
+            stream {
+                frames_append_in_order_and_read_back_verbatim,
+                fenced_append_after_reclaim_is_rejected,
+                stream_bad_input_is_rejected,
+            }
+            ingress {
+                create_sets_the_initial_state_from_the_state_machine,
+                idempotency_key_returns_the_original_as_duplicate,
+                batch_create_returns_results_in_input_order,
+            }
+            reads {
+                describe_info_context_and_result,
+                policy_and_deadline_are_stored,
+                missing_executions_read_as_none_or_not_found,
+                tags_set_get_and_validate,
+                list_executions_pages_through_a_partition,
+                lanes_are_registered_on_create_and_listed_in_order,
+                backend_metadata_is_consistent,
+            }
+            bad_input {
+                bad_create_input_is_rejected_and_writes_nothing,
+                one_bad_item_rejects_the_whole_batch,
+                malformed_ids_and_lanes_are_rejected_before_any_call,
+                bad_claim_input_is_rejected_and_claims_nothing,
+                bad_attempt_input_is_rejected_and_writes_nothing,
+            }
+            completions {
+                completions_are_delivered_resumable_and_filtered,
+            }
+        }
+    };
+}
+
+/// The expansion behind [`conformance_suite!`]: one module per area, one test per case.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __conformance_cases {
+    ($harness:ty; $($area:ident { $($case:ident),* $(,)? })*) => {
+        $(
+            mod $area {
+                #[allow(unused_imports)]
+                use super::*;
+                $(
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                    async fn $case() {
+                        $crate::conformance::$area::$case::<$harness>().await;
+                    }
+                )*
+            }
+        )*
+    };
+}

@@ -1,0 +1,127 @@
+//! The state machine against stored state: after every transition the backend performs,
+//! `describe_execution(..).state` is exactly the vector `ff_core::state::apply` computes from the
+//! stored vector before it, and satisfies `StateVector::check`.
+
+use ff_core::backend::ExpirePhase;
+use ff_core::state::{Transition, apply};
+use ff_core::*;
+
+use super::fixture::*;
+use super::harness::{ConformanceHarness, Timer};
+
+/// Reads the stored vector of `id` and checks it is `apply(t, before)` and valid.
+async fn check<H: ConformanceHarness>(
+    fx: &Fixture<H>,
+    id: &ExecutionId,
+    t: Transition,
+    before: StateVector,
+) -> StateVector {
+    let after = fx.vector(id).await;
+    assert_eq!(after, apply(t, Some(&before)).unwrap(), "{t:?} from {before:?}");
+    after.check().unwrap_or_else(|e| panic!("{t:?} stored an invalid vector: {e}"));
+    assert_eq!(fx.snapshot(id).await.public_state, after.public_state());
+    after
+}
+
+/// Create, claim, delay, promote, claim (resume), fail with retry, claim, lease expiry, reclaim,
+/// and lease expiry at the reclaim cap: one execution through the non-terminal transitions.
+pub async fn one_execution_through_every_non_terminal_transition<H: ConformanceHarness>() {
+    let fx = Fixture::<H>::new().await;
+    let policy = ExecutionPolicy { max_reclaim_count: Some(1), ..retry_policy(1, 60_000) };
+    let id = fx.create_with("sm", |a| a.policy = Some(policy)).await;
+    let created = fx.vector(&id).await;
+    assert_eq!(created, apply(Transition::Create { delayed: false }, None).unwrap());
+
+    let h = fx.claim("sm", "w").await;
+    let active = check(&fx, &id, Transition::Claim, created).await;
+
+    let now = fx.now().await;
+    fx.backend.delay(&h, TimestampMs(now + 60_000)).await.unwrap();
+    let delayed = check(&fx, &id, Transition::Delay, active).await;
+    fx.make_past(&id, Timer::Eligible).await;
+    fx.backend.promote_delayed(partition(&id), &lane_id("sm"), &id).await.unwrap();
+    let promoted = check(&fx, &id, Transition::PromoteDelayed, delayed).await;
+
+    let h = fx.claim("sm", "w").await;
+    let active = check(&fx, &id, Transition::Claim, promoted).await;
+    fx.backend.fail(&h, FailureReason::new("x"), FailureClass::Transient).await.unwrap();
+    let retrying = check(&fx, &id, Transition::FailRetry, active).await;
+    fx.make_past(&id, Timer::Eligible).await;
+
+    fx.claim("sm", "w").await;
+    let active = check(&fx, &id, Transition::Claim, retrying).await;
+    fx.lose_lease(&id).await;
+    let reclaimable = check(&fx, &id, Transition::ExpireLease, active).await;
+
+    fx.claim("sm", "w").await;
+    let active = check(&fx, &id, Transition::Claim, reclaimable).await;
+    fx.lose_lease(&id).await;
+    check(&fx, &id, Transition::ReclaimCapExceeded, active).await;
+}
+
+/// Complete, cancel and terminal failure by the lease holder.
+pub async fn lease_holder_terminal_transitions<H: ConformanceHarness>() {
+    let fx = Fixture::<H>::new().await;
+    let done = fx.create("sm").await;
+    let created = fx.vector(&done).await;
+    let h = fx.claim("sm", "w").await;
+    let active = check(&fx, &done, Transition::Claim, created).await;
+    fx.backend.complete(&h, None).await.unwrap();
+    check(&fx, &done, Transition::Complete, active).await;
+
+    let cancelled = fx.create("sm").await;
+    let h = fx.claim("sm", "w").await;
+    assert_eq!(fx.vector(&cancelled).await, ACTIVE);
+    fx.backend.cancel(&h, "stop").await.unwrap();
+    check(&fx, &cancelled, Transition::Cancel, ACTIVE).await;
+
+    let failed = fx.create("sm").await;
+    let h = fx.claim("sm", "w").await;
+    assert_eq!(fx.vector(&failed).await, ACTIVE);
+    fx.backend.fail(&h, FailureReason::new("x"), FailureClass::Permanent).await.unwrap();
+    check(&fx, &failed, Transition::FailTerminal, ACTIVE).await;
+}
+
+/// A delayed create, and its promotion once due.
+pub async fn delayed_create_and_promotion<H: ConformanceHarness>() {
+    let fx = Fixture::<H>::new().await;
+    let now = fx.now().await;
+    let id = fx.create_with("sm", |a| a.delay_until = Some(TimestampMs(now + 3_600_000))).await;
+    let delayed = fx.vector(&id).await;
+    assert_eq!(delayed, apply(Transition::Create { delayed: true }, None).unwrap());
+    // Not due: the hook is a no-op.
+    let before = fx.fingerprint(&id).await;
+    fx.backend.promote_delayed(partition(&id), &lane_id("sm"), &id).await.unwrap();
+    assert_eq!(fx.fingerprint(&id).await, before);
+    fx.make_past(&id, Timer::Eligible).await;
+    fx.backend.promote_delayed(partition(&id), &lane_id("sm"), &id).await.unwrap();
+    check(&fx, &id, Transition::PromoteDelayed, delayed).await;
+    assert_eq!(fx.state(&id).await, PublicState::Waiting);
+}
+
+/// The deadline expires a waiting execution; the attempt timeout expires a running one.
+pub async fn timeout_and_deadline_expiry<H: ConformanceHarness>() {
+    let fx = Fixture::<H>::new().await;
+    let now = fx.now().await;
+    let waiting = fx.create_with("sm", |a| a.execution_deadline_at = Some(TimestampMs(now + 3_600_000))).await;
+    let before = fx.vector(&waiting).await;
+    fx.make_past(&waiting, Timer::Deadline).await;
+    fx.backend.expire_execution(partition(&waiting), &waiting, ExpirePhase::ExecutionDeadline).await.unwrap();
+    check(&fx, &waiting, Transition::Expire, before).await;
+
+    let running = fx
+        .create_with("sm-at", |a| {
+            a.policy = Some(ExecutionPolicy {
+                timeout_policy: Some(TimeoutPolicy {
+                    attempt_timeout_ms: Some(3_600_000),
+                    execution_deadline_ms: None,
+                }),
+                ..Default::default()
+            })
+        })
+        .await;
+    fx.claim("sm-at", "w").await;
+    fx.make_past(&running, Timer::AttemptTimeout).await;
+    fx.backend.expire_execution(partition(&running), &running, ExpirePhase::AttemptTimeout).await.unwrap();
+    check(&fx, &running, Transition::Expire, ACTIVE).await;
+}
