@@ -2,8 +2,8 @@
 -- is appended by one function.
 --
 -- Each transition's SQL exists in exactly one place, here: claims (ff_claim), completions
--- (ff_complete), the other ends of an attempt (ff_end_attempt), lease expiry
--- (ff_expire_leases), attempt timeouts and deadlines (ff_expire_executions) and delayed
+-- (ff_complete), the other ends of an attempt (ff_end_attempt), losing a lease to expiry or
+-- revocation (ff_lose_leases), attempt timeouts and deadlines (ff_expire_executions) and delayed
 -- promotion (ff_promote_delayed). Each writes the execution and attempt rows in one statement,
 -- then appends its events through ff_log_events, which reads what the event records from the
 -- execution row as that statement left it. Renewals keep the TTL stored with the lease.
@@ -246,11 +246,17 @@ BEGIN
 END
 $$;
 
--- Marks due leases expired: up to p_limit of them, oldest first, or only execution p_id (in
--- partition p_partition) when given. An expired lease leaves the execution active and
--- reclaimable (or fails it at its reclaim cap) and closes its attempt as interrupted_reclaimed;
--- claims long-polling the lanes with newly reclaimable work are woken on commit.
-CREATE FUNCTION ff_expire_leases(p_limit integer, p_id uuid DEFAULT NULL, p_partition smallint DEFAULT NULL)
+-- Revocation is logged like expiry.
+ALTER TYPE ff_event_kind ADD VALUE 'lease_revoked' AFTER 'lease_expired';
+
+-- Takes the leases of executions p_ids away from their holders, if they are still leased: each
+-- execution stays active and becomes reclaimable with ownership p_ownership
+-- ('lease_expired_reclaimable' or 'lease_revoked') and p_reason as its blocking detail, or fails
+-- when its reclaim cap is reached. It keeps its eligible time, so it keeps its place in line
+-- ahead of work that arrived after it. The attempt closes as interrupted_reclaimed (or
+-- ended_failure at the cap); claims long-polling the lanes with newly reclaimable work are
+-- woken on commit. Returns each execution that lost its lease and whether it hit the cap.
+CREATE FUNCTION ff_lose_leases(p_ids uuid[], p_ownership ff_ownership_state, p_reason text)
     RETURNS TABLE (execution_id uuid, capped boolean)
     LANGUAGE plpgsql
     SET plan_cache_mode = force_generic_plan SET enable_seqscan = off SET enable_bitmapscan = off
@@ -260,41 +266,28 @@ DECLARE
     v_capped boolean[];
     v_lanes text[];
 BEGIN
-    WITH due AS (
-        SELECT x.execution_id FROM ff_execution x
-        WHERE x.ownership_state = 'leased' AND x.lease_expires_at_ms <= ff_now_ms() AND p_id IS NULL
-        ORDER BY x.lease_expires_at_ms LIMIT p_limit
-        FOR UPDATE SKIP LOCKED
-    ),
-    one AS (
-        SELECT x.execution_id FROM ff_execution x
-        WHERE x.execution_id = p_id AND x.partition_key = p_partition AND x.ownership_state = 'leased'
-          AND x.lease_expires_at_ms <= ff_now_ms()
-        FOR UPDATE
-    ),
-    upd AS (
+    WITH upd AS (
         UPDATE ff_execution e SET
             lifecycle_phase = CASE WHEN c.capped THEN 'terminal' ELSE e.lifecycle_phase END,
-            ownership_state = (CASE WHEN c.capped THEN 'unowned' ELSE 'lease_expired_reclaimable' END)::ff_ownership_state,
+            ownership_state = CASE WHEN c.capped THEN 'unowned' ELSE p_ownership END,
             eligibility_state = 'not_applicable',
             terminal_outcome = CASE WHEN c.capped THEN 'failed' ELSE e.terminal_outcome END,
             attempt_state = CASE WHEN c.capped THEN 'attempt_terminal' ELSE e.attempt_state END,
             completed_at_ms = CASE WHEN c.capped THEN ff_now_ms() END,
-            blocking_detail = CASE WHEN c.capped THEN 'max_reclaims_exceeded' ELSE 'lease expired' END,
+            blocking_detail = CASE WHEN c.capped THEN 'max_reclaims_exceeded' ELSE p_reason END,
             lease_expires_at_ms = CASE WHEN c.capped THEN NULL ELSE e.lease_expires_at_ms END,
             attempt_deadline_at_ms = CASE WHEN c.capped THEN NULL ELSE e.attempt_deadline_at_ms END,
-            eligible_at_ms = ff_now_ms(),
             last_mutation_at_ms = ff_now_ms()
-        FROM (SELECT d.execution_id, x.lease_reclaim_count >= x.max_reclaim_count AS capped
-              FROM (SELECT * FROM due UNION ALL SELECT * FROM one) d JOIN ff_execution x USING (execution_id)) c
-        WHERE e.execution_id = c.execution_id
+        FROM (SELECT x.execution_id, x.lease_reclaim_count >= x.max_reclaim_count AS capped
+              FROM ff_execution x WHERE x.execution_id = ANY(p_ids)) c
+        WHERE e.execution_id = c.execution_id AND e.ownership_state = 'leased'
         RETURNING e.execution_id, e.lane_id, e.current_attempt_index, c.capped
     ),
     att AS (
         UPDATE ff_attempt a SET
             state = (CASE WHEN upd.capped THEN 'ended_failure' ELSE 'interrupted_reclaimed' END)::ff_attempt_lifecycle,
             ended_at_ms = ff_now_ms(),
-            failure_message = CASE WHEN upd.capped THEN 'max_reclaims_exceeded' ELSE 'lease expired' END
+            failure_message = CASE WHEN upd.capped THEN 'max_reclaims_exceeded' ELSE p_reason END
         FROM upd WHERE a.execution_id = upd.execution_id AND a.attempt_index = upd.current_attempt_index
     )
     SELECT array_agg(u.execution_id), array_agg(u.capped), array_agg(DISTINCT u.lane_id) FILTER (WHERE NOT u.capped)
@@ -304,11 +297,45 @@ BEGIN
         RETURN;
     END IF;
     PERFORM ff_log_events(
-        ARRAY(SELECT (CASE WHEN c THEN 'failed' ELSE 'lease_expired' END)::ff_event_kind FROM unnest(v_capped) c),
+        ARRAY(SELECT (CASE WHEN c THEN 'failed'
+                           WHEN p_ownership = 'lease_revoked' THEN 'lease_revoked'
+                           ELSE 'lease_expired' END)::ff_event_kind
+              FROM unnest(v_capped) c),
         v_ids);
-    -- Wake claims long-polling the lanes whose work just became reclaimable (delivered on commit).
     PERFORM pg_notify('ff_lane_ready', l) FROM unnest(v_lanes) l;
     RETURN QUERY SELECT * FROM unnest(v_ids, v_capped);
+END
+$$;
+
+-- Marks due leases expired (see ff_lose_leases): up to p_limit of them, oldest first, or only
+-- execution p_id (in partition p_partition) when given.
+CREATE FUNCTION ff_expire_leases(p_limit integer, p_id uuid DEFAULT NULL, p_partition smallint DEFAULT NULL)
+    RETURNS TABLE (execution_id uuid, capped boolean)
+    LANGUAGE plpgsql
+    SET plan_cache_mode = force_generic_plan SET enable_seqscan = off SET enable_bitmapscan = off
+    AS $$
+DECLARE
+    v_due uuid[];
+BEGIN
+    IF p_id IS NULL THEN
+        SELECT array_agg(d.execution_id) INTO v_due FROM (
+            SELECT x.execution_id FROM ff_execution x
+            WHERE x.ownership_state = 'leased' AND x.lease_expires_at_ms <= ff_now_ms()
+            ORDER BY x.lease_expires_at_ms LIMIT p_limit
+            FOR UPDATE SKIP LOCKED
+        ) d;
+    ELSE
+        SELECT array_agg(x.execution_id) INTO v_due FROM (
+            SELECT y.execution_id FROM ff_execution y
+            WHERE y.execution_id = p_id AND y.partition_key = p_partition AND y.ownership_state = 'leased'
+              AND y.lease_expires_at_ms <= ff_now_ms()
+            FOR UPDATE
+        ) x;
+    END IF;
+    IF v_due IS NULL THEN
+        RETURN;
+    END IF;
+    RETURN QUERY SELECT * FROM ff_lose_leases(v_due, 'lease_expired_reclaimable', 'lease expired');
 END
 $$;
 

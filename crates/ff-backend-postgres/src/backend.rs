@@ -20,7 +20,9 @@ use crate::config::{BackendConfig, PostgresScannerConfig};
 use crate::error::map_sqlx;
 use crate::fence;
 use crate::metrics::Metrics;
-use crate::reconciler::{self, DelayedPromoter, LeaseExpiryReconciler, Reconciler, TimeoutReconciler};
+use crate::reconciler::{
+    self, DelayedPromoter, LeaseExpiryReconciler, Reconciler, TimeoutReconciler, WorkerLivenessReconciler,
+};
 use crate::wakeup::LaneWakeups;
 use crate::{event, migrate};
 
@@ -106,7 +108,8 @@ impl PostgresBackend {
         &self.metrics
     }
 
-    /// Starts the reconcilers (lease expiry, delayed promotion, timeouts) as background tasks.
+    /// Starts the reconcilers (lease expiry, delayed promotion, timeouts, worker liveness) as
+    /// background tasks.
     /// Returns `false` (and starts nothing) when the `Arc` is shared or reconcilers already run.
     pub fn with_scanners(self: &mut Arc<Self>, cfg: PostgresScannerConfig) -> bool {
         let Some(this) = Arc::get_mut(self) else { return false };
@@ -117,13 +120,17 @@ impl PostgresBackend {
         let cancel = CancellationToken::new();
         let mut tasks = JoinSet::new();
         let batch = cfg.batch_size;
-        let jobs: [(Arc<dyn Reconciler>, Duration); 3] = [
+        let jobs: [(Arc<dyn Reconciler>, Duration); 4] = [
             (
                 Arc::new(LeaseExpiryReconciler::new(this.pool.clone(), batch, this.metrics.clone())),
                 cfg.lease_expiry_interval,
             ),
             (Arc::new(DelayedPromoter::new(this.pool.clone(), batch)), cfg.delayed_promoter_interval),
             (Arc::new(TimeoutReconciler::new(this.pool.clone(), batch, this.metrics.clone())), cfg.timeout_interval),
+            (
+                Arc::new(WorkerLivenessReconciler::new(this.pool.clone(), batch, this.metrics.clone())),
+                cfg.worker_liveness_interval,
+            ),
         ];
         for (r, interval) in jobs {
             tasks.spawn(reconciler::drive(r, interval, cancel.clone()));
@@ -182,7 +189,7 @@ fn supports() -> Supports {
         flows: false,
         suspension: false,
         budgets: false,
-        worker_registry: false,
+        worker_registry: true,
     }
 }
 

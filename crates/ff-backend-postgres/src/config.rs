@@ -59,6 +59,8 @@ pub struct PostgresScannerConfig {
     pub delayed_promoter_interval: Duration,
     /// How often attempt timeouts and execution deadlines are enforced.
     pub timeout_interval: Duration,
+    /// How often workers whose liveness TTL lapsed are retired (and their leases revoked).
+    pub worker_liveness_interval: Duration,
     /// Rows handled per statement.
     pub batch_size: u32,
 }
@@ -69,6 +71,7 @@ impl Default for PostgresScannerConfig {
             lease_expiry_interval: Duration::from_millis(500),
             delayed_promoter_interval: Duration::from_secs(1),
             timeout_interval: Duration::from_secs(1),
+            worker_liveness_interval: Duration::from_secs(1),
             batch_size: 500,
         }
     }

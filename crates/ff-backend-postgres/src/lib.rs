@@ -27,6 +27,7 @@ mod row;
 mod schema_check;
 mod stream;
 mod wakeup;
+mod worker;
 
 pub use backend::PostgresBackend;
 pub use config::{BackendConfig, PostgresScannerConfig};

@@ -19,6 +19,8 @@ pub struct Metrics {
     pub cancellations: AtomicU64,
     /// Leases marked expired by the reconciler or the hook.
     pub lease_expiries: AtomicU64,
+    /// Leases revoked because their worker died or was marked dead.
+    pub lease_revocations: AtomicU64,
     /// Executions expired by timeout or deadline.
     pub expirations: AtomicU64,
     /// Fenced writes rejected (stale, expired or foreign leases).

@@ -51,6 +51,10 @@ fn statements() -> Vec<(&'static str, String)> {
         crate::stream::APPEND_SQL,
         crate::stream::READ_ATTEMPT_SQL,
         crate::stream::READ_FRAMES_SQL,
+        crate::worker::HEARTBEAT_SQL,
+        crate::worker::LIST_WORKERS_SQL,
+        crate::worker::REGISTER_SQL,
+        crate::worker::RETIRE_SQL,
     ];
     let core_fields = read::CORE_FIELDS.iter().map(|f| format!("{f}::text AS {f}")).collect::<Vec<_>>().join(", ");
     for (name, columns) in [

@@ -5,8 +5,9 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use ff_backend_postgres::reconciler::{Reconciler, WorkerLivenessReconciler};
 use ff_backend_postgres::{MIGRATOR, PostgresBackend, check_schema_version};
-use ff_core::{CompletionBackend, EngineBackend, ExecutionId, PartitionConfig};
+use ff_core::{CompletionBackend, EngineBackend, ExecutionId, PartitionConfig, WorkerInstanceId};
 use ff_test::TestDb;
 use ff_test::conformance::{ConformanceHarness, Timer};
 
@@ -62,6 +63,19 @@ impl ConformanceHarness for PgHarness {
         .fetch_one(self.db.pool())
         .await
         .expect("fingerprint")
+    }
+
+    async fn lapse_worker(&self, id: &WorkerInstanceId) {
+        let moved = sqlx::query("UPDATE ff_worker SET expires_at_ms = ff_now_ms() - 1 WHERE worker_instance_id = $1")
+            .bind(id.as_str())
+            .execute(self.db.pool())
+            .await
+            .expect("lapse worker")
+            .rows_affected();
+        assert_eq!(moved, 1, "worker {id} is not registered");
+        let pass = WorkerLivenessReconciler::new(self.db.pool().clone(), 100, self.backend.metrics().clone());
+        let report = pass.run_once().await.expect("worker liveness pass");
+        assert_eq!(report.processed, 1, "the lapsed worker is retired");
     }
 }
 

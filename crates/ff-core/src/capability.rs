@@ -16,6 +16,12 @@ pub const CAPABILITY_TOKEN_MAX_BYTES: usize = 128;
 #[serde(transparent)]
 pub struct CapabilitySet(pub BTreeSet<String>);
 
+impl<S: Into<String>> FromIterator<S> for CapabilitySet {
+    fn from_iter<I: IntoIterator<Item = S>>(tokens: I) -> Self {
+        Self(tokens.into_iter().map(Into::into).collect())
+    }
+}
+
 impl CapabilitySet {
     /// An empty set (matches only executions with no requirements).
     pub fn empty() -> Self {

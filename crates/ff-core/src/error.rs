@@ -184,6 +184,8 @@ coded_enum!(
         ExecutionAlreadyExists => "execution_already_exists",
         /// The execution already has a running attempt.
         ActiveAttemptExists => "active_attempt_exists",
+        /// The worker instance id is registered to another live worker id.
+        WorkerInstanceReassigned => "worker_instance_reassigned",
     }
 );
 

@@ -20,6 +20,7 @@ pub mod state;
 pub mod stream;
 pub mod tag;
 pub mod wire;
+pub mod worker;
 
 pub use backend::prelude::*;
 pub use capability::{BackendIdentity, Capabilities, CapabilitySet, Supports};
@@ -32,3 +33,4 @@ pub use partition::{Partition, PartitionConfig, PartitionFamily, PartitionKey};
 pub use policy::*;
 pub use state::*;
 pub use stream::*;
+pub use worker::*;

@@ -302,7 +302,9 @@ pub enum Transition {
     Delay,
     /// Its lease expired: it becomes reclaimable.
     ExpireLease,
-    /// Its lease expired and its reclaim cap is reached: it fails.
+    /// Its lease was revoked (its worker died or was marked dead): it becomes reclaimable.
+    RevokeLease,
+    /// Its lease expired (or was revoked) and its reclaim cap is reached: it fails.
     ReclaimCapExceeded,
     /// Its delay or backoff elapsed: it becomes eligible.
     PromoteDelayed,
@@ -413,6 +415,7 @@ pub fn apply(t: Transition, from: Option<&StateVector>) -> Result<StateVector, E
         Transition::ExpireLease => {
             need_lease().map(|_| StateVector { ownership_state: O::LeaseExpiredReclaimable, ..*from })
         }
+        Transition::RevokeLease => need_lease().map(|_| StateVector { ownership_state: O::LeaseRevoked, ..*from }),
         Transition::ReclaimCapExceeded => need_lease().map(|_| terminal(T::Failed)),
         Transition::PromoteDelayed => {
             if from.lifecycle_phase == P::Runnable && from.eligibility_state == E::NotEligibleUntilTime {

@@ -44,7 +44,7 @@ impl Telemetry {
             &["state"],
         )
         .expect("valid metric");
-        let counters: [(&str, &str, CounterOf); 9] = [
+        let counters: [(&str, &str, CounterOf); 10] = [
             ("ff_executions_created_total", "Executions created.", |m| &m.created),
             ("ff_claims_total", "Leases granted by claims.", |m| &m.claims),
             ("ff_completions_total", "Executions completed.", |m| &m.completions),
@@ -52,6 +52,7 @@ impl Telemetry {
             ("ff_retries_total", "Retries scheduled.", |m| &m.retries),
             ("ff_cancellations_total", "Executions cancelled.", |m| &m.cancellations),
             ("ff_lease_expiries_total", "Leases found expired.", |m| &m.lease_expiries),
+            ("ff_lease_revocations_total", "Leases revoked from dead workers.", |m| &m.lease_revocations),
             ("ff_expirations_total", "Executions expired by timeout or deadline.", |m| &m.expirations),
             ("ff_fence_rejections_total", "Lease-holder writes refused by the fence.", |m| &m.fence_rejections),
         ];

@@ -9,6 +9,7 @@
 pub(crate) mod delayed;
 pub(crate) mod lease_expiry;
 pub(crate) mod timeout;
+pub(crate) mod worker_liveness;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 pub use delayed::DelayedPromoter;
 pub use lease_expiry::LeaseExpiryReconciler;
 pub use timeout::TimeoutReconciler;
+pub use worker_liveness::WorkerLivenessReconciler;
 
 /// What one pass did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

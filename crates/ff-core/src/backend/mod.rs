@@ -3,7 +3,8 @@
 //!
 //! Each entity's operations sit in the module named for it: [`execution`] (ingress, reads, tags,
 //! listings), [`lease`] (claims, renewals, progress, reclaim grants), [`attempt_end`] (complete,
-//! fail, cancel, delay), [`stream`] (frames), [`maintenance`] (the hooks reconcilers call).
+//! fail, cancel, delay), [`stream`] (frames), [`maintenance`] (the hooks reconcilers call),
+//! [`worker`] (the worker registry).
 //! `EngineBackend` keeps the seed's method names, so a caller holding `&dyn EngineBackend`
 //! reaches every operation; import [`prelude`] (or `ff_core::*`) to bring the sub-traits into
 //! scope.
@@ -18,6 +19,7 @@ pub mod execution;
 pub mod lease;
 pub mod maintenance;
 pub mod stream;
+pub mod worker;
 
 use std::time::Duration;
 
@@ -28,6 +30,7 @@ pub use execution::ExecutionBackend;
 pub use lease::LeaseBackend;
 pub use maintenance::{ExpirePhase, MaintenanceBackend};
 pub use stream::StreamBackend;
+pub use worker::WorkerRegistryBackend;
 
 use crate::capability::Capabilities;
 use crate::error::EngineError;
@@ -37,7 +40,7 @@ use crate::event::{CompletionStream, EventCursor, ScannerFilter};
 pub mod prelude {
     pub use super::{
         AttemptEndBackend, CompletionBackend, EngineBackend, ExecutionBackend, LeaseBackend, MaintenanceBackend,
-        StreamBackend,
+        StreamBackend, WorkerRegistryBackend,
     };
 }
 
@@ -52,7 +55,15 @@ pub enum PrepareOutcome {
 /// backend's own lifecycle.
 #[async_trait]
 pub trait EngineBackend:
-    ExecutionBackend + LeaseBackend + AttemptEndBackend + StreamBackend + MaintenanceBackend + Send + Sync + 'static
+    ExecutionBackend
+    + LeaseBackend
+    + AttemptEndBackend
+    + StreamBackend
+    + MaintenanceBackend
+    + WorkerRegistryBackend
+    + Send
+    + Sync
+    + 'static
 {
     /// Static label of the backend family (`postgres`).
     fn backend_label(&self) -> &'static str;

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use ff_core::{CompletionBackend, EngineBackend, ExecutionId};
+use ff_core::{CompletionBackend, EngineBackend, ExecutionId, WorkerInstanceId};
 
 /// A stored timer of one execution that the suite needs to have fired without waiting for it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -50,4 +50,9 @@ pub trait ConformanceHarness: Send + Sync + Sized + 'static {
     /// frames, events). The suite only compares two fingerprints of one execution for equality,
     /// to prove that a rejected call wrote nothing; any change to stored state must change it.
     async fn fingerprint(&self, id: &ExecutionId) -> String;
+
+    /// Moves the liveness expiry of registered worker instance `id` into the past and runs the
+    /// backend's worker-liveness pass once, as its reconciler would: the worker is retired and
+    /// its leases are revoked.
+    async fn lapse_worker(&self, id: &WorkerInstanceId);
 }

@@ -21,6 +21,8 @@
 //! - [`ingress`], [`reads`] — creation, idempotency, reads, tags, listings, metadata.
 //! - [`bad_input`] — each main validation: its specific `code()`, and nothing written.
 //! - [`completions`] — completion subscriptions: order, resume from a cursor, filters.
+//! - [`worker_registry`] — registration, heartbeats, listings; a dead or lapsed worker's
+//!   leases are revoked at once; bad input.
 //!
 //! Cases never sleep waiting for a timer: [`ConformanceHarness::make_past`] moves one stored
 //! timer ([`Timer`]) into the past and the case then calls the `MaintenanceBackend` hook a
@@ -66,6 +68,7 @@ pub mod retry;
 pub mod state_machine;
 pub mod stream;
 pub mod timeouts;
+pub mod worker_registry;
 
 pub use fixture::Fixture;
 pub use harness::{ConformanceHarness, Timer};
@@ -144,6 +147,14 @@ macro_rules! conformance_suite {
                 list_executions_pages_through_a_partition,
                 lanes_are_registered_on_create_and_listed_in_order,
                 backend_metadata_is_consistent,
+            }
+            worker_registry {
+                register_refresh_heartbeat_and_list,
+                an_instance_bound_to_another_worker_is_refused,
+                marking_a_worker_dead_revokes_its_leases_at_once,
+                a_lapsed_worker_is_retired_and_its_leases_revoked,
+                unknown_workers_are_not_registered,
+                bad_registry_input_is_rejected_and_writes_nothing,
             }
             bad_input {
                 bad_create_input_is_rejected_and_writes_nothing,
