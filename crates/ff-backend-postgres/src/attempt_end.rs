@@ -27,8 +27,9 @@ use crate::metrics::Metrics;
 use crate::row::{col, u32_col};
 
 /// Fenced batch completion (see `ff_complete` in the schema): `$1` execution ids, `$2` lease ids,
-/// `$3` epochs, `$4` attempt indexes, `$5` results (NULL = none). Returns the ids that completed.
-pub(crate) const COMPLETE_SQL: &str = "SELECT * FROM ff_complete($1, $2, $3, $4, $5)";
+/// `$3` epochs, `$4` attempt indexes, `$5` results (NULL = none). Returns each completed id with
+/// the lease that completed it.
+pub(crate) const COMPLETE_SQL: &str = "SELECT execution_id, lease_id FROM ff_complete($1, $2, $3, $4, $5)";
 
 /// Completes every item whose fence holds; returns, per item in order, whether it completed.
 pub(crate) async fn complete(
@@ -47,7 +48,7 @@ pub(crate) async fn complete(
         attempts.push(p.attempt_index.0 as i32);
         results.push(r.as_deref());
     }
-    let done: Vec<Uuid> = sqlx::query_scalar(COMPLETE_SQL)
+    let done: Vec<(Uuid, Uuid)> = sqlx::query_as(COMPLETE_SQL)
         .bind(&ids)
         .bind(&leases)
         .bind(&epochs)
@@ -56,9 +57,10 @@ pub(crate) async fn complete(
         .fetch_all(pool)
         .await
         .map_err(map_sqlx)?;
-    // An execution listed twice completes once: only its first item reports success.
-    let mut done: std::collections::HashSet<Uuid> = done.into_iter().collect();
-    Ok(ids.iter().map(|id| done.remove(id)).collect())
+    // Each completion is credited to the lease that made it: a stale handle of an execution in
+    // the same batch as its live one is not. The same handle listed twice succeeds once.
+    let mut done: std::collections::HashSet<(Uuid, Uuid)> = done.into_iter().collect();
+    Ok(ids.iter().zip(&leases).map(|(id, lease)| done.remove(&(*id, *lease))).collect())
 }
 
 /// How the lease holder ends or parks its attempt, other than by completing it: the labels of

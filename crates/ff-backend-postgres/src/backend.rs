@@ -125,7 +125,15 @@ impl PostgresBackend {
                 Arc::new(LeaseExpiryReconciler::new(this.pool.clone(), batch, this.metrics.clone())),
                 cfg.lease_expiry_interval,
             ),
-            (Arc::new(DelayedPromoter::new(this.pool.clone(), batch)), cfg.delayed_promoter_interval),
+            (
+                Arc::new(DelayedPromoter::with_timer(
+                    this.pool.clone(),
+                    batch,
+                    cfg.delayed_promoter_interval,
+                    this.wakeups.get_or_init(|| LaneWakeups::start(this.pool.clone())).timer(),
+                )),
+                cfg.delayed_promoter_interval,
+            ),
             (Arc::new(TimeoutReconciler::new(this.pool.clone(), batch, this.metrics.clone())), cfg.timeout_interval),
             (
                 Arc::new(WorkerLivenessReconciler::new(this.pool.clone(), batch, this.metrics.clone())),

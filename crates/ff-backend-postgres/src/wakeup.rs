@@ -1,13 +1,16 @@
-//! Wakeups for long-polling claims.
+//! Wakeups for long-polling claims and for the delayed-work promoter.
 //!
-//! Statements that make executions claimable right away (creation of eligible executions, lease
-//! expiry) send `NOTIFY ff_lane_ready, '<lane>'` in their transaction, so the notification is
-//! delivered only if the work committed. One listener connection per backend turns those into
-//! wakeups of the claims waiting on that lane. A notification is only a hint: waiting claims
-//! also retry on a short timer, so a lost notification (reconnect, or work that became
-//! claimable by the passage of time) costs latency, never correctness.
+//! Statements that make executions claimable right away (creation of eligible executions,
+//! promotion of due ones, lease expiry or revocation, an immediate retry) send
+//! `NOTIFY ff_lane_ready, '<lane>'` in their transaction, so the notification is delivered only
+//! if the work committed; statements that delay work send `NOTIFY ff_timer, '<due ms>'`. One
+//! listener connection per backend turns those into wakeups of the claims waiting on that lane,
+//! and of the promoter when the due time is earlier than the one it plans to wake at. A
+//! notification is only a hint: waiting claims also retry on a short timer and the promoter
+//! runs at least every interval, so a lost notification costs latency, never correctness.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -18,12 +21,35 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 
 /// The notification channel; the payload is the lane name.
 pub(crate) const CHANNEL: &str = "ff_lane_ready";
+/// The channel on which statements that delay work announce the due time (ms, database time).
+pub(crate) const TIMER_CHANNEL: &str = "ff_timer";
+
+/// The promoter's wakeup: fired when work is delayed to a time before the one the promoter
+/// plans to wake at.
+#[derive(Default)]
+pub(crate) struct TimerWakeup {
+    /// Fired (with a stored permit, so a pass in progress does not miss it).
+    pub(crate) notify: Arc<Notify>,
+    /// When the promoter plans to run next, in database ms (`i64::MAX`: not known).
+    pub(crate) planned_at_ms: AtomicI64,
+}
+
+impl TimerWakeup {
+    fn announce(&self, due_at_ms: Option<i64>) {
+        let planned = self.planned_at_ms.load(Ordering::Relaxed);
+        if due_at_ms.is_none_or(|due| due < planned) {
+            self.planned_at_ms.store(due_at_ms.unwrap_or(i64::MIN), Ordering::Relaxed);
+            self.notify.notify_one();
+        }
+    }
+}
 
 type Lanes = Mutex<HashMap<String, Weak<Notify>>>;
 
 /// Per-lane wakeups fed by one `LISTEN` connection; the listener stops when this is dropped.
 pub(crate) struct LaneWakeups {
     lanes: Arc<Lanes>,
+    timer: Arc<TimerWakeup>,
     _stop: DropGuard,
 }
 
@@ -31,9 +57,15 @@ impl LaneWakeups {
     /// Starts the listener on the current runtime.
     pub(crate) fn start(pool: PgPool) -> Self {
         let lanes: Arc<Lanes> = Arc::default();
+        let timer = Arc::new(TimerWakeup { planned_at_ms: AtomicI64::new(i64::MAX), ..TimerWakeup::default() });
         let stop = CancellationToken::new();
-        tokio::spawn(listen(pool, lanes.clone(), stop.clone()));
-        Self { lanes, _stop: stop.drop_guard() }
+        tokio::spawn(listen(pool, lanes.clone(), timer.clone(), stop.clone()));
+        Self { lanes, timer, _stop: stop.drop_guard() }
+    }
+
+    /// The promoter's wakeup.
+    pub(crate) fn timer(&self) -> Arc<TimerWakeup> {
+        self.timer.clone()
     }
 
     /// The wakeup of `lane`, shared by every claim waiting on it.
@@ -49,17 +81,21 @@ impl LaneWakeups {
     }
 }
 
-async fn listen(pool: PgPool, lanes: Arc<Lanes>, stop: CancellationToken) {
+async fn listen(pool: PgPool, lanes: Arc<Lanes>, timer: Arc<TimerWakeup>, stop: CancellationToken) {
     while !stop.is_cancelled() && !pool.is_closed() {
         let connected = async {
             let mut listener = PgListener::connect_with(&pool).await?;
-            listener.listen(CHANNEL).await?;
+            listener.listen_all([CHANNEL, TIMER_CHANNEL]).await?;
             Ok::<_, sqlx::Error>(listener)
         };
         let mut listener = tokio::select! {
             _ = stop.cancelled() => return,
             l = connected => match l {
-                Ok(l) => l,
+                // Anything announced while the listener was away is unknown: run the promoter.
+                Ok(l) => {
+                    timer.announce(None);
+                    l
+                }
                 Err(e) => {
                     tracing::debug!(error = %e, "lane wakeup listener could not connect; retrying");
                     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -73,6 +109,7 @@ async fn listen(pool: PgPool, lanes: Arc<Lanes>, stop: CancellationToken) {
                 r = listener.recv() => r,
             };
             match received {
+                Ok(n) if n.channel() == TIMER_CHANNEL => timer.announce(n.payload().parse().ok()),
                 Ok(n) => {
                     let waiters =
                         lanes.lock().unwrap_or_else(|p| p.into_inner()).get(n.payload()).and_then(Weak::upgrade);

@@ -38,11 +38,46 @@ async fn delayed_promoter_relabels_due_executions() {
     let fx = Fixture::new().await;
     let now = fx.backend.server_time_ms().await.unwrap() as i64;
     let id = fx.create_with("promo", |a| a.delay_until = Some(TimestampMs(now + 3_600_000))).await;
-    let promoter = DelayedPromoter::new(fx.pool().clone(), 100);
-    assert_eq!(promoter.run_once().await.unwrap().processed, 0);
-    fx.make_due(&id).await;
-    assert_eq!(promoter.run_once().await.unwrap().processed, 1);
+    let promoter = DelayedPromoter::new(fx.pool().clone(), 100, std::time::Duration::from_secs(1));
+    let idle = promoter.run_once().await.unwrap();
+    assert_eq!(idle.processed, 0);
+    let next = idle.next_due.expect("the pass reports when the delayed execution is due");
+    assert!(next > std::time::Duration::from_secs(3_500), "due in about an hour, not {next:?}");
+    fx.make_past(&id, "eligible_at_ms").await;
+    let pass = promoter.run_once().await.unwrap();
+    assert_eq!(pass.processed, 1);
+    assert_eq!(pass.next_due, None, "nothing else is delayed");
     assert_eq!(fx.state(&id).await, PublicState::Waiting);
+}
+
+/// The promoter wakes at the due time of work delayed after it went to sleep, not at its
+/// interval: with a one-hour interval, a long-polling claim still gets an execution delayed by
+/// a fraction of a second, whether it was created delayed or delayed by its lease holder.
+#[tokio::test]
+async fn delayed_work_is_promoted_at_its_time_not_at_the_next_tick() {
+    let fx = Fixture::new().await;
+    let mut backend = ff_backend_postgres::PostgresBackend::from_pool(fx.pool().clone(), PartitionConfig::default());
+    let hour = std::time::Duration::from_secs(3_600);
+    let cfg = ff_backend_postgres::PostgresScannerConfig { delayed_promoter_interval: hour, ..Default::default() };
+    assert!(backend.with_scanners(cfg));
+    // Let the promoter run its first pass and go to sleep for the hour.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+
+    let now = backend.server_time_ms().await.unwrap() as i64;
+    let id = fx.create_with("timer", |a| a.delay_until = Some(TimestampMs(now + 300))).await;
+    assert_eq!(fx.state(&id).await, PublicState::Delayed);
+    let mut policy = ClaimPolicy::new("pool", "w", 30_000);
+    policy.max_wait = Some(std::time::Duration::from_secs(30));
+    let h = backend.claim(&lane_id("timer"), &CapabilitySet::empty(), policy.clone()).await.unwrap();
+    let h = h.expect("promoted at its time and handed to the waiting claim");
+    assert_eq!(HandlePayload::from_handle(&h, BackendTag::Postgres).unwrap().execution_id, id);
+
+    let now = backend.server_time_ms().await.unwrap() as i64;
+    backend.delay(&h, TimestampMs(now + 300)).await.unwrap();
+    assert_eq!(fx.state(&id).await, PublicState::Delayed);
+    let again = backend.claim(&lane_id("timer"), &CapabilitySet::empty(), policy).await.unwrap();
+    assert_eq!(again.expect("promoted again at its time").kind, HandleKind::Resumed);
+    backend.shutdown_prepare(std::time::Duration::from_secs(5)).await.unwrap();
 }
 
 #[tokio::test]

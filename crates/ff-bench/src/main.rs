@@ -71,6 +71,25 @@ struct S1Args {
     /// `ff` (in-process backend) or `ff-http` (an ff-server on loopback, through the SDK).
     #[arg(long, value_enum, default_value = "ff")]
     system: System,
+    /// Run S1 a second time beside a backlog of this kind, and report it as a ratio to the
+    /// first run (on an empty lane) of the same process.
+    /// Several kinds may be given, comma-separated; each gets `--backlog-size` executions.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    backlog: Vec<Backlog>,
+    /// Executions in the backlog (`delayed`, `unroutable`).
+    #[arg(long, default_value_t = 1_000_000)]
+    backlog_size: usize,
+}
+
+/// What S1 runs beside in its second run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Backlog {
+    /// Executions delayed by a day, at a higher priority than S1's, in S1's lane.
+    Delayed,
+    /// Executions requiring a capability no worker offers, at a higher priority, in S1's lane.
+    Unroutable,
+    /// Another session holding one snapshot open for the whole second run.
+    Snapshot,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -122,11 +141,20 @@ async fn s1(args: S1Args) -> Result<()> {
         .context("connect to the benchmark database")?;
     apply_migrations(&pool).await?;
     let settings: Vec<(String, String)> = sqlx::query_as(
-        "SELECT name, setting FROM pg_settings WHERE name IN ('synchronous_commit', 'fsync', 'server_version') ORDER BY name",
+        "SELECT name, setting FROM pg_settings WHERE name IN ('synchronous_commit', 'fsync', 'autovacuum', 'full_page_writes', 'shared_buffers', 'server_version') ORDER BY name",
     )
     .fetch_all(&pool)
     .await?;
+    let on = |name: &str| settings.iter().any(|(k, v)| k == name && v == "on");
+    let production = on("fsync") && on("autovacuum") && on("synchronous_commit") && on("full_page_writes");
     let settings = settings.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ");
+    let settings = if production {
+        format!("production settings: {settings}")
+    } else {
+        format!(
+            "NOT production settings (fsync, autovacuum, synchronous_commit, full_page_writes must be on): {settings}"
+        )
+    };
     println!("database: {} ({settings}; synchronous claims: {})", redact(&url), args.synchronous_claims);
     let backend = PostgresBackend::from_pool(pool.clone(), PartitionConfig::default());
     backend.set_synchronous_claims(args.synchronous_claims);
@@ -148,6 +176,78 @@ async fn s1(args: S1Args) -> Result<()> {
     };
     let lane = LaneId::try_new("bench.s1")?;
 
+    let first = run(&args, &target, &pool, &lane).await?;
+    first.print(&args, None);
+    if !args.backlog.is_empty() {
+        let mut size = 0;
+        for &kind in &args.backlog {
+            if kind != Backlog::Snapshot {
+                let started = Instant::now();
+                seed_backlog(&backend, &lane, kind, args.backlog_size).await?;
+                println!("backlog: {} {kind:?} executions in {:.2?}", args.backlog_size, started.elapsed());
+                size += args.backlog_size;
+            }
+        }
+        // A session that holds one snapshot for the whole second run, as a long report or a
+        // stuck replication slot would: vacuum cannot remove row versions newer than it.
+        let holder = match args.backlog.contains(&Backlog::Snapshot) {
+            true => {
+                let mut conn = pool.acquire().await?;
+                sqlx::query("BEGIN ISOLATION LEVEL REPEATABLE READ").execute(&mut *conn).await?;
+                sqlx::query("SELECT count(*) FROM ff_lane").execute(&mut *conn).await?;
+                println!("backlog: a transaction holds its snapshot for the whole second run");
+                Some(conn)
+            }
+            false => None,
+        };
+        let second = run(&args, &target, &pool, &lane).await?;
+        second.print(&args, Some((&args.backlog, size, &first)));
+        if let Some(mut conn) = holder {
+            sqlx::query("ROLLBACK").execute(&mut *conn).await?;
+        }
+    }
+    if let Some(server) = server {
+        server.shutdown().await?;
+    }
+    backend.shutdown_prepare(Duration::from_secs(5)).await?;
+    Ok(())
+}
+
+/// One S1 run's figures.
+struct Run {
+    ops: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    ingress_ops: f64,
+}
+
+impl Run {
+    fn print(&self, args: &S1Args, beside: Option<(&[Backlog], usize, &Run)>) {
+        let backlog = match beside {
+            Some((kinds, size, first)) => format!(
+                " backlog={} backlog_size={size} baseline_ops_per_sec={:.0} ratio={:.3}",
+                kinds.iter().map(|k| format!("{k:?}").to_lowercase()).collect::<Vec<_>>().join(","),
+                first.ops,
+                self.ops / first.ops
+            ),
+            None => String::new(),
+        };
+        println!(
+            "RESULT system={} scenario=s1 workers={} tasks={} batch={} ops_per_sec={:.0} p50_ms={:.2} p99_ms={:.2} ingress_ops_per_sec={:.0}{backlog}",
+            args.system.label(),
+            args.workers,
+            args.tasks,
+            args.batch,
+            self.ops,
+            self.p50_ms,
+            self.p99_ms,
+            self.ingress_ops,
+        );
+    }
+}
+
+/// Submits `args.tasks` executions to `lane`, then drains them with `args.workers` workers.
+async fn run(args: &S1Args, target: &Target, pool: &sqlx::PgPool, lane: &LaneId) -> Result<Run> {
     // Ingress.
     let payload = vec![0x5au8; args.payload_bytes];
     let per_submitter = args.tasks.div_ceil(args.submitters);
@@ -219,9 +319,11 @@ async fn s1(args: S1Args) -> Result<()> {
     if completed != args.tasks {
         bail!("completed {completed} of {} executions", args.tasks);
     }
-    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM ff_execution WHERE lifecycle_phase <> 'terminal'")
-        .fetch_one(&pool)
-        .await?;
+    let left: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM ff_execution WHERE lifecycle_phase <> 'terminal' AND execution_kind = 'bench.scenario1'",
+    )
+    .fetch_one(pool)
+    .await?;
     if left != 0 {
         bail!("{left} executions are not terminal after the drain");
     }
@@ -235,19 +337,42 @@ async fn s1(args: S1Args) -> Result<()> {
         ms(0.99),
         hist.max() as f64 / 1000.0
     );
-    println!(
-        "RESULT system={} scenario=s1 workers={} tasks={} batch={} ops_per_sec={ops:.0} p50_ms={:.2} p99_ms={:.2} ingress_ops_per_sec={ingress_ops:.0}",
-        args.system.label(),
-        args.workers,
-        args.tasks,
-        args.batch,
-        ms(0.50),
-        ms(0.99)
-    );
-    if let Some(server) = server {
-        server.shutdown().await?;
+    Ok(Run { ops, p50_ms: ms(0.50), p99_ms: ms(0.99), ingress_ops })
+}
+
+/// Fills `lane` with `size` executions S1 cannot claim, at a higher priority than S1's.
+async fn seed_backlog(backend: &PostgresBackend, lane: &LaneId, kind: Backlog, size: usize) -> Result<()> {
+    let far = TimestampMs(backend.server_time_ms().await? as i64 + 24 * 3_600_000);
+    let mut left = size;
+    while left > 0 {
+        let n = left.min(MAX_CREATE_BATCH);
+        let batch = (0..n)
+            .map(|_| {
+                let mut a = CreateExecutionArgs::new(
+                    ExecutionId::solo(lane, &PartitionConfig::default()),
+                    lane.clone(),
+                    "bench.backlog",
+                    b"{}".to_vec(),
+                );
+                a.priority = 100;
+                match kind {
+                    Backlog::Delayed => a.delay_until = Some(far),
+                    Backlog::Unroutable => {
+                        a.policy = Some(ExecutionPolicy {
+                            routing_requirements: Some(RoutingRequirements {
+                                required_capabilities: ["bench.nobody".to_owned()].into(),
+                            }),
+                            ..ExecutionPolicy::default()
+                        })
+                    }
+                    Backlog::Snapshot => {}
+                }
+                a
+            })
+            .collect();
+        backend.create_executions(batch).await?;
+        left -= n;
     }
-    backend.shutdown_prepare(Duration::from_secs(5)).await?;
     Ok(())
 }
 

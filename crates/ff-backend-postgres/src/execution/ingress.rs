@@ -42,12 +42,17 @@ ins AS (
         coalesce(deadline_at, ff_now_ms() + deadline_rel_ms)
     FROM input ORDER BY ord
     ON CONFLICT DO NOTHING
-    RETURNING execution_id, lane_id, eligibility_state::text AS eligibility_state
+    RETURNING execution_id, lane_id, eligibility_state::text AS eligibility_state, eligible_at_ms
 ),
 -- Wake claims long-polling the lanes that just received claimable work (delivered on commit).
 ready AS (
     SELECT pg_notify('ff_lane_ready', l.lane_id)
     FROM (SELECT DISTINCT lane_id FROM ins WHERE eligibility_state = 'eligible_now') l
+),
+-- Tell the promoter when the earliest delayed execution of this batch is due.
+timers AS (
+    SELECT pg_notify('ff_timer', min(eligible_at_ms)::text) FROM ins
+    WHERE eligibility_state = 'not_eligible_until_time' HAVING count(*) > 0
 ),
 lanes AS (
     INSERT INTO ff_lane (lane_id) SELECT DISTINCT lane_id FROM input ON CONFLICT DO NOTHING
@@ -61,6 +66,7 @@ SELECT i.ord, ins.eligibility_state,
        END AS original
 FROM input i LEFT JOIN ins ON ins.execution_id = i.execution_id
 CROSS JOIN (SELECT count(*) FROM ready) notified
+CROSS JOIN (SELECT count(*) FROM timers) timed
 ORDER BY i.ord
 "#;
 

@@ -34,6 +34,6 @@ impl Reconciler for LeaseExpiryReconciler {
         let processed = c.reclaimable + c.failed;
         Metrics::add(&self.metrics.lease_expiries, processed);
         Metrics::add(&self.metrics.failures, c.failed);
-        Ok(ReconcileReport { processed, batch_full: processed >= u64::from(self.batch_size) })
+        Ok(ReconcileReport { processed, batch_full: processed >= u64::from(self.batch_size), next_due: None })
     }
 }

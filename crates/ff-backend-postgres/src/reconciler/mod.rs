@@ -3,8 +3,9 @@
 //! Every reconciler has one shape: a struct holding its pool and batch size, and
 //! [`Reconciler::run_once`], which handles at most one batch of due rows in one statement and
 //! reports how many it handled. [`drive`] is the one shared loop: it repeats `run_once` while
-//! full batches come back, then sleeps its interval (with jitter) until cancelled. Tests call
-//! `run_once` directly. All timers compare against database time.
+//! full batches come back, then sleeps its interval (with jitter), or less when the pass knows
+//! when its next row is due or its wakeup fires, until cancelled. Tests call `run_once`
+//! directly. All timers compare against database time.
 
 pub(crate) mod delayed;
 pub(crate) mod lease_expiry;
@@ -16,6 +17,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use ff_core::EngineError;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 pub use delayed::DelayedPromoter;
@@ -30,6 +32,9 @@ pub struct ReconcileReport {
     pub processed: u64,
     /// The pass filled its batch: more may be due.
     pub batch_full: bool,
+    /// How long until the next row this reconciler handles is due, when it knows: the driver
+    /// sleeps no longer than that, so a timer fires at its time instead of at the next tick.
+    pub next_due: Option<Duration>,
 }
 
 /// A background pass.
@@ -40,19 +45,31 @@ pub trait Reconciler: Send + Sync + 'static {
 
     /// Handles one batch of due rows.
     async fn run_once(&self) -> Result<ReconcileReport, EngineError>;
+
+    /// Woken when a row this reconciler handles became due sooner than it planned to run
+    /// (`None`: it only runs on its interval).
+    fn wakeup(&self) -> Option<Arc<Notify>> {
+        None
+    }
 }
 
-/// Runs `r` every `interval` (±10 % jitter) until `cancel` fires. Errors are logged and never
-/// stop the loop.
+/// Runs `r` every `interval` (±10 % jitter), or sooner when its last pass said the next row is
+/// due sooner or its wakeup fires, until `cancel` fires. Errors are logged and never stop the
+/// loop.
 pub async fn drive(r: Arc<dyn Reconciler>, interval: Duration, cancel: CancellationToken) {
+    let wakeup = r.wakeup().unwrap_or_default();
     loop {
+        let mut next_due = None;
         loop {
             if cancel.is_cancelled() {
                 return;
             }
             match r.run_once().await {
                 Ok(report) if report.batch_full => continue,
-                Ok(_) => break,
+                Ok(report) => {
+                    next_due = report.next_due;
+                    break;
+                }
                 Err(e) => {
                     tracing::warn!(reconciler = r.name(), error = %e, "reconciler pass failed");
                     break;
@@ -60,9 +77,11 @@ pub async fn drive(r: Arc<dyn Reconciler>, interval: Duration, cancel: Cancellat
             }
         }
         let jitter = 0.9 + rand::random::<f64>() * 0.2;
+        let sleep = next_due.map_or(interval.mul_f64(jitter), |due| due.min(interval.mul_f64(jitter)));
         tokio::select! {
             _ = cancel.cancelled() => return,
-            _ = tokio::time::sleep(interval.mul_f64(jitter)) => {}
+            _ = tokio::time::sleep(sleep) => {}
+            _ = wakeup.notified() => {}
         }
     }
 }

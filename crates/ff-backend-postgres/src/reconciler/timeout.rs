@@ -55,7 +55,7 @@ impl Reconciler for TimeoutReconciler {
             .map_err(map_sqlx)?;
         let n = n as u64;
         Metrics::add(&self.metrics.expirations, n);
-        Ok(ReconcileReport { processed: n, batch_full: n >= u64::from(self.batch_size) })
+        Ok(ReconcileReport { processed: n, batch_full: n >= u64::from(self.batch_size), next_due: None })
     }
 }
 

@@ -33,6 +33,10 @@ impl Reconciler for WorkerLivenessReconciler {
     async fn run_once(&self) -> Result<ReconcileReport, EngineError> {
         let retired = crate::worker::retire_lapsed(&self.pool, self.batch_size).await?;
         Metrics::add(&self.metrics.lease_revocations, retired.revoked_leases);
-        Ok(ReconcileReport { processed: retired.workers, batch_full: retired.workers >= u64::from(self.batch_size) })
+        Ok(ReconcileReport {
+            processed: retired.workers,
+            batch_full: retired.workers >= u64::from(self.batch_size),
+            next_due: None,
+        })
     }
 }

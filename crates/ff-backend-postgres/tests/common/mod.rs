@@ -74,9 +74,11 @@ impl Fixture {
         self.make_past(id, "lease_expires_at_ms").await;
     }
 
-    /// Makes a delayed execution due now.
+    /// Makes a delayed execution due now, and promotes it as the promoter would at its time.
     pub async fn make_due(&self, id: &ExecutionId) {
         self.make_past(id, "eligible_at_ms").await;
+        let lane = self.backend.read_execution_info(id).await.expect("info").expect("exists").lane_id;
+        self.backend.promote_delayed(Partition::execution(id.partition_index()), &lane, id).await.expect("promote");
     }
 
     /// A fingerprint of everything stored about `id`, to prove a rejected call wrote nothing.

@@ -50,6 +50,27 @@ pub async fn complete_batch_fences_each_item_on_its_own<H: ConformanceHarness>()
     fx.backend.complete(&hs[2], None).await.unwrap();
 }
 
+/// A batch holding a stale handle of an execution ahead of its live one credits the live one:
+/// the stale item is refused as stale, the live one succeeds, and the stored result is the
+/// live lease's. (A stalled worker and the worker that reclaimed its execution may complete in
+/// the same round trip when their calls are grouped.)
+pub async fn complete_batch_credits_the_live_lease_not_a_stale_one<H: ConformanceHarness>() {
+    let fx = Fixture::<H>::new().await;
+    let id = fx.create("credit").await;
+    let stale = fx.claim("credit", "stalled").await;
+    fx.lose_lease(&id).await;
+    let live = fx.claim("credit", "reclaimer").await;
+    assert_eq!(live.kind, HandleKind::Reclaimed);
+    let results = fx
+        .backend
+        .complete_batch(vec![(stale, Some(b"stale".to_vec())), (live, Some(b"live".to_vec()))])
+        .await
+        .unwrap();
+    assert!(matches!(results[0], Err(EngineError::State(StateKind::StaleLease))), "{:?}", results[0]);
+    assert!(results[1].is_ok(), "{:?}", results[1]);
+    assert_eq!(fx.backend.get_execution_result(&id).await.unwrap(), Some(b"live".to_vec()));
+}
+
 /// Cancel by the lease holder is terminal, keeps the reason, and the execution is not claimable.
 pub async fn cancel_by_the_lease_holder_is_terminal<H: ConformanceHarness>() {
     let fx = Fixture::<H>::new().await;
@@ -72,7 +93,7 @@ pub async fn delay_releases_the_lease_and_the_next_claim_resumes_the_same_attemp
     assert_eq!(fx.vector(&id).await, state::apply(state::Transition::Delay, Some(&ACTIVE)).unwrap());
     assert!(fx.snapshot(&id).await.current_lease.is_none(), "the lease is released");
     assert!(fx.try_claim("resume", "w2").await.is_none());
-    fx.make_past(&id, Timer::Eligible).await;
+    fx.make_due(&id).await;
     let again = fx.claim("resume", "w2").await;
     assert_eq!(again.kind, HandleKind::Resumed);
     assert_eq!(payload(&again).attempt_index, payload(&h).attempt_index);

@@ -58,18 +58,35 @@ pub async fn only_workers_with_every_required_capability_claim<H: ConformanceHar
     assert_eq!(payload(&h).execution_id, gpu);
 }
 
-/// A delayed execution is not claimable until due, and then is, even before promotion.
-pub async fn delayed_execution_is_claimable_once_due_even_before_promotion<H: ConformanceHarness>() {
+/// A delayed execution is not claimable until due; the promotion that fires at its time makes
+/// it claimable (a higher-priority delayed execution does not hold up ready work meanwhile). A
+/// delay to a time already past is eligible at once.
+pub async fn delayed_execution_is_claimable_once_promoted<H: ConformanceHarness>() {
     let fx = Fixture::<H>::new().await;
     let now = fx.now().await;
-    let id = fx.create_with("delay", |a| a.delay_until = Some(TimestampMs(now + 3_600_000))).await;
+    let id = fx
+        .create_with("delay", |a| {
+            a.delay_until = Some(TimestampMs(now + 3_600_000));
+            a.priority = 100;
+        })
+        .await;
+    let ready = fx.create("delay").await;
     assert_eq!(fx.state(&id).await, PublicState::Delayed);
+    let r = fx.claim("delay", "w").await;
+    assert_eq!(payload(&r).execution_id, ready, "the delayed execution is skipped, the ready one taken");
     assert!(fx.try_claim("delay", "w").await.is_none());
     fx.make_past(&id, Timer::Eligible).await;
+    fx.backend.promote_delayed(partition(&id), &lane_id("delay"), &id).await.unwrap();
+    assert_eq!(fx.state(&id).await, PublicState::Waiting);
     let h = fx.claim("delay", "w").await;
     assert_eq!(payload(&h).execution_id, id);
     assert_eq!(h.kind, HandleKind::Fresh);
     assert_eq!(fx.state(&id).await, PublicState::Active);
+
+    // Parked until a time that has already passed: eligible at once, no promotion needed.
+    fx.backend.delay(&h, TimestampMs(0)).await.unwrap();
+    assert_eq!(fx.state(&id).await, PublicState::Waiting);
+    assert_eq!(fx.claim("delay", "w").await.kind, HandleKind::Resumed);
 }
 
 /// An empty lane answers `None` (and an empty batch) at once.

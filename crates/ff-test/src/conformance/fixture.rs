@@ -72,6 +72,14 @@ impl<H: ConformanceHarness> Fixture<H> {
         self.harness.make_past(id, timer).await;
     }
 
+    /// Makes the delayed execution `id` due and runs the promotion hook, as the promoter would at
+    /// its time.
+    pub async fn make_due(&self, id: &ExecutionId) {
+        self.make_past(id, Timer::Eligible).await;
+        let lane = self.backend.read_execution_info(id).await.expect("info").expect("exists").lane_id;
+        self.backend.promote_delayed(partition(id), &lane, id).await.expect("promote delayed");
+    }
+
     /// Expires the current lease of `id` and runs the lease-expiry hook, as the reconciler would.
     pub async fn lose_lease(&self, id: &ExecutionId) {
         self.make_past(id, Timer::LeaseExpiry).await;

@@ -99,7 +99,7 @@ macro_rules! conformance_suite {
                 highest_priority_first_then_fifo,
                 batch_created_executions_are_claimed_in_submission_order,
                 only_workers_with_every_required_capability_claim,
-                delayed_execution_is_claimable_once_due_even_before_promotion,
+                delayed_execution_is_claimable_once_promoted,
                 empty_lane_returns_no_work,
                 renew_and_progress_update_the_lease,
                 claims_with_context_return_what_the_handler_needs,
@@ -107,6 +107,7 @@ macro_rules! conformance_suite {
             attempt_end {
                 complete_stores_the_result,
                 complete_batch_fences_each_item_on_its_own,
+                complete_batch_credits_the_live_lease_not_a_stale_one,
                 cancel_by_the_lease_holder_is_terminal,
                 delay_releases_the_lease_and_the_next_claim_resumes_the_same_attempt,
             }

@@ -4,7 +4,7 @@
 use ff_core::*;
 
 use super::fixture::*;
-use super::harness::{ConformanceHarness, Timer};
+use super::harness::ConformanceHarness;
 
 /// Each transient failure schedules a retry after the backoff, not claimable before it; once the
 /// retries are spent the next failure is terminal.
@@ -25,7 +25,7 @@ pub async fn backoff_schedules_a_retry_and_exhausting_retries_fails<H: Conforman
         }
         assert_eq!(fx.state(&id).await, PublicState::Delayed);
         assert!(fx.try_claim("retry", "w").await.is_none(), "the backoff holds it back");
-        fx.make_past(&id, Timer::Eligible).await;
+        fx.make_due(&id).await;
     }
     let h = fx.claim("retry", "w").await;
     assert_eq!(h.kind, HandleKind::Fresh);
@@ -86,7 +86,7 @@ pub async fn exponential_backoff_grows_and_is_capped<H: ConformanceHarness>() {
             }
             other => panic!("{other:?}"),
         }
-        fx.make_past(&id, Timer::Eligible).await;
+        fx.make_due(&id).await;
     }
     assert_eq!(delays, vec![1, 2, 4, 4]);
 }

@@ -46,7 +46,7 @@ pub async fn one_execution_through_every_non_terminal_transition<H: ConformanceH
     let active = check(&fx, &id, Transition::Claim, promoted).await;
     fx.backend.fail(&h, FailureReason::new("x"), FailureClass::Transient).await.unwrap();
     let retrying = check(&fx, &id, Transition::FailRetry, active).await;
-    fx.make_past(&id, Timer::Eligible).await;
+    fx.make_due(&id).await;
 
     fx.claim("sm", "w").await;
     let active = check(&fx, &id, Transition::Claim, retrying).await;
