@@ -5,8 +5,10 @@
 //! several lanes and priorities; and watches the completion log until every execution is
 //! terminal. The workload is built so that its outcome is known in advance: transient failures
 //! that succeed on retry, one execution that exhausts its retries, one cancelled by its handler,
-//! and one whose worker is killed mid-handler and whose lease another worker reclaims. The
-//! summary compares what happened with what was expected; the exit code is 0 when they agree.
+//! and one whose worker is killed mid-handler and whose lease another worker reclaims. Every
+//! worker registers in the worker registry under the demo's namespace; the summary lists the
+//! instances read from the registry once the pool is up, and compares what happened with what
+//! was expected; the exit code is 0 when they agree.
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -17,8 +19,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use ff_core::event::{CompletionOutcome, EventCursor, ScannerFilter};
 use ff_core::{
-    BackoffPolicy, CompletionBackend, ExecutionBackend, ExecutionId, ExecutionPolicy, HandleKind, Namespace,
-    RetryPolicy,
+    BackoffPolicy, CompletionBackend, ExecutionBackend, ExecutionId, ExecutionPolicy, HandleKind, ListWorkersArgs,
+    Namespace, RetryPolicy, WorkerInstanceId,
 };
 use ff_sdk::{Client, HandlerError, HttpTransport, RunningWorker, SubmitRequest, TaskContext, Worker, WorkerConfig};
 use ff_server::{Server, ServerConfig};
@@ -148,7 +150,7 @@ async fn drive(
     let ledger = submit_one(client, namespace, FRAGILE, "ledger.sync", 9000, Job::default()).await?;
     ids.push(ledger);
     let claimed = Arc::new(Notify::new());
-    let doomed = start_doomed_worker(client, claimed.clone())?;
+    let doomed = start_doomed_worker(client, namespace, claimed.clone()).await?;
     tokio::select! {
         r = tokio::time::timeout(Duration::from_secs(30), claimed.notified()) => {
             r.context("the doomed worker never claimed the ledger sync")?;
@@ -161,8 +163,25 @@ async fn drive(
     doomed.kill();
     eprintln!("Killed worker `doomed` while it held {ledger}; its lease will expire and be reclaimed.");
 
-    // 2. The healthy pool.
-    let pool = (0..args.workers).map(|n| start_pool_worker(client, args, n)).collect::<Result<Vec<_>, _>>()?;
+    // 2. The healthy pool, and the registry as it stands now: the pool, and the killed worker
+    //    whose registration has not lapsed yet.
+    let mut pool = Vec::with_capacity(args.workers as usize);
+    for n in 0..args.workers {
+        match start_pool_worker(client, args, namespace, n).await {
+            Ok(worker) => pool.push(worker),
+            Err(e) => {
+                stop_pool(pool).await;
+                return Err(e);
+            }
+        }
+    }
+    let registered = match registered_workers(client, namespace).await {
+        Ok(registered) => registered,
+        Err(e) => {
+            stop_pool(pool).await;
+            return Err(e);
+        }
+    };
 
     // 3. The workload, in batches.
     let (requests, mut expected) = workload(args.executions, namespace);
@@ -239,7 +258,8 @@ async fn drive(
     }
     let ledger_snap = backend.describe_execution(&ledger).await?.context("the ledger sync vanished")?;
 
-    print_summary(&seen, &expected, total - 1, workload_done, &latency, &reports, server);
+    let pool = PoolRun { reports, registered };
+    print_summary(&seen, &expected, total - 1, workload_done, &latency, &pool, server);
     let ok = seen == expected && ledger_snap.lease_reclaim_count == 1;
     if ok {
         println!("\nOutcome matches the workload's expectations.");
@@ -247,6 +267,29 @@ async fn drive(
         println!("\nOutcome differs from the expectation: expected {expected:?}, saw {seen:?}.");
     }
     Ok(ok)
+}
+
+/// What the pool's workers did, and the registry as read while they ran.
+struct PoolRun {
+    /// One report per pool worker.
+    reports: Vec<ff_sdk::WorkerReport>,
+    /// Instance ids registered in the demo's namespace once the pool was up.
+    registered: Vec<String>,
+}
+
+/// Instance ids of the live workers registered in `namespace`, read through the API.
+async fn registered_workers(client: &Client, namespace: &Namespace) -> anyhow::Result<Vec<String>> {
+    let mut ids = Vec::new();
+    let mut after: Option<WorkerInstanceId> = None;
+    loop {
+        let args = ListWorkersArgs { namespace: Some(namespace.clone()), after, limit: None };
+        let page = client.list_workers(&args).await.context("listing the registered workers")?;
+        ids.extend(page.entries.into_iter().map(|w| w.worker_instance_id.0));
+        match page.cursor {
+            Some(cursor) => after = Some(cursor),
+            None => return Ok(ids),
+        }
+    }
 }
 
 /// Shuts the pool down, all workers at once.
@@ -311,8 +354,13 @@ async fn submit_one(
     Ok(client.submit(&request(namespace, lane, kind, priority, job)).await?.execution_id())
 }
 
-fn start_doomed_worker(client: &Client, claimed: Arc<Notify>) -> anyhow::Result<RunningWorker> {
+async fn start_doomed_worker(
+    client: &Client,
+    namespace: &Namespace,
+    claimed: Arc<Notify>,
+) -> anyhow::Result<RunningWorker> {
     let mut cfg = WorkerConfig::new("doomed", [FRAGILE])?;
+    cfg.namespace = namespace.to_string();
     cfg.lease_ttl = Duration::from_millis(1500);
     cfg.claim_max_wait = Duration::from_millis(200);
     let worker = Worker::new(HttpTransport::new(client.clone()), cfg, claimed)
@@ -323,13 +371,20 @@ fn start_doomed_worker(client: &Client, claimed: Arc<Notify>) -> anyhow::Result<
             std::future::pending::<()>().await;
             Ok(json!(null))
         })
-        .start()?;
+        .start()
+        .await?;
     Ok(worker)
 }
 
-fn start_pool_worker(client: &Client, args: &DemoArgs, n: u32) -> anyhow::Result<RunningWorker> {
+async fn start_pool_worker(
+    client: &Client,
+    args: &DemoArgs,
+    namespace: &Namespace,
+    n: u32,
+) -> anyhow::Result<RunningWorker> {
     let mut cfg = WorkerConfig::new("demo-pool", [MEDIA, EMAIL, REPORTS, FRAGILE])?;
-    cfg.worker_instance_id = format!("demo-pool-{n}");
+    cfg.worker_instance_id = format!("{namespace}-pool-{n}");
+    cfg.namespace = namespace.to_string();
     cfg.concurrency = args.concurrency as usize;
     cfg.claim_batch = args.concurrency as usize;
     cfg.claim_max_wait = Duration::from_millis(500);
@@ -360,7 +415,8 @@ fn start_pool_worker(client: &Client, args: &DemoArgs, n: u32) -> anyhow::Result
         .handle("ledger.sync", |ctx: TaskContext<()>, _: Job| async move {
             Ok(json!({"reclaimed": ctx.claim_kind() == HandleKind::Reclaimed}))
         })
-        .start()?;
+        .start()
+        .await?;
     Ok(worker)
 }
 
@@ -381,7 +437,7 @@ fn print_summary(
     total: u64,
     wall: Duration,
     latency: &Histogram<u64>,
-    reports: &[ff_sdk::WorkerReport],
+    pool: &PoolRun,
     server: &Server,
 ) {
     let row = |name: &str, got: u64, want: u64| {
@@ -407,8 +463,10 @@ fn print_summary(
         latency.value_at_quantile(0.99),
         latency.max()
     );
+    let PoolRun { reports, registered } = pool;
     let claimed: u64 = reports.iter().map(|r| r.claimed).sum();
     let panicked: u64 = reports.iter().map(|r| r.panicked).sum();
     let lost: u64 = reports.iter().map(|r| r.lease_lost).sum();
     println!("  workers      {} in the pool: {claimed} claims, {panicked} panics, {lost} lost leases", reports.len());
+    println!("  registry     {} workers registered: {}", registered.len(), registered.join(", "));
 }

@@ -30,6 +30,11 @@ async fn the_demo_runs_on_a_given_database_and_its_outcome_matches() {
         let line = all.lines().find(|l| l.trim_start().starts_with(row)).unwrap_or_else(|| panic!("{row}: {all}"));
         assert!(line.trim_end().ends_with("ok"), "{line}");
     }
+    // The two pool workers and the killed one, whose registration has not lapsed yet.
+    let registry = all.lines().find(|l| l.trim_start().starts_with("registry")).unwrap_or_else(|| panic!("{all}"));
+    assert!(registry.contains(" 3 workers registered: "), "{registry}");
+    assert_eq!(registry.matches("-pool-").count(), 2, "{registry}");
+    assert!(registry.contains("doomed-"), "{registry}");
 }
 
 #[tokio::test]

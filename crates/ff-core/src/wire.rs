@@ -13,14 +13,16 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use serde::{Deserialize, Serialize};
 
+use crate::capability::CapabilitySet;
 use crate::error::{EngineError, ValidationKind};
 use crate::execution::{CreateExecutionArgs, FailureClass};
 use crate::handle::{BackendTag, Handle, HandleKind, HandleOpaque, HandlePayload};
-use crate::id::{AttemptIndex, ExecutionId, LaneId, Namespace, TimestampMs};
+use crate::id::{AttemptIndex, ExecutionId, LaneId, Namespace, TimestampMs, WorkerId, WorkerInstanceId};
 use crate::lease::LeasedExecution;
 use crate::partition::PartitionConfig;
 use crate::policy::ExecutionPolicy;
 use crate::stream::FrameKind;
+use crate::worker::RegisterWorkerArgs;
 
 /// Encodes bytes as standard base64.
 pub fn encode_bytes(bytes: &[u8]) -> String {
@@ -244,6 +246,87 @@ pub struct ClaimResponse {
     pub claimed: Vec<ClaimedExecution>,
 }
 
+/// `POST /v1/workers/{worker_id}/instances`: register an instance of the worker pool named in
+/// the path (or refresh its live registration).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterWorkerRequest {
+    /// This worker process; unique across the registry.
+    pub worker_instance_id: WorkerInstanceId,
+    /// Lanes it claims from.
+    #[serde(default)]
+    pub lanes: Vec<LaneId>,
+    /// Capabilities it offers.
+    #[serde(default)]
+    pub capabilities: CapabilitySet,
+    /// How long it counts as alive after each registration or heartbeat.
+    pub liveness_ttl_ms: u64,
+    /// Namespace it serves (default empty).
+    #[serde(default)]
+    pub namespace: Namespace,
+}
+
+impl RegisterWorkerRequest {
+    /// The body of a registration of `args` (whose worker id goes in the path).
+    pub fn from_args(args: &RegisterWorkerArgs) -> Self {
+        Self {
+            worker_instance_id: args.worker_instance_id.clone(),
+            lanes: args.lanes.clone(),
+            capabilities: args.capabilities.clone(),
+            liveness_ttl_ms: args.liveness_ttl_ms,
+            namespace: args.namespace.clone(),
+        }
+    }
+
+    /// The registration this body asks for, for the worker pool named in the path.
+    pub fn into_args(self, worker_id: WorkerId) -> RegisterWorkerArgs {
+        RegisterWorkerArgs {
+            worker_id,
+            worker_instance_id: self.worker_instance_id,
+            lanes: self.lanes,
+            capabilities: self.capabilities,
+            liveness_ttl_ms: self.liveness_ttl_ms,
+            namespace: self.namespace,
+        }
+    }
+}
+
+/// `POST /v1/workers/{worker_id}/instances/{instance_id}/heartbeat`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HeartbeatWorkerRequest {
+    /// The namespace the instance registered in (default empty).
+    #[serde(default)]
+    pub namespace: Namespace,
+}
+
+/// Response of a heartbeat of a live registration (an unknown or lapsed one answers
+/// `404 worker_not_registered`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct HeartbeatWorkerResponse {
+    /// When the instance stops counting as alive without another heartbeat.
+    pub next_expiry_ms: TimestampMs,
+}
+
+/// `POST /v1/workers/{worker_id}/instances/{instance_id}/dead`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MarkWorkerDeadRequest {
+    /// The namespace the instance registered in (default empty).
+    #[serde(default)]
+    pub namespace: Namespace,
+    /// Why (1..=256 bytes); recorded on the executions whose leases it loses.
+    pub reason: String,
+}
+
+/// Response of marking a registered instance dead (an unknown one answers
+/// `404 worker_not_registered`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct MarkWorkerDeadResponse {
+    /// How many leases it lost.
+    pub revoked_leases: u64,
+}
+
 /// Lease-holder call with nothing but the handle (`renew`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -385,7 +468,7 @@ pub struct HealthResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::id::{AttemptId, LeaseEpoch, LeaseId, WorkerInstanceId};
+    use crate::id::{AttemptId, LeaseEpoch, LeaseId};
 
     #[test]
     fn handle_tokens_round_trip_and_reject_damage() {
@@ -438,5 +521,29 @@ mod tests {
         let unknown: Result<SubmitRequest, _> =
             serde_json::from_str(r#"{"lane_id":"l","execution_kind":"k","priorty":3}"#);
         assert!(unknown.is_err());
+    }
+
+    #[test]
+    fn a_registration_body_carries_everything_but_the_pool() {
+        let args = RegisterWorkerArgs {
+            worker_id: WorkerId::new("pool"),
+            worker_instance_id: WorkerInstanceId::new("w1"),
+            lanes: vec![LaneId::try_new("l").unwrap()],
+            capabilities: CapabilitySet::from_iter(["gpu"]),
+            liveness_ttl_ms: 5_000,
+            namespace: Namespace::new("ns"),
+        };
+        let body = RegisterWorkerRequest::from_args(&args);
+        assert_eq!(body.clone().into_args(WorkerId::new("pool")), args);
+        let json = serde_json::to_value(&body).unwrap();
+        assert!(json.get("worker_id").is_none(), "{json}");
+        let unknown: Result<RegisterWorkerRequest, _> =
+            serde_json::from_str(r#"{"worker_instance_id":"w","liveness_ttl_ms":1000,"ttl":3}"#);
+        assert!(unknown.is_err());
+        let minimal: RegisterWorkerRequest =
+            serde_json::from_str(r#"{"worker_instance_id":"w","liveness_ttl_ms":1000}"#).unwrap();
+        assert!(minimal.lanes.is_empty() && minimal.namespace.as_str().is_empty());
+        let beat: HeartbeatWorkerRequest = serde_json::from_str("{}").unwrap();
+        assert_eq!(beat, HeartbeatWorkerRequest::default());
     }
 }

@@ -1,16 +1,20 @@
-//! [`Client`]: the HTTP API from Rust. Submitting and inspecting executions, and the
-//! lease-holder calls a worker makes (used by the worker runtime's HTTP transport).
+//! [`Client`]: the HTTP API from Rust. Submitting and inspecting executions, the worker
+//! registry, and the lease-holder calls a worker makes (used by the worker runtime's HTTP
+//! transport).
 
 use std::time::Duration;
 
 use ff_core::wire::{
     AppendFrameRequest, CancelRequest, ClaimRequest, ClaimResponse, CompleteBatchRequest, CompleteBatchResponse,
-    CompleteRequest, DelayRequest, ErrorBody, FailRequest, HandleRequest, HealthResponse, ProgressRequest,
+    CompleteRequest, DelayRequest, ErrorBody, FailRequest, HandleRequest, HealthResponse, HeartbeatWorkerRequest,
+    HeartbeatWorkerResponse, MarkWorkerDeadRequest, MarkWorkerDeadResponse, ProgressRequest, RegisterWorkerRequest,
     SubmitBatchRequest, SubmitBatchResponse, SubmitRequest, TagValue,
 };
 use ff_core::{
     AppendFrameOutcome, CreateExecutionResult, ExecutionId, ExecutionInfo, ExecutionSnapshot, FailOutcome,
-    LeaseRenewal, ListExecutionsPage, PublicState, StreamFrames,
+    HeartbeatWorkerArgs, HeartbeatWorkerOutcome, LeaseRenewal, ListExecutionsPage, ListWorkersArgs, ListWorkersResult,
+    MarkWorkerDeadArgs, MarkWorkerDeadOutcome, PublicState, RegisterWorkerArgs, RegisterWorkerOutcome, StreamFrames,
+    WorkerId, WorkerInstanceId,
 };
 use reqwest::{Method, RequestBuilder};
 use serde::Serialize;
@@ -188,6 +192,62 @@ impl Client {
         Ok(self.get_optional::<TagValue>(&path).await?.map(|t| t.value))
     }
 
+    // ----- worker registry -------------------------------------------------------------------
+
+    /// Registers a worker instance, or refreshes its live registration.
+    pub async fn register_worker(&self, args: &RegisterWorkerArgs) -> Result<RegisterWorkerOutcome, SdkError> {
+        let path = format!("/v1/workers/{}/instances", enc(args.worker_id.as_str()));
+        self.post(&path, &RegisterWorkerRequest::from_args(args)).await
+    }
+
+    /// Extends a live registration of an instance of `worker_id`; `NotRegistered` when it is
+    /// unknown, was marked dead, or let its TTL lapse.
+    pub async fn heartbeat_worker(
+        &self,
+        worker_id: &WorkerId,
+        args: &HeartbeatWorkerArgs,
+    ) -> Result<HeartbeatWorkerOutcome, SdkError> {
+        let path = instance_path(worker_id, &args.worker_instance_id, "heartbeat");
+        let body = HeartbeatWorkerRequest { namespace: args.namespace.clone() };
+        match self.post::<_, HeartbeatWorkerResponse>(&path, &body).await {
+            Ok(r) => Ok(HeartbeatWorkerOutcome::Refreshed { next_expiry_ms: r.next_expiry_ms }),
+            Err(e) if is_not_registered(&e) => Ok(HeartbeatWorkerOutcome::NotRegistered),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Marks an instance of `worker_id` dead, revoking its leases at once; `NotRegistered` when
+    /// it is not registered.
+    pub async fn mark_worker_dead(
+        &self,
+        worker_id: &WorkerId,
+        args: &MarkWorkerDeadArgs,
+    ) -> Result<MarkWorkerDeadOutcome, SdkError> {
+        let path = instance_path(worker_id, &args.worker_instance_id, "dead");
+        let body = MarkWorkerDeadRequest { namespace: args.namespace.clone(), reason: args.reason.clone() };
+        match self.post::<_, MarkWorkerDeadResponse>(&path, &body).await {
+            Ok(r) => Ok(MarkWorkerDeadOutcome::Marked { revoked_leases: r.revoked_leases }),
+            Err(e) if is_not_registered(&e) => Ok(MarkWorkerDeadOutcome::NotRegistered),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// One page of live worker instances, in instance-id order.
+    pub async fn list_workers(&self, args: &ListWorkersArgs) -> Result<ListWorkersResult, SdkError> {
+        let mut query = Vec::new();
+        if let Some(ns) = &args.namespace {
+            query.push(format!("namespace={}", enc(ns.as_str())));
+        }
+        if let Some(after) = &args.after {
+            query.push(format!("after={}", enc(after.as_str())));
+        }
+        if let Some(limit) = args.limit {
+            query.push(format!("limit={limit}"));
+        }
+        let path = if query.is_empty() { "/v1/workers".to_owned() } else { format!("/v1/workers?{}", query.join("&")) };
+        Self::json(self.request(Method::GET, &path)).await
+    }
+
     // ----- worker calls ----------------------------------------------------------------------
 
     /// Leases up to `req.max` executions for `worker_id`, long-polling `req.max_wait_ms`.
@@ -241,6 +301,15 @@ impl Client {
     pub async fn delay(&self, id: &ExecutionId, req: &DelayRequest) -> Result<(), SdkError> {
         self.post_empty(&lease_path(id, "delay"), req).await
     }
+}
+
+fn instance_path(worker_id: &WorkerId, instance: &WorkerInstanceId, op: &str) -> String {
+    format!("/v1/workers/{}/instances/{}/{op}", enc(worker_id.as_str()), enc(instance.as_str()))
+}
+
+/// The server's answer for a heartbeat or death of an instance it does not have registered.
+fn is_not_registered(e: &SdkError) -> bool {
+    matches!(e, SdkError::Api { status: 404, code, .. } if code == "worker_not_registered")
 }
 
 fn lease_path(id: &ExecutionId, op: &str) -> String {

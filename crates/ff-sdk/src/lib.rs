@@ -1,11 +1,12 @@
 //! FlowFabric worker SDK.
 //!
-//! - [`Worker`]: register a handler per execution kind and start; the runtime claims in
+//! - [`Worker`]: register a handler per execution kind and start; the runtime registers the
+//!   worker instance in the worker registry (heartbeating it, leaving at shutdown), claims in
 //!   batches, renews leases, runs handlers under a concurrency limit and ends each execution
 //!   (a handler error becomes `fail` with its class, a panic a failed attempt). It runs over
 //!   [`HttpTransport`] (an `ff-server`) or [`DirectTransport`] (an in-process backend); the
 //!   handler code is the same.
-//! - [`Client`]: submit and inspect executions over HTTP.
+//! - [`Client`]: submit and inspect executions, and read the worker registry, over HTTP.
 //!
 //! ```no_run
 //! use ff_sdk::{Client, HttpTransport, Worker, WorkerConfig, TaskContext, HandlerError};
@@ -17,7 +18,8 @@
 //!         if to.is_empty() { return Err(HandlerError::permanent("no recipient")); }
 //!         Ok(format!("sent to {to}"))
 //!     })
-//!     .start()?;
+//!     .start()
+//!     .await?;
 //! tokio::signal::ctrl_c().await?;
 //! worker.shutdown().await;
 //! # Ok(()) }

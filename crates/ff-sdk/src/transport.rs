@@ -13,8 +13,9 @@ use ff_core::wire::{
 };
 use ff_core::{
     AppendFrameOutcome, AttemptIndex, CapabilitySet, ClaimPolicy, EngineBackend, EngineError, ExecutionId, FailOutcome,
-    FailureClass, FailureReason, Frame, Handle, HandleKind, HandlePayload, LaneId, LeaseRenewal, LeasedExecution,
-    TimestampMs,
+    FailureClass, FailureReason, Frame, Handle, HandleKind, HandlePayload, HeartbeatWorkerArgs, HeartbeatWorkerOutcome,
+    LaneId, LeaseRenewal, LeasedExecution, MarkWorkerDeadArgs, MarkWorkerDeadOutcome, RegisterWorkerArgs,
+    RegisterWorkerOutcome, TimestampMs, WorkerId,
 };
 
 use crate::client::Client;
@@ -102,10 +103,25 @@ pub struct ClaimArgs {
     pub max_wait: Duration,
 }
 
-/// The calls a worker makes. Lease-holder calls take the claimed task, which carries the
-/// handle and the execution it names.
+/// The calls a worker makes: its registration in the worker registry, claims, and lease-holder
+/// calls, which take the claimed task (it carries the handle and the execution it names).
 #[async_trait]
 pub trait WorkerTransport: Send + Sync + 'static {
+    /// Registers this worker instance, or refreshes its live registration.
+    async fn register(&self, args: &RegisterWorkerArgs) -> Result<RegisterWorkerOutcome, SdkError>;
+    /// Extends the registration of an instance of `worker_id`; `NotRegistered` when it lapsed,
+    /// was marked dead, or was never made.
+    async fn heartbeat(
+        &self,
+        worker_id: &WorkerId,
+        args: &HeartbeatWorkerArgs,
+    ) -> Result<HeartbeatWorkerOutcome, SdkError>;
+    /// Leaves the registry (marks the instance dead), revoking any lease it still holds.
+    async fn deregister(
+        &self,
+        worker_id: &WorkerId,
+        args: &MarkWorkerDeadArgs,
+    ) -> Result<MarkWorkerDeadOutcome, SdkError>;
     /// Leases up to `args.max` executions.
     async fn claim(&self, args: &ClaimArgs) -> Result<Vec<ClaimedTask>, SdkError>;
     /// Extends a lease.
@@ -132,6 +148,23 @@ pub trait WorkerTransport: Send + Sync + 'static {
 /// A shared transport is a transport.
 #[async_trait]
 impl<T: WorkerTransport + ?Sized> WorkerTransport for Arc<T> {
+    async fn register(&self, args: &RegisterWorkerArgs) -> Result<RegisterWorkerOutcome, SdkError> {
+        (**self).register(args).await
+    }
+    async fn heartbeat(
+        &self,
+        worker_id: &WorkerId,
+        args: &HeartbeatWorkerArgs,
+    ) -> Result<HeartbeatWorkerOutcome, SdkError> {
+        (**self).heartbeat(worker_id, args).await
+    }
+    async fn deregister(
+        &self,
+        worker_id: &WorkerId,
+        args: &MarkWorkerDeadArgs,
+    ) -> Result<MarkWorkerDeadOutcome, SdkError> {
+        (**self).deregister(worker_id, args).await
+    }
     async fn claim(&self, args: &ClaimArgs) -> Result<Vec<ClaimedTask>, SdkError> {
         (**self).claim(args).await
     }
@@ -178,6 +211,26 @@ impl HttpTransport {
 
 #[async_trait]
 impl WorkerTransport for HttpTransport {
+    async fn register(&self, args: &RegisterWorkerArgs) -> Result<RegisterWorkerOutcome, SdkError> {
+        self.client.register_worker(args).await
+    }
+
+    async fn heartbeat(
+        &self,
+        worker_id: &WorkerId,
+        args: &HeartbeatWorkerArgs,
+    ) -> Result<HeartbeatWorkerOutcome, SdkError> {
+        self.client.heartbeat_worker(worker_id, args).await
+    }
+
+    async fn deregister(
+        &self,
+        worker_id: &WorkerId,
+        args: &MarkWorkerDeadArgs,
+    ) -> Result<MarkWorkerDeadOutcome, SdkError> {
+        self.client.mark_worker_dead(worker_id, args).await
+    }
+
     async fn claim(&self, args: &ClaimArgs) -> Result<Vec<ClaimedTask>, SdkError> {
         let req = ClaimRequest {
             lane_id: args.lane.as_str().to_owned(),
@@ -259,6 +312,27 @@ impl DirectTransport {
 
 #[async_trait]
 impl WorkerTransport for DirectTransport {
+    async fn register(&self, args: &RegisterWorkerArgs) -> Result<RegisterWorkerOutcome, SdkError> {
+        Ok(self.backend.register_worker(args.clone()).await?)
+    }
+
+    /// The backend keys a registration on its instance id, which is unique across the registry.
+    async fn heartbeat(
+        &self,
+        _worker_id: &WorkerId,
+        args: &HeartbeatWorkerArgs,
+    ) -> Result<HeartbeatWorkerOutcome, SdkError> {
+        Ok(self.backend.heartbeat_worker(args.clone()).await?)
+    }
+
+    async fn deregister(
+        &self,
+        _worker_id: &WorkerId,
+        args: &MarkWorkerDeadArgs,
+    ) -> Result<MarkWorkerDeadOutcome, SdkError> {
+        Ok(self.backend.mark_worker_dead(args.clone()).await?)
+    }
+
     async fn claim(&self, args: &ClaimArgs) -> Result<Vec<ClaimedTask>, SdkError> {
         let caps = CapabilitySet::try_from_iter(args.capabilities.iter().cloned())?;
         let mut policy = ClaimPolicy::new(&args.worker_id, &args.worker_instance_id, args.lease_ttl_ms);

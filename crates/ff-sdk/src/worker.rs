@@ -1,7 +1,12 @@
-//! The worker runtime: register a handler per execution kind, start, and the runtime claims,
-//! renews, runs and ends executions.
+//! The worker runtime: register a handler per execution kind, start, and the runtime registers
+//! the worker instance, claims, renews, runs and ends executions.
 //!
 //! Invariants:
+//! - A started worker is in the worker registry: `start` registers it (and fails if that
+//!   fails), a heartbeat every third of the liveness TTL keeps it there, and a heartbeat that
+//!   finds the registration gone registers again. Graceful shutdown leaves the registry only
+//!   after every execution has ended or been released, so leaving revokes nothing it released;
+//!   `kill` leaves it registered until its TTL lapses, as a crash would.
 //! - At most `concurrency` handlers run at once: a claim only asks for as many executions as
 //!   there are free permits, and each running task holds one.
 //! - Every claimed execution ends in exactly one end call (complete / fail / cancel / delay),
@@ -21,7 +26,8 @@ use std::time::Duration;
 
 use ff_core::{
     AppendFrameOutcome, AttemptIndex, ExecutionId, FailOutcome, FailureClass, FailureReason, Frame, FrameKind, Handle,
-    HandleKind, LaneId, TimestampMs,
+    HandleKind, HeartbeatWorkerArgs, HeartbeatWorkerOutcome, LaneId, MarkWorkerDeadArgs, MarkWorkerDeadOutcome,
+    Namespace, RegisterWorkerArgs, TimestampMs, WorkerId, WorkerInstanceId,
 };
 use futures::FutureExt;
 use serde::Serialize;
@@ -56,10 +62,16 @@ pub struct WorkerConfig {
     pub claim_max_wait: Duration,
     /// How long shutdown lets running handlers finish before releasing them.
     pub shutdown_grace: Duration,
+    /// How long the worker counts as alive in the registry after each heartbeat (1 s..=24 h);
+    /// it heartbeats every third of it. When it lapses the worker's leases are revoked.
+    pub liveness_ttl: Duration,
+    /// Namespace the worker registers in (may be empty).
+    pub namespace: String,
 }
 
 impl WorkerConfig {
-    /// Defaults: 30 s leases, 8 handlers, claims of up to 8, 2 s long-polls, 30 s grace.
+    /// Defaults: 30 s leases, 8 handlers, claims of up to 8, 2 s long-polls, 30 s grace, 30 s
+    /// liveness TTL, the empty namespace.
     pub fn new<'a>(worker_id: impl Into<String>, lanes: impl IntoIterator<Item = &'a str>) -> Result<Self, SdkError> {
         let worker_id = worker_id.into();
         let lanes = lanes.into_iter().map(LaneId::try_new).collect::<Result<Vec<_>, _>>()?;
@@ -74,7 +86,21 @@ impl WorkerConfig {
             claim_batch: 8,
             claim_max_wait: Duration::from_secs(2),
             shutdown_grace: Duration::from_secs(30),
+            liveness_ttl: Duration::from_secs(30),
+            namespace: String::new(),
         })
+    }
+
+    /// The registration of this worker instance.
+    pub fn registration(&self) -> RegisterWorkerArgs {
+        RegisterWorkerArgs {
+            worker_id: WorkerId::new(&self.worker_id),
+            worker_instance_id: WorkerInstanceId::new(&self.worker_instance_id),
+            lanes: self.lanes.clone(),
+            capabilities: self.capabilities.iter().cloned().collect(),
+            liveness_ttl_ms: u64::try_from(self.liveness_ttl.as_millis()).unwrap_or(u64::MAX),
+            namespace: Namespace::new(&self.namespace),
+        }
     }
 
     fn validate(&self) -> Result<(), SdkError> {
@@ -91,7 +117,7 @@ impl WorkerConfig {
         if self.lease_ttl < Duration::from_millis(30) {
             return bad(format!("lease_ttl {:?} is too short to renew", self.lease_ttl));
         }
-        Ok(())
+        self.registration().validate().or_else(|e| bad(e.to_string()))
     }
 }
 
@@ -309,14 +335,18 @@ impl<S: Send + Sync + 'static> Worker<S> {
         self
     }
 
-    /// Starts claiming and running in the background.
-    pub fn start(self) -> Result<RunningWorker, SdkError> {
+    /// Registers the worker instance, then claims and runs in the background. A refused
+    /// registration (for instance `worker_instance_reassigned`: the instance id is live under
+    /// another worker id) is the transport's error, and nothing is started.
+    pub async fn start(self) -> Result<RunningWorker, SdkError> {
         self.config.validate()?;
         if self.handlers.is_empty() {
             return Err(SdkError::Config("register at least one handler before starting".into()));
         }
+        self.transport.register(&self.config.registration()).await?;
         let stop = CancellationToken::new();
         let counters = Arc::new(Counters::default());
+        let worker_instance_id = self.config.worker_instance_id.clone();
         let runtime = Arc::new(Runtime {
             transport: self.transport,
             config: self.config,
@@ -325,12 +355,12 @@ impl<S: Send + Sync + 'static> Worker<S> {
             counters: counters.clone(),
         });
         let supervisor = tokio::spawn(runtime.supervise(stop.clone()));
-        Ok(RunningWorker { stop, supervisor, counters })
+        Ok(RunningWorker { stop, supervisor, counters, worker_instance_id })
     }
 
     /// Runs until `signal` resolves, then shuts down gracefully.
     pub async fn run_until(self, signal: impl Future<Output = ()>) -> Result<WorkerReport, SdkError> {
-        let running = self.start()?;
+        let running = self.start().await?;
         signal.await;
         Ok(running.shutdown().await)
     }
@@ -359,6 +389,8 @@ pub struct WorkerReport {
     pub lease_lost: u64,
     /// Claim calls that failed.
     pub claim_errors: u64,
+    /// Registrations made again after a heartbeat found the registration gone.
+    pub reregistered: u64,
 }
 
 #[derive(Default)]
@@ -373,6 +405,7 @@ struct Counters {
     released: AtomicU64,
     lease_lost: AtomicU64,
     claim_errors: AtomicU64,
+    reregistered: AtomicU64,
 }
 
 impl Counters {
@@ -393,6 +426,7 @@ impl Counters {
             released: g(&self.released),
             lease_lost: g(&self.lease_lost),
             claim_errors: g(&self.claim_errors),
+            reregistered: g(&self.reregistered),
         }
     }
 }
@@ -402,24 +436,31 @@ pub struct RunningWorker {
     stop: CancellationToken,
     supervisor: JoinHandle<()>,
     counters: Arc<Counters>,
+    worker_instance_id: String,
 }
 
 impl RunningWorker {
+    /// The instance id this worker registered and claims under.
+    pub fn worker_instance_id(&self) -> &str {
+        &self.worker_instance_id
+    }
+
     /// Counts so far.
     pub fn report(&self) -> WorkerReport {
         self.counters.report()
     }
 
     /// Stops claiming, waits for running handlers (up to the grace period, then releases
-    /// them), and returns the final counts.
+    /// them), leaves the worker registry, and returns the final counts.
     pub async fn shutdown(self) -> WorkerReport {
         self.stop.cancel();
         let _ = self.supervisor.await;
         self.counters.report()
     }
 
-    /// Stops at once without ending or releasing anything, as a crash would: leases stay held
-    /// until they expire and another worker reclaims the executions.
+    /// Stops at once without ending, releasing or deregistering anything, as a crash would: the
+    /// worker stays registered until its liveness TTL lapses (which revokes its leases), and
+    /// its leases stay held until then or until they expire.
     pub fn kill(self) -> WorkerReport {
         self.supervisor.abort();
         self.counters.report()
@@ -439,6 +480,9 @@ type Claimed = (ClaimedTask, OwnedSemaphorePermit);
 impl<S: Send + Sync + 'static> Runtime<S> {
     /// Owns every task of the worker, so aborting it aborts them all.
     async fn supervise(self: Arc<Self>, stop: CancellationToken) {
+        let beat_stop = CancellationToken::new();
+        let mut heartbeats = JoinSet::new();
+        heartbeats.spawn(self.clone().heartbeat_loop(beat_stop.clone()));
         let permits = Arc::new(Semaphore::new(self.config.concurrency));
         let (tx, mut rx) = mpsc::channel::<Claimed>(self.config.concurrency);
         let mut claimers = JoinSet::new();
@@ -473,6 +517,71 @@ impl<S: Send + Sync + 'static> Runtime<S> {
                     .await;
             if released.is_err() {
                 running.abort_all();
+            }
+        }
+        // Heartbeats stop (an in-flight one finishes) before the worker leaves the registry, so
+        // no late heartbeat registers it again.
+        beat_stop.cancel();
+        while heartbeats.join_next().await.is_some() {}
+        self.deregister().await;
+    }
+
+    /// Heartbeats every third of the liveness TTL until `stop`; a heartbeat that finds the
+    /// registration gone (its TTL lapsed, or it was marked dead) registers again.
+    async fn heartbeat_loop(self: Arc<Self>, stop: CancellationToken) {
+        let registration = self.config.registration();
+        let worker_id = registration.worker_id.clone();
+        let args = HeartbeatWorkerArgs {
+            worker_instance_id: registration.worker_instance_id.clone(),
+            namespace: registration.namespace.clone(),
+        };
+        let period = (self.config.liveness_ttl / 3).max(Duration::from_millis(10));
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(period) => {}
+                _ = stop.cancelled() => return,
+            }
+            match self.transport.heartbeat(&worker_id, &args).await {
+                Ok(HeartbeatWorkerOutcome::Refreshed { .. }) => {}
+                Ok(HeartbeatWorkerOutcome::NotRegistered) => {
+                    tracing::warn!(instance = %args.worker_instance_id, "registration lapsed; registering again");
+                    match self.transport.register(&registration).await {
+                        Ok(_) => Counters::bump(&self.counters.reregistered),
+                        Err(e) => tracing::warn!(error = %e, "registering again failed"),
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
+            }
+        }
+    }
+
+    /// Leaves the registry at the end of a graceful shutdown, retrying calls that failed in
+    /// transit; anything else is logged (the registration then lapses with its TTL).
+    async fn deregister(&self) {
+        let worker_id = WorkerId::new(&self.config.worker_id);
+        let args = MarkWorkerDeadArgs {
+            worker_instance_id: WorkerInstanceId::new(&self.config.worker_instance_id),
+            namespace: Namespace::new(&self.config.namespace),
+            reason: "shutdown".into(),
+        };
+        let mut pause = Duration::from_millis(50);
+        for attempt in 0..5 {
+            match self.transport.deregister(&worker_id, &args).await {
+                Ok(MarkWorkerDeadOutcome::Marked { revoked_leases }) => {
+                    if revoked_leases > 0 {
+                        tracing::warn!(revoked_leases, "left the registry holding leases that could not be released");
+                    }
+                    return;
+                }
+                Ok(MarkWorkerDeadOutcome::NotRegistered) => return,
+                Err(e) if e.is_retryable() && attempt < 4 => {
+                    tokio::time::sleep(pause).await;
+                    pause *= 2;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not leave the registry; the registration will lapse");
+                    return;
+                }
             }
         }
     }

@@ -43,6 +43,16 @@ impl ApiError {
         Self::Engine(EngineError::NotFound { entity })
     }
 
+    /// The 404 for a heartbeat or death of a worker instance that is not registered (never
+    /// was, was marked dead, or let its liveness TTL lapse).
+    pub fn worker_not_registered() -> Self {
+        Self::Request {
+            status: StatusCode::NOT_FOUND,
+            code: "worker_not_registered",
+            message: "this worker instance is not registered in that namespace; register it again".into(),
+        }
+    }
+
     /// Status and body of this error.
     pub fn parts(&self) -> (StatusCode, ErrorBody) {
         match self {
@@ -111,6 +121,7 @@ mod tests {
             (EngineError::validation(ValidationKind::PayloadTooLarge, "x"), 413, "payload_too_large", false),
             (EngineError::Contention(ContentionKind::LeaseConflict), 409, "lease_conflict", true),
             (EngineError::Conflict(ConflictKind::ExecutionAlreadyExists), 409, "execution_already_exists", false),
+            (EngineError::Conflict(ConflictKind::WorkerInstanceReassigned), 409, "worker_instance_reassigned", false),
             (EngineError::State(StateKind::StaleLease), 409, "stale_lease", false),
             (EngineError::State(StateKind::LeaseExpired), 409, "lease_expired", false),
             (EngineError::ResourceExhausted { pool: "postgres", max: 4 }, 503, "resource_exhausted", true),
@@ -126,5 +137,7 @@ mod tests {
         }
         let (s, body) = ApiError::unauthorized().parts();
         assert_eq!((s.as_u16(), body.code.as_str()), (401, "unauthorized"));
+        let (s, body) = ApiError::worker_not_registered().parts();
+        assert_eq!((s.as_u16(), body.code.as_str()), (404, "worker_not_registered"));
     }
 }

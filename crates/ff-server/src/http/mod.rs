@@ -1,5 +1,5 @@
 //! The HTTP API: each resource module (`executions`, `streams`, `tags`, `lanes`, `leases`,
-//! `ops`) exports its routes as a table of [`ApiRoute`]s (handler plus description), merged by
+//! `workers`, `ops`) exports its routes as a table of [`ApiRoute`]s (handler plus description), merged by
 //! [`routes`]. [`router`] builds the router and the OpenAPI document from that one table, so the
 //! two cannot drift; the document is built once and served from [`AppState`]. Handlers are thin
 //! (extract, call the backend, map). Bearer-token auth (`/v1/*` and `/metrics`), per-route body
@@ -14,6 +14,7 @@ mod ops;
 mod route;
 mod streams;
 mod tags;
+mod workers;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -87,10 +88,18 @@ const SMALL_LIMIT: usize = 64 * 1024;
 
 /// Every route of the API, resource by resource.
 pub fn routes() -> Vec<ApiRoute> {
-    [ops::routes(), executions::routes(), streams::routes(), tags::routes(), lanes::routes(), leases::routes()]
-        .into_iter()
-        .flatten()
-        .collect()
+    [
+        ops::routes(),
+        executions::routes(),
+        streams::routes(),
+        tags::routes(),
+        lanes::routes(),
+        leases::routes(),
+        workers::routes(),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
 }
 
 /// The OpenAPI document of [`routes`].
