@@ -23,6 +23,7 @@ use crate::metrics::Metrics;
 use crate::reconciler::{
     self, DelayedPromoter, LeaseExpiryReconciler, Reconciler, TimeoutReconciler, WorkerLivenessReconciler,
 };
+use crate::route::Claimers;
 use crate::wakeup::LaneWakeups;
 use crate::{event, migrate};
 
@@ -40,6 +41,7 @@ pub struct PostgresBackend {
     pub(crate) claims: OnceLock<ClaimGroups>,
     pub(crate) wakeups: OnceLock<LaneWakeups>,
     pub(crate) synchronous_claims: AtomicBool,
+    pub(crate) claimers: Claimers,
 }
 
 struct Scanners {
@@ -88,6 +90,7 @@ impl PostgresBackend {
             claims: OnceLock::new(),
             wakeups: OnceLock::new(),
             synchronous_claims: AtomicBool::new(false),
+            claimers: Claimers::default(),
         }
     }
 

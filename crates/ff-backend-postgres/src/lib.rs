@@ -22,6 +22,7 @@ mod maintenance;
 pub mod metrics;
 pub mod migrate;
 pub mod reconciler;
+mod route;
 mod row;
 #[cfg(test)]
 mod schema_check;

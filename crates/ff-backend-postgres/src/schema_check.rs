@@ -48,6 +48,7 @@ fn statements() -> Vec<(&'static str, String)> {
         crate::migrate::SCHEMA_VERSION_SQL,
         crate::reconciler::delayed::PROMOTE_SQL,
         crate::reconciler::timeout::EXPIRE_EXECUTIONS_SQL,
+        crate::route::NOTE_CLAIMER_SQL,
         crate::stream::APPEND_SQL,
         crate::stream::READ_ATTEMPT_SQL,
         crate::stream::READ_FRAMES_SQL,

@@ -310,6 +310,11 @@ pub enum Transition {
     PromoteDelayed,
     /// Its attempt timeout or execution deadline passed.
     Expire,
+    /// It is eligible but requires capabilities no live worker offers: it is parked out of the
+    /// claimable set instead of being skipped by every claim.
+    ParkForRoute,
+    /// A worker offering its required capabilities appeared: it is eligible again.
+    UnparkRoute,
 }
 
 /// The vector for `(phase, ownership, eligibility, blocking, outcome, attempt)`.
@@ -335,7 +340,7 @@ pub const fn vector(
 pub fn claim_kind(v: &StateVector) -> Option<HandleKind> {
     use EligibilityState as E;
     match (v.lifecycle_phase, v.ownership_state, v.eligibility_state) {
-        (LifecyclePhase::Runnable, _, E::EligibleNow | E::NotEligibleUntilTime) => {
+        (LifecyclePhase::Runnable, _, E::EligibleNow) => {
             if v.attempt_state == AttemptState::AttemptInterrupted {
                 Some(HandleKind::Resumed)
             } else {
@@ -425,6 +430,24 @@ pub fn apply(t: Transition, from: Option<&StateVector>) -> Result<StateVector, E
             }
         }
         Transition::Expire => Ok(terminal(T::Expired)),
+        Transition::ParkForRoute => {
+            if from.lifecycle_phase == P::Runnable && from.eligibility_state == E::EligibleNow {
+                Ok(StateVector {
+                    eligibility_state: E::BlockedByRoute,
+                    blocking_reason: B::WaitingForCapableWorker,
+                    ..*from
+                })
+            } else {
+                Err(EngineError::Contention(crate::error::ContentionKind::ExecutionNotLeaseable))
+            }
+        }
+        Transition::UnparkRoute => {
+            if from.lifecycle_phase == P::Runnable && from.eligibility_state == E::BlockedByRoute {
+                Ok(StateVector { eligibility_state: E::EligibleNow, blocking_reason: B::WaitingForWorker, ..*from })
+            } else {
+                Err(EngineError::Contention(crate::error::ContentionKind::ExecutionNotLeaseable))
+            }
+        }
     }
 }
 
@@ -453,6 +476,10 @@ mod tests {
     const ACTIVE: StateVector = vector(P::Active, O::Leased, E::NotApplicable, B::None, T::None, A::RunningAttempt);
     const RECLAIMABLE: StateVector =
         vector(P::Active, O::LeaseExpiredReclaimable, E::NotApplicable, B::None, T::None, A::RunningAttempt);
+    const REVOKED: StateVector =
+        vector(P::Active, O::LeaseRevoked, E::NotApplicable, B::None, T::None, A::RunningAttempt);
+    const PARKED: StateVector =
+        vector(P::Runnable, O::Unowned, E::BlockedByRoute, B::WaitingForCapableWorker, T::None, A::PendingFirstAttempt);
     const RETRY_WAIT: StateVector = vector(
         P::Runnable,
         O::Unowned,
@@ -479,11 +506,17 @@ mod tests {
         (Transition::Create { delayed: false }, None, WAITING),
         (Transition::Create { delayed: true }, None, DELAYED_NEW),
         (Transition::Claim, Some(WAITING), ACTIVE),
-        (Transition::Claim, Some(DELAYED_NEW), ACTIVE),
-        (Transition::Claim, Some(RETRY_WAIT), ACTIVE),
         (Transition::Claim, Some(RETRY_READY), ACTIVE),
-        (Transition::Claim, Some(DELAYED_RUN), ACTIVE),
+        (
+            Transition::Claim,
+            Some(vector(P::Runnable, O::Unowned, E::EligibleNow, B::WaitingForWorker, T::None, A::AttemptInterrupted)),
+            ACTIVE,
+        ),
         (Transition::Claim, Some(RECLAIMABLE), ACTIVE),
+        (Transition::Claim, Some(REVOKED), ACTIVE),
+        (Transition::RevokeLease, Some(ACTIVE), REVOKED),
+        (Transition::ParkForRoute, Some(WAITING), PARKED),
+        (Transition::UnparkRoute, Some(PARKED), WAITING),
         (Transition::Complete, Some(ACTIVE), COMPLETED),
         (Transition::FailRetry, Some(ACTIVE), RETRY_WAIT),
         (Transition::FailTerminal, Some(ACTIVE), FAILED),
@@ -518,6 +551,13 @@ mod tests {
         (Transition::Claim, None, "not_found"),
         (Transition::Create { delayed: false }, Some(WAITING), "execution_already_exists"),
         (Transition::Claim, Some(ACTIVE), "execution_not_leaseable"),
+        (Transition::Claim, Some(DELAYED_NEW), "execution_not_leaseable"),
+        (Transition::Claim, Some(RETRY_WAIT), "execution_not_leaseable"),
+        (Transition::Claim, Some(DELAYED_RUN), "execution_not_leaseable"),
+        (Transition::Claim, Some(PARKED), "execution_not_leaseable"),
+        (Transition::RevokeLease, Some(RECLAIMABLE), "lease_expired"),
+        (Transition::ParkForRoute, Some(ACTIVE), "execution_not_leaseable"),
+        (Transition::UnparkRoute, Some(WAITING), "execution_not_leaseable"),
         (Transition::Claim, Some(COMPLETED), "terminal"),
         (Transition::Complete, Some(WAITING), "stale_lease"),
         (Transition::Complete, Some(RECLAIMABLE), "lease_expired"),
@@ -580,9 +620,15 @@ mod tests {
     #[test]
     fn claim_kinds() {
         assert_eq!(claim_kind(&WAITING), Some(HandleKind::Fresh));
-        assert_eq!(claim_kind(&RETRY_WAIT), Some(HandleKind::Fresh));
-        assert_eq!(claim_kind(&DELAYED_RUN), Some(HandleKind::Resumed));
+        assert_eq!(claim_kind(&RETRY_READY), Some(HandleKind::Fresh));
+        let resumable = StateVector { eligibility_state: E::EligibleNow, ..DELAYED_RUN };
+        assert_eq!(claim_kind(&resumable), Some(HandleKind::Resumed));
         assert_eq!(claim_kind(&RECLAIMABLE), Some(HandleKind::Reclaimed));
+        assert_eq!(claim_kind(&REVOKED), Some(HandleKind::Reclaimed));
+        // Delayed and parked work is claimable only once promoted or unparked.
+        assert_eq!(claim_kind(&RETRY_WAIT), None);
+        assert_eq!(claim_kind(&DELAYED_RUN), None);
+        assert_eq!(claim_kind(&PARKED), None);
         assert_eq!(claim_kind(&ACTIVE), None);
         assert_eq!(claim_kind(&COMPLETED), None);
     }

@@ -4,7 +4,9 @@
 //! over arrays (`unnest`). `ON CONFLICT DO NOTHING` makes both the id and the
 //! `(namespace, idempotency_key)` pair idempotent: a conflicting item reports the original id as
 //! `Duplicate`. The initial state comes from the create transition of the state machine; lanes
-//! are registered in the same statement.
+//! are registered in the same statement. An execution whose required capabilities no live
+//! worker offers on its lane is parked (`blocked_by_route`, see `route`) rather than left for
+//! every claim to walk past; a delayed one tells the promoter when it is due.
 
 use std::collections::HashMap;
 
@@ -33,14 +35,19 @@ ins AS (
         max_reclaim_count, attempt_timeout_ms, lifecycle_phase, ownership_state, eligibility_state, blocking_reason,
         terminal_outcome, attempt_state, eligible_at_ms, deadline_at_ms)
     SELECT execution_id, partition_key, namespace, lane_id, execution_kind, priority, creator_identity,
-        idempotency_key, payload_encoding, input_payload, tags,
-        coalesce(string_to_array(nullif(capabilities, ''), ','), '{}'), policy, max_retries,
+        idempotency_key, payload_encoding, input_payload, tags, r.required, policy, max_retries,
         max_reclaim_count, attempt_timeout_ms, 'runnable', 'unowned',
-        (CASE WHEN delay_until > ff_now_ms() THEN 'not_eligible_until_time' ELSE 'eligible_now' END)::ff_eligibility_state,
-        (CASE WHEN delay_until > ff_now_ms() THEN 'waiting_for_delay' ELSE 'waiting_for_worker' END)::ff_blocking_reason,
+        (CASE WHEN delay_until > ff_now_ms() THEN 'not_eligible_until_time'
+              WHEN NOT ff_route_covered(lane_id, r.required) THEN 'blocked_by_route'
+              ELSE 'eligible_now' END)::ff_eligibility_state,
+        (CASE WHEN delay_until > ff_now_ms() THEN 'waiting_for_delay'
+              WHEN NOT ff_route_covered(lane_id, r.required) THEN 'waiting_for_capable_worker'
+              ELSE 'waiting_for_worker' END)::ff_blocking_reason,
         'none', 'pending_first_attempt', greatest(coalesce(delay_until, 0), ff_now_ms()),
         coalesce(deadline_at, ff_now_ms() + deadline_rel_ms)
-    FROM input ORDER BY ord
+    FROM input,
+         LATERAL (SELECT coalesce(string_to_array(nullif(capabilities, ''), ','), '{}') AS required) r
+    ORDER BY ord
     ON CONFLICT DO NOTHING
     RETURNING execution_id, lane_id, eligibility_state::text AS eligibility_state, eligible_at_ms
 ),

@@ -33,6 +33,7 @@ impl PostgresBackend {
     ) -> Result<Option<claim::Claimed>, EngineError> {
         let key =
             claim::key(lane, capabilities, &policy, self.synchronous_claims.load(Ordering::Relaxed), with_context)?;
+        self.note_claimer(lane, capabilities).await?;
         let groups = self.claims.get_or_init(|| ClaimGroups::start(self.pool.clone()));
         let mut poll = claim::Poll::new(policy.max_wait, self.lane_wakeup(lane, policy.max_wait));
         loop {
@@ -59,6 +60,7 @@ impl PostgresBackend {
         ff_core::validate_claim_batch(max)?;
         let key =
             claim::key(lane, capabilities, &policy, self.synchronous_claims.load(Ordering::Relaxed), with_context)?;
+        self.note_claimer(lane, capabilities).await?;
         let wake = self.lane_wakeup(lane, policy.max_wait);
         let claimed = claim::claim_lane(&self.pool, &key, &policy, max, wake).await?;
         Metrics::add(&self.metrics.claims, claimed.len() as u64);

@@ -21,6 +21,8 @@
 //! - [`ingress`], [`reads`] — creation, idempotency, reads, tags, listings, metadata.
 //! - [`bad_input`] — each main validation: its specific `code()`, and nothing written.
 //! - [`completions`] — completion subscriptions: order, resume from a cursor, filters.
+//! - [`route`] — work no live worker can run is parked, and unparked by a capable worker's
+//!   registration or claim.
 //! - [`worker_registry`] — registration, heartbeats, listings; a dead or lapsed worker's
 //!   leases are revoked at once; bad input.
 //!
@@ -65,6 +67,7 @@ pub mod ingress;
 pub mod reads;
 pub mod reclaim;
 pub mod retry;
+pub mod route;
 pub mod state_machine;
 pub mod stream;
 pub mod timeouts;
@@ -148,6 +151,11 @@ macro_rules! conformance_suite {
                 list_executions_pages_through_a_partition,
                 lanes_are_registered_on_create_and_listed_in_order,
                 backend_metadata_is_consistent,
+            }
+            route {
+                unroutable_work_is_parked_until_a_capable_worker_registers,
+                a_claim_with_the_capabilities_unparks_and_takes_parked_work,
+                routable_work_is_not_parked,
             }
             worker_registry {
                 register_refresh_heartbeat_and_list,

@@ -47,9 +47,10 @@ pub async fn one_execution_through_every_non_terminal_transition<H: ConformanceH
     fx.backend.fail(&h, FailureReason::new("x"), FailureClass::Transient).await.unwrap();
     let retrying = check(&fx, &id, Transition::FailRetry, active).await;
     fx.make_due(&id).await;
+    let retry_ready = check(&fx, &id, Transition::PromoteDelayed, retrying).await;
 
     fx.claim("sm", "w").await;
-    let active = check(&fx, &id, Transition::Claim, retrying).await;
+    let active = check(&fx, &id, Transition::Claim, retry_ready).await;
     fx.lose_lease(&id).await;
     let reclaimable = check(&fx, &id, Transition::ExpireLease, active).await;
 
