@@ -146,7 +146,9 @@ pub enum ConnectConfigError {
         mode: SslMode,
     },
     /// `sslrootcert=system` with a mode other than `verify-full`.
-    #[error("sslrootcert=system needs sslmode=verify-full (got {mode}): public roots without a host name check prove nothing")]
+    #[error(
+        "sslrootcert=system needs sslmode=verify-full (got {mode}): public roots without a host name check prove nothing"
+    )]
     SystemRootsNeedVerifyFull {
         /// The mode.
         mode: SslMode,
@@ -342,7 +344,9 @@ mod tests {
         ];
         for (cfg, expected) in cases {
             match (cfg.connect_options(), expected) {
-                (Ok(opts), Ok(mode)) => assert_eq!(format!("{:?}", opts.get_ssl_mode()), format!("{mode:?}"), "{}", cfg.url),
+                (Ok(opts), Ok(mode)) => {
+                    assert_eq!(format!("{:?}", opts.get_ssl_mode()), format!("{mode:?}"), "{}", cfg.url)
+                }
                 (Err(e), Err(text)) => assert!(e.to_string().contains(text), "{}: {e}", cfg.url),
                 (got, want) => panic!("{}: got {got:?}, want {want:?}", cfg.url),
             }

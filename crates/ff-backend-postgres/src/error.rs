@@ -16,13 +16,17 @@ use ff_core::{ContentionKind, EngineError, ValidationKind};
 /// accept a connection (down, restarting, unreachable), so it is a transport error: retryable,
 /// and it reads as a database problem. Pool saturation shows in the pool metrics.
 #[derive(Debug, thiserror::Error)]
-#[error("no database connection within the acquire timeout (the database is unreachable, or every pooled connection stayed busy)")]
+#[error(
+    "no database connection within the acquire timeout (the database is unreachable, or every pooled connection stayed busy)"
+)]
 pub struct NoConnection;
 
 /// Maps a sqlx error.
 pub fn map_sqlx(e: sqlx::Error) -> EngineError {
     match &e {
-        sqlx::Error::PoolTimedOut => return EngineError::Transport { backend: "postgres", source: Box::new(NoConnection) },
+        sqlx::Error::PoolTimedOut => {
+            return EngineError::Transport { backend: "postgres", source: Box::new(NoConnection) };
+        }
         sqlx::Error::Database(db) => {
             let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
             match code.as_str() {

@@ -158,4 +158,3 @@ impl Server {
         served
     }
 }
-

@@ -70,10 +70,16 @@ pub fn load(cert: Option<&Path>, key: Option<&Path>) -> Result<Option<Arc<rustls
     let (cert, key) = match (cert, key) {
         (None, None) => return Ok(None),
         (Some(_), None) => {
-            return Err(TlsConfigError::Incomplete { given: "--tls-cert (FF_TLS_CERT)", missing: "--tls-key (FF_TLS_KEY)" });
+            return Err(TlsConfigError::Incomplete {
+                given: "--tls-cert (FF_TLS_CERT)",
+                missing: "--tls-key (FF_TLS_KEY)",
+            });
         }
         (None, Some(_)) => {
-            return Err(TlsConfigError::Incomplete { given: "--tls-key (FF_TLS_KEY)", missing: "--tls-cert (FF_TLS_CERT)" });
+            return Err(TlsConfigError::Incomplete {
+                given: "--tls-key (FF_TLS_KEY)",
+                missing: "--tls-cert (FF_TLS_CERT)",
+            });
         }
         (Some(cert), Some(key)) => (cert, key),
     };

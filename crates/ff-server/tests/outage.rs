@@ -33,9 +33,7 @@ async fn a_stopped_database_is_a_prompt_503_and_the_first_request_after_it_retur
     let server = Server::start(cfg).await.expect("server starts");
     let http = Client::new();
 
-    let submit = |key: &str| {
-        json!({"lane_id": "outage", "execution_kind": "k", "input": {}, "idempotency_key": key})
-    };
+    let submit = |key: &str| json!({"lane_id": "outage", "execution_kind": "k", "input": {}, "idempotency_key": key});
     let claim = json!({"lane_id": "outage", "worker_instance_id": "w", "lease_ttl_ms": 60000, "max": 1});
     let (status, created) = call(&http, &server, Method::POST, "/v1/executions", Some(submit("before"))).await;
     assert_eq!(status, 201, "{created}");
