@@ -11,7 +11,6 @@ use ff_core::backend::PrepareOutcome;
 use ff_core::event::{EventCursor, ScannerFilter};
 use ff_core::*;
 use sqlx::PgPool;
-use sqlx::postgres::PgPoolOptions;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -25,7 +24,7 @@ use crate::reconciler::{
 };
 use crate::route::Claimers;
 use crate::wakeup::LaneWakeups;
-use crate::{event, migrate};
+use crate::{connection, event, migrate};
 
 pub(crate) const PING_SQL: &str = "SELECT 1";
 
@@ -63,13 +62,7 @@ impl PostgresBackend {
         metrics: Arc<Metrics>,
     ) -> Result<Arc<Self>, EngineError> {
         config.validate()?;
-        let pool = PgPoolOptions::new()
-            .max_connections(config.max_connections)
-            .min_connections(config.min_connections)
-            .acquire_timeout(config.acquire_timeout)
-            .connect(&config.url)
-            .await
-            .map_err(map_sqlx)?;
+        let pool = connection::connect_pool(&config).await?;
         migrate::check_schema_version(&pool).await?;
         Ok(Arc::new(Self::build(pool, partition_config, metrics)))
     }

@@ -4,37 +4,61 @@ use std::time::Duration;
 
 use ff_core::{EngineError, PartitionConfig};
 
+use crate::connection::{RootCert, SslMode};
+
 /// How to reach Postgres.
 #[derive(Clone, Debug)]
 pub struct BackendConfig {
-    /// `postgres://user@host:port/db` URL.
+    /// `postgres://user@host:port/db` URL; may carry `sslmode` and `sslrootcert`.
     pub url: String,
+    /// TLS mode; `None`: the URL's `sslmode`, else `prefer`. Given in both places, they must
+    /// agree.
+    pub ssl_mode: Option<SslMode>,
+    /// Root certificates for `verify-ca` / `verify-full`; `None`: the URL's `sslrootcert`.
+    pub ssl_root_cert: Option<RootCert>,
     /// Pool ceiling.
     pub max_connections: u32,
     /// Connections kept open when idle.
     pub min_connections: u32,
-    /// How long an operation waits for a free connection before `ResourceExhausted`.
+    /// How long an operation waits for a connection, idle or newly opened, before it fails
+    /// with a transport error; also bounds each connection attempt made for it.
     pub acquire_timeout: Duration,
+    /// How long [`connect`](crate::PostgresBackend::connect) waits for the database to accept a
+    /// first connection (refused connections are retried until then).
+    pub connect_timeout: Duration,
     /// Partition layout.
     pub partition_config: PartitionConfig,
 }
 
 impl BackendConfig {
-    /// Defaults for `url`: 16 connections, none kept idle, 30 s acquire timeout.
+    /// Defaults for `url`: TLS as the URL says, 16 connections, none kept idle, 1 s acquire
+    /// timeout, 10 s connect timeout.
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             url: url.into(),
+            ssl_mode: None,
+            ssl_root_cert: None,
             max_connections: 16,
             min_connections: 0,
-            acquire_timeout: Duration::from_secs(30),
+            acquire_timeout: Self::DEFAULT_ACQUIRE_TIMEOUT,
+            connect_timeout: Self::DEFAULT_CONNECT_TIMEOUT,
             partition_config: PartitionConfig::default(),
         }
     }
 
-    /// Validates bounds.
+    /// Default of [`Self::acquire_timeout`].
+    pub const DEFAULT_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(1);
+    /// Default of [`Self::connect_timeout`].
+    pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+    /// Validates bounds and the connection settings (reading the CA file, if any).
     pub fn validate(&self) -> Result<(), EngineError> {
         if !(self.url.starts_with("postgres://") || self.url.starts_with("postgresql://")) {
             return Err(EngineError::invalid("database url must start with postgres:// or postgresql://"));
+        }
+        self.connect_options().map_err(|e| EngineError::invalid(e.to_string()))?;
+        if self.acquire_timeout.is_zero() || self.connect_timeout.is_zero() {
+            return Err(EngineError::invalid("acquire and connect timeouts must be positive"));
         }
         if self.max_connections == 0 || self.min_connections > self.max_connections {
             return Err(EngineError::invalid(format!(

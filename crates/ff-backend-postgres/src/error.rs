@@ -8,10 +8,25 @@
 
 use ff_core::{ContentionKind, EngineError, ValidationKind};
 
+/// No pool connection within the acquire timeout.
+///
+/// sqlx reports the same `PoolTimedOut` whether every connection stayed busy or no new
+/// connection could be opened, and this mapping sees neither the pool nor the attempts. With an
+/// acquire timeout of about a second, a timeout almost always means the database did not
+/// accept a connection (down, restarting, unreachable), so it is a transport error: retryable,
+/// and it reads as a database problem. Pool saturation shows in the pool metrics.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "no database connection within the acquire timeout (the database is unreachable, or every pooled connection stayed busy)"
+)]
+pub struct NoConnection;
+
 /// Maps a sqlx error.
 pub fn map_sqlx(e: sqlx::Error) -> EngineError {
     match &e {
-        sqlx::Error::PoolTimedOut => return EngineError::ResourceExhausted { pool: "postgres connections", max: 0 },
+        sqlx::Error::PoolTimedOut => {
+            return EngineError::Transport { backend: "postgres", source: Box::new(NoConnection) };
+        }
         sqlx::Error::Database(db) => {
             let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
             match code.as_str() {

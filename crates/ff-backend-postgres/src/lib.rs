@@ -13,6 +13,7 @@ mod attempt_end;
 mod backend;
 mod coalesce;
 mod config;
+pub mod connection;
 pub mod error;
 mod event;
 mod execution;
@@ -32,6 +33,7 @@ mod worker;
 
 pub use backend::PostgresBackend;
 pub use config::{BackendConfig, PostgresScannerConfig};
+pub use connection::{ConnectConfigError, RootCert, SslMode};
 pub use event::EventLogEntry;
 pub use metrics::Metrics;
 pub use migrate::{MIGRATOR, SCHEMA_VERSION, apply_migrations, check_schema_version};

@@ -28,7 +28,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve the HTTP API (`/v1/...`, `/healthz`, `/metrics`, `/openapi.json`).
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Apply the schema migrations, or show the schema version.
     Migrate(migrate::MigrateArgs),
     /// Run the engine with a demo workload: a server, a pool of workers, a mixed workload with
@@ -59,7 +59,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Serve(args) => serve::run(args).await,
+            Command::Serve(args) => serve::run(*args).await,
             Command::Migrate(args) => migrate::run(args).await,
             Command::Demo(args) => demo::run(args).await,
         }

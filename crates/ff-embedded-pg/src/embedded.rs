@@ -8,7 +8,7 @@
 //! not be stopped), and a caller-given one is never removed.
 
 use std::fs::DirBuilder;
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -49,11 +49,35 @@ pub struct EmbeddedOptions {
     /// The database [`EmbeddedPostgres::url`] names, created after start when
     /// missing. Default `ff`.
     pub database: String,
+    /// Further `name=value` server settings, e.g. `ssl=on`.
+    pub settings: Vec<String>,
+    /// Files written into the data directory before the server starts (each
+    /// start), owned by the server's user: certificates and keys, or a
+    /// replacement `pg_hba.conf`.
+    pub files: Vec<ClusterFile>,
+}
+
+/// A file [`EmbeddedPostgres::start`] writes into the data directory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterFile {
+    /// Path relative to the data directory, e.g. `server.key`.
+    pub name: PathBuf,
+    /// Contents.
+    pub contents: Vec<u8>,
+    /// Permission bits, e.g. `0o600` for a private key (PostgreSQL refuses
+    /// a key that others can read).
+    pub mode: u32,
 }
 
 impl Default for EmbeddedOptions {
     fn default() -> EmbeddedOptions {
-        EmbeddedOptions { data_dir: None, port: None, database: "ff".to_owned() }
+        EmbeddedOptions {
+            data_dir: None,
+            port: None,
+            database: "ff".to_owned(),
+            settings: Vec::new(),
+            files: Vec::new(),
+        }
     }
 }
 
@@ -71,6 +95,8 @@ pub struct EmbeddedPostgres {
     data_dir: PathBuf,
     port: u16,
     url: String,
+    /// Further server settings.
+    settings: Vec<String>,
     /// The process started for the server; `None` once stopped.
     server: Option<Child>,
     /// The data directory when it is temporary; `None` once removed.
@@ -88,11 +114,24 @@ impl EmbeddedPostgres {
     /// when it fails, and a temporary data directory is removed.
     pub async fn start(opts: EmbeddedOptions) -> Result<EmbeddedPostgres, EmbeddedError> {
         check_database_name(&opts.database)?;
-        let data_dir = opts.data_dir.clone();
-        let (bins, data_dir, temp) = blocking(move || prepare(data_dir)).await?;
+        let (data_dir, files) = (opts.data_dir.clone(), opts.files.clone());
+        let (bins, data_dir, temp) = blocking(move || {
+            let (bins, dir, temp) = prepare(data_dir)?;
+            write_files(&bins, &dir, &files)?;
+            Ok((bins, dir, temp))
+        })
+        .await?;
         let durable = temp.is_none();
         // From here on, dropping `pg` stops the server and removes a temporary data directory.
-        let mut pg = EmbeddedPostgres { bins, data_dir, port: 0, url: String::new(), server: None, temp };
+        let mut pg = EmbeddedPostgres {
+            bins,
+            data_dir,
+            port: 0,
+            url: String::new(),
+            settings: opts.settings.clone(),
+            server: None,
+            temp,
+        };
         let mut attempt = 1;
         loop {
             let port = match opts.port {
@@ -148,7 +187,7 @@ impl EmbeddedPostgres {
             port,
             socket_dir: None,
             durable,
-            settings: Vec::new(),
+            settings: self.settings.clone(),
             log: log.clone(),
         };
         let child = self.server.insert(server::spawn_server(&self.bins, &config)?);
@@ -192,7 +231,8 @@ impl EmbeddedPostgres {
             // English messages from client and server, so that "already exists" can be recognised.
             .env("LC_ALL", "C")
             .env("PGOPTIONS", "-c lc_messages=C")
-            .env("PGSSLMODE", "disable")
+            // TLS when the server offers it, so a `hostssl`-only `pg_hba.conf` works too.
+            .env("PGSSLMODE", "prefer")
             .env("PGCONNECT_TIMEOUT", "10");
         blocking(move || match run_to_completion(cmd) {
             Err(EmbeddedError::CommandFailed { output, .. }) if output.contains("already exists") => Ok(()),
@@ -270,6 +310,20 @@ fn prepare(data_dir: Option<PathBuf>) -> Result<(PgBinaries, PathBuf, Option<Tem
         server::init_cluster(&bins, &dir, true)?;
     }
     Ok((bins, dir, None))
+}
+
+/// Writes `files` into `dir` with their modes and hands them to the server's
+/// user.
+fn write_files(bins: &PgBinaries, dir: &Path, files: &[ClusterFile]) -> Result<(), EmbeddedError> {
+    for file in files {
+        let path = dir.join(&file.name);
+        std::fs::write(&path, &file.contents)
+            .map_err(|e| EmbeddedError::io(format!("writing {}", path.display()), e))?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(file.mode))
+            .map_err(|e| EmbeddedError::io(format!("setting the mode of {}", path.display()), e))?;
+        bins.hand_over(&[&path])?;
+    }
+    Ok(())
 }
 
 /// A directory `<temp dir>/ff-embedded-pg-<pid>-<n>`, removed when dropped

@@ -27,5 +27,5 @@ mod error;
 pub mod server;
 
 pub use binaries::{PgBinaries, find_pg_bin_dir};
-pub use embedded::{EmbeddedOptions, EmbeddedPostgres};
+pub use embedded::{ClusterFile, EmbeddedOptions, EmbeddedPostgres};
 pub use error::EmbeddedError;

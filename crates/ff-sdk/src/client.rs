@@ -2,6 +2,7 @@
 //! registry, and the lease-holder calls a worker makes (used by the worker runtime's HTTP
 //! transport).
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use ff_core::wire::{
@@ -25,6 +26,29 @@ use crate::error::SdkError;
 /// How long an ordinary request may take; long-poll claims get their wait on top.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How a [`Client`] reaches its server.
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    /// The server's base URL (`http://...` or `https://...`).
+    pub base_url: String,
+    /// A PEM file of CA certificates trusted for `https://` besides the bundled public roots
+    /// (for a server whose certificate comes from a private CA).
+    pub ca_file: Option<PathBuf>,
+}
+
+impl ClientConfig {
+    /// A configuration for `base_url` trusting the bundled public roots only.
+    pub fn new(base_url: impl Into<String>) -> Self {
+        Self { base_url: base_url.into(), ca_file: None }
+    }
+
+    /// Also trusts the CA certificates in the PEM file `path`.
+    pub fn with_ca_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.ca_file = Some(path.into());
+        self
+    }
+}
+
 /// A client of one FlowFabric server.
 #[derive(Clone, Debug)]
 pub struct Client {
@@ -36,15 +60,30 @@ pub struct Client {
 impl Client {
     /// A client of `base_url` (e.g. `http://127.0.0.1:9090`) without a token.
     pub fn new(base_url: impl Into<String>) -> Result<Self, SdkError> {
-        let base = base_url.into().trim_end_matches('/').to_owned();
+        Self::with_config(ClientConfig::new(base_url))
+    }
+
+    /// A client as `config` says, without a token. HTTPS is rustls with the bundled public
+    /// roots plus `config.ca_file`; an unreadable or certificate-less CA file is an error here.
+    pub fn with_config(config: ClientConfig) -> Result<Self, SdkError> {
+        let base = config.base_url.trim_end_matches('/').to_owned();
         if !(base.starts_with("http://") || base.starts_with("https://")) {
             return Err(SdkError::Config(format!("base url {base:?} must start with http:// or https://")));
         }
-        let http = reqwest::Client::builder()
-            .pool_max_idle_per_host(64)
-            .tcp_nodelay(true)
-            .build()
-            .map_err(|e| SdkError::Config(format!("http client: {e}")))?;
+        let mut builder = reqwest::Client::builder().use_rustls_tls().pool_max_idle_per_host(64).tcp_nodelay(true);
+        if let Some(path) = &config.ca_file {
+            let pem = std::fs::read(path)
+                .map_err(|e| SdkError::Config(format!("cannot read CA file {}: {e}", path.display())))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| SdkError::Config(format!("CA file {}: {e}", path.display())))?;
+            if certs.is_empty() {
+                return Err(SdkError::Config(format!("CA file {} holds no PEM certificate", path.display())));
+            }
+            for cert in certs {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let http = builder.build().map_err(|e| SdkError::Config(format!("http client: {e}")))?;
         Ok(Self { http, base, token: None })
     }
 

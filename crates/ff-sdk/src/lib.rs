@@ -6,7 +6,8 @@
 //!   (a handler error becomes `fail` with its class, a panic a failed attempt). It runs over
 //!   [`HttpTransport`] (an `ff-server`) or [`DirectTransport`] (an in-process backend); the
 //!   handler code is the same.
-//! - [`Client`]: submit and inspect executions, and read the worker registry, over HTTP.
+//! - [`Client`]: submit and inspect executions, and read the worker registry, over HTTP or
+//!   HTTPS ([`ClientConfig::with_ca_file`] trusts a private CA).
 //!
 //! ```no_run
 //! use ff_sdk::{Client, HttpTransport, Worker, WorkerConfig, TaskContext, HandlerError};
@@ -32,7 +33,7 @@ pub mod error;
 pub mod transport;
 pub mod worker;
 
-pub use client::Client;
+pub use client::{Client, ClientConfig};
 pub use error::SdkError;
 pub use ff_core::wire::SubmitRequest;
 pub use transport::{ClaimArgs, ClaimedTask, DirectTransport, HttpTransport, WorkerTransport};

@@ -2,14 +2,17 @@
 //! validated once before boot.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
-use ff_backend_postgres::PostgresScannerConfig;
+use ff_backend_postgres::{BackendConfig, PostgresScannerConfig, RootCert, SslMode};
 use ff_core::{EngineError, PartitionConfig};
 
 /// Defaults shared by the flags and [`ServerConfig::new`].
 const DEFAULT_LISTEN: &str = "127.0.0.1:9090";
 const DEFAULT_POOL_SIZE: u32 = 16;
+const DEFAULT_POOL_ACQUIRE_TIMEOUT_MS: u64 = 1000;
+const DEFAULT_PG_CONNECT_TIMEOUT_MS: u64 = 10_000;
 const DEFAULT_LEASE_EXPIRY_INTERVAL_MS: u64 = 500;
 const DEFAULT_DELAYED_PROMOTER_INTERVAL_MS: u64 = 1000;
 const DEFAULT_TIMEOUT_INTERVAL_MS: u64 = 1000;
@@ -28,9 +31,36 @@ pub enum MigratePolicy {
 /// Everything `ff serve` needs.
 #[derive(Clone, Debug, clap::Args)]
 pub struct ServerConfig {
-    /// PostgreSQL URL (`postgres://user@host:port/db`).
+    /// PostgreSQL URL (`postgres://user@host:port/db`); may carry `sslmode` and `sslrootcert`.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
+
+    /// TLS to PostgreSQL: disable, prefer, require, verify-ca or verify-full (as in libpq;
+    /// default: the URL's `sslmode`, else prefer).
+    #[arg(long, env = "FF_PG_SSLMODE")]
+    pub pg_sslmode: Option<SslMode>,
+
+    /// CA certificates (PEM file) the database server's certificate must chain to, or `system`
+    /// for the bundled public roots (verify-full only).
+    #[arg(long, env = "FF_PG_SSLROOTCERT")]
+    pub pg_sslrootcert: Option<RootCert>,
+
+    /// How long a request waits for a database connection before failing with `503 transport`
+    /// (ms); also bounds each connection attempt made meanwhile.
+    #[arg(long, env = "FF_POOL_ACQUIRE_TIMEOUT_MS", default_value_t = DEFAULT_POOL_ACQUIRE_TIMEOUT_MS)]
+    pub pool_acquire_timeout_ms: u64,
+
+    /// How long boot waits for the database to accept a first connection (ms).
+    #[arg(long, env = "FF_PG_CONNECT_TIMEOUT_MS", default_value_t = DEFAULT_PG_CONNECT_TIMEOUT_MS)]
+    pub pg_connect_timeout_ms: u64,
+
+    /// Certificate chain (PEM) to serve HTTPS with; needs `--tls-key`. Unset: plain HTTP.
+    #[arg(long, env = "FF_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// Private key (PEM) of `--tls-cert`.
+    #[arg(long, env = "FF_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
 
     /// Address the HTTP API listens on (port 0 picks a free one).
     #[arg(long, env = "FF_LISTEN", default_value = DEFAULT_LISTEN)]
@@ -79,6 +109,12 @@ impl ServerConfig {
     pub fn new(database_url: impl Into<String>) -> Self {
         Self {
             database_url: Some(database_url.into()),
+            pg_sslmode: None,
+            pg_sslrootcert: None,
+            pool_acquire_timeout_ms: DEFAULT_POOL_ACQUIRE_TIMEOUT_MS,
+            pg_connect_timeout_ms: DEFAULT_PG_CONNECT_TIMEOUT_MS,
+            tls_cert: None,
+            tls_key: None,
             listen: DEFAULT_LISTEN.parse().expect("valid default address"),
             api_token: None,
             cors_origins: Vec::new(),
@@ -100,6 +136,19 @@ impl ServerConfig {
     /// Partition layout.
     pub fn partitions(&self) -> PartitionConfig {
         PartitionConfig { num_flow_partitions: self.flow_partitions, ..PartitionConfig::default() }
+    }
+
+    /// How the backend connects: URL, TLS, pool size and timeouts.
+    pub fn backend_config(&self) -> BackendConfig {
+        BackendConfig {
+            ssl_mode: self.pg_sslmode,
+            ssl_root_cert: self.pg_sslrootcert.clone(),
+            max_connections: self.pool_size,
+            acquire_timeout: Duration::from_millis(self.pool_acquire_timeout_ms),
+            connect_timeout: Duration::from_millis(self.pg_connect_timeout_ms),
+            partition_config: self.partitions(),
+            ..BackendConfig::new(self.database_url.clone().unwrap_or_default())
+        }
     }
 
     /// Reconciler settings.
@@ -133,6 +182,16 @@ impl ServerConfig {
                 return Err(EngineError::invalid(format!("{name} must be within 10..=3600000 ms, got {ms}")));
             }
         }
+        for (name, ms) in [
+            ("FF_POOL_ACQUIRE_TIMEOUT_MS", self.pool_acquire_timeout_ms),
+            ("FF_PG_CONNECT_TIMEOUT_MS", self.pg_connect_timeout_ms),
+        ] {
+            if !(10..=600_000).contains(&ms) {
+                return Err(EngineError::invalid(format!("{name} must be within 10..=600000 ms, got {ms}")));
+            }
+        }
+        // The database settings (TLS mode, CA file) are checked by the backend's own rules.
+        self.backend_config().validate()?;
         if self.cors_origins.iter().any(|o| o.trim().is_empty()) {
             return Err(EngineError::invalid("FF_CORS_ORIGINS (--cors-origins) contains an empty origin"));
         }

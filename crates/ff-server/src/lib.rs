@@ -2,8 +2,9 @@
 //! bearer-token auth, per-route body limits, CORS, `/healthz`, Prometheus `/metrics` and an
 //! OpenAPI document generated from the route table.
 //!
-//! Boot ([`Server::start_with_metrics`]): validate the configuration, apply (or check) the schema
-//! migrations, connect, start the reconcilers, bind, serve. Shutdown ([`Server::shutdown`]):
+//! Boot ([`Server::start_with_metrics`]): validate the configuration, load the HTTPS certificate
+//! if one is configured, apply (or check) the schema migrations, connect, start the
+//! reconcilers, bind, serve (plain HTTP, or TLS through [`tls::TlsListener`]). Shutdown ([`Server::shutdown`]):
 //! stop accepting, drain in-flight requests, stop the reconcilers, close the pool, each bounded
 //! by the configured grace period.
 
@@ -13,11 +14,13 @@ pub mod config;
 pub mod http;
 pub mod metrics;
 pub mod openapi;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use ff_backend_postgres::connection::connect_pool;
 use ff_backend_postgres::{BackendConfig, Metrics, PostgresBackend, apply_migrations};
 use ff_core::{EngineBackend, EngineError};
 use tokio::task::JoinHandle;
@@ -36,6 +39,9 @@ pub enum ServerError {
     /// The database could not be reached, migrated or verified.
     #[error("database: {0}")]
     Database(EngineError),
+    /// The HTTPS certificate or key cannot be used.
+    #[error("invalid TLS configuration: {0}")]
+    Tls(tls::TlsConfigError),
     /// The listen address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -52,6 +58,7 @@ pub enum ServerError {
 /// A running server.
 pub struct Server {
     addr: SocketAddr,
+    https: bool,
     backend: Arc<PostgresBackend>,
     stop: CancellationToken,
     serving: JoinHandle<Result<(), std::io::Error>>,
@@ -67,18 +74,16 @@ impl Server {
     /// Starts a server whose engine updates `metrics` (shared with the caller).
     pub async fn start_with_metrics(config: ServerConfig, metrics: Arc<Metrics>) -> Result<Self, ServerError> {
         config.validate().map_err(ServerError::Config)?;
-        let url = config.database_url.clone().unwrap_or_default();
+        let tls = tls::load(config.tls_cert.as_deref(), config.tls_key.as_deref()).map_err(ServerError::Tls)?;
+        let backend_config = config.backend_config();
         if config.migrate == MigratePolicy::Apply {
-            let pool = sqlx::PgPool::connect(&url).await.map_err(|e| ServerError::Database(map_connect(e)))?;
+            let pool = connect_pool(&BackendConfig { max_connections: 1, ..backend_config.clone() })
+                .await
+                .map_err(ServerError::Database)?;
             apply_migrations(&pool).await.map_err(ServerError::Database)?;
             pool.close().await;
         }
         let partitions = config.partitions();
-        let backend_config = BackendConfig {
-            max_connections: config.pool_size,
-            partition_config: partitions,
-            ..BackendConfig::new(url)
-        };
         let mut backend = PostgresBackend::connect_with_metrics(backend_config, partitions, metrics.clone())
             .await
             .map_err(ServerError::Database)?;
@@ -99,11 +104,18 @@ impl Server {
             .map_err(|source| ServerError::Bind { addr: config.listen, source })?;
         let addr = listener.local_addr().map_err(|source| ServerError::Bind { addr: config.listen, source })?;
         let stop = CancellationToken::new();
-        let serving = tokio::spawn(
-            axum::serve(listener, app).with_graceful_shutdown(stop.clone().cancelled_owned()).into_future(),
-        );
-        tracing::info!(%addr, "serving the FlowFabric API");
-        Ok(Self { addr, backend, stop, serving, grace: Duration::from_millis(config.shutdown_grace_ms) })
+        let shutdown = stop.clone().cancelled_owned();
+        let https = tls.is_some();
+        let serving = match tls {
+            None => tokio::spawn(axum::serve(listener, app).with_graceful_shutdown(shutdown).into_future()),
+            Some(tls) => {
+                let listener = tls::TlsListener::new(listener, tls)
+                    .map_err(|source| ServerError::Bind { addr: config.listen, source })?;
+                tokio::spawn(axum::serve(listener, app).with_graceful_shutdown(shutdown).into_future())
+            }
+        };
+        tracing::info!(%addr, https, "serving the FlowFabric API");
+        Ok(Self { addr, https, backend, stop, serving, grace: Duration::from_millis(config.shutdown_grace_ms) })
     }
 
     /// The bound address.
@@ -111,9 +123,10 @@ impl Server {
         self.addr
     }
 
-    /// `http://<bound address>`.
+    /// `http://<bound address>`, or `https://` when serving TLS.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.https { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// The engine backend the server runs on.
@@ -144,8 +157,4 @@ impl Server {
         let _ = self.backend.shutdown_prepare(self.grace).await;
         served
     }
-}
-
-fn map_connect(e: sqlx::Error) -> EngineError {
-    ff_backend_postgres::error::map_sqlx(e)
 }

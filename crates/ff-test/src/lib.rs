@@ -7,6 +7,8 @@
 //! started from the system's PostgreSQL binaries (see [`cluster`]). When
 //! neither is possible, tests fail with [`NO_DATABASE_HELP`]; they never skip.
 //!
+//! [`tls`] makes throwaway certificates for TLS tests.
+//!
 //! [`conformance`] is the backend conformance suite: behaviour cases written against the
 //! `ff-core` backend traits, run by every backend through [`conformance_suite!`].
 
@@ -16,6 +18,7 @@ pub mod cluster;
 pub mod conformance;
 mod pgurl;
 mod testdb;
+pub mod tls;
 
 use std::time::Duration;
 

@@ -12,7 +12,8 @@ use ff_core::{EngineError, ValidationKind};
 pub enum ApiError {
     /// An engine error, mapped by case.
     Engine(EngineError),
-    /// A request rejected before reaching the engine.
+    /// A request rejected before reaching the engine, or a health check that failed (a `503`
+    /// is retryable).
     Request {
         /// Status.
         status: StatusCode,
@@ -56,9 +57,14 @@ impl ApiError {
     /// Status and body of this error.
     pub fn parts(&self) -> (StatusCode, ErrorBody) {
         match self {
-            Self::Request { status, code, message } => {
-                (*status, ErrorBody { code: (*code).to_owned(), message: message.clone(), retryable: false })
-            }
+            Self::Request { status, code, message } => (
+                *status,
+                ErrorBody {
+                    code: (*code).to_owned(),
+                    message: message.clone(),
+                    retryable: *status == StatusCode::SERVICE_UNAVAILABLE,
+                },
+            ),
             Self::Engine(e) => engine_parts(e),
         }
     }

@@ -2,7 +2,7 @@
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::header;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use ff_core::wire::HealthResponse;
@@ -22,10 +22,22 @@ pub(super) fn routes() -> Vec<ApiRoute> {
     ]
 }
 
+/// `200` when the database answers a ping; otherwise `503` with the error shape, its message
+/// saying the database is down (the cause is logged, not sent).
 async fn healthz(State(state): State<AppState>) -> Result<Json<HealthResponse>, ApiError> {
-    state.backend().ping().await?;
+    if let Err(e) = state.backend().ping().await {
+        tracing::warn!(error = %e, "health check failed: the database is down or unreachable");
+        return Err(ApiError::Request {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            code: "transport",
+            message: DATABASE_DOWN.into(),
+        });
+    }
     Ok(Json(HealthResponse { status: "ok".into(), backend: state.backend().backend_label().into() }))
 }
+
+/// The message of a failed health check.
+pub(crate) const DATABASE_DOWN: &str = "database down: the server cannot reach its database; retry later";
 
 async fn metrics(State(state): State<AppState>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.0.telemetry.render()).into_response()
