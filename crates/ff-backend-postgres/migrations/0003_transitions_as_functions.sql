@@ -320,7 +320,7 @@ BEGIN
     IF p_id IS NULL THEN
         SELECT array_agg(d.execution_id) INTO v_due FROM (
             SELECT x.execution_id FROM ff_execution x
-            WHERE x.ownership_state = 'leased' AND x.lease_expires_at_ms <= ff_now_ms()
+            WHERE x.ownership_state = 'leased' AND x.lifecycle_phase = 'active' AND x.lease_expires_at_ms <= ff_now_ms()
             ORDER BY x.lease_expires_at_ms LIMIT p_limit
             FOR UPDATE SKIP LOCKED
         ) d;

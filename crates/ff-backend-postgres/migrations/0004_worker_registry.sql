@@ -91,7 +91,7 @@ BEGIN
     -- which holds exactly the leased rows, finds them without an index of their own.
     SELECT array_agg(x.execution_id) INTO v_leased FROM (
         SELECT e.execution_id FROM ff_execution e
-        WHERE e.ownership_state = 'leased' AND e.lease_expires_at_ms IS NOT NULL
+        WHERE e.ownership_state = 'leased' AND e.lifecycle_phase = 'active' AND e.lease_expires_at_ms IS NOT NULL
           AND e.worker_instance_id = ANY(v_instances)
         ORDER BY e.execution_id
         FOR UPDATE

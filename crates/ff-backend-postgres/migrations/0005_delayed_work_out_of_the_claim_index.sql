@@ -6,7 +6,15 @@
 -- until the next one otherwise. Before, every claim walked past the delayed executions at the
 -- head of its lane, so a lane holding many of them at a higher priority slowed every claim in
 -- proportion. A retry or delay whose time has already passed is eligible at once.
--- ff_complete reports which lease completed each execution.
+-- ff_complete reports which lease completed each execution. Fenced writes can no longer be
+-- planned through the lease-expiry index.
+
+-- The lease-expiry index serves the reconcilers only. Its predicate names the lifecycle phase,
+-- which fenced writes never state, so the planner cannot pick it for a fenced write (it would
+-- read every lease taken within the last TTL, live or ended, instead of one row by key).
+DROP INDEX ff_execution_lease_expiry_idx;
+CREATE INDEX ff_execution_lease_expiry_idx ON ff_execution (lease_expires_at_ms)
+    WHERE ownership_state = 'leased' AND lifecycle_phase = 'active';
 
 DROP INDEX ff_execution_claim_idx;
 -- The claim path: best (priority, eligible time, creation order) claimable execution of a lane.
