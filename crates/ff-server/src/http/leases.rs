@@ -158,7 +158,7 @@ async fn complete_batch(
         .iter()
         .enumerate()
         .map(|(i, item)| {
-            let at = |e: EngineError| ApiError::bad_request("invalid_input", format!("items[{i}]: {e}"));
+            let at = |e: EngineError| ApiError::bad_request(e.code(), format!("items[{i}]: {e}"));
             Ok((parse_handle_token(&item.handle).map_err(at)?, result_bytes(item).map_err(at)?))
         })
         .collect::<Result<Vec<_>, ApiError>>()?;
