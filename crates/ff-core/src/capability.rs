@@ -9,12 +9,20 @@ use crate::policy::MAX_CAPABILITIES;
 
 /// Longest capability token in bytes.
 pub const CAPABILITY_TOKEN_MAX_BYTES: usize = 128;
+/// JSON Schema pattern of a capability token: printable ASCII without space or comma.
+pub const CAPABILITY_TOKEN_PATTERN: &str = r"^[\x21-\x2b\x2d-\x7e]+$";
 
 /// The capabilities a worker offers. An execution is claimable by a worker when every capability
 /// it requires is in the worker's set (an empty requirement matches every worker).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(transparent)]
-pub struct CapabilitySet(pub BTreeSet<String>);
+pub struct CapabilitySet(
+    #[schemars(
+        length(max = MAX_CAPABILITIES),
+        inner(length(min = 1, max = CAPABILITY_TOKEN_MAX_BYTES), pattern(CAPABILITY_TOKEN_PATTERN))
+    )]
+    pub BTreeSet<String>,
+);
 
 impl<S: Into<String>> FromIterator<S> for CapabilitySet {
     fn from_iter<I: IntoIterator<Item = S>>(tokens: I) -> Self {

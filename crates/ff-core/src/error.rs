@@ -22,7 +22,7 @@ pub enum EngineError {
         /// Which kind of record: `execution`, `attempt`, `lane`, `grant`...
         entity: &'static str,
     },
-    /// The caller's input was rejected, or stored data could not be decoded.
+    /// The caller's input was rejected (or, as `Corruption`, stored data could not be decoded).
     #[error("{}: {detail}", kind.code())]
     Validation {
         /// What was wrong.
@@ -138,8 +138,10 @@ coded_enum!(
         InvalidFrameType => "invalid_frame_type",
         /// A stream cursor is malformed.
         InvalidOffset => "invalid_offset",
-        /// Stored data could not be decoded (or a handle is damaged).
+        /// Stored data could not be decoded: the engine's fault, never the caller's.
         Corruption => "corruption",
+        /// A handle (or handle token) sent by a caller is malformed or damaged.
+        InvalidHandle => "invalid_handle",
         /// A handle minted by a different backend family.
         HandleFromOtherBackend => "handle_from_other_backend",
     }

@@ -19,6 +19,11 @@ pub const MAX_NAME_BYTES: usize = 256;
 pub const MAX_MESSAGE_BYTES: usize = 16 * 1024;
 /// Most executions one `create_executions` call accepts.
 pub const MAX_CREATE_BATCH: usize = 10_000;
+/// JSON Schema pattern of a name-like string: no control characters (what [`validate_name`]
+/// accepts, apart from the length, which is counted in UTF-8 bytes).
+pub const NAME_PATTERN: &str = r"^[^\x00-\x1f\x7f-\x9f]*$";
+/// JSON Schema pattern of free text: no NUL character (see [`validate_text`]).
+pub const TEXT_PATTERN: &str = r"^[^\x00]*$";
 
 /// Checks a payload against [`MAX_PAYLOAD_BYTES`].
 pub fn validate_payload(what: &str, bytes: &[u8]) -> Result<(), EngineError> {

@@ -3,7 +3,8 @@
 //! A [`Handle`] is what a worker holds after a claim: the backend family that minted it, the
 //! claim kind, and an opaque payload the backend decodes. Backends reject a handle minted by
 //! another family (`Validation(HandleFromOtherBackend)`) and a damaged one
-//! (`Validation(Corruption)`). The payload is not a credential: every mutation is fenced in the
+//! (`Validation(InvalidHandle)`): a handle comes from the caller, so a bad one is the caller's
+//! error, never stored-data corruption. The payload is not a credential: every mutation is fenced in the
 //! database against the stored lease (id, epoch, attempt) and its expiry.
 
 use std::fmt;
@@ -63,7 +64,8 @@ impl HandleKind {
         }
     }
 
-    /// Parses the label.
+    /// Parses a stored label; anything else is `Validation(Corruption)` (a label sent by a
+    /// caller is checked by the handle-token parser instead).
     pub fn parse(s: &str) -> Result<Self, EngineError> {
         match s {
             "fresh" => Ok(Self::Fresh),
@@ -100,7 +102,7 @@ pub struct Handle {
 impl Handle {
     /// The execution this handle names, read from the head of the payload without decoding
     /// the rest (the backend decodes and checks the whole payload when the handle is used).
-    /// A payload too short to name one is `Corruption`.
+    /// A payload too short to name one is `InvalidHandle`.
     pub fn execution_id(&self) -> Result<ExecutionId, EngineError> {
         let mut r = Reader(&self.opaque.0);
         let id = (|| {
@@ -110,7 +112,7 @@ impl Handle {
             let partition = u16::from_be_bytes(r.take(2)?.try_into().ok()?);
             Some(ExecutionId::from_parts(partition, Uuid::from_slice(r.take(16)?).ok()?))
         })();
-        id.ok_or_else(|| EngineError::validation(ValidationKind::Corruption, "handle payload is malformed"))
+        id.ok_or_else(malformed_payload)
     }
 }
 
@@ -172,7 +174,8 @@ impl HandlePayload {
         Handle { backend, kind, opaque: HandleOpaque(b.into_boxed_slice()) }
     }
 
-    /// Decodes a handle, checking that it was minted by `expected` backend.
+    /// Decodes a handle, checking that it was minted by `expected` backend. A damaged payload is
+    /// `InvalidHandle`.
     pub fn from_handle(handle: &Handle, expected: BackendTag) -> Result<Self, EngineError> {
         if handle.backend != expected {
             return Err(EngineError::validation(
@@ -180,8 +183,7 @@ impl HandlePayload {
                 format!("expected={} actual={}", expected.label(), handle.backend.label()),
             ));
         }
-        Self::decode(&handle.opaque.0)
-            .ok_or_else(|| EngineError::validation(ValidationKind::Corruption, "handle payload is malformed"))
+        Self::decode(&handle.opaque.0).ok_or_else(malformed_payload)
     }
 
     fn decode(b: &[u8]) -> Option<Self> {
@@ -212,6 +214,10 @@ impl HandlePayload {
             worker_instance_id: WorkerInstanceId(worker),
         })
     }
+}
+
+fn malformed_payload() -> EngineError {
+    EngineError::validation(ValidationKind::InvalidHandle, "handle payload is malformed")
 }
 
 fn push_str(b: &mut Vec<u8>, s: &[u8]) {
@@ -275,9 +281,9 @@ mod tests {
         let mut bytes = h.opaque.0.to_vec();
         bytes.pop();
         h.opaque = HandleOpaque(bytes.into_boxed_slice());
-        assert_eq!(HandlePayload::from_handle(&h, BackendTag::Postgres).unwrap_err().code(), "corruption");
+        assert_eq!(HandlePayload::from_handle(&h, BackendTag::Postgres).unwrap_err().code(), "invalid_handle");
         h.opaque = HandleOpaque(Box::new([0u8; 3]));
-        assert_eq!(HandlePayload::from_handle(&h, BackendTag::Postgres).unwrap_err().code(), "corruption");
+        assert_eq!(HandlePayload::from_handle(&h, BackendTag::Postgres).unwrap_err().code(), "invalid_handle");
     }
 
     #[test]
@@ -286,8 +292,8 @@ mod tests {
         let mut h = p.into_handle(BackendTag::Postgres, HandleKind::Fresh);
         assert_eq!(h.execution_id().unwrap(), p.execution_id);
         h.opaque = HandleOpaque(Box::new([0u8; 3]));
-        assert_eq!(h.execution_id().unwrap_err().code(), "corruption");
+        assert_eq!(h.execution_id().unwrap_err().code(), "invalid_handle");
         h.opaque = HandleOpaque(Box::new(*b"FFH1\0\x03"));
-        assert_eq!(h.execution_id().unwrap_err().code(), "corruption");
+        assert_eq!(h.execution_id().unwrap_err().code(), "invalid_handle");
     }
 }

@@ -100,10 +100,16 @@ impl schemars::JsonSchema for ExecutionId {
     fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
         schemars::json_schema!({
             "type": "string",
-            "pattern": "^\\{fp:[0-9]+\\}:[0-9a-fA-F-]{36}$",
+            "pattern": execution_id_pattern(u16::MAX),
             "description": "`{fp:<partition>}:<uuid>`",
         })
     }
+}
+
+/// JSON Schema pattern of an [`ExecutionId`] whose partition is at most `max_partition`.
+pub fn execution_id_pattern(max_partition: u16) -> String {
+    let uuid = "[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}";
+    format!("^\\{{fp:(?:{})\\}}:{uuid}$", crate::partition::index_pattern(max_partition))
 }
 
 /// Maximum length of a lane name in bytes.
@@ -112,7 +118,10 @@ pub const LANE_ID_MAX_BYTES: usize = 64;
 /// Name of a lane (a queue of executions). 1..=64 bytes of printable ASCII (0x20..=0x7e).
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, Serialize, schemars::JsonSchema)]
 #[serde(transparent)]
-pub struct LaneId(#[schemars(length(min = 1, max = 64), regex(pattern = r"^[\x20-\x7e]+$"))] String);
+pub struct LaneId(#[schemars(length(min = 1, max = LANE_ID_MAX_BYTES), pattern(LANE_ID_PATTERN))] String);
+
+/// JSON Schema pattern of a lane name: printable ASCII.
+pub const LANE_ID_PATTERN: &str = r"^[\x20-\x7e]+$";
 
 impl LaneId {
     /// Validates and wraps a lane name.
@@ -198,11 +207,17 @@ uuid_id!(
 );
 
 macro_rules! string_id {
-    ($(#[$m:meta])* $name:ident) => {
+    ($(#[$m:meta])* $name:ident, min_bytes = $min:literal) => {
         $(#[$m])*
         #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, Default, Serialize, Deserialize, schemars::JsonSchema)]
         #[serde(transparent)]
-        pub struct $name(pub String);
+        pub struct $name(
+            #[schemars(
+                length(min = $min, max = crate::execution::MAX_NAME_BYTES),
+                pattern(crate::execution::NAME_PATTERN)
+            )]
+            pub String,
+        );
 
         impl $name {
             /// Wraps a string.
@@ -224,16 +239,19 @@ macro_rules! string_id {
 }
 
 string_id!(
-    /// Logical worker pool name, e.g. `gpu-pool-1`.
-    WorkerId
+    /// Logical worker pool name, e.g. `gpu-pool-1` (1..=256 bytes, no control characters).
+    WorkerId,
+    min_bytes = 1
 );
 string_id!(
-    /// One worker process or container.
-    WorkerInstanceId
+    /// One worker process or container (1..=256 bytes, no control characters).
+    WorkerInstanceId,
+    min_bytes = 1
 );
 string_id!(
-    /// Tenant namespace an execution belongs to.
-    Namespace
+    /// Tenant namespace an execution belongs to (0..=256 bytes, no control characters).
+    Namespace,
+    min_bytes = 0
 );
 
 impl WorkerId {
@@ -269,7 +287,7 @@ pub struct LeaseEpoch(pub u64);
     Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, Default, Serialize, Deserialize, schemars::JsonSchema,
 )]
 #[serde(transparent)]
-pub struct TimestampMs(pub i64);
+pub struct TimestampMs(#[schemars(range(min = 0, max = MAX_TIMESTAMP_MS))] pub i64);
 
 /// Upper bound accepted for any absolute timestamp (2200-01-01T00:00:00Z).
 pub const MAX_TIMESTAMP_MS: i64 = 7_258_118_400_000;

@@ -57,8 +57,10 @@ pub fn validate_claim_batch(n: usize) -> Result<(), EngineError> {
     Ok(())
 }
 
+/// Longest long-poll a claim may ask for, in milliseconds.
+pub const MAX_CLAIM_WAIT_MS: u64 = 60_000;
 /// Longest long-poll a claim may ask for.
-pub const MAX_CLAIM_WAIT: Duration = Duration::from_secs(60);
+pub const MAX_CLAIM_WAIT: Duration = Duration::from_millis(MAX_CLAIM_WAIT_MS);
 /// Most executions one batch claim returns.
 pub const MAX_CLAIM_BATCH: usize = 1000;
 

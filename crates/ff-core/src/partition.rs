@@ -47,6 +47,29 @@ impl PartitionConfig {
     }
 }
 
+/// A regular expression (no anchors) matching the decimal numbers `0..=max` written without
+/// leading zeros, for JSON Schema patterns of ids that carry a partition index.
+pub fn index_pattern(max: u16) -> String {
+    let digits: Vec<u8> = max.to_string().bytes().map(|b| b - b'0').collect();
+    let n = digits.len();
+    let mut alternatives = vec![max.to_string()];
+    // Same length as `max`: a common prefix, then a smaller digit, then anything.
+    for i in 0..n {
+        let lo = u8::from(i == 0 && n > 1);
+        if digits[i] > lo {
+            let prefix: String = digits[..i].iter().map(|d| char::from(b'0' + d)).collect();
+            let rest = n - i - 1;
+            let tail = if rest > 0 { format!("[0-9]{{{rest}}}") } else { String::new() };
+            alternatives.push(format!("{prefix}[{lo}-{}]{tail}", digits[i] - 1));
+        }
+    }
+    // Fewer digits than `max`.
+    for len in (1..n).rev() {
+        alternatives.push(if len == 1 { "[0-9]".to_owned() } else { format!("[1-9][0-9]{{{}}}", len - 1) });
+    }
+    alternatives.join("|")
+}
+
 /// The family a partition belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
@@ -129,6 +152,46 @@ mod tests {
         let p = cfg.lane_partition(&lane);
         assert!(p < 256);
         assert_eq!(p, cfg.lane_partition(&lane));
+    }
+
+    #[test]
+    fn index_pattern_matches_exactly_the_range() {
+        fn matches(pattern: &str, s: &str) -> bool {
+            // The pattern is a list of alternatives of literal digits, `[a-b]` classes and
+            // `{n}` repeats; expand each alternative into per-position digit ranges.
+            pattern.split('|').any(|alt| {
+                let mut ranges: Vec<(u8, u8)> = Vec::new();
+                let b = alt.as_bytes();
+                let mut i = 0;
+                while i < b.len() {
+                    match b[i] {
+                        b'[' => {
+                            ranges.push((b[i + 1], b[i + 3]));
+                            i += 5;
+                        }
+                        b'{' => {
+                            let end = alt[i..].find('}').unwrap() + i;
+                            let count: usize = alt[i + 1..end].parse().unwrap();
+                            let last = *ranges.last().unwrap();
+                            ranges.extend(std::iter::repeat_n(last, count - 1));
+                            i = end + 1;
+                        }
+                        d => {
+                            ranges.push((d, d));
+                            i += 1;
+                        }
+                    }
+                }
+                ranges.len() == s.len() && s.bytes().zip(&ranges).all(|(c, (lo, hi))| (*lo..=*hi).contains(&c))
+            })
+        }
+        for max in [0u16, 1, 9, 10, 99, 100, 255, 1000, 4095, u16::MAX] {
+            let p = index_pattern(max);
+            for n in 0..=u32::from(max) + 20 {
+                assert_eq!(matches(&p, &n.to_string()), n <= u32::from(max), "{max}: {n} against {p}");
+            }
+            assert!(!matches(&p, "01"), "{p}");
+        }
     }
 
     #[test]

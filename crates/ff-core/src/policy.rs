@@ -22,6 +22,10 @@ pub const ATTEMPT_TIMEOUT_MAX_MS: u64 = 7 * 86_400_000;
 pub const BACKOFF_MAX_MS: u64 = 7 * 86_400_000;
 /// Most retries a policy may allow.
 pub const MAX_RETRIES_LIMIT: u32 = 10_000;
+/// Longest relative execution deadline (366 days).
+pub const EXECUTION_DEADLINE_MAX_MS: u64 = 366 * 86_400_000;
+/// Largest backoff multiplier.
+pub const BACKOFF_MULTIPLIER_MAX: f64 = 100.0;
 /// Default cap on lease reclaims per execution.
 pub const DEFAULT_MAX_RECLAIM_COUNT: u32 = 100;
 /// Highest priority; priorities are 0..=9000, higher first.
@@ -59,6 +63,7 @@ pub struct ExecutionPolicy {
     pub timeout_policy: Option<TimeoutPolicy>,
     /// How many times an expired lease may be reclaimed before the execution fails.
     #[serde(default)]
+    #[schemars(range(max = MAX_RETRIES_LIMIT))]
     pub max_reclaim_count: Option<u32>,
     /// Capabilities a worker needs to claim this execution.
     #[serde(default)]
@@ -114,6 +119,13 @@ fn policy_err(detail: String) -> EngineError {
 pub struct RoutingRequirements {
     /// Every token here must be offered by the claiming worker.
     #[serde(default)]
+    #[schemars(
+        length(max = MAX_CAPABILITIES),
+        inner(
+            length(min = 1, max = crate::capability::CAPABILITY_TOKEN_MAX_BYTES),
+            pattern(crate::capability::CAPABILITY_TOKEN_PATTERN)
+        )
+    )]
     pub required_capabilities: BTreeSet<String>,
 }
 
@@ -122,6 +134,7 @@ pub struct RoutingRequirements {
 #[serde(deny_unknown_fields)]
 pub struct RetryPolicy {
     /// Retries after the first attempt (0 = fail on first failure).
+    #[schemars(range(max = MAX_RETRIES_LIMIT))]
     pub max_retries: u32,
     /// Wait before each retry.
     pub backoff: BackoffPolicy,
@@ -151,15 +164,19 @@ pub enum BackoffPolicy {
     /// The same delay before every retry.
     Fixed {
         /// Delay in milliseconds.
+        #[schemars(range(max = BACKOFF_MAX_MS))]
         delay_ms: u64,
     },
     /// `min(initial_delay_ms * multiplier^retry, max_delay_ms)`, optionally jittered.
     Exponential {
-        /// First delay.
+        /// First delay (at most `max_delay_ms`).
+        #[schemars(range(max = BACKOFF_MAX_MS))]
         initial_delay_ms: u64,
         /// Ceiling.
+        #[schemars(range(max = BACKOFF_MAX_MS))]
         max_delay_ms: u64,
-        /// Growth factor (>= 1).
+        /// Growth factor.
+        #[schemars(range(min = 1.0, max = BACKOFF_MULTIPLIER_MAX))]
         multiplier: f64,
         /// Draw the delay uniformly from `[delay/2, delay]`.
         #[serde(default)]
@@ -184,8 +201,10 @@ impl BackoffPolicy {
                         "backoff initial_delay_ms {initial_delay_ms} exceeds max_delay_ms {max_delay_ms}"
                     )));
                 }
-                if !multiplier.is_finite() || !(1.0..=100.0).contains(&multiplier) {
-                    return Err(policy_err(format!("backoff multiplier {multiplier} outside 1..=100")));
+                if !multiplier.is_finite() || !(1.0..=BACKOFF_MULTIPLIER_MAX).contains(&multiplier) {
+                    return Err(policy_err(format!(
+                        "backoff multiplier {multiplier} outside 1..={BACKOFF_MULTIPLIER_MAX}"
+                    )));
                 }
                 Ok(())
             }
@@ -217,10 +236,12 @@ impl BackoffPolicy {
 pub struct TimeoutPolicy {
     /// An attempt running longer than this expires the execution.
     #[serde(default)]
+    #[schemars(range(min = 1, max = ATTEMPT_TIMEOUT_MAX_MS))]
     pub attempt_timeout_ms: Option<u64>,
     /// The execution expires this long after creation (an absolute `execution_deadline_at` on the
     /// create arguments takes precedence).
     #[serde(default)]
+    #[schemars(range(min = 1, max = EXECUTION_DEADLINE_MAX_MS))]
     pub execution_deadline_ms: Option<u64>,
 }
 
@@ -233,9 +254,9 @@ impl TimeoutPolicy {
             return Err(policy_err(format!("attempt_timeout_ms {t} outside 1..={ATTEMPT_TIMEOUT_MAX_MS}")));
         }
         if let Some(t) = self.execution_deadline_ms
-            && (t == 0 || t > 366 * 86_400_000)
+            && (t == 0 || t > EXECUTION_DEADLINE_MAX_MS)
         {
-            return Err(policy_err(format!("execution_deadline_ms {t} outside 1..=366 days")));
+            return Err(policy_err(format!("execution_deadline_ms {t} outside 1..={EXECUTION_DEADLINE_MAX_MS}")));
         }
         Ok(())
     }

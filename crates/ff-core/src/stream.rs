@@ -13,6 +13,10 @@ pub const MAX_FRAME_BYTES: usize = 64 * 1024;
 pub const MAX_STREAM_READ: u64 = 10_000;
 /// Longest frame type in bytes.
 pub const MAX_FRAME_TYPE_BYTES: usize = 64;
+/// JSON Schema pattern of a frame type (at most [`MAX_FRAME_TYPE_BYTES`]).
+pub const FRAME_TYPE_PATTERN: &str = r"^[a-z0-9_.-]+$";
+/// JSON Schema pattern of a stream cursor: `-`, `+` or `<ms>-<seq>`.
+pub const STREAM_CURSOR_PATTERN: &str = r"^(?:-|\+|[0-9]{1,18}-[0-9]{1,19})$";
 
 /// Channel of a frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]

@@ -8,6 +8,24 @@ pub const TAG_KEY_MAX_BYTES: usize = 128;
 pub const TAG_VALUE_MAX_BYTES: usize = 4096;
 /// Most tags an execution may carry.
 pub const MAX_TAGS: usize = 64;
+/// JSON Schema pattern of a tag key (at most [`TAG_KEY_MAX_BYTES`]).
+pub const TAG_KEY_PATTERN: &str = r"^[a-z][a-z0-9_]*\.[a-z0-9_][a-z0-9_.]*$";
+
+/// JSON Schema of a caller's tag map: at most [`MAX_TAGS`] entries, keys matching
+/// [`TAG_KEY_PATTERN`], values of at most [`TAG_VALUE_MAX_BYTES`] without NUL.
+pub fn tags_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "maxProperties": MAX_TAGS,
+        "propertyNames": {"type": "string", "maxLength": TAG_KEY_MAX_BYTES, "pattern": TAG_KEY_PATTERN},
+        "additionalProperties": tag_value_schema(),
+    })
+}
+
+/// JSON Schema of one tag value.
+pub fn tag_value_schema() -> serde_json::Value {
+    serde_json::json!({"type": "string", "maxLength": TAG_VALUE_MAX_BYTES, "pattern": crate::execution::TEXT_PATTERN})
+}
 
 /// Validates a tag key against the caller-namespace pattern.
 pub fn validate_tag_key(key: &str) -> Result<(), EngineError> {

@@ -14,15 +14,22 @@ use base64::engine::general_purpose::STANDARD;
 use serde::{Deserialize, Serialize};
 
 use crate::capability::CapabilitySet;
+use crate::capability::{CAPABILITY_TOKEN_MAX_BYTES, CAPABILITY_TOKEN_PATTERN};
 use crate::error::{EngineError, ValidationKind};
-use crate::execution::{CreateExecutionArgs, FailureClass};
+use crate::execution::{
+    CreateExecutionArgs, FailureClass, MAX_CREATE_BATCH, MAX_MESSAGE_BYTES, MAX_NAME_BYTES, MAX_PAYLOAD_BYTES,
+    NAME_PATTERN, TEXT_PATTERN,
+};
 use crate::handle::{BackendTag, Handle, HandleKind, HandleOpaque, HandlePayload};
 use crate::id::{AttemptIndex, ExecutionId, LaneId, Namespace, TimestampMs, WorkerId, WorkerInstanceId};
-use crate::lease::LeasedExecution;
+use crate::lease::{LeasedExecution, MAX_CLAIM_BATCH, MAX_CLAIM_WAIT_MS};
 use crate::partition::PartitionConfig;
-use crate::policy::ExecutionPolicy;
-use crate::stream::FrameKind;
-use crate::worker::RegisterWorkerArgs;
+use crate::policy::{ExecutionPolicy, LEASE_TTL_MAX_MS, LEASE_TTL_MIN_MS, MAX_CAPABILITIES, PRIORITY_MAX};
+use crate::stream::{FRAME_TYPE_PATTERN, FrameKind, MAX_FRAME_BYTES, MAX_FRAME_TYPE_BYTES};
+use crate::tag::{TAG_VALUE_MAX_BYTES, tags_schema};
+use crate::worker::{
+    MAX_DEATH_REASON_BYTES, MAX_WORKER_LANES, RegisterWorkerArgs, WORKER_TTL_MAX_MS, WORKER_TTL_MIN_MS,
+};
 
 /// Encodes bytes as standard base64.
 pub fn encode_bytes(bytes: &[u8]) -> String {
@@ -34,6 +41,19 @@ pub fn decode_bytes(what: &str, s: &str) -> Result<Vec<u8>, EngineError> {
     STANDARD.decode(s).map_err(|e| EngineError::invalid(format!("{what} is not valid base64: {e}")))
 }
 
+/// JSON Schema pattern of standard base64 as [`decode_bytes`] accepts it: padded, canonical.
+pub const BASE64_PATTERN: &str =
+    r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}[AEIMQUYcgkosw048]=|[A-Za-z0-9+/][AQgw]==)?$";
+
+/// Length of the base64 text of `bytes` bytes.
+pub const fn base64_len(bytes: usize) -> usize {
+    bytes.div_ceil(3) * 4
+}
+
+/// JSON Schema pattern of a handle token (see [`handle_token`]): the token's shape; whether its
+/// payload decodes is only known when it is used.
+pub const HANDLE_TOKEN_PATTERN: &str = r"^ffh1\.(?:postgres|valkey|sqlite)\.(?:fresh|resumed|suspended|reclaimed)\.(?:[A-Za-z0-9_-]{4})*(?:[A-Za-z0-9_-]{2}[AEIMQUYcgkosw048]|[A-Za-z0-9_-][AQgw])?$";
+
 const TOKEN_PREFIX: &str = "ffh1";
 
 /// Encodes a handle as the token string workers send back: `ffh1.<backend>.<kind>.<base64url>`.
@@ -42,9 +62,10 @@ pub fn handle_token(handle: &Handle) -> String {
     format!("{TOKEN_PREFIX}.{}.{}.{opaque}", handle.backend.label(), handle.kind.as_str())
 }
 
-/// Decodes a token made by [`handle_token`]; a damaged token is `Validation(Corruption)`.
+/// Decodes a token made by [`handle_token`]; a damaged token is `Validation(InvalidHandle)`.
 pub fn parse_handle_token(token: &str) -> Result<Handle, EngineError> {
-    let bad = |why: &str| EngineError::validation(ValidationKind::Corruption, format!("malformed handle token: {why}"));
+    let bad =
+        |why: &str| EngineError::validation(ValidationKind::InvalidHandle, format!("malformed handle token: {why}"));
     let mut parts = token.splitn(4, '.');
     if parts.next() != Some(TOKEN_PREFIX) {
         return Err(bad("unknown prefix"));
@@ -55,7 +76,7 @@ pub fn parse_handle_token(token: &str) -> Result<Handle, EngineError> {
         Some("sqlite") => BackendTag::Sqlite,
         _ => return Err(bad("unknown backend")),
     };
-    let kind = HandleKind::parse(parts.next().ok_or_else(|| bad("missing kind"))?)?;
+    let kind = HandleKind::parse(parts.next().ok_or_else(|| bad("missing kind"))?).map_err(|_| bad("unknown kind"))?;
     let opaque = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(parts.next().ok_or_else(|| bad("missing payload"))?)
         .map_err(|_| bad("payload is not base64url"))?;
@@ -63,9 +84,10 @@ pub fn parse_handle_token(token: &str) -> Result<Handle, EngineError> {
 }
 
 /// `POST /v1/executions`: submit one execution. The server mints the id (on the lane's
-/// partition) unless one is given.
+/// partition) unless one is given. String lengths are limits in UTF-8 bytes.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(transform = exclusive_inputs)]
 pub struct SubmitRequest {
     /// Caller-minted id; when absent the server mints a solo id for the lane.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -74,29 +96,37 @@ pub struct SubmitRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<Namespace>,
     /// Lane to queue on.
+    #[schemars(with = "LaneId")]
     pub lane_id: String,
     /// Handler routing key.
+    #[schemars(length(min = 1, max = MAX_NAME_BYTES), pattern(NAME_PATTERN))]
     pub execution_kind: String,
     /// JSON input, stored as UTF-8 JSON bytes with encoding `json`. Exclusive with `input_base64`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub input: Option<serde_json::Value>,
-    /// Binary input, base64. Exclusive with `input`.
+    /// Binary input, base64 (at most 8 MiB decoded). Exclusive with `input`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = base64_len(MAX_PAYLOAD_BYTES)), pattern(BASE64_PATTERN))]
     pub input_base64: Option<String>,
     /// Encoding label of a binary input.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = MAX_NAME_BYTES), pattern(NAME_PATTERN))]
     pub payload_encoding: Option<String>,
     /// 0..=9000, higher first.
     #[serde(default)]
+    #[schemars(range(min = 0, max = PRIORITY_MAX))]
     pub priority: i32,
     /// Who submitted it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_NAME_BYTES), pattern(NAME_PATTERN))]
     pub creator_identity: Option<String>,
     /// Deduplication key within the namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = MAX_NAME_BYTES), pattern(NAME_PATTERN))]
     pub idempotency_key: Option<String>,
     /// Tags (`<caller>.<field>` keys).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(schema_with = "tags_schema")]
     pub tags: BTreeMap<String, String>,
     /// Retry, timeout, reclaim and routing policy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -149,11 +179,29 @@ impl SubmitRequest {
     }
 }
 
+/// JSON Schema transform: at most one of two optional fields is given a non-null value.
+fn exclusive(schema: &mut schemars::Schema, a: &str, b: &str) {
+    let both = serde_json::json!({
+        "required": [a, b],
+        "properties": {a: {"not": {"type": "null"}}, b: {"not": {"type": "null"}}},
+    });
+    schema.insert("not".into(), both);
+}
+
+fn exclusive_inputs(schema: &mut schemars::Schema) {
+    exclusive(schema, "input", "input_base64");
+}
+
+fn exclusive_frame_payloads(schema: &mut schemars::Schema) {
+    exclusive(schema, "text", "bytes_base64");
+}
+
 /// `POST /v1/executions/batch`: submit many executions atomically (all or nothing).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SubmitBatchRequest {
     /// The executions, at most 10 000.
+    #[schemars(length(max = MAX_CREATE_BATCH))]
     pub executions: Vec<SubmitRequest>,
 }
 
@@ -169,19 +217,28 @@ pub struct SubmitBatchResponse {
 #[serde(deny_unknown_fields)]
 pub struct ClaimRequest {
     /// Lane to claim from.
+    #[schemars(with = "LaneId")]
     pub lane_id: String,
     /// The claiming process.
+    #[schemars(with = "WorkerInstanceId")]
     pub worker_instance_id: String,
     /// Worker capabilities; executions requiring more are skipped.
     #[serde(default)]
+    #[schemars(
+        length(max = MAX_CAPABILITIES),
+        inner(length(min = 1, max = CAPABILITY_TOKEN_MAX_BYTES), pattern(CAPABILITY_TOKEN_PATTERN))
+    )]
     pub capabilities: Vec<String>,
     /// Lease TTL in ms.
+    #[schemars(range(min = LEASE_TTL_MIN_MS, max = LEASE_TTL_MAX_MS))]
     pub lease_ttl_ms: u64,
     /// How many executions at most (1..=1000, default 1).
     #[serde(default = "one")]
+    #[schemars(range(min = 1, max = MAX_CLAIM_BATCH))]
     pub max: usize,
     /// Long-poll: wait up to this many ms for work (<= 60 000; default 0 = answer at once).
     #[serde(default)]
+    #[schemars(range(max = MAX_CLAIM_WAIT_MS))]
     pub max_wait_ms: u64,
 }
 
@@ -224,7 +281,9 @@ impl ClaimedExecution {
     /// the handle once, here, so the receiver never decodes the handle to learn them.
     pub fn from_leased(leased: LeasedExecution) -> Result<Self, EngineError> {
         let LeasedExecution { handle, context } = leased;
-        let p = HandlePayload::from_handle(&handle, handle.backend)?;
+        // The backend minted this handle a moment ago; failing to decode it is the engine's bug.
+        let p = HandlePayload::from_handle(&handle, handle.backend)
+            .map_err(|e| EngineError::Internal(format!("a freshly minted handle does not decode: {e}")))?;
         Ok(Self {
             handle: handle_token(&handle),
             execution_id: p.execution_id,
@@ -255,11 +314,13 @@ pub struct RegisterWorkerRequest {
     pub worker_instance_id: WorkerInstanceId,
     /// Lanes it claims from.
     #[serde(default)]
+    #[schemars(length(max = MAX_WORKER_LANES))]
     pub lanes: Vec<LaneId>,
     /// Capabilities it offers.
     #[serde(default)]
     pub capabilities: CapabilitySet,
     /// How long it counts as alive after each registration or heartbeat.
+    #[schemars(range(min = WORKER_TTL_MIN_MS, max = WORKER_TTL_MAX_MS))]
     pub liveness_ttl_ms: u64,
     /// Namespace it serves (default empty).
     #[serde(default)]
@@ -316,6 +377,7 @@ pub struct MarkWorkerDeadRequest {
     #[serde(default)]
     pub namespace: Namespace,
     /// Why (1..=256 bytes); recorded on the executions whose leases it loses.
+    #[schemars(length(min = 1, max = MAX_DEATH_REASON_BYTES), pattern(NAME_PATTERN))]
     pub reason: String,
 }
 
@@ -332,6 +394,7 @@ pub struct MarkWorkerDeadResponse {
 #[serde(deny_unknown_fields)]
 pub struct HandleRequest {
     /// Handle token.
+    #[schemars(pattern(HANDLE_TOKEN_PATTERN))]
     pub handle: String,
 }
 
@@ -340,34 +403,43 @@ pub struct HandleRequest {
 #[serde(deny_unknown_fields)]
 pub struct ProgressRequest {
     /// Handle token.
+    #[schemars(pattern(HANDLE_TOKEN_PATTERN))]
     pub handle: String,
     /// 0..=100.
     #[serde(default)]
+    #[schemars(range(max = 100))]
     pub percent: Option<u8>,
     /// Free text.
     #[serde(default)]
+    #[schemars(length(max = MAX_MESSAGE_BYTES), pattern(TEXT_PATTERN))]
     pub message: Option<String>,
 }
 
 /// `POST /v1/executions/{id}/frames`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(transform = exclusive_frame_payloads)]
 pub struct AppendFrameRequest {
     /// Handle token.
+    #[schemars(pattern(HANDLE_TOKEN_PATTERN))]
     pub handle: String,
     /// Application type label.
+    #[schemars(length(min = 1, max = MAX_FRAME_TYPE_BYTES), pattern(FRAME_TYPE_PATTERN))]
     pub frame_type: String,
     /// Channel (default `event`).
     #[serde(default)]
     pub kind: Option<FrameKind>,
-    /// UTF-8 payload. Exclusive with `bytes_base64`.
+    /// UTF-8 payload (at most 64 KiB). Exclusive with `bytes_base64`.
     #[serde(default)]
+    #[schemars(length(max = MAX_FRAME_BYTES))]
     pub text: Option<String>,
-    /// Binary payload, base64. Exclusive with `text`.
+    /// Binary payload, base64 (at most 64 KiB decoded). Exclusive with `text`.
     #[serde(default)]
+    #[schemars(length(max = base64_len(MAX_FRAME_BYTES)), pattern(BASE64_PATTERN))]
     pub bytes_base64: Option<String>,
     /// Optional correlation id.
     #[serde(default)]
+    #[schemars(length(min = 1, max = MAX_NAME_BYTES), pattern(NAME_PATTERN))]
     pub correlation_id: Option<String>,
 }
 
@@ -376,9 +448,11 @@ pub struct AppendFrameRequest {
 #[serde(deny_unknown_fields)]
 pub struct CompleteRequest {
     /// Handle token.
+    #[schemars(pattern(HANDLE_TOKEN_PATTERN))]
     pub handle: String,
-    /// Result payload, base64.
+    /// Result payload, base64 (at most 8 MiB decoded).
     #[serde(default)]
+    #[schemars(length(max = base64_len(MAX_PAYLOAD_BYTES)), pattern(BASE64_PATTERN))]
     pub result_base64: Option<String>,
 }
 
@@ -387,6 +461,7 @@ pub struct CompleteRequest {
 #[serde(deny_unknown_fields)]
 pub struct CompleteBatchRequest {
     /// Items, at most 1000.
+    #[schemars(length(max = MAX_CLAIM_BATCH))]
     pub items: Vec<CompleteRequest>,
 }
 
@@ -402,11 +477,14 @@ pub struct CompleteBatchResponse {
 #[serde(deny_unknown_fields)]
 pub struct FailRequest {
     /// Handle token.
+    #[schemars(pattern(HANDLE_TOKEN_PATTERN))]
     pub handle: String,
     /// Short message.
+    #[schemars(length(max = MAX_MESSAGE_BYTES), pattern(TEXT_PATTERN))]
     pub message: String,
     /// Longer detail.
     #[serde(default)]
+    #[schemars(length(max = MAX_MESSAGE_BYTES), pattern(TEXT_PATTERN))]
     pub detail: Option<String>,
     /// Decides whether a retry is allowed (default `transient`).
     #[serde(default = "transient")]
@@ -422,8 +500,10 @@ fn transient() -> FailureClass {
 #[serde(deny_unknown_fields)]
 pub struct CancelRequest {
     /// Handle token.
+    #[schemars(pattern(HANDLE_TOKEN_PATTERN))]
     pub handle: String,
     /// Why.
+    #[schemars(length(max = MAX_MESSAGE_BYTES), pattern(TEXT_PATTERN))]
     pub reason: String,
 }
 
@@ -432,6 +512,7 @@ pub struct CancelRequest {
 #[serde(deny_unknown_fields)]
 pub struct DelayRequest {
     /// Handle token.
+    #[schemars(pattern(HANDLE_TOKEN_PATTERN))]
     pub handle: String,
     /// When the execution becomes claimable again (resuming the same attempt).
     pub delay_until: TimestampMs,
@@ -442,6 +523,7 @@ pub struct DelayRequest {
 #[serde(deny_unknown_fields)]
 pub struct TagValue {
     /// The value.
+    #[schemars(length(max = TAG_VALUE_MAX_BYTES), pattern(TEXT_PATTERN))]
     pub value: String,
 }
 
@@ -494,7 +576,7 @@ mod tests {
             "ffh1.postgres.odd.AA",
             "ffh1.postgres.fresh.!!",
         ] {
-            assert!(parse_handle_token(bad).is_err(), "{bad}");
+            assert_eq!(parse_handle_token(bad).unwrap_err().code(), "invalid_handle", "{bad}");
         }
     }
 

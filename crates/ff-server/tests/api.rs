@@ -390,7 +390,7 @@ async fn bad_input_gets_a_typed_error_and_writes_nothing() {
     let (s, b) = api
         .call(Method::POST, &format!("/v1/executions/{id}/renew"), Some(json!({"handle": "ffh1.postgres.fresh.AAAA"})))
         .await;
-    assert_error(s, &b, 400, "corruption");
+    assert_error(s, &b, 400, "invalid_handle");
     let (s, b) =
         api.call(Method::POST, &format!("/v1/executions/{missing}/renew"), Some(json!({"handle": handle}))).await;
     assert_error(s, &b, 400, "handle_mismatch");

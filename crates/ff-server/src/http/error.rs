@@ -84,6 +84,11 @@ fn engine_parts(e: &EngineError) -> (StatusCode, ErrorBody) {
         EngineError::Validation { kind: ValidationKind::PayloadTooLarge, .. } => {
             (StatusCode::PAYLOAD_TOO_LARGE, body(e.to_string()))
         }
+        // Stored data the engine cannot decode is the engine's fault, not the caller's.
+        EngineError::Validation { kind: ValidationKind::Corruption, .. } => {
+            tracing::error!(error = %e, "stored data could not be decoded");
+            (StatusCode::INTERNAL_SERVER_ERROR, body("internal server error".into()))
+        }
         EngineError::Validation { .. } => (StatusCode::BAD_REQUEST, body(e.to_string())),
         EngineError::Contention(_) | EngineError::Conflict(_) | EngineError::State(_) => {
             (StatusCode::CONFLICT, body(e.to_string()))
@@ -122,7 +127,14 @@ mod tests {
         let cases: Vec<(EngineError, u16, &str, bool)> = vec![
             (EngineError::NotFound { entity: "execution" }, 404, "not_found", false),
             (EngineError::invalid("bad"), 400, "invalid_input", false),
-            (EngineError::validation(ValidationKind::Corruption, "x"), 400, "corruption", false),
+            (EngineError::validation(ValidationKind::Corruption, "column kind at row 17"), 500, "corruption", false),
+            (EngineError::validation(ValidationKind::InvalidHandle, "x"), 400, "invalid_handle", false),
+            (
+                EngineError::validation(ValidationKind::HandleFromOtherBackend, "x"),
+                400,
+                "handle_from_other_backend",
+                false,
+            ),
             (EngineError::validation(ValidationKind::InvalidTagKey, "x"), 400, "invalid_tag_key", false),
             (EngineError::validation(ValidationKind::PayloadTooLarge, "x"), 413, "payload_too_large", false),
             (EngineError::Contention(ContentionKind::LeaseConflict), 409, "lease_conflict", true),

@@ -11,11 +11,13 @@ use ff_core::{
     PublicState,
 };
 use serde::Deserialize;
+use serde_json::json;
 
 use super::error::ApiError;
 use super::extract::{ApiJson, ApiQuery, ExecutionPath};
 use super::route::ApiRoute;
 use super::{AppState, BATCH_LIMIT, SUBMIT_LIMIT};
+use crate::openapi::QuerySchema;
 
 /// Executions per page when the request names no limit.
 const DEFAULT_PAGE: usize = 50;
@@ -25,25 +27,44 @@ pub(super) fn routes() -> Vec<ApiRoute> {
     vec![
         ApiRoute::post("/v1/executions", "Submit an execution (201 created, 200 duplicate)")
             .body::<SubmitRequest>(SUBMIT_LIMIT)
-            .responds::<CreateExecutionResult>(201)
+            .responds::<CreateExecutionResult>(201, "Created (`status: created`)")
+            .responds::<CreateExecutionResult>(
+                200,
+                "The id or idempotency key exists: the original (`status: duplicate`)",
+            )
+            .error(409, "An execution with this id exists with other content (`execution_already_exists`)")
             .to(post(submit)),
         ApiRoute::get("/v1/executions", "List one partition's executions")
-            .query("partition", true, "Execution partition index")
-            .query("cursor", false, "Exclusive execution id to continue after")
-            .query("limit", false, format!("Page size, at most {MAX_LIST_LIMIT} (default {DEFAULT_PAGE})"))
-            .responds::<ListExecutionsPage>(200)
+            .query_schema("partition", true, "Execution partition index", QuerySchema::Partition)
+            .query::<ExecutionId>("cursor", false, "Exclusive execution id to continue after")
+            .query_schema(
+                "limit",
+                false,
+                format!("Page size, at most {MAX_LIST_LIMIT} (default {DEFAULT_PAGE})"),
+                QuerySchema::Fixed(json!({"type": "integer", "minimum": 0, "maximum": MAX_LIST_LIMIT})),
+            )
+            .responds::<ListExecutionsPage>(200, "One page")
             .to(get(list)),
         ApiRoute::post("/v1/executions/batch", "Submit many executions atomically")
             .body::<SubmitBatchRequest>(BATCH_LIMIT)
-            .responds::<SubmitBatchResponse>(200)
+            .responds::<SubmitBatchResponse>(200, "One result per execution, in order")
+            .error(409, "An execution with one of the ids exists with other content (`execution_already_exists`)")
             .to(post(submit_batch)),
         ApiRoute::get("/v1/executions/{id}", "Snapshot of an execution")
-            .responds::<ExecutionSnapshot>(200)
+            .responds::<ExecutionSnapshot>(200, "The snapshot")
+            .error(404, "No such execution (`not_found`)")
             .to(get(describe)),
-        ApiRoute::get("/v1/executions/{id}/info", "Full execution record").responds::<ExecutionInfo>(200).to(get(info)),
-        ApiRoute::get("/v1/executions/{id}/state", "Public state only").responds::<PublicState>(200).to(get(state)),
+        ApiRoute::get("/v1/executions/{id}/info", "Full execution record")
+            .responds::<ExecutionInfo>(200, "The record")
+            .error(404, "No such execution (`not_found`)")
+            .to(get(info)),
+        ApiRoute::get("/v1/executions/{id}/state", "Public state only")
+            .responds::<PublicState>(200, "The state")
+            .error(404, "No such execution (`not_found`)")
+            .to(get(state)),
         ApiRoute::get("/v1/executions/{id}/result", "Result payload (application/octet-stream)")
-            .status(200)
+            .media(200, "application/octet-stream", "The result bytes")
+            .error(404, "No such execution, or it has no result (`not_found`)")
             .to(get(result)),
     ]
 }

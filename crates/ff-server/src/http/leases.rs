@@ -27,39 +27,61 @@ pub(super) fn routes() -> Vec<ApiRoute> {
     vec![
         ApiRoute::post("/v1/workers/{worker_id}/claim", "Lease up to N executions of a lane, with their input")
             .body::<ClaimRequest>(SMALL_LIMIT)
-            .responds::<ClaimResponse>(200)
+            .responds::<ClaimResponse>(200, "The leases granted (possibly none)")
             .to(post(claim)),
         ApiRoute::post("/v1/executions/{id}/renew", "Extend the lease")
             .body::<HandleRequest>(SMALL_LIMIT)
-            .responds::<LeaseRenewal>(200)
+            .responds::<LeaseRenewal>(200, "Renewed")
+            .error(400, "The handle does not decode (`invalid_handle`) or names another execution (`handle_mismatch`)")
+            .error(404, "No such execution (`not_found`)")
+            .error(409, "The lease is stale, expired, revoked or gone, or the execution moved on (`stale_lease`, `lease_expired`...)")
             .to(post(renew)),
         ApiRoute::post("/v1/executions/{id}/progress", "Report progress")
             .body::<ProgressRequest>(SMALL_LIMIT)
-            .status(204)
+            .empty(204, "Recorded")
+            .error(400, "The handle does not decode (`invalid_handle`) or names another execution (`handle_mismatch`)")
+            .error(404, "No such execution (`not_found`)")
+            .error(409, "The lease is stale, expired, revoked or gone, or the execution moved on (`stale_lease`, `lease_expired`...)")
             .to(post(progress)),
         ApiRoute::post("/v1/executions/{id}/frames", "Append a stream frame")
             .body::<AppendFrameRequest>(FRAME_LIMIT)
-            .responds::<AppendFrameOutcome>(200)
+            .responds::<AppendFrameOutcome>(200, "Appended")
+            .error(400, "The handle does not decode (`invalid_handle`) or names another execution (`handle_mismatch`)")
+            .error(404, "No such execution (`not_found`)")
+            .error(409, "The lease is stale, expired, revoked or gone, or the execution moved on (`stale_lease`, `lease_expired`...)")
             .to(post(append_frame)),
         ApiRoute::post("/v1/executions/{id}/complete", "Complete with an optional result")
             .body::<CompleteRequest>(SUBMIT_LIMIT)
-            .status(204)
+            .empty(204, "Completed")
+            .error(400, "The handle does not decode (`invalid_handle`) or names another execution (`handle_mismatch`)")
+            .error(404, "No such execution (`not_found`)")
+            .error(409, "The lease is stale, expired, revoked or gone, or the execution moved on (`stale_lease`, `lease_expired`...)")
             .to(post(complete)),
         ApiRoute::post("/v1/completions", "Complete many executions, each fenced alone")
             .body::<CompleteBatchRequest>(BATCH_LIMIT)
-            .responds::<CompleteBatchResponse>(200)
+            .responds::<CompleteBatchResponse>(200, "One result per item: null when completed, else its error")
+            .error(400, "An item's handle token is malformed (`invalid_handle`)")
             .to(post(complete_batch)),
         ApiRoute::post("/v1/executions/{id}/fail", "Fail the attempt (retried per the stored policy)")
             .body::<FailRequest>(SMALL_LIMIT)
-            .responds::<FailOutcome>(200)
+            .responds::<FailOutcome>(200, "Retry scheduled or failed for good")
+            .error(400, "The handle does not decode (`invalid_handle`) or names another execution (`handle_mismatch`)")
+            .error(404, "No such execution (`not_found`)")
+            .error(409, "The lease is stale, expired, revoked or gone, or the execution moved on (`stale_lease`, `lease_expired`...)")
             .to(post(fail)),
         ApiRoute::post("/v1/executions/{id}/cancel", "Cancel as the lease holder")
             .body::<CancelRequest>(SMALL_LIMIT)
-            .status(204)
+            .empty(204, "Cancelled")
+            .error(400, "The handle does not decode (`invalid_handle`) or names another execution (`handle_mismatch`)")
+            .error(404, "No such execution (`not_found`)")
+            .error(409, "The lease is stale, expired, revoked or gone, or the execution moved on (`stale_lease`, `lease_expired`...)")
             .to(post(cancel)),
         ApiRoute::post("/v1/executions/{id}/delay", "Release and park until a time (same attempt resumes)")
             .body::<DelayRequest>(SMALL_LIMIT)
-            .status(204)
+            .empty(204, "Released until the time")
+            .error(400, "The handle does not decode (`invalid_handle`) or names another execution (`handle_mismatch`)")
+            .error(404, "No such execution (`not_found`)")
+            .error(409, "The lease is stale, expired, revoked or gone, or the execution moved on (`stale_lease`, `lease_expired`...)")
             .to(post(delay)),
     ]
 }
@@ -158,7 +180,7 @@ async fn complete_batch(
         .iter()
         .enumerate()
         .map(|(i, item)| {
-            let at = |e: EngineError| ApiError::bad_request("invalid_input", format!("items[{i}]: {e}"));
+            let at = |e: EngineError| ApiError::bad_request(e.code(), format!("items[{i}]: {e}"));
             Ok((parse_handle_token(&item.handle).map_err(at)?, result_bytes(item).map_err(at)?))
         })
         .collect::<Result<Vec<_>, ApiError>>()?;

@@ -102,16 +102,17 @@ pub fn routes() -> Vec<ApiRoute> {
     .collect()
 }
 
-/// The OpenAPI document of [`routes`].
+/// The OpenAPI document of [`routes`] for a deployment with the default partitions.
 pub fn openapi_document() -> serde_json::Value {
-    openapi::document(routes().iter().map(ApiRoute::operation))
+    openapi::document(routes().iter().map(ApiRoute::operation), &PartitionConfig::default())
 }
 
 /// Builds the application: every route, its body limit and auth, request metrics, CORS, and
 /// JSON answers for unknown routes and wrong methods.
 pub fn router(state: AppState, cors_origins: &[String]) -> Result<Router, EngineError> {
     let routes = routes();
-    let state = state.with_openapi(&openapi::document(routes.iter().map(ApiRoute::operation)));
+    let document = openapi::document(routes.iter().map(ApiRoute::operation), &state.0.partitions);
+    let state = state.with_openapi(&document);
     let mut app = Router::new();
     for route in routes {
         let (operation, handler) = route.into_parts();

@@ -15,10 +15,15 @@ use super::route::ApiRoute;
 pub(super) fn routes() -> Vec<ApiRoute> {
     vec![
         ApiRoute::get("/healthz", "Liveness and database reachability")
-            .responds::<HealthResponse>(200)
+            .responds::<HealthResponse>(200, "Serving, and the database answers")
+            .backend(true)
             .to(get(healthz)),
-        ApiRoute::get("/metrics", "Prometheus metrics (text format)").status(200).to(get(metrics)),
-        ApiRoute::get("/openapi.json", "This document").status(200).to(get(openapi)),
+        ApiRoute::get("/metrics", "Prometheus metrics (text format)")
+            .media(200, "text/plain", "The metrics")
+            .to(get(metrics)),
+        ApiRoute::get("/openapi.json", "This document")
+            .media(200, "application/json", "The OpenAPI document")
+            .to(get(openapi)),
     ]
 }
 

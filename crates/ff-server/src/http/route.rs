@@ -4,9 +4,15 @@
 //! ```text
 //! ApiRoute::post("/v1/executions", "Submit an execution")
 //!     .body::<SubmitRequest>(SUBMIT_LIMIT)
-//!     .responds::<CreateExecutionResult>(201)
+//!     .responds::<CreateExecutionResult>(201, "Created")
+//!     .responds::<CreateExecutionResult>(200, "Duplicate: the original execution")
+//!     .error(409, "An execution with this id exists with other content")
 //!     .to(post(submit))
 //! ```
+//!
+//! The error statuses every route of a shape answers (400 for input, 401 behind auth, 413 and
+//! 415 with a body, 500, 503 when it reaches the database) are added by the document; a route
+//! names only its own (404, 409...).
 //!
 //! Whether a route requires the bearer token follows from its path (`/v1/*` and `/metrics`), so
 //! a new route cannot forget it.
@@ -15,7 +21,7 @@ use axum::http::Method;
 use axum::routing::MethodRouter;
 
 use super::AppState;
-use crate::openapi::{Operation, QueryParam, RequestBody, schema_of};
+use crate::openapi::{Operation, QueryParam, QuerySchema, RequestBody, Success, SuccessBody, schema_of};
 
 /// A served route and its description.
 pub struct ApiRoute {
@@ -64,8 +70,9 @@ impl RouteBuilder {
                 auth: path.starts_with("/v1/") || path == "/metrics",
                 query: Vec::new(),
                 request: None,
-                success: 200,
-                response: None,
+                successes: Vec::new(),
+                errors: Vec::new(),
+                backend: path.starts_with("/v1/"),
             },
         }
     }
@@ -77,22 +84,54 @@ impl RouteBuilder {
     }
 
     /// Answers `status` with a JSON body of type `T`.
-    pub fn responds<T: schemars::JsonSchema>(mut self, status: u16) -> Self {
-        self.operation.response = Some(schema_of::<T>());
-        self.operation.success = status;
+    pub fn responds<T: schemars::JsonSchema>(mut self, status: u16, description: &'static str) -> Self {
+        self.operation.successes.push(Success { status, description, body: SuccessBody::Json(schema_of::<T>()) });
         self
     }
 
-    /// Answers `status` with no JSON body (empty, bytes or text).
-    pub fn status(mut self, status: u16) -> Self {
-        self.operation.response = None;
-        self.operation.success = status;
+    /// Answers `status` with no body.
+    pub fn empty(mut self, status: u16, description: &'static str) -> Self {
+        self.operation.successes.push(Success { status, description, body: SuccessBody::Empty });
         self
     }
 
-    /// Accepts the query parameter `name`.
-    pub fn query(mut self, name: &'static str, required: bool, description: impl Into<String>) -> Self {
-        self.operation.query.push(QueryParam { name, required, description: description.into() });
+    /// Answers `status` with a body of media type `media` (not JSON).
+    pub fn media(mut self, status: u16, media: &'static str, description: &'static str) -> Self {
+        self.operation.successes.push(Success { status, description, body: SuccessBody::Media(media) });
+        self
+    }
+
+    /// Also answers the error `status` (with the error body), meaning `description` here.
+    pub fn error(mut self, status: u16, description: &'static str) -> Self {
+        self.operation.errors.push((status, description));
+        self
+    }
+
+    /// Marks whether the route reaches the database (by default: the `/v1/` routes).
+    pub fn backend(mut self, backend: bool) -> Self {
+        self.operation.backend = backend;
+        self
+    }
+
+    /// Accepts the query parameter `name`, whose values follow the schema of `T`.
+    pub fn query<T: schemars::JsonSchema>(
+        self,
+        name: &'static str,
+        required: bool,
+        description: impl Into<String>,
+    ) -> Self {
+        self.query_schema(name, required, description, QuerySchema::Of(schema_of::<T>()))
+    }
+
+    /// Accepts the query parameter `name` with an explicit schema.
+    pub fn query_schema(
+        mut self,
+        name: &'static str,
+        required: bool,
+        description: impl Into<String>,
+        schema: QuerySchema,
+    ) -> Self {
+        self.operation.query.push(QueryParam { name, required, description: description.into(), schema });
         self
     }
 

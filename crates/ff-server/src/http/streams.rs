@@ -4,13 +4,15 @@
 use axum::Json;
 use axum::extract::State;
 use axum::routing::get;
-use ff_core::{MAX_STREAM_READ, StreamCursor, StreamFrames};
+use ff_core::{MAX_STREAM_READ, STREAM_CURSOR_PATTERN, StreamCursor, StreamFrames};
 use serde::Deserialize;
+use serde_json::json;
 
 use super::AppState;
 use super::error::ApiError;
 use super::extract::{ApiQuery, AttemptPath, ExecutionPath};
 use super::route::ApiRoute;
+use crate::openapi::QuerySchema;
 
 /// Frames returned when the request names no limit.
 const DEFAULT_READ: u64 = 100;
@@ -19,12 +21,22 @@ const DEFAULT_READ: u64 = 100;
 pub(super) fn routes() -> Vec<ApiRoute> {
     vec![
         ApiRoute::get("/v1/executions/{id}/attempts/{index}/stream", "Read an attempt's frames")
-            .query("from", false, "First frame: `-` (start, default) or `<ms>-<seq>`")
-            .query("to", false, "Last frame: `+` (end, default) or `<ms>-<seq>`")
-            .query("limit", false, format!("At most this many frames, 1..={MAX_STREAM_READ} (default {DEFAULT_READ})"))
-            .responds::<StreamFrames>(200)
+            .query_schema("from", false, "First frame: `-` (start, default) or `<ms>-<seq>`", cursor())
+            .query_schema("to", false, "Last frame: `+` (end, default) or `<ms>-<seq>`", cursor())
+            .query_schema(
+                "limit",
+                false,
+                format!("At most this many frames, 1..={MAX_STREAM_READ} (default {DEFAULT_READ})"),
+                QuerySchema::Fixed(json!({"type": "integer", "minimum": 1, "maximum": MAX_STREAM_READ})),
+            )
+            .responds::<StreamFrames>(200, "The frames")
+            .error(404, "No such execution (`not_found`)")
             .to(get(read_stream)),
     ]
+}
+
+fn cursor() -> QuerySchema {
+    QuerySchema::Fixed(json!({"type": "string", "pattern": STREAM_CURSOR_PATTERN}))
 }
 
 #[derive(Deserialize)]

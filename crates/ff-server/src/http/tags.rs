@@ -15,10 +15,14 @@ use super::{AppState, SMALL_LIMIT};
 /// The routes of this resource.
 pub(super) fn routes() -> Vec<ApiRoute> {
     vec![
-        ApiRoute::get("/v1/executions/{id}/tags/{key}", "Read one tag").responds::<TagValue>(200).to(get(get_tag)),
+        ApiRoute::get("/v1/executions/{id}/tags/{key}", "Read one tag")
+            .responds::<TagValue>(200, "The value")
+            .error(404, "No such execution or tag (`not_found`)")
+            .to(get(get_tag)),
         ApiRoute::put("/v1/executions/{id}/tags/{key}", "Set one tag")
             .body::<TagValue>(SMALL_LIMIT)
-            .status(204)
+            .empty(204, "Set")
+            .error(404, "No such execution (`not_found`)")
             .to(axum::routing::put(set_tag)),
     ]
 }

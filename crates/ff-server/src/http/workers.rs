@@ -23,11 +23,13 @@ use ff_core::{
     WorkerInstanceId,
 };
 use serde::Deserialize;
+use serde_json::json;
 
 use super::error::ApiError;
 use super::extract::{ApiJson, ApiPath, ApiQuery};
 use super::route::ApiRoute;
 use super::{AppState, SMALL_LIMIT};
+use crate::openapi::QuerySchema;
 
 /// The routes of this resource.
 pub(super) fn routes() -> Vec<ApiRoute> {
@@ -37,27 +39,40 @@ pub(super) fn routes() -> Vec<ApiRoute> {
             "Register a worker instance (201 registered, 200 refreshed)",
         )
         .body::<RegisterWorkerRequest>(SMALL_LIMIT)
-        .responds::<RegisterWorkerOutcome>(201)
+        .responds::<RegisterWorkerOutcome>(201, "Registered (`status: registered`)")
+        .responds::<RegisterWorkerOutcome>(200, "It was registered and alive: refreshed (`status: refreshed`)")
+        .error(409, "The instance id is registered to another live worker id (`worker_instance_reassigned`)")
         .to(post(register)),
         ApiRoute::post(
             "/v1/workers/{worker_id}/instances/{instance_id}/heartbeat",
             "Extend a live registration by its TTL (404 worker_not_registered: register again)",
         )
         .body::<HeartbeatWorkerRequest>(SMALL_LIMIT)
-        .responds::<HeartbeatWorkerResponse>(200)
+        .responds::<HeartbeatWorkerResponse>(200, "Alive until the new expiry")
+        .error(404, "Not registered in that namespace: register again (`worker_not_registered`)")
         .to(post(heartbeat)),
         ApiRoute::post(
             "/v1/workers/{worker_id}/instances/{instance_id}/dead",
             "Mark a worker instance dead, revoking its leases at once (404 worker_not_registered)",
         )
         .body::<MarkWorkerDeadRequest>(SMALL_LIMIT)
-        .responds::<MarkWorkerDeadResponse>(200)
+        .responds::<MarkWorkerDeadResponse>(200, "Removed from the registry; its leases were revoked")
+        .error(404, "Not registered in that namespace (`worker_not_registered`)")
         .to(post(mark_dead)),
         ApiRoute::get("/v1/workers", "List live worker instances in instance-id order")
-            .query("namespace", false, "Only this namespace (default: every namespace)")
-            .query("after", false, "Exclusive instance id to continue after (the previous page's cursor)")
-            .query("limit", false, format!("Page size, 1..={MAX_WORKER_PAGE} (default {DEFAULT_WORKER_PAGE})"))
-            .responds::<ListWorkersResult>(200)
+            .query::<Namespace>("namespace", false, "Only this namespace (default: every namespace)")
+            .query::<WorkerInstanceId>(
+                "after",
+                false,
+                "Exclusive instance id to continue after (the previous page's cursor)",
+            )
+            .query_schema(
+                "limit",
+                false,
+                format!("Page size, 1..={MAX_WORKER_PAGE} (default {DEFAULT_WORKER_PAGE})"),
+                QuerySchema::Fixed(json!({"type": "integer", "minimum": 1, "maximum": MAX_WORKER_PAGE})),
+            )
+            .responds::<ListWorkersResult>(200, "One page")
             .to(get(list)),
     ]
 }

@@ -80,7 +80,7 @@ pub async fn forged_handle_of_another_worker_is_rejected<H: ConformanceHarness>(
 }
 
 /// A handle stamped by another backend family is `HandleFromOtherBackend`; a damaged one is
-/// `Corruption`; neither writes anything.
+/// `InvalidHandle` (the caller's error, not stored-data corruption); neither writes anything.
 pub async fn handle_from_another_backend_or_damaged_is_rejected<H: ConformanceHarness>() {
     let fx = Fixture::<H>::new().await;
     let id = fx.create("tag").await;
@@ -94,7 +94,8 @@ pub async fn handle_from_another_backend_or_damaged_is_rejected<H: ConformanceHa
     let mut damaged = h.clone();
     damaged.opaque = HandleOpaque(Box::new([1, 2, 3]));
     let e = fx.backend.renew(&damaged).await.unwrap_err();
-    assert!(matches!(e, EngineError::Validation { kind: ValidationKind::Corruption, .. }), "{e:?}");
+    assert!(matches!(e, EngineError::Validation { kind: ValidationKind::InvalidHandle, .. }), "{e:?}");
+    assert_eq!(e.code(), "invalid_handle");
     assert_eq!(fx.fingerprint(&id).await, before);
 }
 
