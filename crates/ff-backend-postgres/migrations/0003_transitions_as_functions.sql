@@ -1,12 +1,34 @@
--- FlowFabric engine schema, version 3: every state transition is one function, and every event
--- is appended by one function.
+-- FlowFabric engine schema, version 3: every state transition is one function, every event is
+-- appended by one function, and no claim walks work that cannot be claimed yet.
 --
 -- Each transition's SQL exists in exactly one place, here: claims (ff_claim), completions
 -- (ff_complete), the other ends of an attempt (ff_end_attempt), losing a lease to expiry or
--- revocation (ff_lose_leases), attempt timeouts and deadlines (ff_expire_executions) and delayed
--- promotion (ff_promote_delayed). Each writes the execution and attempt rows in one statement,
--- then appends its events through ff_log_events, which reads what the event records from the
--- execution row as that statement left it. Renewals keep the TTL stored with the lease.
+-- revocation (ff_lose_leases), attempt timeouts and deadlines (ff_expire_executions) and the
+-- promotion of delayed work (ff_promote_delayed). Each writes the execution and attempt rows in
+-- one statement, then appends its events through ff_log_events, which reads what the event
+-- records from the execution row as that statement left it.
+--
+-- Delayed executions (a delay, a retry backoff, a delayed create) are outside the claim index
+-- until they are due: the promoter makes them eligible at their time, woken by 'ff_timer'
+-- notifications carrying the due time of newly delayed work and sleeping exactly until the next
+-- one otherwise, so a lane holding many delayed executions at a higher priority no longer slows
+-- every claim. A retry or delay whose time has already passed is eligible at once. A lost
+-- lease keeps the execution's eligible time, so it keeps its place in line.
+
+-- The lease-expiry index serves the reconcilers only. Its predicate names the lifecycle phase,
+-- which fenced writes never state, so the planner cannot pick it for a fenced write (it would
+-- read every lease taken within the last TTL, live or ended, instead of one row by key).
+DROP INDEX ff_execution_lease_expiry_idx;
+CREATE INDEX ff_execution_lease_expiry_idx ON ff_execution (lease_expires_at_ms)
+    WHERE ownership_state = 'leased' AND lifecycle_phase = 'active';
+
+DROP INDEX ff_execution_claim_idx;
+-- The claim path: best (priority, eligible time, creation order) claimable execution of a lane.
+-- Claimable: a runnable execution that is eligible now, or an active one whose lease was lost
+-- and awaits a new attempt. ff_claim repeats this predicate verbatim.
+CREATE INDEX ff_execution_claim_idx ON ff_execution (lane_id, priority DESC, eligible_at_ms, seq)
+    WHERE ((lifecycle_phase = 'runnable' AND eligibility_state = 'eligible_now')
+       OR ownership_state IN ('lease_expired_reclaimable', 'lease_revoked'));
 
 -- Appends one event per (kind, execution) pair, in input order, recording the execution's
 -- current attempt, lease epoch and worker instance. The one INSERT into ff_event.
@@ -65,9 +87,9 @@ BEGIN
                     WHEN x.attempt_state = 'attempt_interrupted' THEN 'resumed'
                     ELSE 'fresh' END AS kind
         FROM ff_execution x
-        WHERE ((x.lifecycle_phase = 'runnable' AND x.eligibility_state IN ('eligible_now', 'not_eligible_until_time'))
+        WHERE ((x.lifecycle_phase = 'runnable' AND x.eligibility_state = 'eligible_now')
                OR x.ownership_state IN ('lease_expired_reclaimable', 'lease_revoked'))
-          AND x.lane_id = p_lane AND x.eligible_at_ms <= ff_now_ms()
+          AND x.lane_id = p_lane
           AND x.required_capabilities <@ p_capabilities AND p_execution_id IS NULL
         ORDER BY x.priority DESC, x.eligible_at_ms, x.seq
         LIMIT cardinality(p_worker_instance_ids)
@@ -138,16 +160,18 @@ $$;
 
 DROP FUNCTION ff_complete(uuid[], uuid[], bigint[], integer[], bytea[]);
 
--- Completes every item whose lease fence holds; returns the completed execution ids. One
--- statement for the whole batch, then one for its events.
+-- Completes every item whose lease fence holds; returns each completed execution with the
+-- lease that completed it, so a batch holding a stale and a live handle of one execution
+-- credits the live one. One statement for the whole batch, then one for its events.
 CREATE FUNCTION ff_complete(p_ids uuid[], p_lease_ids uuid[], p_epochs bigint[], p_attempts integer[],
                             p_results bytea[])
-    RETURNS SETOF uuid
+    RETURNS TABLE (execution_id uuid, lease_id uuid)
     LANGUAGE plpgsql
     SET plan_cache_mode = force_generic_plan SET enable_seqscan = off SET enable_bitmapscan = off
     AS $$
 DECLARE
     v_done uuid[];
+    v_leases uuid[];
 BEGIN
     WITH input AS (
         SELECT * FROM unnest(p_ids, p_lease_ids, p_epochs, p_attempts, p_results)
@@ -163,18 +187,18 @@ BEGIN
         WHERE e.execution_id = i.id AND e.lease_id = i.lease_id AND e.lease_epoch = i.lease_epoch
           AND e.current_attempt_index = i.attempt_index AND e.ownership_state = 'leased'
           AND e.lease_expires_at_ms > ff_now_ms()
-        RETURNING e.execution_id, e.current_attempt_index
+        RETURNING e.execution_id, e.lease_id, e.current_attempt_index
     ),
     att AS (
         UPDATE ff_attempt a SET state = 'ended_success', ended_at_ms = ff_now_ms()
         FROM upd u WHERE a.execution_id = u.execution_id AND a.attempt_index = u.current_attempt_index
     )
-    SELECT array_agg(u.execution_id) INTO v_done FROM upd u;
+    SELECT array_agg(u.execution_id), array_agg(u.lease_id) INTO v_done, v_leases FROM upd u;
     IF v_done IS NULL THEN
         RETURN;
     END IF;
     PERFORM ff_log_events(array_fill('completed'::ff_event_kind, ARRAY[cardinality(v_done)]), v_done);
-    RETURN QUERY SELECT unnest(v_done);
+    RETURN QUERY SELECT * FROM unnest(v_done, v_leases);
 END
 $$;
 
@@ -196,6 +220,11 @@ CREATE FUNCTION ff_end_attempt(p_ending ff_attempt_ending, p_id uuid, p_lease_id
     AS $$
 DECLARE
     v_terminal boolean := p_ending IN ('fail', 'cancel');
+    -- A retry or delay whose time has already come is eligible at once (a delay then an
+    -- immediate promotion); a later one waits for the promoter, which is told when.
+    v_due_at bigint := CASE p_ending WHEN 'retry' THEN ff_now_ms() + p_ms WHEN 'delay' THEN p_ms END;
+    v_waits boolean := v_due_at > ff_now_ms();
+    v_lane text;
     v_eligible bigint;
     v_total integer;
 BEGIN
@@ -204,25 +233,26 @@ BEGIN
             lifecycle_phase = CASE WHEN v_terminal THEN 'terminal' ELSE 'runnable' END::ff_lifecycle_phase,
             ownership_state = 'unowned',
             eligibility_state = CASE WHEN v_terminal THEN 'not_applicable'
-                                     ELSE 'not_eligible_until_time' END::ff_eligibility_state,
-            blocking_reason = CASE p_ending WHEN 'retry' THEN 'waiting_for_retry_backoff'
-                                            WHEN 'delay' THEN 'waiting_for_delay'
-                                            ELSE 'none' END::ff_blocking_reason,
+                                     WHEN v_waits THEN 'not_eligible_until_time'
+                                     ELSE 'eligible_now' END::ff_eligibility_state,
+            blocking_reason = CASE WHEN v_terminal THEN 'none'
+                                   WHEN NOT v_waits THEN 'waiting_for_worker'
+                                   WHEN p_ending = 'retry' THEN 'waiting_for_retry_backoff'
+                                   ELSE 'waiting_for_delay' END::ff_blocking_reason,
             terminal_outcome = CASE p_ending WHEN 'fail' THEN 'failed' WHEN 'cancel' THEN 'cancelled'
                                              ELSE 'none' END::ff_terminal_outcome,
             attempt_state = CASE p_ending WHEN 'retry' THEN 'pending_retry_attempt'
                                           WHEN 'delay' THEN 'attempt_interrupted'
                                           ELSE 'attempt_terminal' END::ff_attempt_state,
             retry_count = e.retry_count + (p_ending = 'retry')::int,
-            eligible_at_ms = CASE p_ending WHEN 'retry' THEN ff_now_ms() + p_ms WHEN 'delay' THEN p_ms
-                                           ELSE e.eligible_at_ms END,
+            eligible_at_ms = coalesce(v_due_at, e.eligible_at_ms),
             blocking_detail = CASE WHEN p_ending = 'delay' THEN NULL ELSE p_message END,
             completed_at_ms = CASE WHEN v_terminal THEN ff_now_ms() END,
             lease_expires_at_ms = NULL, attempt_deadline_at_ms = NULL, last_mutation_at_ms = ff_now_ms()
         WHERE e.execution_id = p_id AND e.lease_id = p_lease_id AND e.lease_epoch = p_epoch
           AND e.current_attempt_index = p_attempt AND e.ownership_state = 'leased'
           AND e.lease_expires_at_ms > ff_now_ms()
-        RETURNING e.execution_id, e.current_attempt_index, e.eligible_at_ms, e.total_attempt_count
+        RETURNING e.execution_id, e.lane_id, e.current_attempt_index, e.eligible_at_ms, e.total_attempt_count
     ),
     att AS (
         UPDATE ff_attempt a SET
@@ -232,9 +262,14 @@ BEGIN
             failure_class = p_class, failure_message = p_message, failure_detail = p_detail
         FROM upd WHERE a.execution_id = upd.execution_id AND a.attempt_index = upd.current_attempt_index
     )
-    SELECT u.eligible_at_ms, u.total_attempt_count INTO v_eligible, v_total FROM upd u;
+    SELECT u.lane_id, u.eligible_at_ms, u.total_attempt_count INTO v_lane, v_eligible, v_total FROM upd u;
     IF NOT FOUND THEN
         RETURN;
+    END IF;
+    IF v_waits THEN
+        PERFORM pg_notify('ff_timer', v_due_at::text);
+    ELSIF NOT v_terminal THEN
+        PERFORM pg_notify('ff_lane_ready', v_lane);
     END IF;
     PERFORM ff_log_events(
         ARRAY[(CASE p_ending WHEN 'fail' THEN 'failed' WHEN 'retry' THEN 'retry_scheduled'
@@ -406,17 +441,18 @@ BEGIN
 END
 $$;
 
--- Relabels delayed executions whose time has come as eligible: up to p_limit of them, or only
--- execution p_id (in partition p_partition, on lane p_lane) when given. Claims do not depend on
--- this: they already take a delayed execution once its time has passed; it keeps the stored
--- state (and so the public state) truthful. Returns how many were promoted.
+-- Makes delayed executions whose time has come claimable: up to p_limit of them, or only
+-- execution p_id (in partition p_partition, on lane p_lane) when given, and wakes claims
+-- long-polling their lanes. Returns how many were promoted, when the next delayed execution is
+-- due (NULL when none is) and the database time, so the promoter can sleep exactly that long.
 CREATE FUNCTION ff_promote_delayed(p_limit integer, p_id uuid DEFAULT NULL, p_partition smallint DEFAULT NULL,
                                    p_lane text DEFAULT NULL)
-    RETURNS bigint
+    RETURNS TABLE (promoted bigint, next_due_at_ms bigint, now_ms bigint)
     LANGUAGE plpgsql
     SET plan_cache_mode = force_generic_plan SET enable_seqscan = off SET enable_bitmapscan = off
     AS $$
 DECLARE
+    v_lanes text[];
     v_count bigint;
 BEGIN
     WITH due AS (
@@ -436,10 +472,15 @@ BEGIN
                last_mutation_at_ms = ff_now_ms()
         FROM (SELECT * FROM due UNION ALL SELECT * FROM one) d
         WHERE e.execution_id = d.execution_id
-        RETURNING 1
+        RETURNING e.lane_id
     )
-    SELECT count(*) INTO v_count FROM upd;
-    RETURN v_count;
+    SELECT count(*), array_agg(DISTINCT u.lane_id) INTO v_count, v_lanes FROM upd u;
+    PERFORM pg_notify('ff_lane_ready', l) FROM unnest(v_lanes) l;
+    promoted := v_count;
+    now_ms := ff_now_ms();
+    SELECT min(x.eligible_at_ms) INTO next_due_at_ms FROM ff_execution x
+    WHERE x.eligibility_state = 'not_eligible_until_time';
+    RETURN NEXT;
 END
 $$;
 
