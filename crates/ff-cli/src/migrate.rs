@@ -3,15 +3,22 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
+use ff_backend_postgres::connection::connect_pool;
 use ff_backend_postgres::migrate::read_schema_version;
-use ff_backend_postgres::{SCHEMA_VERSION, apply_migrations};
+use ff_backend_postgres::{BackendConfig, RootCert, SCHEMA_VERSION, SslMode, apply_migrations};
 
 /// Arguments of `ff migrate`.
 #[derive(clap::Args)]
 pub(crate) struct MigrateArgs {
-    /// PostgreSQL URL.
+    /// PostgreSQL URL; may carry `sslmode` and `sslrootcert`.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     database_url: String,
+    /// TLS to PostgreSQL, as for `ff serve`: disable, prefer, require, verify-ca or verify-full.
+    #[arg(long, env = "FF_PG_SSLMODE")]
+    pg_sslmode: Option<SslMode>,
+    /// CA certificates (PEM file) the server's certificate must chain to, or `system`.
+    #[arg(long, env = "FF_PG_SSLROOTCERT")]
+    pg_sslrootcert: Option<RootCert>,
     #[command(subcommand)]
     action: Action,
 }
@@ -25,7 +32,14 @@ enum Action {
 }
 
 pub(crate) async fn run(args: MigrateArgs) -> anyhow::Result<ExitCode> {
-    let pool = sqlx::PgPool::connect(&args.database_url).await.context("connecting to the database")?;
+    // The same connection settings as the server's (TLS, timeouts), on a one-connection pool.
+    let config = BackendConfig {
+        ssl_mode: args.pg_sslmode,
+        ssl_root_cert: args.pg_sslrootcert.clone(),
+        max_connections: 1,
+        ..BackendConfig::new(args.database_url.clone())
+    };
+    let pool = connect_pool(&config).await.context("connecting to the database")?;
     let code = match args.action {
         Action::Apply => {
             apply_migrations(&pool).await.context("applying migrations")?;
