@@ -25,10 +25,29 @@ CREATE INDEX ff_execution_lease_expiry_idx ON ff_execution (lease_expires_at_ms)
 DROP INDEX ff_execution_claim_idx;
 -- The claim path: best (priority, eligible time, creation order) claimable execution of a lane.
 -- Claimable: a runnable execution that is eligible now, or an active one whose lease was lost
--- and awaits a new attempt. ff_claim repeats this predicate verbatim.
-CREATE INDEX ff_execution_claim_idx ON ff_execution (lane_id, priority DESC, eligible_at_ms, seq)
+-- and awaits a new attempt. ff_claim repeats this predicate verbatim. The key is
+-- (-priority, eligible time, creation order), all ascending, so a claim can start its scan just
+-- after a position with one row comparison (see ff_claim's p_after_*).
+CREATE INDEX ff_execution_claim_idx ON ff_execution (lane_id, (-priority), eligible_at_ms, seq)
     WHERE ((lifecycle_phase = 'runnable' AND eligibility_state = 'eligible_now')
        OR ownership_state IN ('lease_expired_reclaimable', 'lease_revoked'));
+
+-- Where claims may start in a lane. A claimer that remembers the claim key up to which it has
+-- claimed a lane can start its next scan after it, instead of walking the index entries of the
+-- executions it claimed (they stay until vacuum removes them, and much longer while another
+-- session holds an old snapshot). That is safe while no work became claimable behind that key:
+-- every transition that can put work there bumps claim_generation in its transaction (a lost
+-- lease, which keeps its place in line; promoted delayed work; an immediate retry or delay;
+-- unparked work; a creation at a higher priority than claim_floor_priority, the lowest
+-- priority any claimer has reached). A claim whose remembered generation differs scans from
+-- the head of the lane.
+ALTER TABLE ff_lane ADD COLUMN claim_generation bigint NOT NULL DEFAULT 0,
+                    ADD COLUMN claim_floor_priority integer NOT NULL DEFAULT 2147483647;
+
+-- Work became claimable on lanes p_lanes, possibly behind claimers' positions (see above).
+CREATE FUNCTION ff_bump_claim_generation(p_lanes text[]) RETURNS void
+    LANGUAGE sql
+    AS $$ UPDATE ff_lane SET claim_generation = claim_generation + 1 WHERE lane_id = ANY(p_lanes) $$;
 
 -- Appends one event per (kind, execution) pair, in input order, recording the execution's
 -- current attempt, lease epoch and worker instance. The one INSERT into ff_event.
@@ -50,7 +69,8 @@ $$;
 -- What a claim returns per claimed execution.
 CREATE TYPE ff_claimed AS (slot bigint, execution_id uuid, partition_key smallint, lane_id text,
     attempt_index integer, attempt_id uuid, lease_id uuid, lease_epoch bigint, kind text, worker_instance_id text,
-    execution_kind text, input_payload bytea, tags jsonb);
+    execution_kind text, input_payload bytea, tags jsonb, neg_priority integer, eligible_at_ms bigint, seq bigint,
+    claim_generation bigint);
 
 DROP FUNCTION ff_claim(text, text[], text[], bigint, text, uuid, boolean, boolean);
 
@@ -66,7 +86,9 @@ DROP FUNCTION ff_claim(text, text[], text[], bigint, text, uuid, boolean, boolea
 -- The claimable predicate must keep matching ff_execution_claim_idx's.
 CREATE FUNCTION ff_claim(p_lane text, p_capabilities text[], p_worker_instance_ids text[], p_ttl_ms bigint,
                          p_worker_id text, p_execution_id uuid DEFAULT NULL, p_synchronous boolean DEFAULT true,
-                         p_with_context boolean DEFAULT false)
+                         p_with_context boolean DEFAULT false, p_after_neg_priority integer DEFAULT NULL,
+                         p_after_eligible_at_ms bigint DEFAULT NULL, p_after_seq bigint DEFAULT NULL,
+                         p_after_generation bigint DEFAULT NULL)
     RETURNS SETOF ff_claimed
     LANGUAGE plpgsql
     SET plan_cache_mode = force_generic_plan SET enable_sort = off SET enable_bitmapscan = off
@@ -74,7 +96,22 @@ CREATE FUNCTION ff_claim(p_lane text, p_capabilities text[], p_worker_instance_i
     AS $$
 DECLARE
     v_claimed ff_claimed[];
+    v_generation bigint;
+    v_floor integer;
+    v_after_np integer := -2147483648;
+    v_after_at bigint := -9223372036854775808;
+    v_after_seq bigint := -9223372036854775808;
 BEGIN
+    -- Start after the caller's position when nothing became claimable behind it since (same
+    -- generation); else at the head of the lane. The start is a row comparison on the index
+    -- key, so the scan begins there instead of walking what was already claimed.
+    SELECT l.claim_generation, l.claim_floor_priority INTO v_generation, v_floor FROM ff_lane l
+    WHERE l.lane_id = p_lane;
+    IF p_after_generation IS NOT NULL AND p_after_generation = v_generation THEN
+        v_after_np := p_after_neg_priority;
+        v_after_at := p_after_eligible_at_ms;
+        v_after_seq := p_after_seq;
+    END IF;
     -- Unless asked for a synchronous commit, a claim does not wait for its WAL flush: a claim
     -- lost in a database crash only means the execution is claimed again (ARCHITECTURE.md,
     -- "Durability").
@@ -90,8 +127,9 @@ BEGIN
         WHERE ((x.lifecycle_phase = 'runnable' AND x.eligibility_state = 'eligible_now')
                OR x.ownership_state IN ('lease_expired_reclaimable', 'lease_revoked'))
           AND x.lane_id = p_lane
+          AND ROW(-x.priority, x.eligible_at_ms, x.seq) > ROW(v_after_np, v_after_at, v_after_seq)
           AND x.required_capabilities <@ p_capabilities AND p_execution_id IS NULL
-        ORDER BY x.priority DESC, x.eligible_at_ms, x.seq
+        ORDER BY -x.priority, x.eligible_at_ms, x.seq
         LIMIT cardinality(p_worker_instance_ids)
         FOR UPDATE OF x SKIP LOCKED
     ),
@@ -132,7 +170,8 @@ BEGIN
                   e.lease_id, e.lease_epoch, c.kind, e.worker_instance_id,
                   CASE WHEN p_with_context THEN e.execution_kind END AS execution_kind,
                   CASE WHEN p_with_context THEN e.input_payload END AS input_payload,
-                  CASE WHEN p_with_context THEN e.tags END AS tags
+                  CASE WHEN p_with_context THEN e.tags END AS tags,
+                  -e.priority AS neg_priority, e.eligible_at_ms, e.seq, v_generation AS claim_generation
     ),
     attempt AS (
         INSERT INTO ff_attempt AS a (execution_id, attempt_index, attempt_id, attempt_type, state, lease_id,
@@ -149,6 +188,11 @@ BEGIN
     SELECT array_agg(u::ff_claimed ORDER BY u.slot) INTO v_claimed FROM upd u;
     IF v_claimed IS NULL THEN
         RETURN;
+    END IF;
+    -- Creations at a priority above the lowest one claimed can land behind a claimer's position.
+    IF p_execution_id IS NULL AND (SELECT min(-c.neg_priority) FROM unnest(v_claimed) c) < v_floor THEN
+        UPDATE ff_lane l SET claim_floor_priority = (SELECT min(-c.neg_priority) FROM unnest(v_claimed) c)
+        WHERE l.lane_id = p_lane AND l.claim_floor_priority > (SELECT min(-c.neg_priority) FROM unnest(v_claimed) c);
     END IF;
     PERFORM ff_log_events(
         ARRAY(SELECT (CASE WHEN c.kind = 'reclaimed' THEN 'lease_reclaimed' ELSE 'lease_acquired' END)::ff_event_kind
@@ -269,6 +313,7 @@ BEGIN
     IF v_waits THEN
         PERFORM pg_notify('ff_timer', v_due_at::text);
     ELSIF NOT v_terminal THEN
+        PERFORM ff_bump_claim_generation(ARRAY[v_lane]);
         PERFORM pg_notify('ff_lane_ready', v_lane);
     END IF;
     PERFORM ff_log_events(
@@ -337,6 +382,7 @@ BEGIN
                            ELSE 'lease_expired' END)::ff_event_kind
               FROM unnest(v_capped) c),
         v_ids);
+    PERFORM ff_bump_claim_generation(v_lanes);
     PERFORM pg_notify('ff_lane_ready', l) FROM unnest(v_lanes) l;
     RETURN QUERY SELECT * FROM unnest(v_ids, v_capped);
 END
@@ -475,6 +521,7 @@ BEGIN
         RETURNING e.lane_id
     )
     SELECT count(*), array_agg(DISTINCT u.lane_id) INTO v_count, v_lanes FROM upd u;
+    PERFORM ff_bump_claim_generation(v_lanes);
     PERFORM pg_notify('ff_lane_ready', l) FROM unnest(v_lanes) l;
     promoted := v_count;
     now_ms := ff_now_ms();

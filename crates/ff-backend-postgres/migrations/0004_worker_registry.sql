@@ -69,6 +69,7 @@ BEGIN
         RETURNING e.lane_id
     )
     SELECT count(*), array_agg(DISTINCT u.lane_id) INTO v_count, v_lanes FROM upd u;
+    PERFORM ff_bump_claim_generation(v_lanes);
     PERFORM pg_notify('ff_lane_ready', l) FROM unnest(v_lanes) l;
     RETURN v_count;
 END

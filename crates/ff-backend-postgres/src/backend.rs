@@ -18,6 +18,7 @@ use crate::coalesce::{ClaimGroups, CompletionGroups};
 use crate::config::{BackendConfig, PostgresScannerConfig};
 use crate::error::map_sqlx;
 use crate::fence;
+use crate::lease::position::ClaimPositions;
 use crate::metrics::Metrics;
 use crate::reconciler::{
     self, DelayedPromoter, LeaseExpiryReconciler, Reconciler, TimeoutReconciler, WorkerLivenessReconciler,
@@ -41,6 +42,7 @@ pub struct PostgresBackend {
     pub(crate) wakeups: OnceLock<LaneWakeups>,
     pub(crate) synchronous_claims: AtomicBool,
     pub(crate) claimers: Claimers,
+    pub(crate) positions: Arc<ClaimPositions>,
 }
 
 struct Scanners {
@@ -84,6 +86,7 @@ impl PostgresBackend {
             wakeups: OnceLock::new(),
             synchronous_claims: AtomicBool::new(false),
             claimers: Claimers::default(),
+            positions: Arc::default(),
         }
     }
 

@@ -20,6 +20,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::attempt_end;
 use crate::lease::claim::{self, ClaimKey, Claimed};
+use crate::lease::position::ClaimPositions;
 
 /// Most items in one group.
 pub(crate) const MAX_GROUP: usize = 256;
@@ -125,8 +126,8 @@ pub(crate) struct ClaimGroups(Groups<ClaimItem>);
 
 impl ClaimGroups {
     /// Starts the flusher on the current runtime.
-    pub(crate) fn start(pool: PgPool) -> Self {
-        Self(Groups::start(pool, flush_claims))
+    pub(crate) fn start(pool: PgPool, positions: Arc<ClaimPositions>) -> Self {
+        Self(Groups::start(pool, move |pool, group| flush_claims(pool, group, positions.clone())))
     }
 
     /// Claims at most one execution for `instance` as part of the next group.
@@ -141,7 +142,7 @@ impl ClaimGroups {
 
 /// One statement per distinct claim key, in arrival order; slot n of a statement is the n-th
 /// waiting worker of that key.
-async fn flush_claims(pool: PgPool, group: Vec<ClaimItem>) {
+async fn flush_claims(pool: PgPool, group: Vec<ClaimItem>, positions: Arc<ClaimPositions>) {
     let mut by_key: Vec<(ClaimKey, Vec<ClaimItem>)> = Vec::new();
     for item in group {
         match by_key.iter_mut().find(|(k, _)| *k == item.key) {
@@ -151,7 +152,7 @@ async fn flush_claims(pool: PgPool, group: Vec<ClaimItem>) {
     }
     for (key, items) in by_key {
         let instances: Vec<&str> = items.iter().map(|i| i.instance.as_str()).collect();
-        match claim::claim_slots(&pool, &key, &instances).await {
+        match claim::claim_slots(&pool, &key, &instances, &positions).await {
             Ok(claimed) => {
                 let mut handles: Vec<Option<Claimed>> = vec![None; items.len()];
                 for (slot, one) in claimed {

@@ -49,7 +49,14 @@ ins AS (
          LATERAL (SELECT coalesce(string_to_array(nullif(capabilities, ''), ','), '{}') AS required) r
     ORDER BY ord
     ON CONFLICT DO NOTHING
-    RETURNING execution_id, lane_id, eligibility_state::text AS eligibility_state, eligible_at_ms
+    RETURNING execution_id, lane_id, eligibility_state::text AS eligibility_state, eligible_at_ms, priority
+),
+-- Work created above the lowest priority a claimer has reached may land behind its position.
+behind AS (
+    UPDATE ff_lane l SET claim_generation = l.claim_generation + 1
+    FROM (SELECT lane_id, max(priority) AS priority FROM ins WHERE eligibility_state = 'eligible_now'
+          GROUP BY lane_id) n
+    WHERE l.lane_id = n.lane_id AND n.priority > l.claim_floor_priority
 ),
 -- Wake claims long-polling the lanes that just received claimable work (delivered on commit).
 ready AS (

@@ -26,13 +26,16 @@ use tokio::sync::Notify;
 use tokio::sync::futures::OwnedNotified;
 use uuid::Uuid;
 
+use super::position::{ClaimPosition, ClaimPositions, Position};
 use crate::error::map_sqlx;
 use crate::row::{col, non_negative, u32_col};
 
 /// `$1` lane, `$2` worker capabilities, `$3` one worker instance per slot, `$4` lease TTL ms,
 /// `$5` worker id, `$6` wait for the WAL flush before returning, `$7` also return each
-/// execution's context.
-pub(crate) const CLAIM_BY_LANE_SQL: &str = "SELECT * FROM ff_claim($1, $2::text[], $3::text[], $4, $5, NULL, $6, $7)";
+/// execution's context, `$8..$10` the claim key to start after and `$11` the lane's claim
+/// generation it was reached under (NULLs: the head of the lane).
+pub(crate) const CLAIM_BY_LANE_SQL: &str =
+    "SELECT * FROM ff_claim($1, $2::text[], $3::text[], $4, $5, NULL, $6, $7, $8, $9, $10, $11)";
 
 /// Reclaim of one execution whose lease was lost: `$1` lease TTL ms, `$2` worker id, `$3` worker
 /// instance, `$4` execution id.
@@ -73,10 +76,35 @@ pub(crate) fn key(
 }
 
 /// Claims one execution per entry of `instances`; returns `(slot, claimed)` pairs, slots 1-based.
+/// The scan starts after the part of the lane this process has already claimed (`positions`);
+/// when that finds fewer executions than asked for, the rest of the slots scan the lane from
+/// its head, so a claim never answers "no work" while claimable work lies behind that point.
 pub(crate) async fn claim_slots<'e, E>(
     exec: E,
     key: &ClaimKey,
     instances: &[&str],
+    positions: &ClaimPositions,
+) -> Result<Vec<(usize, Claimed)>, EngineError>
+where
+    E: Executor<'e, Database = Postgres> + Copy,
+{
+    let start = positions.start(key.lane.as_str(), &key.capabilities);
+    let mut claimed = claim_pass(exec, key, instances, start, positions).await?;
+    if start.is_some() && claimed.len() < instances.len() {
+        let offset = claimed.len();
+        let rest = claim_pass(exec, key, &instances[offset..], None, positions).await?;
+        claimed.extend(rest.into_iter().map(|(slot, c)| (slot + offset, c)));
+    }
+    Ok(claimed)
+}
+
+/// One `ff_claim` statement starting after `start` (or at the head of the lane).
+async fn claim_pass<'e, E>(
+    exec: E,
+    key: &ClaimKey,
+    instances: &[&str],
+    start: Option<Position>,
+    positions: &ClaimPositions,
 ) -> Result<Vec<(usize, Claimed)>, EngineError>
 where
     E: Executor<'e, Database = Postgres>,
@@ -89,9 +117,24 @@ where
         .bind(key.worker_id.as_str())
         .bind(key.synchronous)
         .bind(key.with_context)
+        .bind(start.map(|p| p.at.0))
+        .bind(start.map(|p| p.at.1))
+        .bind(start.map(|p| p.at.2))
+        .bind(start.map(|p| p.generation))
         .fetch_all(exec)
         .await
         .map_err(map_sqlx)?;
+    let mut last: Option<(ClaimPosition, Option<i64>)> = None;
+    for r in &rows {
+        let at: ClaimPosition = (col(r, "neg_priority")?, col(r, "eligible_at_ms")?, col(r, "seq")?);
+        if last.is_none_or(|(l, _)| at > l) {
+            last = Some((at, col(r, "claim_generation")?));
+        }
+    }
+    // A lane with no row in ff_lane has no generation: its claims always scan from the head.
+    if let Some((last, Some(generation))) = last {
+        positions.claimed(key.lane.as_str(), &key.capabilities, start, last, generation);
+    }
     rows.iter()
         .map(|r| {
             let slot: i64 = col(r, "slot")?;
@@ -117,6 +160,7 @@ pub(crate) async fn claim_lane<'e, E>(
     policy: &ClaimPolicy,
     max: usize,
     wake: Option<Arc<Notify>>,
+    positions: &ClaimPositions,
 ) -> Result<Vec<Claimed>, EngineError>
 where
     E: Executor<'e, Database = Postgres> + Copy,
@@ -125,7 +169,7 @@ where
     let mut poll = Poll::new(policy.max_wait, wake);
     loop {
         let armed = poll.arm();
-        let got = claim_slots(exec, key, &instances).await?;
+        let got = claim_slots(exec, key, &instances, positions).await?;
         if !got.is_empty() || !poll.wait(armed).await {
             return Ok(got.into_iter().map(|(_, c)| c).collect());
         }

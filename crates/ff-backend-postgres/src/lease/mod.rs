@@ -4,6 +4,7 @@
 
 pub(crate) mod claim;
 pub(crate) mod expiry;
+pub(crate) mod position;
 pub(crate) mod reclaim;
 pub(crate) mod renew;
 
@@ -34,7 +35,7 @@ impl PostgresBackend {
         let key =
             claim::key(lane, capabilities, &policy, self.synchronous_claims.load(Ordering::Relaxed), with_context)?;
         self.note_claimer(lane, capabilities).await?;
-        let groups = self.claims.get_or_init(|| ClaimGroups::start(self.pool.clone()));
+        let groups = self.claims.get_or_init(|| ClaimGroups::start(self.pool.clone(), self.positions.clone()));
         let mut poll = claim::Poll::new(policy.max_wait, self.lane_wakeup(lane, policy.max_wait));
         loop {
             let armed = poll.arm();
@@ -62,7 +63,7 @@ impl PostgresBackend {
             claim::key(lane, capabilities, &policy, self.synchronous_claims.load(Ordering::Relaxed), with_context)?;
         self.note_claimer(lane, capabilities).await?;
         let wake = self.lane_wakeup(lane, policy.max_wait);
-        let claimed = claim::claim_lane(&self.pool, &key, &policy, max, wake).await?;
+        let claimed = claim::claim_lane(&self.pool, &key, &policy, max, wake, &self.positions).await?;
         Metrics::add(&self.metrics.claims, claimed.len() as u64);
         Ok(claimed)
     }

@@ -89,6 +89,36 @@ pub async fn delayed_execution_is_claimable_once_promoted<H: ConformanceHarness>
     assert_eq!(fx.claim("delay", "w").await.kind, HandleKind::Resumed);
 }
 
+/// Claim order holds after a lane has been partly claimed: work arriving at a higher priority,
+/// work released back with an earlier eligible time, and a lost lease are all taken before the
+/// rest of the lane.
+pub async fn order_holds_for_work_that_arrives_ahead_of_what_was_claimed<H: ConformanceHarness>() {
+    let fx = Fixture::<H>::new().await;
+    let first = fx.create("ahead").await;
+    let rest: Vec<ExecutionId> = create_many(&fx, 3).await;
+    let h = fx.claim("ahead", "w").await;
+    assert_eq!(payload(&h).execution_id, first);
+    assert_eq!(payload(&fx.claim("ahead", "w").await).execution_id, rest[0]);
+
+    let urgent = fx.create_with("ahead", |a| a.priority = 5).await;
+    assert_eq!(payload(&fx.claim("ahead", "w").await).execution_id, urgent, "a higher priority goes first");
+
+    // Released back at once: it is eligible again with its earlier eligible time.
+    fx.backend.delay(&h, TimestampMs(0)).await.unwrap();
+    assert_eq!(payload(&fx.claim("ahead", "w").await).execution_id, first, "released work keeps its place");
+    fx.lose_lease(&first).await;
+    assert_eq!(payload(&fx.claim("ahead", "w").await).execution_id, first, "a lost lease keeps its place");
+    assert_eq!(payload(&fx.claim("ahead", "w").await).execution_id, rest[1]);
+}
+
+async fn create_many<H: ConformanceHarness>(fx: &Fixture<H>, n: usize) -> Vec<ExecutionId> {
+    let mut ids = Vec::with_capacity(n);
+    for _ in 0..n {
+        ids.push(fx.create("ahead").await);
+    }
+    ids
+}
+
 /// An empty lane answers `None` (and an empty batch) at once.
 pub async fn empty_lane_returns_no_work<H: ConformanceHarness>() {
     let fx = Fixture::<H>::new().await;

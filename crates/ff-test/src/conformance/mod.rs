@@ -103,6 +103,7 @@ macro_rules! conformance_suite {
                 batch_created_executions_are_claimed_in_submission_order,
                 only_workers_with_every_required_capability_claim,
                 delayed_execution_is_claimable_once_promoted,
+                order_holds_for_work_that_arrives_ahead_of_what_was_claimed,
                 empty_lane_returns_no_work,
                 renew_and_progress_update_the_lease,
                 claims_with_context_return_what_the_handler_needs,
