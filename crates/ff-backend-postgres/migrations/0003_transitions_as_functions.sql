@@ -5,8 +5,9 @@
 -- (ff_complete), the other ends of an attempt (ff_end_attempt), losing a lease to expiry or
 -- revocation (ff_lose_leases), attempt timeouts and deadlines (ff_expire_executions) and the
 -- promotion of delayed work (ff_promote_delayed). Each writes the execution and attempt rows in
--- one statement, then appends its events through ff_log_events, which reads what the event
--- records from the execution row as that statement left it.
+-- one statement and appends its events through ff_append_events, the one INSERT into ff_event
+-- (the claim and the completion from inside that statement; the others through ff_log_events,
+-- which reads what the event records from the execution row as the statement left it).
 --
 -- Delayed executions (a delay, a retry backoff, a delayed create) are outside the claim index
 -- until they are due: the promoter makes them eligible at their time, woken by 'ff_timer'
@@ -49,20 +50,37 @@ CREATE FUNCTION ff_bump_claim_generation(p_lanes text[]) RETURNS void
     LANGUAGE sql
     AS $$ UPDATE ff_lane SET claim_generation = claim_generation + 1 WHERE lane_id = ANY(p_lanes) $$;
 
--- Appends one event per (kind, execution) pair, in input order, recording the execution's
--- current attempt, lease epoch and worker instance. The one INSERT into ff_event.
+-- One event: what ff_event records of the execution a transition changed.
+CREATE TYPE ff_event_row AS (kind ff_event_kind, execution_id uuid, partition_key smallint, namespace text,
+    lane_id text, attempt_index integer, lease_epoch bigint, worker_instance_id text);
+
+-- Appends events, in order. The one INSERT into ff_event. The claim and the completion build
+-- their rows inside their writing statement and call it from there (no second statement on the
+-- hot path); other transitions call ff_log_events.
+CREATE FUNCTION ff_append_events(p_events ff_event_row[]) RETURNS void
+    LANGUAGE plpgsql
+    SET plan_cache_mode = force_generic_plan
+    AS $$
+BEGIN
+    INSERT INTO ff_event (kind, execution_id, partition_key, namespace, lane_id, attempt_index, lease_epoch,
+                          worker_instance_id)
+    SELECT * FROM unnest(p_events);
+END
+$$;
+
+-- Appends one event per (kind, execution) pair, in input order, recording the execution as the
+-- calling transition left it (its current attempt, lease epoch and worker instance).
 CREATE FUNCTION ff_log_events(p_kinds ff_event_kind[], p_ids uuid[]) RETURNS void
     LANGUAGE plpgsql
     SET plan_cache_mode = force_generic_plan SET enable_seqscan = off SET enable_bitmapscan = off
     AS $$
 BEGIN
-    INSERT INTO ff_event (kind, execution_id, partition_key, namespace, lane_id, attempt_index, lease_epoch,
-                          worker_instance_id)
-    SELECT t.kind, e.execution_id, e.partition_key, e.namespace, e.lane_id, e.current_attempt_index, e.lease_epoch,
-           e.worker_instance_id
-    FROM unnest(p_kinds, p_ids) WITH ORDINALITY AS t(kind, id, ord)
-    JOIN ff_execution e ON e.execution_id = t.id
-    ORDER BY t.ord;
+    PERFORM ff_append_events(ARRAY(
+        SELECT ROW(t.kind, e.execution_id, e.partition_key, e.namespace, e.lane_id, e.current_attempt_index,
+                   e.lease_epoch, e.worker_instance_id)::ff_event_row
+        FROM unnest(p_kinds, p_ids) WITH ORDINALITY AS t(kind, id, ord)
+        JOIN ff_execution e ON e.execution_id = t.id
+        ORDER BY t.ord));
 END
 $$;
 
@@ -95,7 +113,6 @@ CREATE FUNCTION ff_claim(p_lane text, p_capabilities text[], p_worker_instance_i
     SET enable_seqscan = off
     AS $$
 DECLARE
-    v_claimed ff_claimed[];
     v_generation bigint;
     v_floor integer;
     v_after_np integer := -2147483648;
@@ -118,6 +135,7 @@ BEGIN
     IF NOT p_synchronous THEN
         SET LOCAL synchronous_commit = off;
     END IF;
+    RETURN QUERY
     WITH by_lane AS (
         SELECT x.execution_id AS id,
                CASE WHEN x.ownership_state <> 'unowned' THEN 'reclaimed'
@@ -171,7 +189,10 @@ BEGIN
                   CASE WHEN p_with_context THEN e.execution_kind END AS execution_kind,
                   CASE WHEN p_with_context THEN e.input_payload END AS input_payload,
                   CASE WHEN p_with_context THEN e.tags END AS tags,
-                  -e.priority AS neg_priority, e.eligible_at_ms, e.seq, v_generation AS claim_generation
+                  -e.priority AS neg_priority, e.eligible_at_ms, e.seq, v_generation AS claim_generation,
+                  ROW((CASE WHEN c.kind = 'reclaimed' THEN 'lease_reclaimed' ELSE 'lease_acquired' END)::ff_event_kind,
+                      e.execution_id, e.partition_key, e.namespace, e.lane_id, e.current_attempt_index, e.lease_epoch,
+                      e.worker_instance_id)::ff_event_row AS event
     ),
     attempt AS (
         INSERT INTO ff_attempt AS a (execution_id, attempt_index, attempt_id, attempt_type, state, lease_id,
@@ -184,21 +205,21 @@ BEGIN
         ON CONFLICT ON CONSTRAINT ff_attempt_pkey DO UPDATE SET
             state = 'started', lease_id = EXCLUDED.lease_id, lease_epoch = EXCLUDED.lease_epoch,
             worker_id = EXCLUDED.worker_id, worker_instance_id = EXCLUDED.worker_instance_id
-    )
-    SELECT array_agg(u::ff_claimed ORDER BY u.slot) INTO v_claimed FROM upd u;
-    IF v_claimed IS NULL THEN
-        RETURN;
-    END IF;
+    ),
+    ev AS (
+        SELECT ff_append_events(array_agg(u.event ORDER BY u.slot)) FROM upd u
+    ),
     -- Creations at a priority above the lowest one claimed can land behind a claimer's position.
-    IF p_execution_id IS NULL AND (SELECT min(-c.neg_priority) FROM unnest(v_claimed) c) < v_floor THEN
-        UPDATE ff_lane l SET claim_floor_priority = (SELECT min(-c.neg_priority) FROM unnest(v_claimed) c)
-        WHERE l.lane_id = p_lane AND l.claim_floor_priority > (SELECT min(-c.neg_priority) FROM unnest(v_claimed) c);
-    END IF;
-    PERFORM ff_log_events(
-        ARRAY(SELECT (CASE WHEN c.kind = 'reclaimed' THEN 'lease_reclaimed' ELSE 'lease_acquired' END)::ff_event_kind
-              FROM unnest(v_claimed) c),
-        ARRAY(SELECT c.execution_id FROM unnest(v_claimed) c));
-    RETURN QUERY SELECT * FROM unnest(v_claimed);
+    floor AS (
+        UPDATE ff_lane l SET claim_floor_priority = m.priority
+        FROM (SELECT min(-u.neg_priority) AS priority FROM upd u) m
+        WHERE l.lane_id = p_lane AND p_execution_id IS NULL AND m.priority < v_floor
+          AND l.claim_floor_priority > m.priority
+    )
+    SELECT u.slot, u.execution_id, u.partition_key, u.lane_id, u.current_attempt_index, u.attempt_id, u.lease_id,
+           u.lease_epoch, u.kind, u.worker_instance_id, u.execution_kind, u.input_payload, u.tags, u.neg_priority,
+           u.eligible_at_ms, u.seq, u.claim_generation
+    FROM upd u CROSS JOIN ev;
 END
 $$;
 
@@ -206,7 +227,7 @@ DROP FUNCTION ff_complete(uuid[], uuid[], bigint[], integer[], bytea[]);
 
 -- Completes every item whose lease fence holds; returns each completed execution with the
 -- lease that completed it, so a batch holding a stale and a live handle of one execution
--- credits the live one. One statement for the whole batch, then one for its events.
+-- credits the live one. One statement for the whole batch, its events included.
 CREATE FUNCTION ff_complete(p_ids uuid[], p_lease_ids uuid[], p_epochs bigint[], p_attempts integer[],
                             p_results bytea[])
     RETURNS TABLE (execution_id uuid, lease_id uuid)
@@ -231,17 +252,21 @@ BEGIN
         WHERE e.execution_id = i.id AND e.lease_id = i.lease_id AND e.lease_epoch = i.lease_epoch
           AND e.current_attempt_index = i.attempt_index AND e.ownership_state = 'leased'
           AND e.lease_expires_at_ms > ff_now_ms()
-        RETURNING e.execution_id, e.lease_id, e.current_attempt_index
+        RETURNING e.execution_id, e.lease_id, e.current_attempt_index,
+                  ROW('completed', e.execution_id, e.partition_key, e.namespace, e.lane_id, e.current_attempt_index,
+                      e.lease_epoch, e.worker_instance_id)::ff_event_row AS event
     ),
     att AS (
         UPDATE ff_attempt a SET state = 'ended_success', ended_at_ms = ff_now_ms()
         FROM upd u WHERE a.execution_id = u.execution_id AND a.attempt_index = u.current_attempt_index
+    ),
+    ev AS (
+        SELECT ff_append_events(array_agg(u.event)) FROM upd u
     )
-    SELECT array_agg(u.execution_id), array_agg(u.lease_id) INTO v_done, v_leases FROM upd u;
+    SELECT array_agg(u.execution_id), array_agg(u.lease_id) INTO v_done, v_leases FROM upd u CROSS JOIN ev;
     IF v_done IS NULL THEN
         RETURN;
     END IF;
-    PERFORM ff_log_events(array_fill('completed'::ff_event_kind, ARRAY[cardinality(v_done)]), v_done);
     RETURN QUERY SELECT * FROM unnest(v_done, v_leases);
 END
 $$;
