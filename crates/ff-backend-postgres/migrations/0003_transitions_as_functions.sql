@@ -234,10 +234,8 @@ CREATE FUNCTION ff_complete(p_ids uuid[], p_lease_ids uuid[], p_epochs bigint[],
     LANGUAGE plpgsql
     SET plan_cache_mode = force_generic_plan SET enable_seqscan = off SET enable_bitmapscan = off
     AS $$
-DECLARE
-    v_done uuid[];
-    v_leases uuid[];
 BEGIN
+    RETURN QUERY
     WITH input AS (
         SELECT * FROM unnest(p_ids, p_lease_ids, p_epochs, p_attempts, p_results)
             AS i(id, lease_id, lease_epoch, attempt_index, result)
@@ -263,11 +261,7 @@ BEGIN
     ev AS (
         SELECT ff_append_events(array_agg(u.event)) FROM upd u
     )
-    SELECT array_agg(u.execution_id), array_agg(u.lease_id) INTO v_done, v_leases FROM upd u CROSS JOIN ev;
-    IF v_done IS NULL THEN
-        RETURN;
-    END IF;
-    RETURN QUERY SELECT * FROM unnest(v_done, v_leases);
+    SELECT u.execution_id, u.lease_id FROM upd u CROSS JOIN ev;
 END
 $$;
 

@@ -38,15 +38,16 @@ ins AS (
         idempotency_key, payload_encoding, input_payload, tags, r.required, policy, max_retries,
         max_reclaim_count, attempt_timeout_ms, 'runnable', 'unowned',
         (CASE WHEN delay_until > ff_now_ms() THEN 'not_eligible_until_time'
-              WHEN NOT ff_route_covered(lane_id, r.required) THEN 'blocked_by_route'
+              WHEN NOT r.covered THEN 'blocked_by_route'
               ELSE 'eligible_now' END)::ff_eligibility_state,
         (CASE WHEN delay_until > ff_now_ms() THEN 'waiting_for_delay'
-              WHEN NOT ff_route_covered(lane_id, r.required) THEN 'waiting_for_capable_worker'
+              WHEN NOT r.covered THEN 'waiting_for_capable_worker'
               ELSE 'waiting_for_worker' END)::ff_blocking_reason,
         'none', 'pending_first_attempt', greatest(coalesce(delay_until, 0), ff_now_ms()),
         coalesce(deadline_at, ff_now_ms() + deadline_rel_ms)
     FROM input,
-         LATERAL (SELECT coalesce(string_to_array(nullif(capabilities, ''), ','), '{}') AS required) r
+         LATERAL (SELECT c.required, ff_route_covered(lane_id, c.required) AS covered
+                  FROM (SELECT coalesce(string_to_array(nullif(capabilities, ''), ','), '{}') AS required) c) r
     ORDER BY ord
     ON CONFLICT DO NOTHING
     RETURNING execution_id, lane_id, eligibility_state::text AS eligibility_state, eligible_at_ms, priority

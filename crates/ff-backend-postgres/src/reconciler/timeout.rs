@@ -16,14 +16,6 @@ use crate::metrics::Metrics;
 /// (partition) for one timer. See `ff_expire_executions` in the schema.
 pub(crate) const EXPIRE_EXECUTIONS_SQL: &str = "SELECT ff_expire_executions($1, $2, $3, $4)";
 
-/// The timer's name as `ff_expire_executions` and the stored blocking detail spell it.
-fn phase_label(phase: ExpirePhase) -> &'static str {
-    match phase {
-        ExpirePhase::AttemptTimeout => "attempt_timeout",
-        ExpirePhase::ExecutionDeadline => "execution_deadline",
-    }
-}
-
 /// Attempt-timeout and execution-deadline reconciler.
 pub struct TimeoutReconciler {
     pool: PgPool,
@@ -65,7 +57,7 @@ pub(crate) async fn expire_one(pool: &PgPool, id: &ExecutionId, phase: ExpirePha
         .bind(0_i32)
         .bind(id.uuid())
         .bind(id.partition_index() as i16)
-        .bind(phase_label(phase))
+        .bind(phase.as_str())
         .fetch_one(pool)
         .await
         .map_err(map_sqlx)?;

@@ -18,6 +18,16 @@ pub enum ExpirePhase {
     ExecutionDeadline,
 }
 
+impl ExpirePhase {
+    /// The snake_case label (as serialized, and as stored in an expired execution's detail).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::AttemptTimeout => "attempt_timeout",
+            Self::ExecutionDeadline => "execution_deadline",
+        }
+    }
+}
+
 /// Timer hooks.
 #[async_trait]
 pub trait MaintenanceBackend: Send + Sync {
