@@ -267,18 +267,22 @@ impl BackendConfig {
 /// database accepts a first connection. Refused or timed-out attempts are retried until then;
 /// any other failure (TLS, authentication, `pg_hba.conf`) is returned at once.
 pub async fn connect_pool(config: &BackendConfig) -> Result<PgPool, EngineError> {
+    use sqlx::{ConnectOptions, Connection};
     let options = config.connect_options().map_err(|e| EngineError::invalid(e.to_string()))?;
-    let pool = config.pool_options().connect_lazy_with(options);
     let deadline = tokio::time::Instant::now() + config.connect_timeout;
+    // The probe connects directly rather than through the pool, whose acquire timeout would
+    // hide why a connection failed (a TLS or authentication error) behind "timed out".
     loop {
-        let error = match tokio::time::timeout_at(deadline, pool.acquire()).await {
-            Ok(Ok(_connection)) => return Ok(pool),
+        let error = match tokio::time::timeout_at(deadline, options.connect()).await {
+            Ok(Ok(probe)) => {
+                let _ = probe.close().await;
+                return Ok(config.pool_options().connect_lazy_with(options));
+            }
             Ok(Err(e)) => e,
             Err(_) => sqlx::Error::PoolTimedOut,
         };
         let transient = matches!(error, sqlx::Error::PoolTimedOut | sqlx::Error::Io(_));
         if !transient || tokio::time::Instant::now() + CONNECT_RETRY_PAUSE >= deadline {
-            pool.close().await;
             return Err(map_sqlx(error));
         }
         tokio::time::sleep(CONNECT_RETRY_PAUSE).await;
