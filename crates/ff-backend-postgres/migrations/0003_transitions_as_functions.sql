@@ -118,6 +118,9 @@ DECLARE
     v_after_np integer := -2147483648;
     v_after_at bigint := -9223372036854775808;
     v_after_seq bigint := -9223372036854775808;
+    v_from_head boolean := true;
+    v_taken integer := 0;
+    v_count integer;
 BEGIN
     -- Start after the caller's position when nothing became claimable behind it since (same
     -- generation); else at the head of the lane. The start is a row comparison on the index
@@ -128,6 +131,7 @@ BEGIN
         v_after_np := p_after_neg_priority;
         v_after_at := p_after_eligible_at_ms;
         v_after_seq := p_after_seq;
+        v_from_head := false;
     END IF;
     -- Unless asked for a synchronous commit, a claim does not wait for its WAL flush: a claim
     -- lost in a database crash only means the execution is claimed again (ARCHITECTURE.md,
@@ -135,6 +139,9 @@ BEGIN
     IF NOT p_synchronous THEN
         SET LOCAL synchronous_commit = off;
     END IF;
+    -- At most two passes: after the position, then, if that filled fewer slots than asked, from
+    -- the head of the lane for the rest, so a claim never misses work that lies behind it.
+    LOOP
     RETURN QUERY
     WITH by_lane AS (
         SELECT x.execution_id AS id,
@@ -148,7 +155,7 @@ BEGIN
           AND ROW(-x.priority, x.eligible_at_ms, x.seq) > ROW(v_after_np, v_after_at, v_after_seq)
           AND x.required_capabilities <@ p_capabilities AND p_execution_id IS NULL
         ORDER BY -x.priority, x.eligible_at_ms, x.seq
-        LIMIT cardinality(p_worker_instance_ids)
+        LIMIT cardinality(p_worker_instance_ids) - v_taken
         FOR UPDATE OF x SKIP LOCKED
     ),
     by_id AS (
@@ -158,7 +165,7 @@ BEGIN
         FOR UPDATE OF x
     ),
     cand AS (
-        SELECT c.*, row_number() OVER () AS slot
+        SELECT c.*, row_number() OVER () + v_taken AS slot
         FROM (SELECT * FROM by_lane UNION ALL SELECT * FROM by_id) c
     ),
     upd AS (
@@ -220,6 +227,14 @@ BEGIN
            u.lease_epoch, u.kind, u.worker_instance_id, u.execution_kind, u.input_payload, u.tags, u.neg_priority,
            u.eligible_at_ms, u.seq, u.claim_generation
     FROM upd u CROSS JOIN ev;
+    GET DIAGNOSTICS v_count = ROW_COUNT;
+    v_taken := v_taken + v_count;
+    EXIT WHEN v_from_head OR p_execution_id IS NOT NULL OR v_taken >= cardinality(p_worker_instance_ids);
+    v_from_head := true;
+    v_after_np := -2147483648;
+    v_after_at := -9223372036854775808;
+    v_after_seq := -9223372036854775808;
+    END LOOP;
 END
 $$;
 

@@ -77,8 +77,8 @@ pub(crate) fn key(
 
 /// Claims one execution per entry of `instances`; returns `(slot, claimed)` pairs, slots 1-based.
 /// The scan starts after the part of the lane this process has already claimed (`positions`);
-/// when that finds fewer executions than asked for, the rest of the slots scan the lane from
-/// its head, so a claim never answers "no work" while claimable work lies behind that point.
+/// `ff_claim` fills slots left over from the head of the lane, so a claim never answers "no
+/// work" while claimable work lies behind that point.
 pub(crate) async fn claim_slots<'e, E>(
     exec: E,
     key: &ClaimKey,
@@ -86,16 +86,10 @@ pub(crate) async fn claim_slots<'e, E>(
     positions: &ClaimPositions,
 ) -> Result<Vec<(usize, Claimed)>, EngineError>
 where
-    E: Executor<'e, Database = Postgres> + Copy,
+    E: Executor<'e, Database = Postgres>,
 {
     let start = positions.start(key.lane.as_str(), &key.capabilities);
-    let mut claimed = claim_pass(exec, key, instances, start, positions).await?;
-    if start.is_some() && claimed.len() < instances.len() {
-        let offset = claimed.len();
-        let rest = claim_pass(exec, key, &instances[offset..], None, positions).await?;
-        claimed.extend(rest.into_iter().map(|(slot, c)| (slot + offset, c)));
-    }
-    Ok(claimed)
+    claim_pass(exec, key, instances, start, positions).await
 }
 
 /// One `ff_claim` statement starting after `start` (or at the head of the lane).
@@ -124,16 +118,17 @@ where
         .fetch_all(exec)
         .await
         .map_err(map_sqlx)?;
-    let mut last: Option<(ClaimPosition, Option<i64>)> = None;
+    let mut span: Option<(ClaimPosition, ClaimPosition, Option<i64>)> = None;
     for r in &rows {
         let at: ClaimPosition = (col(r, "neg_priority")?, col(r, "eligible_at_ms")?, col(r, "seq")?);
-        if last.is_none_or(|(l, _)| at > l) {
-            last = Some((at, col(r, "claim_generation")?));
-        }
+        span = Some(match span {
+            None => (at, at, col(r, "claim_generation")?),
+            Some((first, last, generation)) => (first.min(at), last.max(at), generation),
+        });
     }
     // A lane with no row in ff_lane has no generation: its claims always scan from the head.
-    if let Some((last, Some(generation))) = last {
-        positions.claimed(key.lane.as_str(), &key.capabilities, start, last, generation);
+    if let Some((first, last, Some(generation))) = span {
+        positions.claimed(key.lane.as_str(), &key.capabilities, start, first, last, generation);
     }
     rows.iter()
         .map(|r| {

@@ -52,18 +52,26 @@ impl ClaimPositions {
         }
     }
 
-    /// Records that a claim which started at `started` claimed up to `last`, under the lane's
-    /// claim `generation`.
+    /// Records that a claim which started at `started` claimed the keys `first..=last`, under
+    /// the lane's claim `generation`.
     pub(crate) fn claimed(
         &self,
         lane: &str,
         capabilities: &[String],
         started: Option<Position>,
+        first: ClaimPosition,
         last: ClaimPosition,
         generation: i64,
     ) {
         let mut positions = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        match positions.entry((lane.to_owned(), capabilities.to_vec())) {
+        let key = (lane.to_owned(), capabilities.to_vec());
+        // It found work behind where it started (the head-of-lane pass for leftover slots):
+        // more may lie there, so the next claim starts from the head.
+        if started.is_some_and(|s| first <= s.at) {
+            positions.remove(&key);
+            return;
+        }
+        match positions.entry(key) {
             Entry::Occupied(mut e) => {
                 let current = e.get_mut();
                 let continued = started.is_some_and(|s| s.at == current.at && s.generation == generation);
