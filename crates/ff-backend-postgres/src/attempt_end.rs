@@ -13,7 +13,8 @@ use ff_core::backend::AttemptEndBackend;
 use ff_core::{Handle, MAX_CLAIM_BATCH};
 
 use ff_core::{
-    AttemptIndex, EngineError, ExecutionPolicy, FailOutcome, FailureClass, FailureReason, HandlePayload, TimestampMs,
+    AttemptIndex, CompleteExecutionArgs, CompleteExecutionResult, EngineError, ExecutionPolicy, FailExecutionArgs,
+    FailExecutionResult, FailOutcome, FailureClass, FailureReason, HandlePayload, PublicState, TimestampMs,
     ValidationKind,
 };
 use sqlx::PgPool;
@@ -246,6 +247,44 @@ impl AttemptEndBackend for PostgresBackend {
             }
         }
         Ok(out)
+    }
+
+    async fn complete_execution(&self, args: CompleteExecutionArgs) -> Result<CompleteExecutionResult, EngineError> {
+        args.validate()?;
+        let p = crate::fence::resolve(
+            &self.pool,
+            &self.partitions,
+            &args.execution_id,
+            args.attempt_index,
+            args.fence.as_ref(),
+        )
+        .await?;
+        let done = complete(&self.pool, &[(p.clone(), args.result_payload)]).await?;
+        if done.first() == Some(&true) {
+            Metrics::add(&self.metrics.completions, 1);
+            Ok(CompleteExecutionResult::Completed {
+                execution_id: args.execution_id,
+                public_state: PublicState::Completed,
+            })
+        } else {
+            Err(self.rejected(&p).await)
+        }
+    }
+
+    async fn fail_execution(&self, args: FailExecutionArgs) -> Result<FailExecutionResult, EngineError> {
+        args.validate()?;
+        let p = crate::fence::resolve(
+            &self.pool,
+            &self.partitions,
+            &args.execution_id,
+            args.attempt_index,
+            args.fence.as_ref(),
+        )
+        .await?;
+        match fail(&self.pool, &p, &args.failure_reason, args.failure_category).await? {
+            Some(outcome) => Ok(outcome),
+            None => Err(self.rejected(&p).await),
+        }
     }
 
     async fn fail(

@@ -7,8 +7,9 @@
 
 use ff_core::error::ExecutionNotActiveDetail;
 use ff_core::{
-    BackendTag, ContentionKind, EngineError, ExecutionId, Handle, HandlePayload, LeaseEpoch, LifecyclePhase,
-    OwnershipState, Partition, PartitionConfig, PartitionFamily, StateKind, TerminalOutcome,
+    AttemptId, AttemptIndex, BackendTag, ContentionKind, EngineError, ExecutionId, Handle, HandlePayload, LaneId,
+    LeaseEpoch, LeaseFence, LeaseId, LifecyclePhase, OwnershipState, Partition, PartitionConfig, PartitionFamily,
+    StateKind, TerminalOutcome, WorkerInstanceId,
 };
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -103,4 +104,62 @@ pub(crate) fn bind_fence<'q>(
     p: &HandlePayload,
 ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
     q.bind(p.execution_id.uuid()).bind(p.lease_id.0).bind(p.lease_epoch.0 as i64).bind(p.attempt_index.0 as i32)
+}
+
+/// The current lease of an execution, for resolving a fence triple: `$1` id, `$2` partition.
+pub(crate) const CURRENT_LEASE_SQL: &str = "SELECT lane_id, lease_id, lease_epoch, attempt_id, current_attempt_index, \
+     worker_instance_id, coalesce(lease_ttl_ms, 0) AS lease_ttl_ms FROM ff_execution \
+     WHERE execution_id = $1 AND partition_key = $2";
+
+/// Turns a fence triple (or, for an operator override, no fence: the execution's current
+/// lease) into the payload the handle-based writes take. Nothing here is trusted for writing:
+/// the writing statement checks the lease again. What this adds is the attempt id, which the
+/// writes do not compare: a fence naming the current lease with another attempt id is stale.
+pub(crate) async fn resolve(
+    pool: &PgPool,
+    partitions: &PartitionConfig,
+    execution_id: &ExecutionId,
+    attempt_index: AttemptIndex,
+    fence: Option<&LeaseFence>,
+) -> Result<HandlePayload, EngineError> {
+    check_id(execution_id, partitions)?;
+    let row = sqlx::query(CURRENT_LEASE_SQL)
+        .bind(execution_id.uuid())
+        .bind(execution_id.partition_index() as i16)
+        .fetch_optional(pool)
+        .await
+        .map_err(map_sqlx)?
+        .ok_or(EngineError::NotFound { entity: "execution" })?;
+    let stored_lease: Option<Uuid> = col(&row, "lease_id")?;
+    let stored_attempt: Option<Uuid> = col(&row, "attempt_id")?;
+    let stored_index = AttemptIndex(u32_col(&row, "current_attempt_index")?);
+    let (lease_id, lease_epoch, attempt_id) = match fence {
+        Some(f) => {
+            if stored_lease == Some(f.lease_id.0) && stored_attempt != Some(f.attempt_id.0) {
+                return Err(EngineError::State(StateKind::StaleLease));
+            }
+            (f.lease_id, f.lease_epoch, f.attempt_id)
+        }
+        None => {
+            // An override acts on the attempt the caller named, and only while it is current.
+            let (Some(lease), Some(attempt)) = (stored_lease, stored_attempt) else {
+                return Err(EngineError::Contention(ContentionKind::NoActiveLease));
+            };
+            if stored_index != attempt_index {
+                return Err(EngineError::State(StateKind::StaleLease));
+            }
+            let epoch = non_negative("lease_epoch", col::<i64>(&row, "lease_epoch")?)?;
+            (LeaseId(lease), LeaseEpoch(epoch), AttemptId(attempt))
+        }
+    };
+    Ok(HandlePayload {
+        execution_id: *execution_id,
+        attempt_index,
+        attempt_id,
+        lease_id,
+        lease_epoch,
+        lease_ttl_ms: non_negative("lease_ttl_ms", col::<i64>(&row, "lease_ttl_ms")?)?,
+        lane_id: LaneId::try_new(col::<String>(&row, "lane_id")?)?,
+        worker_instance_id: WorkerInstanceId(col::<Option<String>>(&row, "worker_instance_id")?.unwrap_or_default()),
+    })
 }

@@ -22,6 +22,7 @@ mod lease;
 mod maintenance;
 pub mod metrics;
 pub mod migrate;
+mod operator;
 pub mod reconciler;
 mod route;
 mod row;

@@ -144,6 +144,11 @@ coded_enum!(
         InvalidHandle => "invalid_handle",
         /// A handle minted by a different backend family.
         HandleFromOtherBackend => "handle_from_other_backend",
+        /// A priority outside 0..=9000.
+        PriorityOutOfRange => "priority_out_of_range",
+        /// The execution holds a lease and the caller, not an operator override, presented no
+        /// lease fence.
+        FenceRequired => "fence_required",
     }
 );
 
@@ -210,6 +215,10 @@ pub enum StateKind {
     StreamClosed,
     /// The reclaim cap was reached.
     MaxReclaimsExceeded,
+    /// The operation needs a terminal execution (a replay).
+    ExecutionNotTerminal,
+    /// The execution was replayed as often as its policy allows.
+    MaxReplaysExhausted,
 }
 
 impl StateKind {
@@ -223,6 +232,8 @@ impl StateKind {
             Self::Terminal => "terminal",
             Self::StreamClosed => "stream_closed",
             Self::MaxReclaimsExceeded => "max_reclaims_exceeded",
+            Self::ExecutionNotTerminal => "execution_not_terminal",
+            Self::MaxReplaysExhausted => "max_replays_exhausted",
         }
     }
 }

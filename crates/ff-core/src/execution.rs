@@ -5,9 +5,11 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::error::EngineError;
+use crate::handle::LeaseFence;
 use crate::id::{
     AttemptId, AttemptIndex, ExecutionId, FlowId, LaneId, LeaseEpoch, LeaseId, Namespace, TimestampMs, WorkerInstanceId,
 };
+use crate::operator::CancelSource;
 use crate::policy::ExecutionPolicy;
 use crate::state::{PublicState, StateVector};
 
@@ -326,8 +328,10 @@ pub struct ExecutionSnapshot {
     pub total_attempt_count: u32,
     /// Lease reclaims so far.
     pub lease_reclaim_count: u32,
-    /// Retries scheduled so far.
+    /// Retries scheduled so far (reset by a replay).
     pub retry_count: u32,
+    /// Times an operator replayed it.
+    pub replay_count: u32,
     /// Last reported progress percent.
     pub progress_pct: Option<u8>,
     /// Last reported progress message.
@@ -404,3 +408,94 @@ pub struct ListLanesPage {
 
 /// Largest page a listing returns.
 pub const MAX_LIST_LIMIT: usize = 1000;
+
+/// Arguments of `complete_execution`: the fence-triple peer of `complete`, for service layers
+/// that keep the lease fields rather than a handle.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct CompleteExecutionArgs {
+    /// Execution.
+    pub execution_id: ExecutionId,
+    /// The leased attempt.
+    pub attempt_index: AttemptIndex,
+    /// The current lease. Required unless `source` is `operator_override`, which completes
+    /// whatever live lease the execution holds.
+    #[serde(default)]
+    pub fence: Option<LeaseFence>,
+    /// Result payload (at most 8 MiB).
+    #[serde(default)]
+    pub result_payload: Option<Vec<u8>>,
+    /// Who completes it.
+    #[serde(default = "lease_holder")]
+    pub source: CancelSource,
+}
+
+impl CompleteExecutionArgs {
+    /// Checks the payload and that a fence is present unless overridden.
+    pub fn validate(&self) -> Result<(), EngineError> {
+        if let Some(p) = &self.result_payload {
+            validate_payload("result_payload", p)?;
+        }
+        fence_present(self.fence.as_ref(), self.source, "complete_execution")
+    }
+}
+
+/// Outcome of `complete_execution`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum CompleteExecutionResult {
+    /// The execution is terminal `completed`.
+    Completed {
+        /// Execution.
+        execution_id: ExecutionId,
+        /// Its state now (`completed`).
+        public_state: PublicState,
+    },
+}
+
+/// Arguments of `fail_execution`: the fence-triple peer of `fail`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct FailExecutionArgs {
+    /// Execution.
+    pub execution_id: ExecutionId,
+    /// The leased attempt.
+    pub attempt_index: AttemptIndex,
+    /// The current lease. Required unless `source` is `operator_override`, which fails
+    /// whatever live lease the execution holds.
+    #[serde(default)]
+    pub fence: Option<LeaseFence>,
+    /// Why.
+    pub failure_reason: FailureReason,
+    /// Classification (decides whether the stored retry policy may retry).
+    pub failure_category: FailureClass,
+    /// Who fails it.
+    #[serde(default = "lease_holder")]
+    pub source: CancelSource,
+}
+
+impl FailExecutionArgs {
+    /// Checks the reason and that a fence is present unless overridden.
+    pub fn validate(&self) -> Result<(), EngineError> {
+        validate_message("failure message", &self.failure_reason.message)?;
+        if let Some(d) = &self.failure_reason.detail {
+            validate_message("failure detail", d)?;
+        }
+        fence_present(self.fence.as_ref(), self.source, "fail_execution")
+    }
+}
+
+/// Outcome of `fail_execution` (the same as `fail`'s).
+pub type FailExecutionResult = FailOutcome;
+
+fn lease_holder() -> CancelSource {
+    CancelSource::LeaseHolder
+}
+
+fn fence_present(fence: Option<&LeaseFence>, source: CancelSource, what: &str) -> Result<(), EngineError> {
+    if fence.is_none() && !source.overrides_fence() {
+        return Err(EngineError::validation(
+            crate::error::ValidationKind::FenceRequired,
+            format!("{what} needs the lease fence unless the source is operator_override"),
+        ));
+    }
+    Ok(())
+}

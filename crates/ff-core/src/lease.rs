@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::capability::CapabilitySet;
 use crate::error::EngineError;
 
-use crate::handle::Handle;
+use crate::handle::{Handle, LeaseFence};
 use crate::id::{AttemptIndex, ExecutionId, LaneId, LeaseEpoch, TimestampMs, WorkerId, WorkerInstanceId};
 
 /// How a worker claims.
@@ -208,5 +208,40 @@ pub enum ReclaimExecutionOutcome {
     GrantNotFound {
         /// Execution.
         execution_id: ExecutionId,
+    },
+}
+
+/// Arguments of `renew_lease`: the fence-triple peer of `renew`, for service layers that keep
+/// the lease fields rather than a handle. The renewal uses the TTL stored with the lease.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct RenewLeaseArgs {
+    /// Execution.
+    pub execution_id: ExecutionId,
+    /// The leased attempt.
+    pub attempt_index: AttemptIndex,
+    /// The current lease; required (`fence_required` when absent).
+    #[serde(default)]
+    pub fence: Option<LeaseFence>,
+}
+
+impl RenewLeaseArgs {
+    /// Checks that a fence is present; returns it.
+    pub fn validate(&self) -> Result<LeaseFence, EngineError> {
+        self.fence.ok_or_else(|| {
+            EngineError::validation(crate::error::ValidationKind::FenceRequired, "renew_lease needs the lease fence")
+        })
+    }
+}
+
+/// Outcome of `renew_lease`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum RenewLeaseResult {
+    /// The lease runs until `expires_at_ms`.
+    Renewed {
+        /// New expiry.
+        expires_at_ms: TimestampMs,
+        /// Epoch (unchanged by renewal).
+        lease_epoch: LeaseEpoch,
     },
 }

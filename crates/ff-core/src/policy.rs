@@ -28,6 +28,8 @@ pub const EXECUTION_DEADLINE_MAX_MS: u64 = 366 * 86_400_000;
 pub const BACKOFF_MULTIPLIER_MAX: f64 = 100.0;
 /// Default cap on lease reclaims per execution.
 pub const DEFAULT_MAX_RECLAIM_COUNT: u32 = 100;
+/// Replay cap when the policy names none.
+pub const DEFAULT_MAX_REPLAY_COUNT: u32 = 10;
 /// Highest priority; priorities are 0..=9000, higher first.
 pub const PRIORITY_MAX: i32 = 9000;
 /// Most capability tokens an execution may require or a worker may offer.
@@ -46,7 +48,10 @@ pub fn validate_lease_ttl_ms(ttl_ms: u64) -> Result<u64, EngineError> {
 /// Validates a priority (0..=9000).
 pub fn validate_priority(priority: i32) -> Result<i32, EngineError> {
     if !(0..=PRIORITY_MAX).contains(&priority) {
-        return Err(EngineError::invalid(format!("priority {priority} outside 0..={PRIORITY_MAX}")));
+        return Err(EngineError::validation(
+            crate::error::ValidationKind::PriorityOutOfRange,
+            format!("priority {priority} outside 0..={PRIORITY_MAX}"),
+        ));
     }
     Ok(priority)
 }
@@ -65,6 +70,10 @@ pub struct ExecutionPolicy {
     #[serde(default)]
     #[schemars(range(max = MAX_RETRIES_LIMIT))]
     pub max_reclaim_count: Option<u32>,
+    /// How many times an operator may replay the execution once it is terminal (default 10).
+    #[serde(default)]
+    #[schemars(range(max = MAX_RETRIES_LIMIT))]
+    pub max_replay_count: Option<u32>,
     /// Capabilities a worker needs to claim this execution.
     #[serde(default)]
     pub routing_requirements: Option<RoutingRequirements>,
@@ -87,7 +96,17 @@ impl ExecutionPolicy {
         {
             return Err(policy_err(format!("max_reclaim_count {n} exceeds {MAX_RETRIES_LIMIT}")));
         }
+        if let Some(n) = self.max_replay_count
+            && n > MAX_RETRIES_LIMIT
+        {
+            return Err(policy_err(format!("max_replay_count {n} exceeds {MAX_RETRIES_LIMIT}")));
+        }
         Ok(())
+    }
+
+    /// Effective replay cap.
+    pub fn replay_cap(&self) -> u32 {
+        self.max_replay_count.unwrap_or(DEFAULT_MAX_REPLAY_COUNT)
     }
 
     /// Effective reclaim cap.

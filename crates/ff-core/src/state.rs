@@ -315,6 +315,10 @@ pub enum Transition {
     ParkForRoute,
     /// A worker offering its required capabilities appeared: it is eligible again.
     UnparkRoute,
+    /// An operator cancels it, whatever its state (a lease it holds ends with it).
+    OperatorCancel,
+    /// An operator runs a terminal execution again: its next claim starts a new attempt.
+    Replay,
 }
 
 /// The vector for `(phase, ownership, eligibility, blocking, outcome, attempt)`.
@@ -389,6 +393,13 @@ pub fn apply(t: Transition, from: Option<&StateVector>) -> Result<StateVector, E
     if matches!(t, Transition::Create { .. }) {
         return Err(EngineError::Conflict(crate::error::ConflictKind::ExecutionAlreadyExists));
     }
+    if t == Transition::Replay {
+        return if from.lifecycle_phase == P::Terminal {
+            Ok(vector(P::Runnable, O::Unowned, E::EligibleNow, B::WaitingForWorker, T::None, A::PendingReplayAttempt))
+        } else {
+            Err(EngineError::State(StateKind::ExecutionNotTerminal))
+        };
+    }
     if from.lifecycle_phase == P::Terminal {
         return Err(EngineError::State(StateKind::Terminal));
     }
@@ -396,7 +407,8 @@ pub fn apply(t: Transition, from: Option<&StateVector>) -> Result<StateVector, E
     let need_lease = || if leased { Ok(()) } else { Err(lease_error(from)) };
     let terminal = |outcome| vector(P::Terminal, O::Unowned, E::NotApplicable, B::None, outcome, A::AttemptTerminal);
     match t {
-        Transition::Create { .. } => unreachable!("handled above"),
+        Transition::Create { .. } | Transition::Replay => unreachable!("handled above"),
+        Transition::OperatorCancel => Ok(terminal(T::Cancelled)),
         Transition::Claim => match claim_kind(from) {
             Some(_) => Ok(vector(P::Active, O::Leased, E::NotApplicable, B::None, T::None, A::RunningAttempt)),
             None => Err(EngineError::Contention(crate::error::ContentionKind::ExecutionNotLeaseable)),
@@ -500,6 +512,16 @@ mod tests {
         vector(P::Terminal, O::Unowned, E::NotApplicable, B::None, T::Cancelled, A::AttemptTerminal);
     const EXPIRED: StateVector =
         vector(P::Terminal, O::Unowned, E::NotApplicable, B::None, T::Expired, A::AttemptTerminal);
+    const REPLAYED: StateVector =
+        vector(P::Runnable, O::Unowned, E::EligibleNow, B::WaitingForWorker, T::None, A::PendingReplayAttempt);
+    const PARKED_REPLAY: StateVector = vector(
+        P::Runnable,
+        O::Unowned,
+        E::BlockedByRoute,
+        B::WaitingForCapableWorker,
+        T::None,
+        A::PendingReplayAttempt,
+    );
 
     /// Every legal transition this engine implements: (operation, from, expected to).
     const LEGAL: &[(Transition, Option<StateVector>, StateVector)] = &[
@@ -535,6 +557,18 @@ mod tests {
         (Transition::Expire, Some(ACTIVE), EXPIRED),
         (Transition::Expire, Some(RETRY_WAIT), EXPIRED),
         (Transition::Expire, Some(RECLAIMABLE), EXPIRED),
+        (Transition::OperatorCancel, Some(WAITING), CANCELLED),
+        (Transition::OperatorCancel, Some(ACTIVE), CANCELLED),
+        (Transition::OperatorCancel, Some(REVOKED), CANCELLED),
+        (Transition::OperatorCancel, Some(RETRY_WAIT), CANCELLED),
+        (Transition::OperatorCancel, Some(DELAYED_RUN), CANCELLED),
+        (Transition::OperatorCancel, Some(PARKED), CANCELLED),
+        (Transition::Replay, Some(COMPLETED), REPLAYED),
+        (Transition::Replay, Some(FAILED), REPLAYED),
+        (Transition::Replay, Some(CANCELLED), REPLAYED),
+        (Transition::Replay, Some(EXPIRED), REPLAYED),
+        (Transition::Claim, Some(REPLAYED), ACTIVE),
+        (Transition::ParkForRoute, Some(REPLAYED), PARKED_REPLAY),
     ];
 
     #[test]
@@ -570,6 +604,13 @@ mod tests {
         (Transition::PromoteDelayed, Some(WAITING), "execution_not_leaseable"),
         (Transition::PromoteDelayed, Some(ACTIVE), "execution_not_leaseable"),
         (Transition::Expire, Some(EXPIRED), "terminal"),
+        (Transition::OperatorCancel, Some(CANCELLED), "terminal"),
+        (Transition::OperatorCancel, Some(COMPLETED), "terminal"),
+        (Transition::OperatorCancel, None, "not_found"),
+        (Transition::Replay, Some(WAITING), "execution_not_terminal"),
+        (Transition::Replay, Some(ACTIVE), "execution_not_terminal"),
+        (Transition::Replay, Some(RETRY_WAIT), "execution_not_terminal"),
+        (Transition::Replay, None, "not_found"),
     ];
 
     #[test]

@@ -59,7 +59,7 @@ pub(crate) fn tags(row: &PgRow) -> Result<BTreeMap<String, String>, EngineError>
 pub(crate) static DESCRIBE_COLUMNS: LazyLock<String> = LazyLock::new(|| {
     format!(
         "{STATE_COLUMNS}, flow_id, lane_id, namespace, blocking_detail, attempt_id, current_attempt_index, \
-         total_attempt_count, lease_reclaim_count, retry_count, lease_id, lease_epoch, worker_instance_id, \
+         total_attempt_count, lease_reclaim_count, retry_count, replay_count, lease_id, lease_epoch, worker_instance_id, \
          lease_expires_at_ms, last_heartbeat_at_ms, created_at_ms, last_mutation_at_ms, progress_pct, progress_message, tags"
     )
 });
@@ -115,6 +115,7 @@ pub(crate) async fn describe(
         total_attempt_count: u32_col(&row, "total_attempt_count")?,
         lease_reclaim_count: u32_col(&row, "lease_reclaim_count")?,
         retry_count: u32_col(&row, "retry_count")?,
+        replay_count: u32_col(&row, "replay_count")?,
         progress_pct: col::<Option<i16>>(&row, "progress_pct")?.map(|p| p as u8),
         progress_message: col(&row, "progress_message")?,
         tags: tags(&row)?,
@@ -223,6 +224,7 @@ pub(crate) const CORE_FIELDS: &[&str] = &[
     "current_attempt_index",
     "total_attempt_count",
     "retry_count",
+    "replay_count",
     "lease_reclaim_count",
     "lease_id",
     "lease_epoch",
@@ -231,6 +233,7 @@ pub(crate) const CORE_FIELDS: &[&str] = &[
     "worker_instance_id",
     "attempt_id",
     "attempt_deadline_at_ms",
+    "cancel_source",
     "progress_pct",
     "progress_message",
     "created_at_ms",

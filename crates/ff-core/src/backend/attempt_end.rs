@@ -4,7 +4,10 @@
 use async_trait::async_trait;
 
 use crate::error::EngineError;
-use crate::execution::{FailOutcome, FailureClass, FailureReason};
+use crate::execution::{
+    CompleteExecutionArgs, CompleteExecutionResult, FailExecutionArgs, FailExecutionResult, FailOutcome, FailureClass,
+    FailureReason,
+};
 use crate::handle::Handle;
 use crate::id::TimestampMs;
 
@@ -20,6 +23,15 @@ pub trait AttemptEndBackend: Send + Sync {
         &self,
         items: Vec<(Handle, Option<Vec<u8>>)>,
     ) -> Result<Vec<Result<(), EngineError>>, EngineError>;
+
+    /// Completes by the fence triple instead of a handle (for service layers). With source
+    /// `operator_override` and no fence it completes whatever live lease the execution holds.
+    async fn complete_execution(&self, args: CompleteExecutionArgs) -> Result<CompleteExecutionResult, EngineError>;
+
+    /// Fails by the fence triple instead of a handle (for service layers), retried per the
+    /// stored policy like `fail`. With source `operator_override` and no fence it fails
+    /// whatever live lease the execution holds.
+    async fn fail_execution(&self, args: FailExecutionArgs) -> Result<FailExecutionResult, EngineError>;
 
     /// Fails the current attempt. Retryable classes are retried per the stored retry policy.
     async fn fail(

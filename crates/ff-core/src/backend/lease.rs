@@ -45,6 +45,10 @@ pub trait LeaseBackend: Send + Sync {
     /// claims to carry).
     async fn renew(&self, handle: &Handle) -> Result<LeaseRenewal, EngineError>;
 
+    /// Renews by the fence triple instead of a handle (for service layers): the same checks
+    /// and the same stored TTL as `renew`.
+    async fn renew_lease(&self, args: RenewLeaseArgs) -> Result<RenewLeaseResult, EngineError>;
+
     /// Records progress (percent 0..=100 and/or a message).
     async fn progress(&self, handle: &Handle, percent: Option<u8>, message: Option<String>) -> Result<(), EngineError>;
 

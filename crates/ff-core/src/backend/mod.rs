@@ -4,7 +4,7 @@
 //! Each entity's operations sit in the module named for it: [`execution`] (ingress, reads, tags,
 //! listings), [`lease`] (claims, renewals, progress, reclaim grants), [`attempt_end`] (complete,
 //! fail, cancel, delay), [`stream`] (frames), [`maintenance`] (the hooks reconcilers call),
-//! [`worker`] (the worker registry).
+//! [`worker`] (the worker registry), [`operator`] (operator controls).
 //! `EngineBackend` keeps the seed's method names, so a caller holding `&dyn EngineBackend`
 //! reaches every operation; import [`prelude`] (or `ff_core::*`) to bring the sub-traits into
 //! scope.
@@ -18,6 +18,7 @@ pub mod attempt_end;
 pub mod execution;
 pub mod lease;
 pub mod maintenance;
+pub mod operator;
 pub mod stream;
 pub mod worker;
 
@@ -29,6 +30,7 @@ pub use attempt_end::AttemptEndBackend;
 pub use execution::ExecutionBackend;
 pub use lease::LeaseBackend;
 pub use maintenance::{ExpirePhase, MaintenanceBackend};
+pub use operator::OperatorBackend;
 pub use stream::StreamBackend;
 pub use worker::WorkerRegistryBackend;
 
@@ -40,7 +42,7 @@ use crate::event::{CompletionStream, EventCursor, ScannerFilter};
 pub mod prelude {
     pub use super::{
         AttemptEndBackend, CompletionBackend, EngineBackend, ExecutionBackend, LeaseBackend, MaintenanceBackend,
-        StreamBackend, WorkerRegistryBackend,
+        OperatorBackend, StreamBackend, WorkerRegistryBackend,
     };
 }
 
@@ -60,6 +62,7 @@ pub trait EngineBackend:
     + AttemptEndBackend
     + StreamBackend
     + MaintenanceBackend
+    + OperatorBackend
     + WorkerRegistryBackend
     + Send
     + Sync
