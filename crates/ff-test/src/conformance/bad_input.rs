@@ -45,8 +45,8 @@ fn timeout(attempt_timeout_ms: u64) -> Option<ExecutionPolicy> {
 pub async fn bad_create_input_is_rejected_and_writes_nothing<H: ConformanceHarness>() {
     let fx = Fixture::<H>::new().await;
     rejects(&fx, "payload_too_large", |a| a.input_payload = vec![0; MAX_PAYLOAD_BYTES + 1]).await;
-    rejects(&fx, "invalid_input", |a| a.priority = -1).await;
-    rejects(&fx, "invalid_input", |a| a.priority = 9001).await;
+    rejects(&fx, "priority_out_of_range", |a| a.priority = -1).await;
+    rejects(&fx, "priority_out_of_range", |a| a.priority = 9001).await;
     rejects(&fx, "invalid_input", |a| a.execution_kind = String::new()).await;
     rejects(&fx, "invalid_input", |a| a.namespace = Namespace::new("x".repeat(300))).await;
     rejects(&fx, "invalid_tag_key", |a| a.tags = BTreeMap::from([("NoDot".into(), "v".into())])).await;
@@ -73,7 +73,7 @@ pub async fn one_bad_item_rejects_the_whole_batch<H: ConformanceHarness>() {
     let mut bad = args("batch");
     bad.priority = 10_000;
     let e = fx.backend.create_executions(vec![good.clone(), bad]).await.unwrap_err();
-    assert_eq!(e.code(), "invalid_input");
+    assert_eq!(e.code(), "priority_out_of_range");
     assert!(e.to_string().contains("item 1"), "{e}");
     assert!(fx.backend.describe_execution(&good.execution_id).await.unwrap().is_none());
     assert_nothing_stored(&fx).await;

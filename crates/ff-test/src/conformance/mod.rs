@@ -23,6 +23,8 @@
 //! - [`completions`] — completion subscriptions: order, resume from a cursor, filters.
 //! - [`route`] — work no live worker can run is parked, and unparked by a capable worker's
 //!   registration or claim.
+//! - [`operator`] — operator cancel, lease revocation, priority changes, replays, expired-lease
+//!   listings and the fence-triple peers of renew, complete and fail; their refusals.
 //! - [`worker_registry`] — registration, heartbeats, listings; a dead or lapsed worker's
 //!   leases are revoked at once; bad input.
 //!
@@ -64,6 +66,7 @@ pub mod fencing;
 mod fixture;
 mod harness;
 pub mod ingress;
+pub mod operator;
 pub mod reads;
 pub mod reclaim;
 pub mod retry;
@@ -97,6 +100,7 @@ macro_rules! conformance_suite {
                 lease_holder_terminal_transitions,
                 delayed_create_and_promotion,
                 timeout_and_deadline_expiry,
+                operator_transitions,
             }
             claim {
                 highest_priority_first_then_fifo,
@@ -165,6 +169,16 @@ macro_rules! conformance_suite {
                 a_lapsed_worker_is_retired_and_its_leases_revoked,
                 unknown_workers_are_not_registered,
                 bad_registry_input_is_rejected_and_writes_nothing,
+            }
+            operator {
+                operator_cancel_ends_any_non_terminal_state,
+                non_operator_cancel_needs_the_current_fence,
+                revoke_lease_makes_the_execution_reclaimable_at_once,
+                change_priority_reorders_waiting_work,
+                replay_runs_a_terminal_execution_again_up_to_its_cap,
+                list_expired_leases_pages_through_expired_leases,
+                fence_triple_peers_act_like_the_handle_calls,
+                operator_bad_input_is_rejected_and_writes_nothing,
             }
             bad_input {
                 bad_create_input_is_rejected_and_writes_nothing,

@@ -126,3 +126,21 @@ pub async fn timeout_and_deadline_expiry<H: ConformanceHarness>() {
     fx.backend.expire_execution(partition(&running), &running, ExpirePhase::AttemptTimeout).await.unwrap();
     check(&fx, &running, Transition::Expire, ACTIVE).await;
 }
+
+/// The operator transitions: revoking a lease, cancelling from any state, and replaying a
+/// terminal execution store what `apply` computes.
+pub async fn operator_transitions<H: ConformanceHarness>() {
+    let fx = Fixture::<H>::new().await;
+    let id = fx.create("sm-op").await;
+    let created = fx.vector(&id).await;
+    fx.claim("sm-op", "w").await;
+    let active = check(&fx, &id, Transition::Claim, created).await;
+    fx.backend.revoke_lease(RevokeLeaseArgs::new(id, "hung")).await.unwrap();
+    let revoked = check(&fx, &id, Transition::RevokeLease, active).await;
+    fx.backend.cancel_execution(CancelExecutionArgs::new(id, "stop")).await.unwrap();
+    let cancelled = check(&fx, &id, Transition::OperatorCancel, revoked).await;
+    fx.backend.replay_execution(ReplayExecutionArgs { execution_id: id }).await.unwrap();
+    let replayed = check(&fx, &id, Transition::Replay, cancelled).await;
+    fx.claim("sm-op", "w").await;
+    check(&fx, &id, Transition::Claim, replayed).await;
+}
