@@ -44,7 +44,7 @@ pub(crate) struct DemoArgs {
     /// PostgreSQL URL; when unset, a private cluster is started and removed afterwards.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     database_url: Option<String>,
-    /// Executions in the regular workload (the three special cases come on top).
+    /// Executions in the regular workload (the four special cases come on top).
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(10..=1_000_000))]
     executions: u32,
     /// Worker processes in the pool (each an SDK runtime with its own claims).

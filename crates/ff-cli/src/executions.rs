@@ -97,6 +97,7 @@ fn lease_id(s: &str) -> Result<LeaseId, String> {
     LeaseId::parse(s).map_err(|e| e.to_string())
 }
 
+/// Runs `ff executions`: one API call, printed as text or JSON.
 pub(crate) async fn run(args: ExecutionsArgs) -> anyhow::Result<ExitCode> {
     let client = args.api.client()?;
     let json = args.json;
@@ -192,12 +193,11 @@ fn print_snapshot(s: &ExecutionSnapshot) {
     if let Some(flow) = &s.flow_id {
         println!("flow        {flow}");
     }
-    if s.blocking_reason.is_some() || s.blocking_detail.is_some() {
-        println!(
-            "blocking    {}{}",
-            s.blocking_reason.as_deref().unwrap_or("-"),
-            s.blocking_detail.as_deref().map(|d| format!(": {d}")).unwrap_or_default()
-        );
+    if let Some(reason) = s.blocking_reason.as_deref().filter(|r| *r != "none") {
+        println!("blocking    {reason}");
+    }
+    if let Some(detail) = &s.blocking_detail {
+        println!("detail      {detail}");
     }
     match &s.current_attempt {
         Some(a) => println!("attempt     #{} ({})", a.attempt_index.0, a.attempt_id),

@@ -36,6 +36,7 @@ enum WorkersCommand {
     },
 }
 
+/// Runs `ff workers`: one API call, printed as text or JSON.
 pub(crate) async fn run(args: WorkersArgs) -> anyhow::Result<ExitCode> {
     let client = args.api.client()?;
     match args.command {
@@ -59,9 +60,9 @@ pub(crate) async fn run(args: WorkersArgs) -> anyhow::Result<ExitCode> {
                 let caps: Vec<&str> = w.capabilities.0.iter().map(String::as_str).collect();
                 println!(
                     "{:<28} {:<16} {:<16} {:<28} {:<16} {}",
-                    w.worker_instance_id,
-                    w.worker_id,
-                    w.namespace,
+                    w.worker_instance_id.as_str(),
+                    w.worker_id.as_str(),
+                    w.namespace.as_str(),
                     lanes.join(","),
                     caps.join(","),
                     utc(w.expires_at_ms)

@@ -132,6 +132,9 @@ async fn admin_commands_act_on_a_running_server() {
     assert_eq!(replayed.trim(), format!("replayed {b_s}: waiting (replay 1)"));
     let replayed: Value = serde_json::from_str(&ok(&run_id(&["executions", "show", "--json"], &b).await)).unwrap();
     assert_eq!(replayed["replay_count"], 1);
+    let shown = ok(&run_id(&["executions", "show"], &a).await);
+    assert!(shown.contains("state       active (lifecycle active, ownership lease_revoked"), "{shown}");
+    assert!(shown.contains("detail      hung"), "{shown}");
 
     // workers list: text and JSON.
     let registration = RegisterWorkerArgs {
@@ -145,7 +148,9 @@ async fn admin_commands_act_on_a_running_server() {
     client.register_worker(&registration).await.unwrap();
     let table = ok(&run(&["workers", "list"]).await);
     let row = table.lines().find(|l| l.starts_with("w-listed")).unwrap_or_else(|| panic!("{table}"));
-    assert!(row.contains("pool") && row.contains("tenant-a") && row.contains("media"), "{row}");
+    assert_eq!(row.split_whitespace().take(4).collect::<Vec<_>>(), ["w-listed", "pool", "tenant-a", "media"], "{row}");
+    let header = table.lines().next().unwrap();
+    assert_eq!(row.find("pool"), header.find("WORKER"), "columns line up:\n{table}");
     let page: Value =
         serde_json::from_str(&ok(&run(&["workers", "list", "--namespace", "tenant-a", "--json"]).await)).unwrap();
     assert_eq!(page["entries"][0]["worker_instance_id"], "w-listed", "{page}");
