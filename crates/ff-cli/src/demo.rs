@@ -4,11 +4,14 @@
 //! API token, and a pool of SDK workers talking to it over HTTP; submits a mixed workload on
 //! several lanes and priorities; and watches the completion log until every execution is
 //! terminal. The workload is built so that its outcome is known in advance: transient failures
-//! that succeed on retry, one execution that exhausts its retries, one cancelled by its handler,
-//! and one whose worker is killed mid-handler and whose lease another worker reclaims. Every
-//! worker registers in the worker registry under the demo's namespace; the summary lists the
-//! instances read from the registry once the pool is up, and compares what happened with what
-//! was expected; the exit code is 0 when they agree.
+//! that succeed on retry, one cancelled by its handler, one whose worker is killed mid-handler
+//! and whose lease another worker reclaims, and two the demo acts on as an operator through the
+//! API: one waiting for a capability no worker offers, which it cancels, and one that exhausts
+//! its retries, which it replays once it has failed (its handler succeeds on the attempt after
+//! the failed ones, so the replay completes). Every worker registers in the worker registry
+//! under the demo's namespace; the summary lists the instances read from the registry once the
+//! pool is up, and compares what happened with what was expected; the exit code is 0 when they
+//! agree.
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -19,8 +22,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use ff_core::event::{CompletionOutcome, EventCursor, ScannerFilter};
 use ff_core::{
-    BackoffPolicy, CompletionBackend, ExecutionBackend, ExecutionId, ExecutionPolicy, HandleKind, ListWorkersArgs,
-    Namespace, RetryPolicy, WorkerInstanceId,
+    BackoffPolicy, CancelExecutionArgs, CompletionBackend, ExecutionBackend, ExecutionId, ExecutionPolicy, HandleKind,
+    ListWorkersArgs, Namespace, PublicState, ReplayExecutionArgs, ReplayExecutionResult, RetryPolicy,
+    RoutingRequirements, WorkerInstanceId,
 };
 use ff_sdk::{Client, HandlerError, HttpTransport, RunningWorker, SubmitRequest, TaskContext, Worker, WorkerConfig};
 use ff_server::{Server, ServerConfig};
@@ -40,7 +44,7 @@ pub(crate) struct DemoArgs {
     /// PostgreSQL URL; when unset, a private cluster is started and removed afterwards.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     database_url: Option<String>,
-    /// Executions in the regular workload (the three special cases come on top).
+    /// Executions in the regular workload (the four special cases come on top).
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(10..=1_000_000))]
     executions: u32,
     /// Worker processes in the pool (each an SDK runtime with its own claims).
@@ -64,6 +68,10 @@ const REPORTS: &str = "demo.reports";
 const FRAGILE: &str = "demo.fragile";
 /// Retries every execution is allowed.
 const MAX_RETRIES: u32 = 3;
+/// A capability no demo worker offers: work requiring it waits until an operator acts.
+const MISSING_CAPABILITY: &str = "gpu";
+/// Why the operator cancels the execution that waits for it.
+const OPERATOR_CANCEL_REASON: &str = "no worker here offers a gpu";
 
 /// Input of every demo handler.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -78,14 +86,20 @@ struct Job {
     cancel: bool,
 }
 
-/// What the workload must end as.
+/// What the workload must end as. Outcomes are counted from the completion log, so an
+/// execution that fails, is replayed and then completes counts once in each.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct Tally {
     completed: u64,
     failed: u64,
     cancelled: u64,
+    /// Cancelled executions that an operator cancelled (and that ended as the operator said).
+    operator_cancelled: u64,
+    /// Retries in the final snapshots (a replay resets its execution's count).
     retried: u64,
     reclaimed: u64,
+    /// Replays in the final snapshots of executions that then completed.
+    replayed: u64,
 }
 
 pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
@@ -183,7 +197,7 @@ async fn drive(
         }
     };
 
-    // 3. The workload, in batches.
+    // 3. The workload, in batches, and the two executions the demo acts on as an operator.
     let (requests, mut expected) = workload(args.executions, namespace);
     expected.completed += 1; // the ledger sync, after its reclaim
     expected.reclaimed = 1;
@@ -196,6 +210,14 @@ async fn drive(
         let results = client.submit_batch(chunk.to_vec()).await.context("submitting the workload")?;
         ids.extend(results.iter().map(|r| r.execution_id()));
     }
+    let operated = match operator_cases(client, namespace, args.executions, &mut expected).await {
+        Ok(operated) => operated,
+        Err(e) => {
+            stop_pool(pool).await;
+            return Err(e);
+        }
+    };
+    ids.extend([operated.held, operated.replayed]);
     let total = ids.len() as u64;
     let ours: HashSet<ExecutionId> = ids.iter().copied().collect();
 
@@ -207,6 +229,7 @@ async fn drive(
     );
     let mut seen = Tally::default();
     let mut terminal = HashSet::new();
+    let mut replay_pending = true;
     let mut workload_done = started.elapsed();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(args.timeout_secs);
     while (terminal.len() as u64) < total {
@@ -226,7 +249,22 @@ async fn drive(
                 bail!("timed out with {}/{total} executions terminal", terminal.len());
             }
         };
-        if !ours.contains(&event.execution_id) || !terminal.insert(event.execution_id) {
+        if !ours.contains(&event.execution_id) {
+            continue;
+        }
+        // The execution that exhausts its retries is replayed once it has failed: not terminal
+        // yet, its next outcome is the one that ends it.
+        if replay_pending && event.execution_id == operated.replayed && event.outcome == CompletionOutcome::Failure {
+            replay_pending = false;
+            seen.failed += 1;
+            if let Err(e) = replay(client, operated.replayed).await {
+                bar.abandon();
+                stop_pool(pool).await;
+                return Err(e);
+            }
+            continue;
+        }
+        if !terminal.insert(event.execution_id) {
             continue;
         }
         if event.execution_id != ledger {
@@ -253,6 +291,15 @@ async fn drive(
     for snap in snapshots.into_iter().flatten() {
         seen.retried += u64::from(snap.retry_count);
         seen.reclaimed += u64::from(snap.lease_reclaim_count);
+        if snap.public_state == PublicState::Completed {
+            seen.replayed += u64::from(snap.replay_count);
+        }
+        if snap.execution_id == operated.held
+            && snap.public_state == PublicState::Cancelled
+            && snap.blocking_detail.as_deref() == Some(OPERATOR_CANCEL_REASON)
+        {
+            seen.operator_cancelled += 1;
+        }
         let ms = (snap.last_mutation_at.0 - snap.created_at.0).max(1) as u64;
         latency.record(ms.min(3_600_000))?;
     }
@@ -267,6 +314,56 @@ async fn drive(
         println!("\nOutcome differs from the expectation: expected {expected:?}, saw {seen:?}.");
     }
     Ok(ok)
+}
+
+/// The executions the demo acts on as an operator.
+struct Operated {
+    /// Waits for a capability no worker offers; cancelled through the operator route.
+    held: ExecutionId,
+    /// Fails every attempt of its first run; replayed once failed, then completes.
+    replayed: ExecutionId,
+}
+
+/// Submits the two executions the demo acts on as an operator (items `n + 1` and `n + 2`),
+/// cancels the one that waits, and adds what they must end as to `expected`. The other is replayed by [`replay`] once it fails.
+async fn operator_cases(
+    client: &Client,
+    namespace: &Namespace,
+    n: u32,
+    expected: &mut Tally,
+) -> anyhow::Result<Operated> {
+    let mut waits = request(namespace, REPORTS, "report.build", 0, Job { item: n + 1, ..Job::default() });
+    if let Some(policy) = waits.policy.as_mut() {
+        policy.routing_requirements =
+            Some(RoutingRequirements { required_capabilities: [MISSING_CAPABILITY.to_owned()].into() });
+    }
+    let held = client.submit(&waits).await.context("submitting the execution to cancel")?.execution_id();
+    let state = client.state(&held).await?.context("the execution to cancel vanished")?;
+    client
+        .cancel_execution(&CancelExecutionArgs::new(held, OPERATOR_CANCEL_REASON))
+        .await
+        .context("cancelling as an operator")?;
+    eprintln!("Operator cancelled {held} while it was {state} for a `{MISSING_CAPABILITY}` worker.");
+    expected.cancelled += 1;
+    expected.operator_cancelled += 1;
+
+    // Its first run fails every attempt (the first try and MAX_RETRIES retries); the attempt
+    // after those, which only a replay starts, succeeds.
+    let job = Job { item: n + 2, fail_first: MAX_RETRIES + 1, cancel: false };
+    let replayed = submit_one(client, namespace, REPORTS, "report.build", 0, job).await?;
+    expected.failed += 1;
+    expected.completed += 1;
+    expected.replayed += 1;
+    // The replay resets its retry count, and the replayed attempt succeeds: it adds no retries.
+    Ok(Operated { held, replayed })
+}
+
+/// Replays the failed execution through the operator route.
+async fn replay(client: &Client, id: ExecutionId) -> anyhow::Result<()> {
+    let ReplayExecutionResult::Replayed { public_state, replay_count } =
+        client.replay_execution(&ReplayExecutionArgs { execution_id: id }).await.context("replaying as an operator")?;
+    eprintln!("Operator replayed {id} after it failed: {public_state} again (replay {replay_count}).");
+    Ok(())
 }
 
 /// What the pool's workers did, and the registry as read while they ran.
@@ -297,10 +394,10 @@ async fn stop_pool(pool: Vec<RunningWorker>) -> Vec<ff_sdk::WorkerReport> {
     futures::future::join_all(pool.into_iter().map(RunningWorker::shutdown)).await
 }
 
-/// The regular workload plus the exhausted and cancelled cases, and the tally it must produce.
+/// The regular workload plus the execution its handler cancels, and the tally it must produce.
 fn workload(n: u32, namespace: &Namespace) -> (Vec<SubmitRequest>, Tally) {
     let mut expected = Tally::default();
-    let mut requests = Vec::with_capacity(n as usize + 2);
+    let mut requests = Vec::with_capacity(n as usize + 1);
     for item in 0..n {
         let (lane, kind, fail_first) = match item % 10 {
             0..=5 => (MEDIA, "thumbnail.render", u32::from(item % 7 == 0)),
@@ -312,12 +409,8 @@ fn workload(n: u32, namespace: &Namespace) -> (Vec<SubmitRequest>, Tally) {
         expected.completed += 1;
         expected.retried += u64::from(fail_first);
     }
-    // Fails every attempt: retried MAX_RETRIES times, then failed for good.
-    requests.push(request(namespace, REPORTS, "report.build", 0, Job { item: n, fail_first: u32::MAX, cancel: false }));
-    expected.failed += 1;
-    expected.retried += u64::from(MAX_RETRIES);
     // Its handler cancels it.
-    requests.push(request(namespace, EMAIL, "email.send", 0, Job { item: n + 1, fail_first: 0, cancel: true }));
+    requests.push(request(namespace, EMAIL, "email.send", 0, Job { item: n, fail_first: 0, cancel: true }));
     expected.cancelled += 1;
     (requests, expected)
 }
@@ -449,8 +542,10 @@ fn print_summary(
     row("completed", seen.completed, expected.completed);
     row("failed", seen.failed, expected.failed);
     row("cancelled", seen.cancelled, expected.cancelled);
+    row(" by operator", seen.operator_cancelled, expected.operator_cancelled);
     row("retried", seen.retried, expected.retried);
     row("reclaimed", seen.reclaimed, expected.reclaimed);
+    row("replayed", seen.replayed, expected.replayed);
     let secs = wall.as_secs_f64().max(1e-9);
     println!(
         "\n  throughput   {total} submitted executions terminal in {secs:.2} s = {:.0}/s (first submit -> last terminal)",
@@ -462,6 +557,10 @@ fn print_summary(
         latency.value_at_quantile(0.90),
         latency.value_at_quantile(0.99),
         latency.max()
+    );
+    println!(
+        "  operator     cancelled by operator: {} (waiting for a `{MISSING_CAPABILITY}` worker); replayed: {} (then completed)",
+        seen.operator_cancelled, seen.replayed
     );
     let PoolRun { reports, registered } = pool;
     let claimed: u64 = reports.iter().map(|r| r.claimed).sum();

@@ -1,12 +1,17 @@
-//! `ff`: run the FlowFabric HTTP server, manage the schema, or run the demo.
+//! `ff`: run the FlowFabric HTTP server, manage the schema, run the demo, or act on a running
+//! server as an operator (`ff executions ...`, `ff workers ...`, over the HTTP API).
 //!
 //! Configuration is read once, from flags and their environment variables (`ff <command>
 //! --help` lists both). Every command shuts down cleanly on Ctrl-C or SIGTERM.
 
+mod api;
 mod database;
 mod demo;
+mod executions;
 mod migrate;
+mod output;
 mod serve;
+mod workers;
 
 use std::process::ExitCode;
 
@@ -32,15 +37,20 @@ enum Command {
     /// Apply the schema migrations, or show the schema version.
     Migrate(migrate::MigrateArgs),
     /// Run the engine with a demo workload: a server, a pool of workers, a mixed workload with
-    /// retries, a cancellation and a crashed worker; prints a summary and exits 0 when the
-    /// outcome is what the workload expects.
+    /// retries, cancellations (by a handler and by an operator), a replay and a crashed worker;
+    /// prints a summary and exits 0 when the outcome is what the workload expects.
     Demo(demo::DemoArgs),
+    /// Inspect and act on executions of a running server (list, show, cancel, replay, priority,
+    /// revoke); FF_URL and FF_API_TOKEN name the server.
+    Executions(executions::ExecutionsArgs),
+    /// Inspect the worker registry of a running server.
+    Workers(workers::WorkersArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let default_level = match cli.command {
-        Command::Demo(_) => "warn",
+        Command::Demo(_) | Command::Executions(_) | Command::Workers(_) => "warn",
         _ => "info",
     };
     tracing_subscriber::fmt()
@@ -62,6 +72,8 @@ fn main() -> ExitCode {
             Command::Serve(args) => serve::run(*args).await,
             Command::Migrate(args) => migrate::run(args).await,
             Command::Demo(args) => demo::run(args).await,
+            Command::Executions(args) => executions::run(args).await,
+            Command::Workers(args) => workers::run(args).await,
         }
     });
     match result {

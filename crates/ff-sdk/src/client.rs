@@ -1,6 +1,8 @@
 //! [`Client`]: the HTTP API from Rust. Submitting and inspecting executions, the worker
 //! registry, and the lease-holder calls a worker makes (used by the worker runtime's HTTP
-//! transport).
+//! transport). The operator controls and the fence-triple calls are in `client/operator.rs`.
+
+mod operator;
 
 use std::path::PathBuf;
 use std::time::Duration;

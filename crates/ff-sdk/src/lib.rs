@@ -6,8 +6,9 @@
 //!   (a handler error becomes `fail` with its class, a panic a failed attempt). It runs over
 //!   [`HttpTransport`] (an `ff-server`) or [`DirectTransport`] (an in-process backend); the
 //!   handler code is the same.
-//! - [`Client`]: submit and inspect executions, and read the worker registry, over HTTP or
-//!   HTTPS ([`ClientConfig::with_ca_file`] trusts a private CA).
+//! - [`Client`]: submit and inspect executions, read the worker registry, and act as an
+//!   operator (cancel, revoke a lease, change a priority, replay, list expired leases), over
+//!   HTTP or HTTPS ([`ClientConfig::with_ca_file`] trusts a private CA).
 //!
 //! ```no_run
 //! use ff_sdk::{Client, HttpTransport, Worker, WorkerConfig, TaskContext, HandlerError};

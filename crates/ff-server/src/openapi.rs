@@ -98,6 +98,8 @@ pub struct RequestBody {
     pub schema: SchemaFn,
     /// Largest accepted body in bytes.
     pub limit: usize,
+    /// False when the body may be left out (an empty body means every field's default).
+    pub required: bool,
 }
 
 /// Produces a JSON Schema (a `$ref` into the generator's definitions).
@@ -173,7 +175,7 @@ pub fn document<'a>(operations: impl IntoIterator<Item = &'a Operation>, partiti
         });
         if let Some(body) = op.request {
             entry["requestBody"] = json!({
-                "required": true,
+                "required": body.required,
                 "description": format!("Largest accepted body: {} bytes.", body.limit),
                 "content": {"application/json": {"schema": (body.schema)(&mut generator)}},
             });

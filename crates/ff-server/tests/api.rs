@@ -323,7 +323,7 @@ async fn bad_input_gets_a_typed_error_and_writes_nothing() {
     assert_error(s, &b, 400, "invalid_input");
     let (s, b) =
         api.call(Method::POST, submit, Some(json!({"lane_id": "l", "execution_kind": "k", "priority": 99999}))).await;
-    assert_error(s, &b, 400, "invalid_input");
+    assert_error(s, &b, 400, "priority_out_of_range");
     let (s, b) = api
         .call(Method::POST, submit, Some(json!({"lane_id": "l", "execution_kind": "k", "tags": {"Bad Key": "v"}})))
         .await;

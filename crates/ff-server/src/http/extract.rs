@@ -1,5 +1,6 @@
 //! Request extractors whose rejections use the API's error shape: malformed JSON, a wrong
 //! content type, an oversized body, a bad query string or path all answer [`ApiError`] JSON.
+//! [`ApiJsonOrEmpty`] serves the routes whose body may be left out.
 //! Typed path segments ([`ExecutionPath`], [`AttemptPath`]) are parsed here, so a handler only
 //! sees valid ids; a bad segment is `400 invalid_path`.
 
@@ -20,37 +21,68 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let is_json = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(';').next())
-            .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"));
-        if !is_json {
-            return Err(ApiError::Request {
-                status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                code: "unsupported_media_type",
-                message: "expected Content-Type: application/json".into(),
-            });
-        }
-        let bytes = Bytes::from_request(req, state).await.map_err(|r| {
-            if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::Request {
-                    status: StatusCode::PAYLOAD_TOO_LARGE,
-                    code: "payload_too_large",
-                    message: "request body exceeds this route's limit".into(),
-                }
-            } else {
-                ApiError::bad_request("invalid_body", format!("could not read the request body: {}", r.body_text()))
-            }
-        })?;
-        serde_json::from_slice(&bytes).map(ApiJson).map_err(|e| match e.classify() {
-            serde_json::error::Category::Data => {
-                ApiError::bad_request("invalid_input", format!("invalid request: {e}"))
-            }
-            _ => ApiError::bad_request("invalid_json", format!("malformed JSON: {e}")),
-        })
+        check_json(&req)?;
+        parse_json(&read_body(req, state).await?).map(ApiJson)
     }
+}
+
+/// A JSON body that may be left out: an empty body is `T::default()`; a non-empty one is read
+/// as [`ApiJson`] reads it (and needs its content type).
+pub struct ApiJsonOrEmpty<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for ApiJsonOrEmpty<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let declared_json = check_json(&req);
+        let bytes = read_body(req, state).await?;
+        if bytes.is_empty() {
+            return Ok(ApiJsonOrEmpty(T::default()));
+        }
+        declared_json?;
+        parse_json(&bytes).map(ApiJsonOrEmpty)
+    }
+}
+
+/// `415 unsupported_media_type` unless the request says its body is JSON.
+fn check_json(req: &Request) -> Result<(), ApiError> {
+    let is_json = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"));
+    if !is_json {
+        return Err(ApiError::Request {
+            status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            code: "unsupported_media_type",
+            message: "expected Content-Type: application/json".into(),
+        });
+    }
+    Ok(())
+}
+
+/// The whole body, within the route's limit (`413 payload_too_large` beyond it).
+async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
+    Bytes::from_request(req, state).await.map_err(|r| {
+        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::Request {
+                status: StatusCode::PAYLOAD_TOO_LARGE,
+                code: "payload_too_large",
+                message: "request body exceeds this route's limit".into(),
+            }
+        } else {
+            ApiError::bad_request("invalid_body", format!("could not read the request body: {}", r.body_text()))
+        }
+    })
+}
+
+/// Malformed JSON is `invalid_json`; well-formed JSON of the wrong shape is `invalid_input`.
+fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => ApiError::bad_request("invalid_input", format!("invalid request: {e}")),
+        _ => ApiError::bad_request("invalid_json", format!("malformed JSON: {e}")),
+    })
 }
 
 /// A query string.

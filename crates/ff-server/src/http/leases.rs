@@ -1,24 +1,32 @@
-//! Worker routes: claim, and every lease-holder call (renew, progress, frames, complete, fail,
-//! cancel, delay). A lease-holder call carries its handle token in the body; the handle must
-//! name the execution in the path, and the backend fences it against the stored lease.
+//! Worker routes: claim, every lease-holder call (renew, progress, frames, complete, fail,
+//! cancel, delay), their fence-triple peers, and reclaim grants. A lease-holder call carries its
+//! handle token in the body; the handle must name the execution in the path, and the backend
+//! fences it against the stored lease. The fence-triple peers
+//! (`/v1/executions/{id}/attempts/{index}/renew|complete|fail`) are for service layers that keep
+//! the lease fields instead of a handle: the body carries the fence (lease id, epoch, attempt
+//! id), which the backend checks the same way. The holder's cancel shares its route with the
+//! operator's (`operator.rs`), which calls [`cancel_as_holder`] for a body with a handle.
 
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::post;
+use ff_core::execution::{MAX_MESSAGE_BYTES, MAX_PAYLOAD_BYTES, TEXT_PATTERN};
 use ff_core::wire::{
-    AppendFrameRequest, CancelRequest, ClaimRequest, ClaimResponse, ClaimedExecution, CompleteBatchRequest,
-    CompleteBatchResponse, CompleteRequest, DelayRequest, FailRequest, HandleRequest, ProgressRequest, decode_bytes,
-    parse_handle_token,
+    AppendFrameRequest, BASE64_PATTERN, CancelRequest, ClaimRequest, ClaimResponse, ClaimedExecution,
+    CompleteBatchRequest, CompleteBatchResponse, CompleteRequest, DelayRequest, FailRequest, HandleRequest,
+    ProgressRequest, base64_len, decode_bytes, parse_handle_token,
 };
 use ff_core::{
-    AppendFrameOutcome, CapabilitySet, ClaimPolicy, EngineError, ExecutionId, FailOutcome, FailureReason, Frame,
-    FrameKind, Handle, LaneId, LeaseRenewal,
+    AppendFrameOutcome, CancelSource, CapabilitySet, ClaimPolicy, CompleteExecutionArgs, CompleteExecutionResult,
+    EngineError, ExecutionId, FailExecutionArgs, FailOutcome, FailureClass, FailureReason, Frame, FrameKind, Handle,
+    IssueReclaimGrantArgs, IssueReclaimGrantOutcome, LaneId, LeaseFence, LeaseRenewal, MAX_GRANT_TTL_MS,
+    RenewLeaseArgs, RenewLeaseResult, WorkerId, WorkerInstanceId,
 };
 use serde::Deserialize;
 
 use super::error::ApiError;
-use super::extract::{ApiJson, ApiPath, ExecutionPath};
+use super::extract::{ApiJson, ApiPath, AttemptPath, ExecutionPath};
 use super::route::ApiRoute;
 use super::{AppState, BATCH_LIMIT, FRAME_LIMIT, SMALL_LIMIT, SUBMIT_LIMIT};
 
@@ -69,13 +77,6 @@ pub(super) fn routes() -> Vec<ApiRoute> {
             .error(404, "No such execution (`not_found`)")
             .error(409, "The lease is stale, expired, revoked or gone, or the execution moved on (`stale_lease`, `lease_expired`...)")
             .to(post(fail)),
-        ApiRoute::post("/v1/executions/{id}/cancel", "Cancel as the lease holder")
-            .body::<CancelRequest>(SMALL_LIMIT)
-            .empty(204, "Cancelled")
-            .error(400, "The handle does not decode (`invalid_handle`) or names another execution (`handle_mismatch`)")
-            .error(404, "No such execution (`not_found`)")
-            .error(409, "The lease is stale, expired, revoked or gone, or the execution moved on (`stale_lease`, `lease_expired`...)")
-            .to(post(cancel)),
         ApiRoute::post("/v1/executions/{id}/delay", "Release and park until a time (same attempt resumes)")
             .body::<DelayRequest>(SMALL_LIMIT)
             .empty(204, "Released until the time")
@@ -83,7 +84,122 @@ pub(super) fn routes() -> Vec<ApiRoute> {
             .error(404, "No such execution (`not_found`)")
             .error(409, "The lease is stale, expired, revoked or gone, or the execution moved on (`stale_lease`, `lease_expired`...)")
             .to(post(delay)),
+        ApiRoute::post("/v1/executions/{id}/attempts/{index}/renew", "Extend the lease, named by its fence")
+            .body::<RenewLeaseRequest>(SMALL_LIMIT)
+            .responds::<RenewLeaseResult>(200, "Renewed (`status: renewed`) by the TTL stored with the lease")
+            .error(400, "No fence (`fence_required`)")
+            .error(404, "No such execution (`not_found`)")
+            .error(409, FENCE_CONFLICTS)
+            .to(post(renew_lease)),
+        ApiRoute::post(
+            "/v1/executions/{id}/attempts/{index}/complete",
+            "Complete the attempt, named by its fence, with an optional result",
+        )
+        .body::<CompleteExecutionRequest>(SUBMIT_LIMIT)
+        .responds::<CompleteExecutionResult>(200, "Completed (`status: completed`)")
+        .error(400, "No fence from a source other than `operator_override` (`fence_required`)")
+        .error(404, "No such execution (`not_found`)")
+        .error(409, FENCE_CONFLICTS)
+        .to(post(complete_execution)),
+        ApiRoute::post(
+            "/v1/executions/{id}/attempts/{index}/fail",
+            "Fail the attempt, named by its fence (retried per the stored policy)",
+        )
+        .body::<FailExecutionRequest>(SMALL_LIMIT)
+        .responds::<FailOutcome>(200, "Retry scheduled or failed for good")
+        .error(400, "No fence from a source other than `operator_override` (`fence_required`)")
+        .error(404, "No such execution (`not_found`)")
+        .error(409, FENCE_CONFLICTS)
+        .to(post(fail_execution)),
+        ApiRoute::post(
+            "/v1/executions/{id}/reclaim",
+            "Issue a grant admitting one worker to reclaim an execution whose lease expired or was revoked",
+        )
+        .body::<ReclaimGrantRequest>(SMALL_LIMIT)
+        .responds::<IssueReclaimGrantOutcome>(
+            200,
+            "Granted (`status: granted`), not reclaimable (`status: not_reclaimable`), or the reclaim cap \
+             was reached and the execution failed (`status: reclaim_cap_exceeded`)",
+        )
+        .error(
+            400,
+            "The execution is on another lane (`invalid_input`), or the worker lacks a capability it \
+             requires (`capability_mismatch`)",
+        )
+        .error(404, "No such execution (`not_found`)")
+        .to(post(issue_reclaim_grant)),
     ]
+}
+
+/// What a fenced write answers when the fence is not the current lease.
+const FENCE_CONFLICTS: &str = "The fence is stale, or its lease expired or was revoked, or the execution moved on \
+     (`stale_lease`, `lease_expired`, `lease_revoked`, `execution_not_active`...)";
+
+/// `POST /v1/executions/{id}/attempts/{index}/renew`.
+#[derive(Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct RenewLeaseRequest {
+    /// The current lease; required (`fence_required` without it).
+    #[serde(default)]
+    fence: Option<LeaseFence>,
+}
+
+/// `POST /v1/executions/{id}/attempts/{index}/complete`.
+#[derive(Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct CompleteExecutionRequest {
+    /// The current lease; required unless `source` is `operator_override`, which completes
+    /// whatever live lease the execution holds.
+    #[serde(default)]
+    fence: Option<LeaseFence>,
+    /// Result payload, base64 (at most 8 MiB decoded).
+    #[serde(default)]
+    #[schemars(length(max = base64_len(MAX_PAYLOAD_BYTES)), pattern(BASE64_PATTERN))]
+    result_base64: Option<String>,
+    /// Who completes it (default `lease_holder`).
+    #[serde(default)]
+    source: Option<CancelSource>,
+}
+
+/// `POST /v1/executions/{id}/attempts/{index}/fail`.
+#[derive(Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct FailExecutionRequest {
+    /// The current lease; required unless `source` is `operator_override`, which fails whatever
+    /// live lease the execution holds.
+    #[serde(default)]
+    fence: Option<LeaseFence>,
+    /// Short message.
+    #[schemars(length(max = MAX_MESSAGE_BYTES), pattern(TEXT_PATTERN))]
+    message: String,
+    /// Longer detail.
+    #[serde(default)]
+    #[schemars(length(max = MAX_MESSAGE_BYTES), pattern(TEXT_PATTERN))]
+    detail: Option<String>,
+    /// Decides whether a retry is allowed (default `transient`).
+    #[serde(default)]
+    classification: Option<FailureClass>,
+    /// Who fails it (default `lease_holder`).
+    #[serde(default)]
+    source: Option<CancelSource>,
+}
+
+/// `POST /v1/executions/{id}/reclaim`.
+#[derive(Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct ReclaimGrantRequest {
+    /// Worker pool that will reclaim it.
+    worker_id: WorkerId,
+    /// Worker process that will reclaim it.
+    worker_instance_id: WorkerInstanceId,
+    /// Lane the worker serves (must be the execution's lane).
+    lane_id: LaneId,
+    /// How long the grant stays valid.
+    #[schemars(range(min = 1, max = MAX_GRANT_TTL_MS))]
+    grant_ttl_ms: u64,
+    /// The worker's capabilities (must cover the execution's requirements).
+    #[serde(default)]
+    worker_capabilities: CapabilitySet,
 }
 
 /// Decodes a handle token and checks it names the execution in the path. Only the execution id
@@ -199,14 +315,71 @@ async fn fail(
     Ok(Json(state.backend().fail(&handle, reason, req.classification).await?))
 }
 
-async fn cancel(
+async fn renew_lease(
     State(state): State<AppState>,
     ExecutionPath(id): ExecutionPath,
-    ApiJson(req): ApiJson<CancelRequest>,
-) -> Result<StatusCode, ApiError> {
-    let handle = handle_for(&id, &req.handle)?;
+    AttemptPath(attempt_index): AttemptPath,
+    ApiJson(req): ApiJson<RenewLeaseRequest>,
+) -> Result<Json<RenewLeaseResult>, ApiError> {
+    let args = RenewLeaseArgs { execution_id: id, attempt_index, fence: req.fence };
+    Ok(Json(state.backend().renew_lease(args).await?))
+}
+
+async fn complete_execution(
+    State(state): State<AppState>,
+    ExecutionPath(id): ExecutionPath,
+    AttemptPath(attempt_index): AttemptPath,
+    ApiJson(req): ApiJson<CompleteExecutionRequest>,
+) -> Result<Json<CompleteExecutionResult>, ApiError> {
+    let args = CompleteExecutionArgs {
+        execution_id: id,
+        attempt_index,
+        fence: req.fence,
+        result_payload: req.result_base64.as_deref().map(|b| decode_bytes("result_base64", b)).transpose()?,
+        source: req.source.unwrap_or(CancelSource::LeaseHolder),
+    };
+    Ok(Json(state.backend().complete_execution(args).await?))
+}
+
+async fn fail_execution(
+    State(state): State<AppState>,
+    ExecutionPath(id): ExecutionPath,
+    AttemptPath(attempt_index): AttemptPath,
+    ApiJson(req): ApiJson<FailExecutionRequest>,
+) -> Result<Json<FailOutcome>, ApiError> {
+    let args = FailExecutionArgs {
+        execution_id: id,
+        attempt_index,
+        fence: req.fence,
+        failure_reason: FailureReason { message: req.message, detail: req.detail },
+        failure_category: req.classification.unwrap_or(FailureClass::Transient),
+        source: req.source.unwrap_or(CancelSource::LeaseHolder),
+    };
+    Ok(Json(state.backend().fail_execution(args).await?))
+}
+
+async fn issue_reclaim_grant(
+    State(state): State<AppState>,
+    ExecutionPath(id): ExecutionPath,
+    ApiJson(req): ApiJson<ReclaimGrantRequest>,
+) -> Result<Json<IssueReclaimGrantOutcome>, ApiError> {
+    let args = IssueReclaimGrantArgs {
+        execution_id: id,
+        worker_id: req.worker_id,
+        worker_instance_id: req.worker_instance_id,
+        lane_id: req.lane_id,
+        worker_capabilities: req.worker_capabilities,
+        grant_ttl_ms: req.grant_ttl_ms,
+    };
+    Ok(Json(state.backend().issue_reclaim_grant(args).await?))
+}
+
+/// The lease holder's cancel, fenced by its handle (the body of
+/// `POST /v1/executions/{id}/cancel` that carries one).
+pub(super) async fn cancel_as_holder(state: &AppState, id: &ExecutionId, req: &CancelRequest) -> Result<(), ApiError> {
+    let handle = handle_for(id, &req.handle)?;
     state.backend().cancel(&handle, &req.reason).await?;
-    Ok(StatusCode::NO_CONTENT)
+    Ok(())
 }
 
 async fn delay(

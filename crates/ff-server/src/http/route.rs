@@ -79,7 +79,14 @@ impl RouteBuilder {
 
     /// Takes a JSON body of type `T`, at most `limit` bytes.
     pub fn body<T: schemars::JsonSchema>(mut self, limit: usize) -> Self {
-        self.operation.request = Some(RequestBody { schema: schema_of::<T>(), limit });
+        self.operation.request = Some(RequestBody { schema: schema_of::<T>(), limit, required: true });
+        self
+    }
+
+    /// Takes a JSON body of type `T`, at most `limit` bytes, that may be left out (an empty
+    /// body is `T`'s default; the handler reads it with `ApiJsonOrEmpty`).
+    pub fn optional_body<T: schemars::JsonSchema>(mut self, limit: usize) -> Self {
+        self.operation.request = Some(RequestBody { schema: schema_of::<T>(), limit, required: false });
         self
     }
 
