@@ -21,9 +21,9 @@ CREATE INDEX ff_execution_expired_lease_idx ON ff_execution (lease_expires_at_ms
 
 -- Cancels execution p_id (in partition p_partition) whatever its non-terminal state. Returns
 -- 'cancelled', or why nothing was written: 'not_found', 'terminal', or, when p_fenced (a source
--- other than an operator override) and the execution is active: 'fence_required' (no fence
--- given), 'stale_lease' (another lease), 'lease_expired' or 'lease_revoked' (the fenced lease was
--- lost). A lease the execution holds ends with it: the holder's next call finds the execution
+-- other than an operator override): 'fence_required' (no fence given while the execution is
+-- active), 'stale_lease' (a fence given that is not the execution's current or last lease, in
+-- any state), 'lease_expired' or 'lease_revoked' (the fenced lease was lost). A lease the execution holds ends with it: the holder's next call finds the execution
 -- terminal. Its open attempt closes as ended_cancelled, and the 'cancelled' completion event is
 -- logged, exactly as when the lease holder cancels.
 CREATE FUNCTION ff_cancel_execution(p_id uuid, p_partition smallint, p_reason text, p_source text, p_fenced boolean,
@@ -50,17 +50,16 @@ BEGIN
     IF v_phase = 'terminal' THEN
         RETURN 'terminal';
     END IF;
-    IF p_fenced AND v_phase = 'active' THEN
+    IF p_fenced THEN
         IF p_lease_id IS NULL THEN
-            RETURN 'fence_required';
-        END IF;
-        IF (v_lease, v_epoch, v_attempt_id) IS DISTINCT FROM (p_lease_id, p_epoch, p_attempt_id) THEN
+            IF v_phase = 'active' THEN
+                RETURN 'fence_required';
+            END IF;
+        ELSIF (v_lease, v_epoch, v_attempt_id) IS DISTINCT FROM (p_lease_id, p_epoch, p_attempt_id) THEN
             RETURN 'stale_lease';
-        END IF;
-        IF v_ownership = 'lease_expired_reclaimable' THEN
+        ELSIF v_ownership = 'lease_expired_reclaimable' THEN
             RETURN 'lease_expired';
-        END IF;
-        IF v_ownership = 'lease_revoked' THEN
+        ELSIF v_ownership = 'lease_revoked' THEN
             RETURN 'lease_revoked';
         END IF;
     END IF;

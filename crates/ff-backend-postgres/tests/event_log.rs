@@ -42,20 +42,3 @@ async fn a_late_committing_event_is_not_skipped_by_a_resuming_reader() {
     assert_eq!(rest[0].execution_id, b);
     drop(ha);
 }
-
-#[tokio::test]
-async fn operator_controls_log_their_events_with_the_transition() {
-    let fx = Fixture::new().await;
-    let id = fx.create("ops").await;
-    let h = fx.claim("ops", "w").await;
-    let start = fx.backend.read_events(EventCursor::BEGINNING, 100).await.unwrap().last().unwrap().cursor;
-    fx.backend.revoke_lease(RevokeLeaseArgs::new(id, "hung")).await.unwrap();
-    fx.backend.change_priority(ChangePriorityArgs { execution_id: id, new_priority: 7, lane_id: None }).await.unwrap();
-    fx.backend.cancel_execution(CancelExecutionArgs::new(id, "stop")).await.unwrap();
-    fx.backend.replay_execution(ReplayExecutionArgs { execution_id: id }).await.unwrap();
-    // A refused control logs nothing.
-    fx.backend.replay_execution(ReplayExecutionArgs { execution_id: id }).await.unwrap_err();
-    let kinds: Vec<String> = fx.backend.read_events(start, 100).await.unwrap().into_iter().map(|e| e.kind).collect();
-    assert_eq!(kinds, ["lease_revoked", "priority_changed", "cancelled", "replayed"]);
-    drop(h);
-}

@@ -105,6 +105,17 @@ pub async fn non_operator_cancel_needs_the_current_fence<H: ConformanceHarness>(
     refused(&fx, &id, "stale_lease", fx.backend.cancel_execution(holder(Some(other_attempt)))).await;
     fx.backend.cancel_execution(holder(Some(fence(&h)))).await.unwrap();
     assert_eq!(fx.state(&id).await, PublicState::Cancelled);
+
+    // A superseded fence is stale in any state, not only while the execution is active.
+    let retrying = fx.create_with("ops-retry", |a| a.policy = Some(retry_policy(3, 60_000))).await;
+    let old = fx.claim("ops-retry", "w").await;
+    fx.backend.fail(&old, FailureReason::new("flaky"), FailureClass::Transient).await.unwrap();
+    fx.make_due(&retrying).await;
+    let new = fx.claim("ops-retry", "w").await;
+    fx.backend.delay(&new, TimestampMs(fx.now().await + 60_000)).await.unwrap();
+    let stale =
+        CancelExecutionArgs { source: CancelSource::LeaseHolder, fence: Some(fence(&old)), ..cancel(retrying, "x") };
+    refused(&fx, &retrying, "stale_lease", fx.backend.cancel_execution(stale)).await;
 }
 
 /// Revoking a lease makes the execution reclaimable at once, as the state machine says; the
