@@ -81,7 +81,7 @@ struct S1Args {
     backlog_size: usize,
     /// After seeding the backlog, wait for `VACUUM (ANALYZE)` of the engine's tables before the
     /// second run: a backlog that has sat in the table for a while, rather than one whose
-    /// autovacuum and analyze run during the measurement.
+    /// autovacuum and analyze run during the measurement. (Both runs start after a checkpoint.)
     #[arg(long)]
     settle: bool,
 }
@@ -181,6 +181,9 @@ async fn s1(args: S1Args) -> Result<()> {
     };
     let lane = LaneId::try_new("bench.s1")?;
 
+    // Start each run with no dirty buffers left over from set-up (or from the database a previous
+    // benchmark dropped), so that no checkpoint's writes land in one run and not the other.
+    sqlx::query("CHECKPOINT").execute(&pool).await?;
     let first = run(&args, &target, &pool, &lane).await?;
     first.print(&args, None);
     if !args.backlog.is_empty() {
@@ -198,6 +201,7 @@ async fn s1(args: S1Args) -> Result<()> {
             sqlx::query("VACUUM (ANALYZE) ff_execution, ff_attempt, ff_event").execute(&pool).await?;
             println!("backlog: settled (VACUUM ANALYZE) in {:.2?}", started.elapsed());
         }
+        sqlx::query("CHECKPOINT").execute(&pool).await?;
         // A session that holds one snapshot for the whole second run, as a long report or a
         // stuck replication slot would: vacuum cannot remove row versions newer than it.
         let holder = match args.backlog.contains(&Backlog::Snapshot) {

@@ -3,8 +3,8 @@
 
 use ff_core::HandlePayload;
 use ff_core::{
-    CapabilitySet, ClaimPolicy, EngineError, IssueReclaimGrantArgs, IssueReclaimGrantOutcome, ReclaimExecutionArgs,
-    ReclaimExecutionOutcome, ReclaimGrant, TimestampMs, ValidationKind,
+    CapabilitySet, ClaimPolicy, EngineError, IssueReclaimGrantArgs, IssueReclaimGrantOutcome, LifecyclePhase,
+    OwnershipState, ReclaimExecutionArgs, ReclaimExecutionOutcome, ReclaimGrant, TimestampMs, ValidationKind,
 };
 use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
@@ -54,10 +54,14 @@ pub(crate) async fn issue_reclaim_grant(
             args.lane_id.as_str()
         )));
     }
-    let ownership: String = col(&row, "ownership_state")?;
-    if ownership != "lease_expired_reclaimable" && ownership != "lease_revoked" {
-        let phase: String = col(&row, "lifecycle_phase")?;
-        let detail = if ownership == "leased" { "lease is live".to_owned() } else { format!("execution is {phase}") };
+    let ownership = OwnershipState::parse(&col::<String>(&row, "ownership_state")?)?;
+    if !matches!(ownership, OwnershipState::LeaseExpiredReclaimable | OwnershipState::LeaseRevoked) {
+        let phase = LifecyclePhase::parse(&col::<String>(&row, "lifecycle_phase")?)?;
+        let detail = if ownership == OwnershipState::Leased {
+            "lease is live".to_owned()
+        } else {
+            format!("execution is {phase}")
+        };
         return Ok(IssueReclaimGrantOutcome::NotReclaimable { execution_id: *id, detail });
     }
     check_capabilities(&args.worker_capabilities, col::<Vec<String>>(&row, "required_capabilities")?)?;
