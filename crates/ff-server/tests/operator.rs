@@ -4,41 +4,14 @@
 //! route's success, and each refusal with its status and code; a refused call writes nothing
 //! (the stored rows are compared before and after).
 
-use ff_backend_postgres::MIGRATOR;
+mod common;
+
+use common::{Api, assert_error};
 use ff_core::wire::ClaimResponse;
-use ff_server::{Server, ServerConfig};
-use ff_test::TestDb;
-use reqwest::{Client, Method, StatusCode};
+use reqwest::Method;
 use serde_json::{Value, json};
 
-struct Api {
-    db: TestDb,
-    server: Server,
-    http: Client,
-}
-
 impl Api {
-    async fn start() -> Self {
-        let db = TestDb::new(&MIGRATOR).await;
-        let mut cfg = ServerConfig::new(db.url());
-        cfg.listen = "127.0.0.1:0".parse().unwrap();
-        cfg.pool_size = 4;
-        cfg.shutdown_grace_ms = 5_000;
-        let server = Server::start(cfg).await.expect("server starts");
-        Self { db, server, http: Client::new() }
-    }
-
-    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-        let mut req = self.http.request(method, format!("{}{path}", self.server.url()));
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req.send().await.expect("response");
-        let status = resp.status();
-        let text = resp.text().await.unwrap();
-        (status, if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) })
-    }
-
     /// Submits an execution on `lane` (with `policy` when given); returns its id.
     async fn submit(&self, lane: &str, policy: Option<Value>) -> String {
         let mut body = json!({"lane_id": lane, "execution_kind": "k", "input": {"n": 1}});
@@ -76,21 +49,6 @@ impl Api {
         })
     }
 
-    /// Every stored execution, attempt, event and grant, as text: equal before and after a call
-    /// that must write nothing.
-    async fn fingerprint(&self) -> String {
-        sqlx::query_scalar(
-            "SELECT coalesce((SELECT string_agg(e::text, '|' ORDER BY execution_id) FROM ff_execution e), '') \
-             || '#' || coalesce((SELECT string_agg(a::text, '|' ORDER BY execution_id, attempt_index) \
-                                 FROM ff_attempt a), '') \
-             || '#' || (SELECT count(*) FROM ff_event)::text \
-             || '#' || (SELECT count(*) FROM ff_reclaim_grant)::text",
-        )
-        .fetch_one(self.db.pool())
-        .await
-        .unwrap()
-    }
-
     /// Sends a request that must be refused with `status` and `code`, and checks it wrote
     /// nothing.
     async fn refused(&self, method: Method, path: &str, body: Option<Value>, status: u16, code: &str) {
@@ -99,11 +57,6 @@ impl Api {
         assert_error(s, &b, status, code);
         assert_eq!(self.fingerprint().await, before, "{method} {path} wrote although refused");
     }
-}
-
-fn assert_error(status: StatusCode, body: &Value, want_status: u16, want_code: &str) {
-    assert_eq!((status.as_u16(), body["code"].as_str()), (want_status, Some(want_code)), "{body}");
-    assert!(body["message"].is_string() && body["retryable"].is_boolean(), "{body}");
 }
 
 /// A well-formed id of an execution that does not exist.

@@ -3,59 +3,12 @@
 //! once and the dead worker's late complete is refused; every bad request answers a typed error
 //! and writes nothing.
 
-use ff_backend_postgres::MIGRATOR;
+mod common;
+
+use common::{Api, assert_error};
 use ff_core::wire::ClaimResponse;
-use ff_server::{Server, ServerConfig};
-use ff_test::TestDb;
-use reqwest::{Client, Method, StatusCode};
+use reqwest::Method;
 use serde_json::{Value, json};
-
-struct Api {
-    db: TestDb,
-    server: Server,
-    http: Client,
-}
-
-impl Api {
-    async fn start() -> Self {
-        let db = TestDb::new(&MIGRATOR).await;
-        let mut cfg = ServerConfig::new(db.url());
-        cfg.listen = "127.0.0.1:0".parse().unwrap();
-        cfg.pool_size = 4;
-        cfg.shutdown_grace_ms = 5_000;
-        let server = Server::start(cfg).await.expect("server starts");
-        Self { db, server, http: Client::new() }
-    }
-
-    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-        let mut req = self.http.request(method, format!("{}{path}", self.server.url()));
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req.send().await.expect("response");
-        let status = resp.status();
-        let text = resp.text().await.unwrap();
-        (status, if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) })
-    }
-
-    /// Every stored registration and execution, as text: equal before and after a call that
-    /// must write nothing.
-    async fn fingerprint(&self) -> String {
-        sqlx::query_scalar(
-            "SELECT coalesce((SELECT string_agg(w::text, '|' ORDER BY worker_instance_id) FROM ff_worker w), '') \
-             || '#' || coalesce((SELECT string_agg(e::text, '|' ORDER BY execution_id) FROM ff_execution e), '')",
-        )
-        .fetch_one(self.db.pool())
-        .await
-        .unwrap()
-    }
-}
-
-fn assert_error(status: StatusCode, body: &Value, want_status: u16, want_code: &str) {
-    assert_eq!(status.as_u16(), want_status, "{body}");
-    assert_eq!(body["code"], want_code, "{body}");
-    assert!(body["message"].is_string() && body["retryable"].is_boolean(), "{body}");
-}
 
 fn registration(instance: &str) -> Value {
     json!({"worker_instance_id": instance, "lanes": ["media"], "capabilities": ["gpu"], "liveness_ttl_ms": 30000})
