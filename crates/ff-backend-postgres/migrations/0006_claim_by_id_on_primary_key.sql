@@ -7,7 +7,12 @@
 -- claim by lane as well (with no id, it matched nothing after reading every entry): S1 at
 -- batch 1 beside a million delayed executions ran at 0.4 of its speed, reading about a thousand
 -- buffers per claim instead of about eighty. The branch is now gated on an id being given, and
--- its predicate keeps it on the primary key. The rest of ff_claim is unchanged.
+-- its predicate keeps it on the primary key.
+--
+-- The attempt an operator's replay starts is recorded as a 'replay' attempt. The rest of
+-- ff_claim is unchanged.
+
+ALTER TYPE ff_attempt_type ADD VALUE 'replay';
 
 CREATE OR REPLACE FUNCTION ff_claim(p_lane text, p_capabilities text[], p_worker_instance_ids text[], p_ttl_ms bigint,
                          p_worker_id text, p_execution_id uuid DEFAULT NULL, p_synchronous boolean DEFAULT true,
@@ -54,7 +59,8 @@ BEGIN
         SELECT x.execution_id AS id,
                CASE WHEN x.ownership_state <> 'unowned' THEN 'reclaimed'
                     WHEN x.attempt_state = 'attempt_interrupted' THEN 'resumed'
-                    ELSE 'fresh' END AS kind
+                    ELSE 'fresh' END AS kind,
+               x.attempt_state = 'pending_replay_attempt' AS replay
         FROM ff_execution x
         WHERE ((x.lifecycle_phase = 'runnable' AND x.eligibility_state = 'eligible_now')
                OR x.ownership_state IN ('lease_expired_reclaimable', 'lease_revoked'))
@@ -69,7 +75,7 @@ BEGIN
     -- invariants make the same as a lost lease) rather than naming the lost-lease states, so
     -- that no partial index covers it and the primary key is the only way to it.
     by_id AS (
-        SELECT x.execution_id AS id, 'reclaimed' AS kind
+        SELECT x.execution_id AS id, 'reclaimed' AS kind, false AS replay
         FROM ff_execution x
         WHERE p_execution_id IS NOT NULL AND x.execution_id = p_execution_id
           AND x.lifecycle_phase = 'active' AND x.ownership_state <> 'leased'
@@ -103,7 +109,7 @@ BEGIN
         FROM cand c
         WHERE e.execution_id = c.id
         RETURNING c.slot, e.execution_id, e.partition_key, e.lane_id, e.current_attempt_index, e.attempt_id,
-                  e.lease_id, e.lease_epoch, c.kind, e.worker_instance_id,
+                  e.lease_id, e.lease_epoch, c.kind, c.replay, e.worker_instance_id,
                   CASE WHEN p_with_context THEN e.execution_kind END AS execution_kind,
                   CASE WHEN p_with_context THEN e.input_payload END AS input_payload,
                   CASE WHEN p_with_context THEN e.tags END AS tags,
@@ -116,8 +122,8 @@ BEGIN
         INSERT INTO ff_attempt AS a (execution_id, attempt_index, attempt_id, attempt_type, state, lease_id,
                                      lease_epoch, worker_id, worker_instance_id, started_at_ms)
         SELECT u.execution_id, u.current_attempt_index, u.attempt_id,
-               (CASE WHEN u.kind = 'reclaimed' THEN 'reclaim' WHEN u.current_attempt_index = 0 THEN 'initial'
-                     ELSE 'retry' END)::ff_attempt_type,
+               (CASE WHEN u.kind = 'reclaimed' THEN 'reclaim' WHEN u.replay THEN 'replay'
+                     WHEN u.current_attempt_index = 0 THEN 'initial' ELSE 'retry' END)::ff_attempt_type,
                'started', u.lease_id, u.lease_epoch, p_worker_id, u.worker_instance_id, ff_now_ms()
         FROM upd u
         ON CONFLICT ON CONSTRAINT ff_attempt_pkey DO UPDATE SET

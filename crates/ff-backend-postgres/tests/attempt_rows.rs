@@ -80,3 +80,17 @@ async fn an_attempt_timeout_ends_the_attempt_as_expired() {
     let rows = attempt_rows(&fx, &id).await;
     assert_eq!(rows, vec![(0, "initial".to_owned(), "ended_expired".to_owned())]);
 }
+
+#[tokio::test]
+async fn an_operator_cancel_ends_the_running_attempt_and_a_replay_opens_a_replay_attempt() {
+    let fx = Fixture::new().await;
+    let id = fx.create("ops").await;
+    fx.claim("ops", "w").await;
+    fx.backend.cancel_execution(CancelExecutionArgs::new(id, "stop")).await.unwrap();
+    fx.backend.replay_execution(ReplayExecutionArgs { execution_id: id }).await.unwrap();
+    let h = fx.claim("ops", "w").await;
+    fx.backend.complete(&h, None).await.unwrap();
+    let rows = attempt_rows(&fx, &id).await;
+    let want = [(0, "initial", "ended_cancelled"), (1, "replay", "ended_success")];
+    assert_eq!(rows, want.map(|(i, t, s)| (i, t.to_owned(), s.to_owned())).to_vec());
+}
