@@ -11,17 +11,14 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::post;
-use ff_core::execution::{MAX_MESSAGE_BYTES, MAX_PAYLOAD_BYTES, TEXT_PATTERN};
 use ff_core::wire::{
-    AppendFrameRequest, BASE64_PATTERN, CancelRequest, ClaimRequest, ClaimResponse, ClaimedExecution,
-    CompleteBatchRequest, CompleteBatchResponse, CompleteRequest, DelayRequest, FailRequest, HandleRequest,
-    ProgressRequest, base64_len, decode_bytes, parse_handle_token,
+    AppendFrameRequest, CancelRequest, ClaimRequest, ClaimResponse, ClaimedExecution, CompleteBatchRequest,
+    CompleteBatchResponse, CompleteExecutionRequest, CompleteRequest, DelayRequest, FailExecutionRequest, FailRequest,
+    HandleRequest, ProgressRequest, ReclaimGrantRequest, RenewLeaseRequest, decode_bytes, parse_handle_token,
 };
 use ff_core::{
-    AppendFrameOutcome, CancelSource, CapabilitySet, ClaimPolicy, CompleteExecutionArgs, CompleteExecutionResult,
-    EngineError, ExecutionId, FailExecutionArgs, FailOutcome, FailureClass, FailureReason, Frame, FrameKind, Handle,
-    IssueReclaimGrantArgs, IssueReclaimGrantOutcome, LaneId, LeaseFence, LeaseRenewal, MAX_GRANT_TTL_MS,
-    RenewLeaseArgs, RenewLeaseResult, WorkerId, WorkerInstanceId,
+    AppendFrameOutcome, CapabilitySet, ClaimPolicy, CompleteExecutionResult, EngineError, ExecutionId, FailOutcome,
+    FailureReason, Frame, FrameKind, Handle, IssueReclaimGrantOutcome, LaneId, LeaseRenewal, RenewLeaseResult,
 };
 use serde::Deserialize;
 
@@ -134,73 +131,6 @@ pub(super) fn routes() -> Vec<ApiRoute> {
 /// What a fenced write answers when the fence is not the current lease.
 const FENCE_CONFLICTS: &str = "The fence is stale, or its lease expired or was revoked, or the execution moved on \
      (`stale_lease`, `lease_expired`, `lease_revoked`, `execution_not_active`...)";
-
-/// `POST /v1/executions/{id}/attempts/{index}/renew`.
-#[derive(Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-struct RenewLeaseRequest {
-    /// The current lease; required (`fence_required` without it).
-    #[serde(default)]
-    fence: Option<LeaseFence>,
-}
-
-/// `POST /v1/executions/{id}/attempts/{index}/complete`.
-#[derive(Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-struct CompleteExecutionRequest {
-    /// The current lease; required unless `source` is `operator_override`, which completes
-    /// whatever live lease the execution holds.
-    #[serde(default)]
-    fence: Option<LeaseFence>,
-    /// Result payload, base64 (at most 8 MiB decoded).
-    #[serde(default)]
-    #[schemars(length(max = base64_len(MAX_PAYLOAD_BYTES)), pattern(BASE64_PATTERN))]
-    result_base64: Option<String>,
-    /// Who completes it (default `lease_holder`).
-    #[serde(default)]
-    source: Option<CancelSource>,
-}
-
-/// `POST /v1/executions/{id}/attempts/{index}/fail`.
-#[derive(Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-struct FailExecutionRequest {
-    /// The current lease; required unless `source` is `operator_override`, which fails whatever
-    /// live lease the execution holds.
-    #[serde(default)]
-    fence: Option<LeaseFence>,
-    /// Short message.
-    #[schemars(length(max = MAX_MESSAGE_BYTES), pattern(TEXT_PATTERN))]
-    message: String,
-    /// Longer detail.
-    #[serde(default)]
-    #[schemars(length(max = MAX_MESSAGE_BYTES), pattern(TEXT_PATTERN))]
-    detail: Option<String>,
-    /// Decides whether a retry is allowed (default `transient`).
-    #[serde(default)]
-    classification: Option<FailureClass>,
-    /// Who fails it (default `lease_holder`).
-    #[serde(default)]
-    source: Option<CancelSource>,
-}
-
-/// `POST /v1/executions/{id}/reclaim`.
-#[derive(Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-struct ReclaimGrantRequest {
-    /// Worker pool that will reclaim it.
-    worker_id: WorkerId,
-    /// Worker process that will reclaim it.
-    worker_instance_id: WorkerInstanceId,
-    /// Lane the worker serves (must be the execution's lane).
-    lane_id: LaneId,
-    /// How long the grant stays valid.
-    #[schemars(range(min = 1, max = MAX_GRANT_TTL_MS))]
-    grant_ttl_ms: u64,
-    /// The worker's capabilities (must cover the execution's requirements).
-    #[serde(default)]
-    worker_capabilities: CapabilitySet,
-}
 
 /// Decodes a handle token and checks it names the execution in the path. Only the execution id
 /// is read here; the backend decodes the whole handle when it fences the write.
@@ -321,8 +251,7 @@ async fn renew_lease(
     AttemptPath(attempt_index): AttemptPath,
     ApiJson(req): ApiJson<RenewLeaseRequest>,
 ) -> Result<Json<RenewLeaseResult>, ApiError> {
-    let args = RenewLeaseArgs { execution_id: id, attempt_index, fence: req.fence };
-    Ok(Json(state.backend().renew_lease(args).await?))
+    Ok(Json(state.backend().renew_lease(req.into_args(id, attempt_index)).await?))
 }
 
 async fn complete_execution(
@@ -331,14 +260,7 @@ async fn complete_execution(
     AttemptPath(attempt_index): AttemptPath,
     ApiJson(req): ApiJson<CompleteExecutionRequest>,
 ) -> Result<Json<CompleteExecutionResult>, ApiError> {
-    let args = CompleteExecutionArgs {
-        execution_id: id,
-        attempt_index,
-        fence: req.fence,
-        result_payload: req.result_base64.as_deref().map(|b| decode_bytes("result_base64", b)).transpose()?,
-        source: req.source.unwrap_or(CancelSource::LeaseHolder),
-    };
-    Ok(Json(state.backend().complete_execution(args).await?))
+    Ok(Json(state.backend().complete_execution(req.into_args(id, attempt_index)?).await?))
 }
 
 async fn fail_execution(
@@ -347,15 +269,7 @@ async fn fail_execution(
     AttemptPath(attempt_index): AttemptPath,
     ApiJson(req): ApiJson<FailExecutionRequest>,
 ) -> Result<Json<FailOutcome>, ApiError> {
-    let args = FailExecutionArgs {
-        execution_id: id,
-        attempt_index,
-        fence: req.fence,
-        failure_reason: FailureReason { message: req.message, detail: req.detail },
-        failure_category: req.classification.unwrap_or(FailureClass::Transient),
-        source: req.source.unwrap_or(CancelSource::LeaseHolder),
-    };
-    Ok(Json(state.backend().fail_execution(args).await?))
+    Ok(Json(state.backend().fail_execution(req.into_args(id, attempt_index)).await?))
 }
 
 async fn issue_reclaim_grant(
@@ -363,15 +277,7 @@ async fn issue_reclaim_grant(
     ExecutionPath(id): ExecutionPath,
     ApiJson(req): ApiJson<ReclaimGrantRequest>,
 ) -> Result<Json<IssueReclaimGrantOutcome>, ApiError> {
-    let args = IssueReclaimGrantArgs {
-        execution_id: id,
-        worker_id: req.worker_id,
-        worker_instance_id: req.worker_instance_id,
-        lane_id: req.lane_id,
-        worker_capabilities: req.worker_capabilities,
-        grant_ttl_ms: req.grant_ttl_ms,
-    };
-    Ok(Json(state.backend().issue_reclaim_grant(args).await?))
+    Ok(Json(state.backend().issue_reclaim_grant(req.into_args(id)).await?))
 }
 
 /// The lease holder's cancel, fenced by its handle (the body of

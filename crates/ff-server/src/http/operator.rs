@@ -12,14 +12,11 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
-use ff_core::execution::{MAX_MESSAGE_BYTES, TEXT_PATTERN};
-use ff_core::policy::PRIORITY_MAX;
-use ff_core::wire::CancelRequest;
+use ff_core::wire::{CancelRequest, ChangePriorityRequest, OperatorCancelRequest, RevokeLeaseRequest};
 use ff_core::{
-    CancelExecutionArgs, CancelExecutionResult, CancelSource, ChangePriorityArgs, ChangePriorityResult,
-    DEFAULT_EXPIRED_LEASES_PAGE, ExecutionId, ExpiredLeasesCursor, LaneId, LeaseFence, LeaseId, ListExpiredLeasesArgs,
-    ListExpiredLeasesResult, MAX_EXPIRED_LEASES_PAGE, Namespace, ReplayExecutionArgs, ReplayExecutionResult,
-    RevokeLeaseArgs, RevokeLeaseResult, TimestampMs, WorkerInstanceId,
+    CancelExecutionResult, ChangePriorityResult, DEFAULT_EXPIRED_LEASES_PAGE, ExecutionId, ExpiredLeasesCursor,
+    ListExpiredLeasesArgs, ListExpiredLeasesResult, MAX_EXPIRED_LEASES_PAGE, Namespace, ReplayExecutionArgs,
+    ReplayExecutionResult, RevokeLeaseResult, TimestampMs,
 };
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer};
@@ -30,9 +27,6 @@ use super::extract::{ApiJson, ApiJsonOrEmpty, ApiQuery, ExecutionPath};
 use super::route::ApiRoute;
 use super::{AppState, SMALL_LIMIT, leases};
 use crate::openapi::QuerySchema;
-
-/// Reason recorded by a revocation whose request names none.
-const DEFAULT_REVOKE_REASON: &str = "operator_revoke";
 
 /// The routes of this resource.
 pub(super) fn routes() -> Vec<ApiRoute> {
@@ -144,53 +138,10 @@ impl<'de> Deserialize<'de> for CancelBody {
     }
 }
 
-/// An operator's cancellation (the cancel body without `handle`).
-#[derive(Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-struct OperatorCancelRequest {
-    /// Why; recorded as the execution's blocking detail.
-    #[schemars(length(max = MAX_MESSAGE_BYTES), pattern(TEXT_PATTERN))]
-    reason: String,
-    /// Who cancels (default `operator_override`, which needs no fence).
-    #[serde(default)]
-    source: CancelSource,
-    /// The current lease, required from any other source while the execution holds one.
-    #[serde(default)]
-    fence: Option<LeaseFence>,
-}
-
-/// `PUT /v1/executions/{id}/priority`.
-#[derive(Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-struct ChangePriorityRequest {
-    /// New priority, higher first.
-    #[schemars(range(min = 0, max = PRIORITY_MAX))]
-    new_priority: i32,
-    /// When given, the execution must be on this lane.
-    #[serde(default)]
-    lane_id: Option<LaneId>,
-}
-
 /// `POST /v1/executions/{id}/replay`: no fields; the body may be empty or `{}`.
 #[derive(Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct ReplayRequest {}
-
-/// `POST /v1/executions/{id}/revoke-lease`; the body may be left out.
-#[derive(Default, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-struct RevokeLeaseRequest {
-    /// Revoke only this lease (another current lease is `stale_lease`).
-    #[serde(default)]
-    expected_lease_id: Option<LeaseId>,
-    /// Revoke only a lease held by this worker instance (another holder is `stale_lease`).
-    #[serde(default)]
-    worker_instance_id: Option<WorkerInstanceId>,
-    /// Why (default `operator_revoke`); recorded as the execution's blocking detail.
-    #[serde(default)]
-    #[schemars(length(max = MAX_MESSAGE_BYTES), pattern(TEXT_PATTERN))]
-    reason: Option<String>,
-}
 
 async fn cancel(
     State(state): State<AppState>,
@@ -203,9 +154,7 @@ async fn cancel(
             Ok(StatusCode::NO_CONTENT.into_response())
         }
         CancelBody::Operator(req) => {
-            let args =
-                CancelExecutionArgs { execution_id: id, reason: req.reason, source: req.source, fence: req.fence };
-            Ok(Json(state.backend().cancel_execution(args).await?).into_response())
+            Ok(Json(state.backend().cancel_execution(req.into_args(id)).await?).into_response())
         }
     }
 }
@@ -215,8 +164,7 @@ async fn change_priority(
     ExecutionPath(id): ExecutionPath,
     ApiJson(req): ApiJson<ChangePriorityRequest>,
 ) -> Result<Json<ChangePriorityResult>, ApiError> {
-    let args = ChangePriorityArgs { execution_id: id, new_priority: req.new_priority, lane_id: req.lane_id };
-    Ok(Json(state.backend().change_priority(args).await?))
+    Ok(Json(state.backend().change_priority(req.into_args(id)).await?))
 }
 
 async fn replay(
@@ -232,13 +180,7 @@ async fn revoke_lease(
     ExecutionPath(id): ExecutionPath,
     ApiJsonOrEmpty(req): ApiJsonOrEmpty<RevokeLeaseRequest>,
 ) -> Result<Json<RevokeLeaseResult>, ApiError> {
-    let args = RevokeLeaseArgs {
-        execution_id: id,
-        expected_lease_id: req.expected_lease_id,
-        worker_instance_id: req.worker_instance_id,
-        reason: req.reason.unwrap_or_else(|| DEFAULT_REVOKE_REASON.to_owned()),
-    };
-    Ok(Json(state.backend().revoke_lease(args).await?))
+    Ok(Json(state.backend().revoke_lease(req.into_args(id)).await?))
 }
 
 #[derive(Deserialize)]
