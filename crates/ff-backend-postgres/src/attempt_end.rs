@@ -251,14 +251,7 @@ impl AttemptEndBackend for PostgresBackend {
 
     async fn complete_execution(&self, args: CompleteExecutionArgs) -> Result<CompleteExecutionResult, EngineError> {
         args.validate()?;
-        let p = crate::fence::resolve(
-            &self.pool,
-            &self.partitions,
-            &args.execution_id,
-            args.attempt_index,
-            args.fence.as_ref(),
-        )
-        .await?;
+        let p = self.resolve_fence(&args.execution_id, args.attempt_index, args.fence.as_ref()).await?;
         let done = complete(&self.pool, &[(p.clone(), args.result_payload)]).await?;
         if done.first() == Some(&true) {
             Metrics::add(&self.metrics.completions, 1);
@@ -273,14 +266,7 @@ impl AttemptEndBackend for PostgresBackend {
 
     async fn fail_execution(&self, args: FailExecutionArgs) -> Result<FailExecutionResult, EngineError> {
         args.validate()?;
-        let p = crate::fence::resolve(
-            &self.pool,
-            &self.partitions,
-            &args.execution_id,
-            args.attempt_index,
-            args.fence.as_ref(),
-        )
-        .await?;
+        let p = self.resolve_fence(&args.execution_id, args.attempt_index, args.fence.as_ref()).await?;
         match fail(&self.pool, &p, &args.failure_reason, args.failure_category).await? {
             Some(outcome) => Ok(outcome),
             None => Err(self.rejected(&p).await),

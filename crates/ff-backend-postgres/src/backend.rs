@@ -155,6 +155,17 @@ impl PostgresBackend {
         fence::decode(handle, &self.partitions)
     }
 
+    /// The payload a fence triple names (see `fence::resolve`), for the fence-triple peers of
+    /// the handle-based calls.
+    pub(crate) async fn resolve_fence(
+        &self,
+        execution_id: &ExecutionId,
+        attempt_index: AttemptIndex,
+        fence: Option<&LeaseFence>,
+    ) -> Result<HandlePayload, EngineError> {
+        fence::resolve(&self.pool, &self.partitions, execution_id, attempt_index, fence).await
+    }
+
     /// Decodes a completion's handle and checks its result payload.
     pub(crate) fn decode_completion(
         &self,

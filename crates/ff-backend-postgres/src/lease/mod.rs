@@ -127,9 +127,7 @@ impl LeaseBackend for PostgresBackend {
 
     async fn renew_lease(&self, args: RenewLeaseArgs) -> Result<RenewLeaseResult, EngineError> {
         let fence = args.validate()?;
-        let p =
-            crate::fence::resolve(&self.pool, &self.partitions, &args.execution_id, args.attempt_index, Some(&fence))
-                .await?;
+        let p = self.resolve_fence(&args.execution_id, args.attempt_index, Some(&fence)).await?;
         match renew::renew(&self.pool, &p).await? {
             Some(r) => Ok(RenewLeaseResult::Renewed { expires_at_ms: r.expires_at_ms, lease_epoch: r.lease_epoch }),
             None => Err(self.rejected(&p).await),
