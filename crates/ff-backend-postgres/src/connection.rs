@@ -272,6 +272,7 @@ pub async fn connect_pool(config: &BackendConfig) -> Result<PgPool, EngineError>
     let deadline = tokio::time::Instant::now() + config.connect_timeout;
     // The probe connects directly rather than through the pool, whose acquire timeout would
     // hide why a connection failed (a TLS or authentication error) behind "timed out".
+    let mut last: Option<sqlx::Error> = None;
     loop {
         let error = match tokio::time::timeout_at(deadline, options.connect()).await {
             Ok(Ok(probe)) => {
@@ -279,12 +280,20 @@ pub async fn connect_pool(config: &BackendConfig) -> Result<PgPool, EngineError>
                 return Ok(config.pool_options().connect_lazy_with(options));
             }
             Ok(Err(e)) => e,
-            Err(_) => sqlx::Error::PoolTimedOut,
+            // Cut short by the deadline: the last completed attempt says more than "timed out".
+            Err(_) => return Err(map_sqlx(last.unwrap_or(sqlx::Error::PoolTimedOut))),
         };
-        let transient = matches!(error, sqlx::Error::PoolTimedOut | sqlx::Error::Io(_));
+        // A server not accepting connections yet is worth waiting for; a TLS handshake that
+        // failed (reported as invalid data, such as a certificate from an unknown issuer) is not.
+        let transient = match &error {
+            sqlx::Error::PoolTimedOut => true,
+            sqlx::Error::Io(e) => e.kind() != std::io::ErrorKind::InvalidData,
+            _ => false,
+        };
         if !transient || tokio::time::Instant::now() + CONNECT_RETRY_PAUSE >= deadline {
             return Err(map_sqlx(error));
         }
+        last = Some(error);
         tokio::time::sleep(CONNECT_RETRY_PAUSE).await;
     }
 }
