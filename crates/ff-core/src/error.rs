@@ -167,6 +167,8 @@ coded_enum!(
         ExecutionNotReclaimable => "execution_not_reclaimable",
         /// Nothing holds a lease on the execution.
         NoActiveLease => "no_active_lease",
+        /// The flow's graph changed since the caller read its revision: re-read and retry.
+        StaleGraphRevision => "stale_graph_revision",
     }
 );
 
@@ -193,6 +195,16 @@ coded_enum!(
         ActiveAttemptExists => "active_attempt_exists",
         /// The worker instance id is registered to another live worker id.
         WorkerInstanceReassigned => "worker_instance_reassigned",
+        /// An edge with this id, or between these two members, already exists differently.
+        DependencyAlreadyExists => "dependency_already_exists",
+        /// The edge would close a cycle in the flow's graph.
+        CycleDetected => "cycle_detected",
+        /// An edge from an execution to itself.
+        SelfReferencingEdge => "self_referencing_edge",
+        /// The execution already belongs to another flow.
+        ExecutionAlreadyInFlow => "execution_already_in_flow",
+        /// The downstream's edge-group policy can no longer change: resolution has started.
+        EdgeGroupPolicyFixed => "edge_group_policy_already_fixed",
     }
 );
 
@@ -219,6 +231,8 @@ pub enum StateKind {
     ExecutionNotTerminal,
     /// The execution was replayed as often as its policy allows.
     MaxReplaysExhausted,
+    /// The flow was cancelled; its graph and membership are closed.
+    FlowAlreadyTerminal,
 }
 
 impl StateKind {
@@ -234,6 +248,7 @@ impl StateKind {
             Self::MaxReclaimsExceeded => "max_reclaims_exceeded",
             Self::ExecutionNotTerminal => "execution_not_terminal",
             Self::MaxReplaysExhausted => "max_replays_exhausted",
+            Self::FlowAlreadyTerminal => "flow_already_terminal",
         }
     }
 }

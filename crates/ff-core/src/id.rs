@@ -31,6 +31,12 @@ impl ExecutionId {
         Self::from_parts(config.lane_partition(lane), Uuid::new_v4())
     }
 
+    /// Mints a fresh id for a member of `flow`: in the flow's partition, which
+    /// `add_execution_to_flow` requires.
+    pub fn for_flow(flow: &FlowId, config: &PartitionConfig) -> Self {
+        Self::from_parts(flow.partition(config), Uuid::new_v4())
+    }
+
     /// Mints a fresh id in an explicit partition.
     pub fn in_partition(partition: u16) -> Self {
         Self::from_parts(partition, Uuid::new_v4())
@@ -205,6 +211,18 @@ uuid_id!(
     /// Identifier of a flow (a DAG of executions).
     FlowId
 );
+uuid_id!(
+    /// Identifier of a dependency edge within a flow.
+    EdgeId
+);
+
+impl FlowId {
+    /// The partition this flow and its members live in: derived from the flow id alone, so
+    /// every member of a flow shares one partition.
+    pub fn partition(&self, config: &PartitionConfig) -> u16 {
+        config.flow_partition(self)
+    }
+}
 
 macro_rules! string_id {
     ($(#[$m:meta])* $name:ident, min_bytes = $min:literal) => {

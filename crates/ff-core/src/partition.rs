@@ -35,6 +35,12 @@ impl PartitionConfig {
         CRC16_XMODEM.checksum(lane.as_str().as_bytes()) % self.num_flow_partitions.max(1)
     }
 
+    /// The partition of `flow` and of every execution minted for it:
+    /// `crc16_xmodem(uuid bytes) % num_flow_partitions`.
+    pub fn flow_partition(&self, flow: &crate::id::FlowId) -> u16 {
+        CRC16_XMODEM.checksum(flow.0.as_bytes()) % self.num_flow_partitions.max(1)
+    }
+
     /// Checks that an execution partition index exists under this configuration.
     pub fn check_execution_partition(&self, index: u16) -> Result<(), EngineError> {
         if index >= self.num_flow_partitions {

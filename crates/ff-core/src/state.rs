@@ -319,6 +319,23 @@ pub enum Transition {
     OperatorCancel,
     /// An operator runs a terminal execution again: its next claim starts a new attempt.
     Replay,
+    /// A dependency edge was applied to a runnable flow member whose edge group is unresolved:
+    /// it waits for its upstreams, outside the claimable set.
+    BlockOnDependencies,
+    /// Its edge group was satisfied: it becomes eligible, or waits for its own delay when that
+    /// is still in the future (`delayed`).
+    DependenciesSatisfied {
+        /// Whether its eligible time is still in the future.
+        delayed: bool,
+    },
+    /// Its edge group became impossible: it ends `skipped` without running.
+    SkipForDependencies,
+    /// The lease holder waits for its children (the upstreams of its edge group), releasing
+    /// the lease; `pending` when the group is unresolved, else it is eligible again at once.
+    WaitChildren {
+        /// Whether the edge group is still unresolved.
+        pending: bool,
+    },
 }
 
 /// The vector for `(phase, ownership, eligibility, blocking, outcome, attempt)`.
@@ -408,6 +425,53 @@ pub fn apply(t: Transition, from: Option<&StateVector>) -> Result<StateVector, E
     let terminal = |outcome| vector(P::Terminal, O::Unowned, E::NotApplicable, B::None, outcome, A::AttemptTerminal);
     match t {
         Transition::Create { .. } | Transition::Replay => unreachable!("handled above"),
+        Transition::BlockOnDependencies => {
+            if from.lifecycle_phase == P::Runnable {
+                Ok(StateVector {
+                    eligibility_state: E::BlockedByDependencies,
+                    blocking_reason: B::WaitingForChildren,
+                    ..*from
+                })
+            } else {
+                Err(EngineError::Contention(crate::error::ContentionKind::ExecutionNotLeaseable))
+            }
+        }
+        Transition::DependenciesSatisfied { delayed } => {
+            if from.lifecycle_phase == P::Runnable && from.eligibility_state == E::BlockedByDependencies {
+                Ok(if delayed {
+                    StateVector {
+                        eligibility_state: E::NotEligibleUntilTime,
+                        blocking_reason: B::WaitingForDelay,
+                        ..*from
+                    }
+                } else {
+                    StateVector { eligibility_state: E::EligibleNow, blocking_reason: B::WaitingForWorker, ..*from }
+                })
+            } else {
+                Err(EngineError::Contention(crate::error::ContentionKind::ExecutionNotLeaseable))
+            }
+        }
+        Transition::SkipForDependencies => {
+            if from.lifecycle_phase == P::Active {
+                Err(EngineError::Contention(crate::error::ContentionKind::ExecutionNotLeaseable))
+            } else {
+                Ok(terminal(T::Skipped))
+            }
+        }
+        Transition::WaitChildren { pending } => need_lease().map(|_| {
+            if pending {
+                vector(
+                    P::Runnable,
+                    O::Unowned,
+                    E::BlockedByDependencies,
+                    B::WaitingForChildren,
+                    T::None,
+                    A::AttemptInterrupted,
+                )
+            } else {
+                vector(P::Runnable, O::Unowned, E::EligibleNow, B::WaitingForWorker, T::None, A::AttemptInterrupted)
+            }
+        }),
         Transition::OperatorCancel => Ok(terminal(T::Cancelled)),
         Transition::Claim => match claim_kind(from) {
             Some(_) => Ok(vector(P::Active, O::Leased, E::NotApplicable, B::None, T::None, A::RunningAttempt)),
@@ -523,6 +587,25 @@ mod tests {
         A::PendingReplayAttempt,
     );
 
+    const BLOCKED: StateVector = vector(
+        P::Runnable,
+        O::Unowned,
+        E::BlockedByDependencies,
+        B::WaitingForChildren,
+        T::None,
+        A::PendingFirstAttempt,
+    );
+    const WAITING_CHILDREN: StateVector = vector(
+        P::Runnable,
+        O::Unowned,
+        E::BlockedByDependencies,
+        B::WaitingForChildren,
+        T::None,
+        A::AttemptInterrupted,
+    );
+    const SKIPPED: StateVector =
+        vector(P::Terminal, O::Unowned, E::NotApplicable, B::None, T::Skipped, A::AttemptTerminal);
+
     /// Every legal transition this engine implements: (operation, from, expected to).
     const LEGAL: &[(Transition, Option<StateVector>, StateVector)] = &[
         (Transition::Create { delayed: false }, None, WAITING),
@@ -569,6 +652,38 @@ mod tests {
         (Transition::Replay, Some(EXPIRED), REPLAYED),
         (Transition::Claim, Some(REPLAYED), ACTIVE),
         (Transition::ParkForRoute, Some(REPLAYED), PARKED_REPLAY),
+        (Transition::BlockOnDependencies, Some(WAITING), BLOCKED),
+        (
+            Transition::BlockOnDependencies,
+            Some(DELAYED_NEW),
+            vector(
+                P::Runnable,
+                O::Unowned,
+                E::BlockedByDependencies,
+                B::WaitingForChildren,
+                T::None,
+                A::PendingFirstAttempt,
+            ),
+        ),
+        (Transition::BlockOnDependencies, Some(PARKED), BLOCKED),
+        (Transition::DependenciesSatisfied { delayed: false }, Some(BLOCKED), WAITING),
+        (Transition::DependenciesSatisfied { delayed: true }, Some(BLOCKED), DELAYED_NEW),
+        (Transition::SkipForDependencies, Some(BLOCKED), SKIPPED),
+        (Transition::SkipForDependencies, Some(WAITING), SKIPPED),
+        (Transition::SkipForDependencies, Some(WAITING_CHILDREN), SKIPPED),
+        (Transition::WaitChildren { pending: true }, Some(ACTIVE), WAITING_CHILDREN),
+        (
+            Transition::WaitChildren { pending: false },
+            Some(ACTIVE),
+            vector(P::Runnable, O::Unowned, E::EligibleNow, B::WaitingForWorker, T::None, A::AttemptInterrupted),
+        ),
+        (
+            Transition::DependenciesSatisfied { delayed: false },
+            Some(WAITING_CHILDREN),
+            vector(P::Runnable, O::Unowned, E::EligibleNow, B::WaitingForWorker, T::None, A::AttemptInterrupted),
+        ),
+        (Transition::OperatorCancel, Some(BLOCKED), CANCELLED),
+        (Transition::Replay, Some(SKIPPED), REPLAYED),
     ];
 
     #[test]
@@ -611,6 +726,13 @@ mod tests {
         (Transition::Replay, Some(ACTIVE), "execution_not_terminal"),
         (Transition::Replay, Some(RETRY_WAIT), "execution_not_terminal"),
         (Transition::Replay, None, "not_found"),
+        (Transition::BlockOnDependencies, Some(ACTIVE), "execution_not_leaseable"),
+        (Transition::BlockOnDependencies, Some(COMPLETED), "terminal"),
+        (Transition::DependenciesSatisfied { delayed: false }, Some(WAITING), "execution_not_leaseable"),
+        (Transition::SkipForDependencies, Some(ACTIVE), "execution_not_leaseable"),
+        (Transition::SkipForDependencies, Some(SKIPPED), "terminal"),
+        (Transition::WaitChildren { pending: true }, Some(WAITING), "stale_lease"),
+        (Transition::WaitChildren { pending: true }, Some(RECLAIMABLE), "lease_expired"),
     ];
 
     #[test]

@@ -3,7 +3,7 @@
 //!
 //! Each entity's operations sit in the module named for it: [`execution`] (ingress, reads, tags,
 //! listings), [`lease`] (claims, renewals, progress, reclaim grants), [`attempt_end`] (complete,
-//! fail, cancel, delay), [`stream`] (frames), [`maintenance`] (the hooks reconcilers call),
+//! fail, cancel, delay), [`flow`] (flows, edges, edge groups, flow cancellation), [`stream`] (frames), [`maintenance`] (the hooks reconcilers call),
 //! [`worker`] (the worker registry), [`operator`] (operator controls).
 //! `EngineBackend` keeps the seed's method names, so a caller holding `&dyn EngineBackend`
 //! reaches every operation; import [`prelude`] (or `ff_core::*`) to bring the sub-traits into
@@ -16,6 +16,7 @@
 
 pub mod attempt_end;
 pub mod execution;
+pub mod flow;
 pub mod lease;
 pub mod maintenance;
 pub mod operator;
@@ -28,6 +29,7 @@ use async_trait::async_trait;
 
 pub use attempt_end::AttemptEndBackend;
 pub use execution::ExecutionBackend;
+pub use flow::FlowBackend;
 pub use lease::LeaseBackend;
 pub use maintenance::{ExpirePhase, MaintenanceBackend};
 pub use operator::OperatorBackend;
@@ -41,8 +43,8 @@ use crate::event::{CompletionStream, EventCursor, ScannerFilter};
 /// Every backend trait, for `use ff_core::backend::prelude::*`.
 pub mod prelude {
     pub use super::{
-        AttemptEndBackend, CompletionBackend, EngineBackend, ExecutionBackend, LeaseBackend, MaintenanceBackend,
-        OperatorBackend, StreamBackend, WorkerRegistryBackend,
+        AttemptEndBackend, CompletionBackend, EngineBackend, ExecutionBackend, FlowBackend, LeaseBackend,
+        MaintenanceBackend, OperatorBackend, StreamBackend, WorkerRegistryBackend,
     };
 }
 
@@ -63,6 +65,7 @@ pub trait EngineBackend:
     + StreamBackend
     + MaintenanceBackend
     + OperatorBackend
+    + FlowBackend
     + WorkerRegistryBackend
     + Send
     + Sync
