@@ -21,7 +21,8 @@ use crate::fence;
 use crate::lease::position::ClaimPositions;
 use crate::metrics::Metrics;
 use crate::reconciler::{
-    self, DelayedPromoter, LeaseExpiryReconciler, Reconciler, TimeoutReconciler, WorkerLivenessReconciler,
+    self, DelayedPromoter, DependencyReconciler, FlowCancelReconciler, LeaseExpiryReconciler, Reconciler,
+    TimeoutReconciler, WorkerLivenessReconciler,
 };
 use crate::route::Claimers;
 use crate::wakeup::LaneWakeups;
@@ -107,7 +108,8 @@ impl PostgresBackend {
         &self.metrics
     }
 
-    /// Starts the reconcilers (lease expiry, delayed promotion, timeouts, worker liveness) as
+    /// Starts the reconcilers (lease expiry, delayed promotion, timeouts, worker liveness, flow
+    /// cancellation, dependency repair) as
     /// background tasks.
     /// Returns `false` (and starts nothing) when the `Arc` is shared or reconcilers already run.
     pub fn with_scanners(self: &mut Arc<Self>, cfg: PostgresScannerConfig) -> bool {
@@ -119,7 +121,7 @@ impl PostgresBackend {
         let cancel = CancellationToken::new();
         let mut tasks = JoinSet::new();
         let batch = cfg.batch_size;
-        let jobs: [(Arc<dyn Reconciler>, Duration); 4] = [
+        let jobs: [(Arc<dyn Reconciler>, Duration); 6] = [
             (
                 Arc::new(LeaseExpiryReconciler::new(this.pool.clone(), batch, this.metrics.clone())),
                 cfg.lease_expiry_interval,
@@ -138,6 +140,8 @@ impl PostgresBackend {
                 Arc::new(WorkerLivenessReconciler::new(this.pool.clone(), batch, this.metrics.clone())),
                 cfg.worker_liveness_interval,
             ),
+            (Arc::new(FlowCancelReconciler::new(this.pool.clone(), batch)), cfg.flow_cancel_interval),
+            (Arc::new(DependencyReconciler::new(this.pool.clone(), batch)), cfg.dependency_interval),
         ];
         for (r, interval) in jobs {
             tasks.spawn(reconciler::drive(r, interval, cancel.clone()));
@@ -204,7 +208,7 @@ fn supports() -> Supports {
         timeouts: true,
         reads: true,
         subscribe_completions: true,
-        flows: false,
+        flows: true,
         suspension: false,
         budgets: false,
         worker_registry: true,

@@ -85,6 +85,12 @@ pub struct PostgresScannerConfig {
     pub timeout_interval: Duration,
     /// How often workers whose liveness TTL lapsed are retired (and their leases revoked).
     pub worker_liveness_interval: Duration,
+    /// How often flow members left in a cancel backlog, and siblings a decided group could
+    /// not cancel at once, are cancelled.
+    pub flow_cancel_interval: Duration,
+    /// How often edges left unresolved by their upstream's terminal transaction are resolved
+    /// (a safety net: terminal transitions resolve their edges themselves).
+    pub dependency_interval: Duration,
     /// Rows handled per statement.
     pub batch_size: u32,
 }
@@ -96,6 +102,8 @@ impl Default for PostgresScannerConfig {
             delayed_promoter_interval: Duration::from_secs(1),
             timeout_interval: Duration::from_secs(1),
             worker_liveness_interval: Duration::from_secs(1),
+            flow_cancel_interval: Duration::from_secs(1),
+            dependency_interval: Duration::from_secs(15),
             batch_size: 500,
         }
     }

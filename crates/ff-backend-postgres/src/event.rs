@@ -29,7 +29,8 @@ pub struct EventLogEntry {
     /// Position; pass to [`read_events`] to continue after this entry.
     pub cursor: EventCursor,
     /// `lease_acquired`, `lease_reclaimed`, `lease_expired`, `lease_released`, `retry_scheduled`,
-    /// `completed`, `failed`, `cancelled` or `expired`.
+    /// `completed`, `failed`, `cancelled`, `expired`, `lease_revoked`, `priority_changed`, `replayed`
+    /// or `skipped`.
     pub kind: String,
     /// Execution.
     pub execution_id: ExecutionId,
@@ -113,7 +114,7 @@ pub async fn head_cursor(pool: &PgPool) -> Result<EventCursor, EngineError> {
     }
 }
 
-const COMPLETION_KINDS: &[&str] = &["completed", "failed", "cancelled", "expired"];
+const COMPLETION_KINDS: &[&str] = &["completed", "failed", "cancelled", "expired", "skipped"];
 
 /// How often an idle subscription polls the log.
 const POLL_INTERVAL: Duration = Duration::from_millis(50);
@@ -142,6 +143,7 @@ pub(crate) fn completion_stream(pool: PgPool, cursor: EventCursor, filter: Scann
                             "completed" => CompletionOutcome::Success,
                             "failed" => CompletionOutcome::Failure,
                             "cancelled" => CompletionOutcome::Cancelled,
+                            "skipped" => CompletionOutcome::Skipped,
                             _ => CompletionOutcome::Expired,
                         };
                         s.buffer.push_back(CompletionEvent {

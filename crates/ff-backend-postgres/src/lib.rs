@@ -18,6 +18,7 @@ pub mod error;
 mod event;
 mod execution;
 mod fence;
+mod flow;
 mod lease;
 mod maintenance;
 pub mod metrics;

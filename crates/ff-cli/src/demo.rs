@@ -272,7 +272,7 @@ async fn drive(
         }
         match event.outcome {
             CompletionOutcome::Success => seen.completed += 1,
-            CompletionOutcome::Failure | CompletionOutcome::Expired => seen.failed += 1,
+            CompletionOutcome::Failure | CompletionOutcome::Expired | CompletionOutcome::Skipped => seen.failed += 1,
             CompletionOutcome::Cancelled => seen.cancelled += 1,
         }
         bar.set_position(terminal.len() as u64);

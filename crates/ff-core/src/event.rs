@@ -52,6 +52,8 @@ pub enum CompletionOutcome {
     Cancelled,
     /// Expired.
     Expired,
+    /// Skipped: a flow member whose dependencies can no longer be satisfied.
+    Skipped,
 }
 
 /// One terminal transition.

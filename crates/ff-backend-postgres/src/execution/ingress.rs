@@ -14,7 +14,6 @@ use ff_core::{
     CreateExecutionArgs, CreateExecutionResult, EngineError, ExecutionId, MAX_CREATE_BATCH, PartitionConfig,
     PublicState,
 };
-use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::error::map_sqlx;
@@ -85,9 +84,10 @@ CROSS JOIN (SELECT count(*) FROM timers) timed
 ORDER BY i.ord
 "#;
 
-/// Validates and creates a batch of executions.
-pub(crate) async fn create(
-    pool: &PgPool,
+/// Validates and creates a batch of executions, on `exec` (the pool, or a transaction that
+/// creates more with them).
+pub(crate) async fn create<'e>(
+    exec: impl sqlx::PgExecutor<'e>,
     partitions: &PartitionConfig,
     batch: &[CreateExecutionArgs],
 ) -> Result<Vec<CreateExecutionResult>, EngineError> {
@@ -163,7 +163,7 @@ pub(crate) async fn create(
         .bind(&delays)
         .bind(&deadlines)
         .bind(&deadline_rels)
-        .fetch_all(pool)
+        .fetch_all(exec)
         .await
         .map_err(map_sqlx)?;
     let mut out = Vec::with_capacity(n);

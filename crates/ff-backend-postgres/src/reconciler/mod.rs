@@ -8,6 +8,8 @@
 //! directly. All timers compare against database time.
 
 pub(crate) mod delayed;
+pub(crate) mod dependency;
+pub(crate) mod flow_cancel;
 pub(crate) mod lease_expiry;
 pub(crate) mod timeout;
 pub(crate) mod worker_liveness;
@@ -21,6 +23,8 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 pub use delayed::DelayedPromoter;
+pub use dependency::DependencyReconciler;
+pub use flow_cancel::FlowCancelReconciler;
 pub use lease_expiry::LeaseExpiryReconciler;
 pub use timeout::TimeoutReconciler;
 pub use worker_liveness::WorkerLivenessReconciler;
