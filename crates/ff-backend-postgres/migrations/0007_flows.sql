@@ -174,12 +174,21 @@ DECLARE
     v_lane text;
     v_due bigint;
     v_n integer;
+    v_part smallint;
+    v_phase ff_lifecycle_phase;
     r record;
 BEGIN
     resolved := 0;
     decided := 0;
     WHILE cardinality(v_frontier) > 0 LOOP
         v_next := '{}';
+        -- A member that ended before its own group was decided closes that group: it will never
+        -- be decided. (A group another transaction holds is left: it acts on a terminal
+        -- downstream as on none.)
+        UPDATE ff_edge_group g SET group_state = 'cancelled', decided_at_ms = ff_now_ms()
+        WHERE g.downstream_id IN (SELECT d.downstream_id FROM ff_edge_group d
+                                  WHERE d.downstream_id = ANY(v_frontier) AND d.group_state = 'pending'
+                                  FOR UPDATE SKIP LOCKED);
         WITH ended AS (
             SELECT x.execution_id, x.terminal_outcome FROM ff_execution x
             WHERE x.execution_id = ANY(v_frontier) AND x.lifecycle_phase = 'terminal'
@@ -218,7 +227,7 @@ BEGIN
                                        ELSE g.group_state END
                 FROM unnest(v_down, v_s, v_f, v_k) AS d(id, s, f, k)
                 WHERE g.downstream_id = d.id
-                RETURNING g.downstream_id, g.group_state, g.policy_kind, g.on_satisfied
+                RETURNING g.downstream_id, g.flow_id, g.group_state, g.policy_kind, g.on_satisfied
             )
             SELECT * FROM upd WHERE upd.group_state <> 'pending' AND upd.downstream_id = ANY(coalesce(v_pending, '{}'))
             ORDER BY upd.downstream_id
@@ -243,6 +252,18 @@ BEGIN
                         PERFORM ff_bump_claim_generation(ARRAY[v_lane]);
                         PERFORM pg_notify('ff_lane_ready', v_lane);
                     END IF;
+                END IF;
+            ELSIF EXISTS (SELECT 1 FROM ff_flow_cancel_member m
+                          WHERE m.flow_id = r.flow_id AND m.execution_id = r.downstream_id) THEN
+                -- Impossible, and its flow's cancellation targets it: it is cancelled, as the
+                -- cancellation asked, rather than skipped.
+                SELECT x.partition_key, x.lifecycle_phase INTO v_part, v_phase FROM ff_execution x
+                WHERE x.execution_id = r.downstream_id;
+                IF v_phase <> 'terminal' THEN
+                    PERFORM ff_cancel_execution(r.downstream_id, v_part,
+                        (SELECT coalesce(f.cancel_reason, 'flow cancelled') FROM ff_flow f WHERE f.flow_id = r.flow_id),
+                        'flow_cascade', false, NULL, NULL, NULL);
+                    v_next := v_next || r.downstream_id;
                 END IF;
             ELSE
                 -- Impossible: a downstream that is not running is skipped (a running one, which
@@ -619,9 +640,6 @@ BEGIN
     WHERE x.flow_id = p_flow AND x.lifecycle_phase <> 'terminal'
       AND (p_policy = 'cancel_all' OR (p_policy = 'cancel_pending' AND x.lifecycle_phase = 'runnable'));
     INSERT INTO ff_flow_cancel_member (flow_id, execution_id) SELECT p_flow, t FROM unnest(targeted) t;
-    -- Undecided groups of targeted downstreams will never be decided now.
-    UPDATE ff_edge_group g SET group_state = 'cancelled', decided_at_ms = ff_now_ms()
-    WHERE g.downstream_id = ANY(targeted) AND g.group_state = 'pending';
     IF p_cancel_now THEN
         PERFORM ff_drain_flow_cancel(cardinality(targeted), p_flow);
     END IF;

@@ -135,7 +135,7 @@ pub enum EdgeGroupState {
     Satisfied,
     /// Enough upstreams failed that it never can: the downstream is skipped.
     Impossible,
-    /// The flow was cancelled before the group was decided.
+    /// The downstream ended (cancelled, expired, failed) before the group was decided.
     Cancelled,
 }
 
@@ -186,7 +186,7 @@ impl EdgeGroupCounts {
 }
 
 /// Decides a group from its policy and counters: `Satisfied`, `Impossible` or `Pending` (never
-/// `Cancelled`, which only a flow cancellation sets).
+/// `Cancelled`, which only its downstream's own end sets).
 ///
 /// - all-of: satisfied when every applied upstream succeeded (and there is one); impossible
 ///   as soon as one failed or was skipped.

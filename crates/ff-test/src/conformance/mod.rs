@@ -25,6 +25,9 @@
 //!   registration or claim.
 //! - [`operator`] — operator cancel, lease revocation, priority changes, replays, expired-lease
 //!   listings and the fence-triple peers of renew, complete and fail; their refusals.
+//! - [`flow`] — DAGs: hops released in the completing transaction, skips cascading, quorum
+//!   sibling cancellation, refused graph edits, flow cancellation, waiting for children, races
+//!   and a 1,000-way fan-out and fan-in.
 //! - [`worker_registry`] — registration, heartbeats, listings; a dead or lapsed worker's
 //!   leases are revoked at once; bad input.
 //!
@@ -64,6 +67,7 @@ pub mod completions;
 pub mod concurrency;
 pub mod fencing;
 mod fixture;
+pub mod flow;
 mod harness;
 pub mod ingress;
 pub mod operator;
@@ -189,6 +193,22 @@ macro_rules! conformance_suite {
             }
             completions {
                 completions_are_delivered_resumable_and_filtered,
+            }
+            flow {
+                chain_releases_each_hop_in_the_completing_transaction,
+                incremental_build_holds_children_until_their_parents_end,
+                a_failure_skips_its_downstreams_transitively,
+                cancelled_and_expired_upstreams_count_as_failures,
+                quorum_cancels_its_remaining_siblings,
+                an_impossible_any_of_group_skips_its_downstream,
+                bad_graph_edits_are_refused_and_write_nothing,
+                cancel_flow_applies_its_policy,
+                cancel_flow_header_leaves_members_to_the_caller,
+                wait_children_resumes_the_parent_when_its_children_end,
+                concurrent_upstreams_release_an_all_of_child_once,
+                a_flow_cancel_racing_a_completion_ends_consistently,
+                thousand_way_fan_out_and_fan_in,
+                flow_reads_listings_tags_and_repairs,
             }
         }
     };
