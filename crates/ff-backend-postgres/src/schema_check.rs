@@ -36,6 +36,37 @@ fn statements() -> Vec<(&'static str, String)> {
         crate::execution::read::LIST_LANES_SQL,
         crate::execution::read::SET_TAG_SQL,
         crate::fence::CURRENT_LEASE_SQL,
+        crate::flow::build::ADD_MEMBER_SQL,
+        crate::flow::build::APPLY_EDGE_SQL,
+        crate::flow::build::BUILD_GRAPH_SQL,
+        crate::flow::build::CREATE_FLOW_SQL,
+        crate::flow::build::SET_POLICY_SQL,
+        crate::flow::build::STAGE_EDGE_SQL,
+        crate::flow::cancel::ACK_SQL,
+        crate::flow::cancel::BACKLOG_SQL,
+        crate::flow::cancel::CANCEL_FLOW_SQL,
+        crate::flow::cancel::DRAIN_FLOW_CANCEL_SQL,
+        crate::flow::cancel::DRAIN_SIBLINGS_SQL,
+        crate::flow::cancel::FLAGGED_GROUPS_SQL,
+        crate::flow::cancel::RECONCILE_SIBLINGS_SQL,
+        crate::flow::read::EDGE_SQL,
+        crate::flow::read::FLOW_EXISTS_SQL,
+        crate::flow::read::FLOW_OF_SQL,
+        crate::flow::read::FLOW_SQL,
+        crate::flow::read::GET_FLOW_TAG_SQL,
+        crate::flow::read::GROUPS_SQL,
+        crate::flow::read::INCOMING_EDGES_SQL,
+        crate::flow::read::LIST_FLOWS_SQL,
+        crate::flow::read::MEMBERS_SQL,
+        crate::flow::read::OUTGOING_EDGES_SQL,
+        crate::flow::read::SET_FLOW_TAG_SQL,
+        crate::flow::read::SUMMARY_SQL,
+        crate::flow::resolve::EDGE_OUTCOME_SQL,
+        crate::flow::resolve::EDGE_STATUS_SQL,
+        crate::flow::resolve::ELIGIBILITY_SQL,
+        crate::flow::resolve::RESOLVE_EDGES_SQL,
+        crate::flow::resolve::WAIT_CHILDREN_SQL,
+        crate::reconciler::dependency::RESOLVE_STRAGGLERS_SQL,
         crate::fence::DIAGNOSE_SQL,
         crate::lease::claim::CLAIM_BY_LANE_SQL,
         crate::lease::claim::RECLAIM_BY_ID_SQL,
@@ -180,5 +211,56 @@ async fn the_schemas_state_literals_are_ff_cores() {
     ];
     for (enum_type, literals) in expected {
         assert_eq!(labels(db.pool(), enum_type).await, literals, "labels of {enum_type}");
+    }
+}
+
+/// The schema's edge-group verdict is ff-core's, for every policy and counter combination.
+#[tokio::test]
+async fn the_schemas_edge_group_verdict_is_ff_cores() {
+    use ff_core::flow::edge_group::evaluate;
+    let db = migrated().await;
+    let mut policies =
+        vec![EdgeDependencyPolicy::AllOf, EdgeDependencyPolicy::AnyOf { on_satisfied: OnSatisfied::LetRun }];
+    policies.extend((1..=5).map(|k| EdgeDependencyPolicy::Quorum { k, on_satisfied: OnSatisfied::CancelRemaining }));
+    let (mut kinds, mut ks, mut totals, mut oks, mut fails, mut skips, mut want) =
+        (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
+    for p in &policies {
+        for total in 0..=6u32 {
+            for s in 0..=total {
+                for f in 0..=(total - s) {
+                    for k in 0..=(total - s - f) {
+                        let c = EdgeGroupCounts { total, success: s, failed: f, skipped: k };
+                        kinds.push(p.kind());
+                        ks.push(p.k().map(|k| k as i32));
+                        totals.push(total as i32);
+                        oks.push(s as i32);
+                        fails.push(f as i32);
+                        skips.push(k as i32);
+                        want.push(evaluate(p, &c).as_str().to_owned());
+                    }
+                }
+            }
+        }
+    }
+    let got: Vec<String> = sqlx::query_scalar(
+        "SELECT ff_edge_group_verdict(kind, k, total, s, f, sk) FROM unnest($1::text[], $2::int[], $3::int[], $4::int[], \
+         $5::int[], $6::int[]) WITH ORDINALITY AS t(kind, k, total, s, f, sk, ord) ORDER BY ord",
+    )
+    .bind(&kinds)
+    .bind(&ks)
+    .bind(&totals)
+    .bind(&oks)
+    .bind(&fails)
+    .bind(&skips)
+    .fetch_all(db.pool())
+    .await
+    .expect("verdicts");
+    assert_eq!(got.len(), want.len());
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert_eq!(
+            g, w,
+            "{} k={:?} total {} ok {} failed {} skipped {}",
+            kinds[i], ks[i], totals[i], oks[i], fails[i], skips[i]
+        );
     }
 }

@@ -9,52 +9,57 @@ use sqlx::postgres::PgRow;
 use uuid::Uuid;
 
 use crate::error::map_sqlx;
-use crate::row::{STATE_COLUMNS, col, state_vector};
+use crate::row::{col, state_vector};
 
-const FLOW_COLUMNS: &str = "flow_id, namespace, flow_kind, graph_revision, node_count, edge_count, tags, \
-     cancelled_at_ms, cancel_reason, cancellation_policy, created_at_ms, last_mutation_at_ms";
-
-fn flow_sql() -> String {
-    format!("SELECT {FLOW_COLUMNS} FROM ff_flow WHERE flow_id = $1")
-}
+/// One flow's header: `$1` flow.
+pub(crate) const FLOW_SQL: &str = "SELECT flow_id, namespace, flow_kind, graph_revision, node_count, edge_count, tags, \
+     cancelled_at_ms, cancel_reason, cancellation_policy, created_at_ms, last_mutation_at_ms FROM ff_flow WHERE flow_id = $1";
 
 /// Flows after `$1` (NULL: from the start), of partition `$2` and namespace `$3` when given, at
 /// most `$4`.
-fn list_flows_sql() -> String {
-    format!(
-        "SELECT {FLOW_COLUMNS} FROM ff_flow WHERE ($1::uuid IS NULL OR flow_id > $1) \
-         AND ($2::smallint IS NULL OR partition_key = $2) AND ($3::text IS NULL OR namespace = $3) \
-         ORDER BY flow_id LIMIT $4"
-    )
-}
+pub(crate) const LIST_FLOWS_SQL: &str = "SELECT flow_id, namespace, flow_kind, graph_revision, node_count, edge_count, \
+     tags, cancelled_at_ms, cancel_reason, cancellation_policy, created_at_ms, last_mutation_at_ms FROM ff_flow \
+     WHERE ($1::uuid IS NULL OR flow_id > $1) AND ($2::smallint IS NULL OR partition_key = $2) \
+     AND ($3::text IS NULL OR namespace = $3) ORDER BY flow_id LIMIT $4";
 
 /// Members of flows `$1`, grouped by state vector: how many, how many ever started, how many
 /// are sinks (nothing depends on them).
-fn members_sql() -> String {
-    format!(
-        "SELECT x.flow_id, {STATE_COLUMNS}, count(*) AS n, count(*) FILTER (WHERE x.total_attempt_count > 0) AS started, \
-                count(*) FILTER (WHERE NOT EXISTS (SELECT 1 FROM ff_edge e WHERE e.upstream_id = x.execution_id)) AS sinks \
-         FROM ff_execution x WHERE x.flow_id = ANY($1) \
-         GROUP BY x.flow_id, x.lifecycle_phase, x.ownership_state, x.eligibility_state, x.blocking_reason, \
-                  x.terminal_outcome, x.attempt_state"
-    )
-}
+pub(crate) const MEMBERS_SQL: &str = "SELECT x.flow_id, x.lifecycle_phase::text AS lifecycle_phase, \
+     x.ownership_state::text AS ownership_state, x.eligibility_state::text AS eligibility_state, \
+     x.blocking_reason::text AS blocking_reason, x.terminal_outcome::text AS terminal_outcome, \
+     x.attempt_state::text AS attempt_state, count(*) AS n, \
+     count(*) FILTER (WHERE x.total_attempt_count > 0) AS started, \
+     count(*) FILTER (WHERE NOT EXISTS (SELECT 1 FROM ff_edge e WHERE e.upstream_id = x.execution_id)) AS sinks \
+     FROM ff_execution x WHERE x.flow_id = ANY($1) \
+     GROUP BY x.flow_id, x.lifecycle_phase, x.ownership_state, x.eligibility_state, x.blocking_reason, \
+              x.terminal_outcome, x.attempt_state";
+
+/// Edges of flow `$1` leaving member `$2`.
+pub(crate) const OUTGOING_EDGES_SQL: &str = "SELECT e.flow_id, e.edge_id, e.upstream_id, e.downstream_id, \
+     e.data_passing_ref, e.created_by, e.created_at_ms, e.applied_at_ms, e.resolution::text AS resolution, \
+     e.resolved_at_ms, xu.partition_key AS up_partition, xd.partition_key AS down_partition FROM ff_edge e \
+     LEFT JOIN ff_execution xu ON xu.execution_id = e.upstream_id \
+     LEFT JOIN ff_execution xd ON xd.execution_id = e.downstream_id \
+     WHERE e.flow_id = $1 AND e.upstream_id = $2 ORDER BY e.edge_id";
+
+/// Edges of flow `$1` entering member `$2`.
+pub(crate) const INCOMING_EDGES_SQL: &str = "SELECT e.flow_id, e.edge_id, e.upstream_id, e.downstream_id, \
+     e.data_passing_ref, e.created_by, e.created_at_ms, e.applied_at_ms, e.resolution::text AS resolution, \
+     e.resolved_at_ms, xu.partition_key AS up_partition, xd.partition_key AS down_partition FROM ff_edge e \
+     LEFT JOIN ff_execution xu ON xu.execution_id = e.upstream_id \
+     LEFT JOIN ff_execution xd ON xd.execution_id = e.downstream_id \
+     WHERE e.flow_id = $1 AND e.downstream_id = $2 ORDER BY e.edge_id";
+
+/// Edge `$2` of flow `$1`.
+pub(crate) const EDGE_SQL: &str = "SELECT e.flow_id, e.edge_id, e.upstream_id, e.downstream_id, \
+     e.data_passing_ref, e.created_by, e.created_at_ms, e.applied_at_ms, e.resolution::text AS resolution, \
+     e.resolved_at_ms, xu.partition_key AS up_partition, xd.partition_key AS down_partition FROM ff_edge e \
+     LEFT JOIN ff_execution xu ON xu.execution_id = e.upstream_id \
+     LEFT JOIN ff_execution xd ON xd.execution_id = e.downstream_id \
+     WHERE e.flow_id = $1 AND e.edge_id = $2";
 
 pub(crate) const GROUPS_SQL: &str = "SELECT downstream_id, policy_kind, k, on_satisfied, total, success_count, \
      failed_count, skipped_count, group_state FROM ff_edge_group WHERE flow_id = $1 ORDER BY downstream_id";
-
-const EDGE_COLUMNS: &str = "e.flow_id, e.edge_id, e.upstream_id, e.downstream_id, e.dependency_kind, e.data_passing_ref, \
-     e.created_by, e.created_at_ms, e.applied_at_ms, e.resolution::text AS resolution, e.resolved_at_ms, \
-     xu.partition_key AS up_partition, xd.partition_key AS down_partition";
-
-fn edges_sql(filter: &str) -> String {
-    format!(
-        "SELECT {EDGE_COLUMNS} FROM ff_edge e \
-         LEFT JOIN ff_execution xu ON xu.execution_id = e.upstream_id \
-         LEFT JOIN ff_execution xd ON xd.execution_id = e.downstream_id \
-         WHERE e.flow_id = $1 AND {filter} ORDER BY e.edge_id"
-    )
-}
 
 pub(crate) const FLOW_OF_SQL: &str = "SELECT flow_id FROM ff_execution WHERE execution_id = $1 AND partition_key = $2";
 
@@ -78,7 +83,7 @@ fn count(row: &PgRow, name: &str) -> Result<u32, EngineError> {
 
 /// Member counts of each flow in `flows`.
 async fn member_counts(pool: &PgPool, flows: &[Uuid]) -> Result<HashMap<Uuid, FlowMemberCounts>, EngineError> {
-    let rows = sqlx::query(&members_sql()).bind(flows).fetch_all(pool).await.map_err(map_sqlx)?;
+    let rows = sqlx::query(MEMBERS_SQL).bind(flows).fetch_all(pool).await.map_err(map_sqlx)?;
     let mut out: HashMap<Uuid, FlowMemberCounts> = HashMap::new();
     for row in &rows {
         let flow: Uuid = col(row, "flow_id")?;
@@ -165,7 +170,7 @@ pub(crate) async fn describe(
     cfg: &PartitionConfig,
     id: &FlowId,
 ) -> Result<Option<FlowSnapshot>, EngineError> {
-    let Some(row) = sqlx::query(&flow_sql()).bind(id.0).fetch_optional(pool).await.map_err(map_sqlx)? else {
+    let Some(row) = sqlx::query(FLOW_SQL).bind(id.0).fetch_optional(pool).await.map_err(map_sqlx)? else {
         return Ok(None);
     };
     let h = header(&row)?;
@@ -202,7 +207,7 @@ pub(crate) async fn list(
     if let Some(p) = args.partition {
         cfg.check_execution_partition(p)?;
     }
-    let rows = sqlx::query(&list_flows_sql())
+    let rows = sqlx::query(LIST_FLOWS_SQL)
         .bind(args.cursor.map(|c| c.0))
         .bind(args.partition.map(|p| p as i16))
         .bind(args.namespace.as_ref().map(Namespace::as_str))
@@ -265,12 +270,11 @@ pub(crate) async fn list_edges(
     flow_id: &FlowId,
     direction: EdgeDirection,
 ) -> Result<Vec<EdgeSnapshot>, EngineError> {
-    let (filter, node) = match direction {
-        EdgeDirection::Outgoing { from_node } => ("e.upstream_id = $2", from_node),
-        EdgeDirection::Incoming { to_node } => ("e.downstream_id = $2", to_node),
+    let query = match direction {
+        EdgeDirection::Outgoing { from_node } => sqlx::query(OUTGOING_EDGES_SQL).bind(flow_id.0).bind(from_node.uuid()),
+        EdgeDirection::Incoming { to_node } => sqlx::query(INCOMING_EDGES_SQL).bind(flow_id.0).bind(to_node.uuid()),
     };
-    let rows =
-        sqlx::query(&edges_sql(filter)).bind(flow_id.0).bind(node.uuid()).fetch_all(pool).await.map_err(map_sqlx)?;
+    let rows = query.fetch_all(pool).await.map_err(map_sqlx)?;
     rows.iter().map(edge).collect()
 }
 
@@ -280,12 +284,7 @@ pub(crate) async fn describe_edge(
     flow_id: &FlowId,
     edge_id: &EdgeId,
 ) -> Result<Option<EdgeSnapshot>, EngineError> {
-    let row = sqlx::query(&edges_sql("e.edge_id = $2"))
-        .bind(flow_id.0)
-        .bind(edge_id.0)
-        .fetch_optional(pool)
-        .await
-        .map_err(map_sqlx)?;
+    let row = sqlx::query(EDGE_SQL).bind(flow_id.0).bind(edge_id.0).fetch_optional(pool).await.map_err(map_sqlx)?;
     row.as_ref().map(edge).transpose()
 }
 

@@ -24,12 +24,12 @@ pub(crate) const EDGE_OUTCOME_SQL: &str = "SELECT e.resolution::text, g.group_st
      JOIN ff_edge_group g ON g.downstream_id = e.downstream_id WHERE e.flow_id = $1 AND e.edge_id = $2";
 
 /// An execution's state and its group's decision: `$1` execution.
-pub(crate) fn eligibility_sql() -> String {
-    format!(
-        "SELECT {STATE_COLUMNS}, (SELECT g.group_state FROM ff_edge_group g WHERE g.downstream_id = x.execution_id) \
-         AS group_state FROM ff_execution x WHERE x.execution_id = $1"
-    )
-}
+pub(crate) const ELIGIBILITY_SQL: &str = "SELECT x.lifecycle_phase::text AS lifecycle_phase, \
+     x.ownership_state::text AS ownership_state, x.eligibility_state::text AS eligibility_state, \
+     x.blocking_reason::text AS blocking_reason, x.terminal_outcome::text AS terminal_outcome, \
+     x.attempt_state::text AS attempt_state, \
+     (SELECT g.group_state FROM ff_edge_group g WHERE g.downstream_id = x.execution_id) AS group_state \
+     FROM ff_execution x WHERE x.execution_id = $1";
 
 /// `$1` id, `$2` lease id, `$3` epoch, `$4` attempt index. Returns the group state acted on; no
 /// row when the fence failed.
@@ -116,8 +116,7 @@ async fn eligibility_row(
     id: &ExecutionId,
 ) -> Result<Option<(StateVector, Option<EdgeGroupState>)>, EngineError> {
     cfg.check_execution_partition(id.partition_index())?;
-    let Some(row) = sqlx::query(&eligibility_sql()).bind(id.uuid()).fetch_optional(pool).await.map_err(map_sqlx)?
-    else {
+    let Some(row) = sqlx::query(ELIGIBILITY_SQL).bind(id.uuid()).fetch_optional(pool).await.map_err(map_sqlx)? else {
         return Ok(None);
     };
     let group = col::<Option<String>>(&row, "group_state")?.as_deref().map(EdgeGroupState::parse).transpose()?;
