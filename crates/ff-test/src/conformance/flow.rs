@@ -701,6 +701,17 @@ pub async fn flow_reads_listings_tags_and_repairs<H: ConformanceHarness>() {
         "execution_not_terminal"
     );
     assert!(b.project_flow_summary(&flow).await.unwrap());
+    // A flow whose only unfinished member waits for its delay is blocked.
+    let later = TimestampMs(fx.now().await + 3_600_000);
+    let (blocked, _) = graph_with(&fx, "reads-blocked", 2, &[], &[], |i, a| {
+        if i == 1 {
+            a.delay_until = Some(later);
+        }
+    })
+    .await;
+    let h = fx.claim("reads-blocked", "w").await;
+    fx.backend.complete(&h, None).await.unwrap();
+    assert_eq!(flow_state(&fx, &blocked).await, FlowState::Blocked);
     assert!(!b.project_flow_summary(&FlowId::new()).await.unwrap());
     assert_eq!(b.drain_sibling_cancel_group(&flow, &ids[1]).await.unwrap(), SiblingCancelDrainResult::default());
     assert_eq!(b.reconcile_sibling_cancel_group(&flow, &ids[1]).await.unwrap(), SiblingCancelReconcileAction::NoOp);

@@ -105,6 +105,7 @@ macro_rules! conformance_suite {
                 delayed_create_and_promotion,
                 timeout_and_deadline_expiry,
                 operator_transitions,
+                flow_transitions,
             }
             claim {
                 highest_priority_first_then_fifo,

@@ -144,3 +144,82 @@ pub async fn operator_transitions<H: ConformanceHarness>() {
     fx.claim("sm-op", "w").await;
     check(&fx, &id, Transition::Claim, replayed).await;
 }
+
+/// Flow transitions: held back by an applied edge, released when satisfied, skipped when
+/// impossible, and a lease holder waiting for its children then resumed.
+pub async fn flow_transitions<H: ConformanceHarness>() {
+    use super::flow::{graph, member};
+    let fx = Fixture::<H>::new().await;
+    let b = &fx.backend;
+    // 0 -> 1 -> 2: complete 0 releases 1; failing 1 skips 2.
+    let (flow, ids) = graph(&fx, "sm-flow", 3, &[], &[]).await;
+    let mut rev = b.describe_flow(&flow).await.unwrap().unwrap().graph_revision;
+    for (up, down) in [(0, 1), (1, 2)] {
+        let before = fx.vector(&ids[down]).await;
+        let edge = StageDependencyEdgeArgs {
+            flow_id: flow,
+            edge_id: EdgeId::new(),
+            upstream_execution_id: ids[up],
+            downstream_execution_id: ids[down],
+            dependency_kind: DependencyKind::SuccessOnly,
+            data_passing_ref: None,
+            expected_graph_revision: rev,
+        };
+        rev += 1;
+        b.stage_dependency_edge(edge.clone()).await.unwrap();
+        b.apply_dependency_to_child(ApplyDependencyToChildArgs {
+            flow_id: flow,
+            edge_id: edge.edge_id,
+            upstream_execution_id: ids[up],
+            downstream_execution_id: ids[down],
+        })
+        .await
+        .unwrap();
+        check(&fx, &ids[down], Transition::BlockOnDependencies, before).await;
+    }
+    let blocked = fx.vector(&ids[1]).await;
+    let h = fx.claim("sm-flow", "w").await;
+    b.complete(&h, None).await.unwrap();
+    let released = check(&fx, &ids[1], Transition::DependenciesSatisfied { delayed: false }, blocked).await;
+    let blocked2 = fx.vector(&ids[2]).await;
+    let h = fx.claim("sm-flow", "w").await;
+    check(&fx, &ids[1], Transition::Claim, released).await;
+    b.fail(&h, FailureReason::new("x"), FailureClass::Permanent).await.unwrap();
+    check(&fx, &ids[2], Transition::SkipForDependencies, blocked2).await;
+
+    // A parent waits for a child it adds while running, then resumes.
+    let parent = fx.create_with("sm-parent", |a| *a = member(&flow, "sm-parent")).await;
+    let child = fx.create_with("sm-child", |a| *a = member(&flow, "sm-child")).await;
+    for id in [parent, child] {
+        b.add_execution_to_flow(AddExecutionToFlowArgs { flow_id: flow, execution_id: id }).await.unwrap();
+    }
+    let ph = fx.claim("sm-parent", "w").await;
+    let rev = b.describe_flow(&flow).await.unwrap().unwrap().graph_revision;
+    let edge = StageDependencyEdgeArgs {
+        flow_id: flow,
+        edge_id: EdgeId::new(),
+        upstream_execution_id: child,
+        downstream_execution_id: parent,
+        dependency_kind: DependencyKind::SuccessOnly,
+        data_passing_ref: None,
+        expected_graph_revision: rev,
+    };
+    b.stage_dependency_edge(edge.clone()).await.unwrap();
+    b.apply_dependency_to_child(ApplyDependencyToChildArgs {
+        flow_id: flow,
+        edge_id: edge.edge_id,
+        upstream_execution_id: child,
+        downstream_execution_id: parent,
+    })
+    .await
+    .unwrap();
+    let active = fx.vector(&parent).await;
+    b.wait_children(&ph).await.unwrap();
+    let waiting = check(&fx, &parent, Transition::WaitChildren { pending: true }, active).await;
+    let ch = fx.claim("sm-child", "w").await;
+    b.complete(&ch, None).await.unwrap();
+    let resumable = check(&fx, &parent, Transition::DependenciesSatisfied { delayed: false }, waiting).await;
+    let again = fx.claim("sm-parent", "w").await;
+    assert_eq!(again.kind, HandleKind::Resumed);
+    check(&fx, &parent, Transition::Claim, resumable).await;
+}
