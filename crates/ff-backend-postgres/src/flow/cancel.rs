@@ -63,6 +63,9 @@ SELECT coalesce((SELECT action FROM verdict), 'noop')";
 pub(crate) const FLAGGED_GROUPS_SQL: &str =
     "SELECT flow_id, downstream_id FROM ff_edge_group WHERE cancel_siblings_pending ORDER BY downstream_id LIMIT $1";
 
+/// A row of `ff_cancel_flow`: outcome, policy, reason, targeted members, members left.
+type FlipRow = (String, Option<String>, Option<String>, Option<Vec<Uuid>>, Option<Vec<Uuid>>);
+
 /// Outcome of the flip: the policy applied, the reason, the members targeted, those left.
 struct Flip {
     already: bool,
@@ -74,13 +77,7 @@ struct Flip {
 
 async fn flip(pool: &PgPool, args: &CancelFlowArgs, cancel_now: bool) -> Result<Flip, EngineError> {
     args.validate()?;
-    let (outcome, policy, reason, targeted, remaining): (
-        String,
-        Option<String>,
-        Option<String>,
-        Option<Vec<Uuid>>,
-        Option<Vec<Uuid>>,
-    ) = sqlx::query_as(CANCEL_FLOW_SQL)
+    let (outcome, policy, reason, targeted, remaining): FlipRow = sqlx::query_as(CANCEL_FLOW_SQL)
         .bind(args.flow_id.0)
         .bind(args.reason.as_str())
         .bind(args.cancellation_policy.as_str())

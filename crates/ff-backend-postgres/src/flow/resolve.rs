@@ -8,7 +8,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::error::map_sqlx;
-use crate::row::{STATE_COLUMNS, col, state_vector};
+use crate::row::{col, state_vector};
 
 /// `$1` upstream ids. Returns (edges resolved, downstreams decided).
 pub(crate) const RESOLVE_EDGES_SQL: &str = "SELECT resolved, decided FROM ff_resolve_edges($1)";
@@ -67,14 +67,10 @@ pub(crate) async fn resolve_dependency(
     if outcome == TerminalOutcome::None {
         return Err(EngineError::State(StateKind::ExecutionNotTerminal));
     }
-    if let Some(claimed) = args.upstream_outcome {
-        if claimed != outcome {
-            return Err(EngineError::invalid(format!(
-                "the upstream ended {}, not {}",
-                outcome.as_str(),
-                claimed.as_str()
-            )));
-        }
+    if let Some(claimed) = args.upstream_outcome
+        && claimed != outcome
+    {
+        return Err(EngineError::invalid(format!("the upstream ended {}, not {}", outcome.as_str(), claimed.as_str())));
     }
     let upstream: Uuid = col(&row, "upstream_id")?;
     let (resolved, _) = resolve_edges(pool, &[upstream]).await?;

@@ -231,8 +231,11 @@ mod tests {
         EdgeGroupCounts { total, success, failed, skipped }
     }
 
+    /// (total, success, failed, skipped).
+    type Counts = (u32, u32, u32, u32);
+
     /// Every policy against every outcome mix that matters: (policy, counts, verdict).
-    const CASES: &[(EdgeDependencyPolicy, (u32, u32, u32, u32), EdgeGroupState)] = &[
+    const CASES: &[(EdgeDependencyPolicy, Counts, EdgeGroupState)] = &[
         // all-of
         (EdgeDependencyPolicy::AllOf, (0, 0, 0, 0), Pending),
         (EdgeDependencyPolicy::AllOf, (3, 0, 0, 0), Pending),
