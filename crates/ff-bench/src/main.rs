@@ -11,22 +11,30 @@
 //! SDK (`Client::submit_batch` for ingress; `HttpTransport` claims and completes; batches
 //! complete through `POST /v1/completions`).
 //!
+//! `s4` (chains: hop latency from one member's completion to its downstream's claim) and `s6`
+//! (quorum with sibling cancellation) are flow scenarios, each in its own module.
+//!
 //! The database is `DATABASE_URL`'s server (a database named `ff_bench` is dropped and
 //! recreated) or, when unset, the test kit's private throwaway cluster.
+
+mod latency;
+mod s4;
+mod s6;
+mod setup;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use clap::{Parser, Subcommand};
-use ff_backend_postgres::{PostgresBackend, apply_migrations};
+use ff_backend_postgres::PostgresBackend;
 use ff_core::wire::{CompleteRequest, SubmitRequest};
 use ff_core::*;
 use ff_sdk::{ClaimArgs, Client, HttpTransport, WorkerTransport};
 use ff_server::{Server, ServerConfig};
 use hdrhistogram::Histogram;
-use sqlx::postgres::PgPoolOptions;
+use setup::BenchDatabase;
 
 #[derive(Parser)]
 #[command(name = "ff-bench", about = "FlowFabric engine benchmarks")]
@@ -39,6 +47,10 @@ struct Cli {
 enum Scenario {
     /// Submit N executions, then W workers claim -> complete until all are done.
     S1(S1Args),
+    /// Concurrent linear chains run to the end; hop latency and chains per second.
+    S4(s4::S4Args),
+    /// Quorum k-of-n with sibling cancellation; how soon the losers are cancelled.
+    S6(s6::S6Args),
 }
 
 #[derive(clap::Args, Clone)]
@@ -130,6 +142,8 @@ async fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.scenario {
         Scenario::S1(args) => s1(args).await,
+        Scenario::S4(args) => s4::run(args).await,
+        Scenario::S6(args) => s6::run(args).await,
     }
 }
 
@@ -137,30 +151,9 @@ async fn s1(args: S1Args) -> Result<()> {
     if args.tasks == 0 || args.workers == 0 || args.batch == 0 || args.ingress_batch == 0 || args.submitters == 0 {
         bail!("--tasks, --workers, --batch, --ingress-batch and --submitters must be at least 1");
     }
-    let admin = ff_test::admin_url().await.map_err(anyhow::Error::msg)?;
-    let url = ff_test::create_database(&admin, "ff_bench", true).await.map_err(anyhow::Error::msg)?;
-    let pool = PgPoolOptions::new()
-        .max_connections(args.connections.unwrap_or((args.workers + args.submitters) as u32).max(1))
-        .connect(&url)
-        .await
-        .context("connect to the benchmark database")?;
-    apply_migrations(&pool).await?;
-    let settings: Vec<(String, String)> = sqlx::query_as(
-        "SELECT name, setting FROM pg_settings WHERE name IN ('synchronous_commit', 'fsync', 'autovacuum', 'full_page_writes', 'shared_buffers', 'server_version') ORDER BY name",
-    )
-    .fetch_all(&pool)
-    .await?;
-    let on = |name: &str| settings.iter().any(|(k, v)| k == name && v == "on");
-    let production = on("fsync") && on("autovacuum") && on("synchronous_commit") && on("full_page_writes");
-    let settings = settings.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ");
-    let settings = if production {
-        format!("production settings: {settings}")
-    } else {
-        format!(
-            "NOT production settings (fsync, autovacuum, synchronous_commit, full_page_writes must be on): {settings}"
-        )
-    };
-    println!("database: {} ({settings}; synchronous claims: {})", redact(&url), args.synchronous_claims);
+    let db = BenchDatabase::create(args.connections.unwrap_or((args.workers + args.submitters) as u32)).await?;
+    println!("{}", db.banner(args.synchronous_claims));
+    let (url, pool) = (db.url.clone(), db.pool.clone());
     let backend = PostgresBackend::from_pool(pool.clone(), PartitionConfig::default());
     backend.set_synchronous_claims(args.synchronous_claims);
     let server = match args.system {
@@ -183,7 +176,7 @@ async fn s1(args: S1Args) -> Result<()> {
 
     // Start each run with no dirty buffers left over from set-up (or from the database a previous
     // benchmark dropped), so that no checkpoint's writes land in one run and not the other.
-    sqlx::query("CHECKPOINT").execute(&pool).await?;
+    db.checkpoint().await?;
     let first = run(&args, &target, &pool, &lane).await?;
     first.print(&args, None);
     if !args.backlog.is_empty() {
@@ -465,15 +458,5 @@ async fn worker(
             hist.record(us.max(1))?;
         }
         done.fetch_add(n, Ordering::Relaxed);
-    }
-}
-
-fn redact(url: &str) -> String {
-    match url.split_once('@') {
-        Some((scheme_user, rest)) => match scheme_user.split_once("://") {
-            Some((scheme, user)) => format!("{scheme}://{}@{rest}", user.split(':').next().unwrap_or("")),
-            None => url.to_owned(),
-        },
-        None => url.to_owned(),
     }
 }
