@@ -231,8 +231,11 @@ mod tests {
         EdgeGroupCounts { total, success, failed, skipped }
     }
 
-    /// Every policy against every outcome mix that matters: (policy, counts, verdict).
-    const CASES: &[(EdgeDependencyPolicy, (u32, u32, u32, u32), EdgeGroupState)] = &[
+    /// One case: a policy, its group's counters (total, success, failed, skipped), the verdict.
+    type Case = (EdgeDependencyPolicy, (u32, u32, u32, u32), EdgeGroupState);
+
+    /// Every policy against every outcome mix that matters.
+    const CASES: &[Case] = &[
         // all-of
         (EdgeDependencyPolicy::AllOf, (0, 0, 0, 0), Pending),
         (EdgeDependencyPolicy::AllOf, (3, 0, 0, 0), Pending),
