@@ -1,10 +1,18 @@
 //! [`Client`]: the HTTP API from Rust. Submitting and inspecting executions, the worker
 //! registry, and the lease-holder calls a worker makes (used by the worker runtime's HTTP
-//! transport). The operator controls and the fence-triple calls are in `client/operator.rs`.
+//! transport). The operator controls and the fence-triple calls are in `client/operator.rs`;
+//! flows (the graph builder, edits, reads, cancellation) in `client/flow.rs`.
+//!
+//! The client learns the server's partition counts once, on first need
+//! ([`Client::partitions`]), to mint flow member ids the server accepts.
 
+mod flow;
 mod operator;
 
+pub use flow::{FlowBuilder, FlowGraphOutcome};
+
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use ff_core::wire::{
@@ -14,14 +22,15 @@ use ff_core::wire::{
     SubmitBatchRequest, SubmitBatchResponse, SubmitRequest, TagValue,
 };
 use ff_core::{
-    AppendFrameOutcome, CreateExecutionResult, ExecutionId, ExecutionInfo, ExecutionSnapshot, FailOutcome,
-    HeartbeatWorkerArgs, HeartbeatWorkerOutcome, LeaseRenewal, ListExecutionsPage, ListWorkersArgs, ListWorkersResult,
-    MarkWorkerDeadArgs, MarkWorkerDeadOutcome, PublicState, RegisterWorkerArgs, RegisterWorkerOutcome, StreamFrames,
-    WorkerId, WorkerInstanceId,
+    AppendFrameOutcome, AttemptIndex, CreateExecutionResult, ExecutionId, ExecutionInfo, ExecutionSnapshot,
+    FailOutcome, HeartbeatWorkerArgs, HeartbeatWorkerOutcome, LeaseRenewal, ListExecutionsPage, ListWorkersArgs,
+    ListWorkersResult, MarkWorkerDeadArgs, MarkWorkerDeadOutcome, PartitionConfig, PublicState, RegisterWorkerArgs,
+    RegisterWorkerOutcome, StreamFrames, WorkerId, WorkerInstanceId,
 };
 use reqwest::{Method, RequestBuilder};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use tokio::sync::OnceCell;
 
 use crate::error::SdkError;
 
@@ -57,6 +66,8 @@ pub struct Client {
     http: reqwest::Client,
     base: String,
     token: Option<String>,
+    /// The server's partition counts, read once (shared by clones).
+    partitions: Arc<OnceCell<PartitionConfig>>,
 }
 
 impl Client {
@@ -86,7 +97,7 @@ impl Client {
             }
         }
         let http = builder.build().map_err(|e| SdkError::Config(format!("http client: {e}")))?;
-        Ok(Self { http, base, token: None })
+        Ok(Self { http, base, token: None, partitions: Arc::new(OnceCell::new()) })
     }
 
     /// Sends `Authorization: Bearer <token>` with every request (empty = none).
@@ -99,6 +110,18 @@ impl Client {
     /// The server's base URL.
     pub fn base_url(&self) -> &str {
         &self.base
+    }
+
+    /// Uses `partitions` as the server's partition counts instead of asking it.
+    pub fn with_partitions(mut self, partitions: PartitionConfig) -> Self {
+        self.partitions = Arc::new(OnceCell::new_with(Some(partitions)));
+        self
+    }
+
+    /// The server's partition counts (`GET /v1/partitions`, asked once and kept): flow member
+    /// ids are minted with them.
+    pub async fn partitions(&self) -> Result<PartitionConfig, SdkError> {
+        self.partitions.get_or_try_init(|| Self::json(self.request(Method::GET, "/v1/partitions"))).await.copied()
     }
 
     fn request(&self, method: Method, path: &str) -> RequestBuilder {
@@ -341,6 +364,13 @@ impl Client {
     /// Releases and parks until a time.
     pub async fn delay(&self, id: &ExecutionId, req: &DelayRequest) -> Result<(), SdkError> {
         self.post_empty(&lease_path(id, "delay"), req).await
+    }
+
+    /// Releases the lease until the execution's children (the upstreams of its edge group)
+    /// end; the same attempt is claimable again then.
+    pub async fn wait_children(&self, id: &ExecutionId, attempt: AttemptIndex, handle: &str) -> Result<(), SdkError> {
+        let path = format!("/v1/executions/{}/attempts/{}/wait-children", enc(&id.to_string()), attempt.0);
+        self.post_empty(&path, &HandleRequest { handle: handle.into() }).await
     }
 }
 

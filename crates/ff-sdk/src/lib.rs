@@ -6,9 +6,12 @@
 //!   (a handler error becomes `fail` with its class, a panic a failed attempt). It runs over
 //!   [`HttpTransport`] (an `ff-server`) or [`DirectTransport`] (an in-process backend); the
 //!   handler code is the same.
-//! - [`Client`]: submit and inspect executions, read the worker registry, and act as an
-//!   operator (cancel, revoke a lease, change a priority, replay, list expired leases), over
-//!   HTTP or HTTPS ([`ClientConfig::with_ca_file`] trusts a private CA).
+//! - [`Client`]: submit and inspect executions, read the worker registry, act as an operator
+//!   (cancel, revoke a lease, change a priority, replay, list expired leases), and build, edit,
+//!   read and cancel flows ([`Client::flow`] builds a whole DAG in one request), over HTTP or
+//!   HTTPS ([`ClientConfig::with_ca_file`] trusts a private CA).
+//! - A handler that spawned children ([`Client::add_children`]) waits for them by returning
+//!   [`HandlerError::wait_for_children`]; its attempt runs again once they ended.
 //!
 //! ```no_run
 //! use ff_sdk::{Client, HttpTransport, Worker, WorkerConfig, TaskContext, HandlerError};
@@ -34,7 +37,7 @@ pub mod error;
 pub mod transport;
 pub mod worker;
 
-pub use client::{Client, ClientConfig};
+pub use client::{Client, ClientConfig, FlowBuilder, FlowGraphOutcome};
 pub use error::SdkError;
 pub use ff_core::wire::SubmitRequest;
 pub use transport::{ClaimArgs, ClaimedTask, DirectTransport, HttpTransport, WorkerTransport};

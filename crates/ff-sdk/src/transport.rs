@@ -143,6 +143,9 @@ pub trait WorkerTransport: Send + Sync + 'static {
     async fn cancel(&self, task: &ClaimedTask, reason: &str) -> Result<(), SdkError>;
     /// Releases the lease and parks the execution until `until` (same attempt resumes).
     async fn delay(&self, task: &ClaimedTask, until: TimestampMs) -> Result<(), SdkError>;
+    /// Releases the lease until the execution's children (the upstreams of its edge group)
+    /// end (same attempt resumes).
+    async fn wait_children(&self, task: &ClaimedTask) -> Result<(), SdkError>;
 }
 
 /// A shared transport is a transport.
@@ -193,6 +196,9 @@ impl<T: WorkerTransport + ?Sized> WorkerTransport for Arc<T> {
     }
     async fn delay(&self, task: &ClaimedTask, until: TimestampMs) -> Result<(), SdkError> {
         (**self).delay(task, until).await
+    }
+    async fn wait_children(&self, task: &ClaimedTask) -> Result<(), SdkError> {
+        (**self).wait_children(task).await
     }
 }
 
@@ -295,6 +301,10 @@ impl WorkerTransport for HttpTransport {
         let req = DelayRequest { handle: handle_token(&task.handle), delay_until: until };
         self.client.delay(&task.execution_id, &req).await
     }
+
+    async fn wait_children(&self, task: &ClaimedTask) -> Result<(), SdkError> {
+        self.client.wait_children(&task.execution_id, task.attempt_index, &handle_token(&task.handle)).await
+    }
 }
 
 /// In-process, straight to a backend.
@@ -372,5 +382,9 @@ impl WorkerTransport for DirectTransport {
 
     async fn delay(&self, task: &ClaimedTask, until: TimestampMs) -> Result<(), SdkError> {
         Ok(self.backend.delay(&task.handle, until).await?)
+    }
+
+    async fn wait_children(&self, task: &ClaimedTask) -> Result<(), SdkError> {
+        Ok(self.backend.wait_children(&task.handle).await?)
     }
 }

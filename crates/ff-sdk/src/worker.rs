@@ -9,8 +9,9 @@
 //!   `kill` leaves it registered until its TTL lapses, as a crash would.
 //! - At most `concurrency` handlers run at once: a claim only asks for as many executions as
 //!   there are free permits, and each running task holds one.
-//! - Every claimed execution ends in exactly one end call (complete / fail / cancel / delay),
-//!   unless the lease is lost first or the worker is killed; a panic is a failed attempt.
+//! - Every claimed execution ends in exactly one end call (complete / fail / cancel / delay /
+//!   wait for children), unless the lease is lost first or the worker is killed; a panic is a
+//!   failed attempt.
 //! - A lease is renewed every third of its TTL while its handler runs; a renewal that finds the
 //!   lease gone stops renewing and marks the task unhealthy ([`TaskContext::lease_healthy`]).
 //! - Shutdown stops claiming, lets running handlers finish for the grace period, then releases
@@ -132,6 +133,7 @@ enum EndAction {
     Fail { class: FailureClass, message: String, detail: Option<String> },
     Cancel { reason: String },
     Delay { until: TimestampMs },
+    WaitChildren,
 }
 
 impl HandlerError {
@@ -158,6 +160,19 @@ impl HandlerError {
     /// Parks the execution until `until`; the same attempt resumes then.
     pub fn delay_until(until: TimestampMs) -> Self {
         Self { action: EndAction::Delay { until } }
+    }
+
+    /// Releases the execution until its children end: the members of its flow it waits for
+    /// (the upstreams of its edge group, e.g. spawned with `Client::add_children`). Once every
+    /// child has ended the same attempt is claimed again and the handler runs again from the
+    /// start, with [`TaskContext::claim_kind`] `Resumed` and the same
+    /// [`TaskContext::attempt_index`]. Since a release at shutdown also resumes an attempt, a
+    /// handler tells its second run apart by its children: when `Client::list_edges` (`to` its
+    /// own id) finds edges, they were spawned, and their results are read with
+    /// `Client::result`. Children that all ended already resume it at once; a group that can no
+    /// longer be satisfied (a child failed) skips the execution.
+    pub fn wait_for_children() -> Self {
+        Self { action: EndAction::WaitChildren }
     }
 
     /// Adds detail (a stack trace, a response body) to a failure.
@@ -381,6 +396,8 @@ pub struct WorkerReport {
     pub cancelled: u64,
     /// Executions parked by their handler.
     pub delayed: u64,
+    /// Executions released by their handler until their children end.
+    pub waiting_children: u64,
     /// Handlers that panicked.
     pub panicked: u64,
     /// Executions released at shutdown.
@@ -401,6 +418,7 @@ struct Counters {
     failed: AtomicU64,
     cancelled: AtomicU64,
     delayed: AtomicU64,
+    waiting_children: AtomicU64,
     panicked: AtomicU64,
     released: AtomicU64,
     lease_lost: AtomicU64,
@@ -422,6 +440,7 @@ impl Counters {
             failed: g(&self.failed),
             cancelled: g(&self.cancelled),
             delayed: g(&self.delayed),
+            waiting_children: g(&self.waiting_children),
             panicked: g(&self.panicked),
             released: g(&self.released),
             lease_lost: g(&self.lease_lost),
@@ -697,6 +716,9 @@ impl<S: Send + Sync + 'static> Runtime<S> {
                 }
                 Some(Err(HandlerError { action: EndAction::Delay { until } })) => {
                     t.delay(task, *until).await.map(|_| &self.counters.delayed)
+                }
+                Some(Err(HandlerError { action: EndAction::WaitChildren })) => {
+                    t.wait_children(task).await.map(|_| &self.counters.waiting_children)
                 }
                 None => t.delay(task, RELEASE_AT).await.map(|_| &self.counters.released),
             };

@@ -127,7 +127,9 @@ pub fn document<'a>(operations: impl IntoIterator<Item = &'a Operation>, partiti
             .iter()
             .map(|&param| {
                 let schema = match param {
-                    "id" => id_ref.clone().to_value(),
+                    "id" | "downstream_execution_id" => id_ref.clone().to_value(),
+                    "flow_id" => generator.subschema_for::<ff_core::FlowId>().to_value(),
+                    "edge_id" => generator.subschema_for::<ff_core::EdgeId>().to_value(),
                     "index" => json!({"type": "integer", "minimum": 0, "maximum": u32::MAX}),
                     "key" => json!({"type": "string", "maxLength": TAG_KEY_MAX_BYTES, "pattern": TAG_KEY_PATTERN}),
                     _ => name.clone(),

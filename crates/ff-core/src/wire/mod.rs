@@ -6,8 +6,10 @@
 //! [`Handle`] travels as an opaque token string (see [`handle_token`]). Request bodies reject
 //! unknown fields, so a misspelt option is an error rather than silently ignored.
 
+mod flow;
 mod operator;
 
+pub use flow::*;
 pub use operator::*;
 
 use std::collections::BTreeMap;

@@ -1,14 +1,15 @@
 //! Request extractors whose rejections use the API's error shape: malformed JSON, a wrong
 //! content type, an oversized body, a bad query string or path all answer [`ApiError`] JSON.
 //! [`ApiJsonOrEmpty`] serves the routes whose body may be left out.
-//! Typed path segments ([`ExecutionPath`], [`AttemptPath`]) are parsed here, so a handler only
+//! Typed path segments ([`ExecutionPath`], [`AttemptPath`], [`FlowPath`], [`EdgePath`],
+//! [`DownstreamPath`]) are parsed here, so a handler only
 //! sees valid ids; a bad segment is `400 invalid_path`.
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
-use ff_core::{AttemptIndex, ExecutionId};
+use ff_core::{AttemptIndex, EdgeId, ExecutionId, FlowId};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
@@ -144,5 +145,59 @@ impl<S: Send + Sync> FromRequestParts<S> for AttemptPath {
         }
         let ApiPath(Segment { index }) = ApiPath::from_request_parts(parts, state).await?;
         Ok(AttemptPath(AttemptIndex(index)))
+    }
+}
+
+/// The flow named by the `{flow_id}` path segment.
+pub struct FlowPath(pub FlowId);
+
+impl<S: Send + Sync> FromRequestParts<S> for FlowPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        #[derive(Deserialize)]
+        struct Segment {
+            flow_id: String,
+        }
+        let ApiPath(Segment { flow_id }) = ApiPath::from_request_parts(parts, state).await?;
+        FlowId::parse(&flow_id)
+            .map(FlowPath)
+            .map_err(|e| ApiError::bad_request("invalid_path", format!("invalid flow id {flow_id:?}: {e}")))
+    }
+}
+
+/// The edge named by the `{edge_id}` path segment.
+pub struct EdgePath(pub EdgeId);
+
+impl<S: Send + Sync> FromRequestParts<S> for EdgePath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        #[derive(Deserialize)]
+        struct Segment {
+            edge_id: String,
+        }
+        let ApiPath(Segment { edge_id }) = ApiPath::from_request_parts(parts, state).await?;
+        EdgeId::parse(&edge_id)
+            .map(EdgePath)
+            .map_err(|e| ApiError::bad_request("invalid_path", format!("invalid edge id {edge_id:?}: {e}")))
+    }
+}
+
+/// The downstream member named by the `{downstream_execution_id}` path segment.
+pub struct DownstreamPath(pub ExecutionId);
+
+impl<S: Send + Sync> FromRequestParts<S> for DownstreamPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        #[derive(Deserialize)]
+        struct Segment {
+            downstream_execution_id: String,
+        }
+        let ApiPath(Segment { downstream_execution_id: id }) = ApiPath::from_request_parts(parts, state).await?;
+        ExecutionId::parse(&id)
+            .map(DownstreamPath)
+            .map_err(|e| ApiError::bad_request("invalid_path", format!("invalid execution id {id:?}: {e}")))
     }
 }

@@ -6,6 +6,9 @@
 //! the lease fields instead of a handle: the body carries the fence (lease id, epoch, attempt
 //! id), which the backend checks the same way. The holder's cancel shares its route with the
 //! operator's (`operator.rs`), which calls [`cancel_as_holder`] for a body with a handle.
+//! `/v1/executions/{id}/attempts/{index}/wait-children` is the holder's wait for the children
+//! of a flow member: it carries the handle, which must name the execution and the attempt in
+//! the path.
 
 use axum::Json;
 use axum::extract::State;
@@ -17,8 +20,9 @@ use ff_core::wire::{
     HandleRequest, ProgressRequest, ReclaimGrantRequest, RenewLeaseRequest, decode_bytes, parse_handle_token,
 };
 use ff_core::{
-    AppendFrameOutcome, CapabilitySet, ClaimPolicy, CompleteExecutionResult, EngineError, ExecutionId, FailOutcome,
-    FailureReason, Frame, FrameKind, Handle, IssueReclaimGrantOutcome, LaneId, LeaseRenewal, RenewLeaseResult,
+    AppendFrameOutcome, AttemptIndex, CapabilitySet, ClaimPolicy, CompleteExecutionResult, EngineError, ExecutionId,
+    FailOutcome, FailureReason, Frame, FrameKind, Handle, HandlePayload, IssueReclaimGrantOutcome, LaneId,
+    LeaseRenewal, RenewLeaseResult,
 };
 use serde::Deserialize;
 
@@ -109,6 +113,25 @@ pub(super) fn routes() -> Vec<ApiRoute> {
         .error(409, FENCE_CONFLICTS)
         .to(post(fail_execution)),
         ApiRoute::post(
+            "/v1/executions/{id}/attempts/{index}/wait-children",
+            "Release the lease until the execution's children (the upstreams of its edge group) end; the same \
+             attempt resumes then",
+        )
+        .body::<HandleRequest>(SMALL_LIMIT)
+        .empty(
+            204,
+            "Released: claimable again, same attempt, once its group is satisfied (at once when it is already); \
+             skipped when the group can no longer be satisfied",
+        )
+        .error(
+            400,
+            "The handle does not decode (`invalid_handle`) or names another execution or attempt \
+             (`handle_mismatch`)",
+        )
+        .error(404, "No such execution (`not_found`)")
+        .error(409, "The lease is stale, expired, revoked or gone, or the execution moved on (`stale_lease`, `lease_expired`...)")
+        .to(post(wait_children)),
+        ApiRoute::post(
             "/v1/executions/{id}/reclaim",
             "Issue a grant admitting one worker to reclaim an execution whose lease expired or was revoked",
         )
@@ -139,6 +162,19 @@ fn handle_for(id: &ExecutionId, token: &str) -> Result<Handle, ApiError> {
     let named = handle.execution_id()?;
     if named != *id {
         return Err(ApiError::bad_request("handle_mismatch", format!("the handle belongs to {named}, not to {id}")));
+    }
+    Ok(handle)
+}
+
+/// Decodes a handle token and checks it names the execution and the attempt in the path.
+fn handle_for_attempt(id: &ExecutionId, attempt: AttemptIndex, token: &str) -> Result<Handle, ApiError> {
+    let handle = handle_for(id, token)?;
+    let named = HandlePayload::from_handle(&handle, handle.backend)?.attempt_index;
+    if named != attempt {
+        return Err(ApiError::bad_request(
+            "handle_mismatch",
+            format!("the handle belongs to attempt {}, not to attempt {}", named.0, attempt.0),
+        ));
     }
     Ok(handle)
 }
@@ -295,5 +331,16 @@ async fn delay(
 ) -> Result<StatusCode, ApiError> {
     let handle = handle_for(&id, &req.handle)?;
     state.backend().delay(&handle, req.delay_until).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn wait_children(
+    State(state): State<AppState>,
+    ExecutionPath(id): ExecutionPath,
+    AttemptPath(attempt_index): AttemptPath,
+    ApiJson(req): ApiJson<HandleRequest>,
+) -> Result<StatusCode, ApiError> {
+    let handle = handle_for_attempt(&id, attempt_index, &req.handle)?;
+    state.backend().wait_children(&handle).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -1,5 +1,5 @@
 //! The HTTP API: each resource module (`executions`, `streams`, `tags`, `lanes`, `leases`,
-//! `operator`, `workers`, `ops`) exports its routes as a table of [`ApiRoute`]s (handler plus description), merged by
+//! `flows`, `operator`, `workers`, `ops`) exports its routes as a table of [`ApiRoute`]s (handler plus description), merged by
 //! [`routes`]. [`router`] builds the router and the OpenAPI document from that one table, so the
 //! two cannot drift; the document is built once and served from [`AppState`]. Handlers are thin
 //! (extract, call the backend, map). Bearer-token auth (`/v1/*` and `/metrics`), per-route body
@@ -8,6 +8,7 @@
 mod error;
 mod executions;
 mod extract;
+mod flows;
 mod lanes;
 mod leases;
 mod operator;
@@ -96,6 +97,7 @@ pub fn routes() -> Vec<ApiRoute> {
         tags::routes(),
         lanes::routes(),
         leases::routes(),
+        flows::routes(),
         operator::routes(),
         workers::routes(),
     ]

@@ -1,10 +1,12 @@
-//! Operational routes: health, metrics and the OpenAPI document.
+//! Operational routes: health, metrics, the deployment's partition counts and the OpenAPI
+//! document.
 
 use axum::Json;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use ff_core::PartitionConfig;
 use ff_core::wire::HealthResponse;
 
 use super::AppState;
@@ -21,6 +23,10 @@ pub(super) fn routes() -> Vec<ApiRoute> {
         ApiRoute::get("/metrics", "Prometheus metrics (text format)")
             .media(200, "text/plain", "The metrics")
             .to(get(metrics)),
+        ApiRoute::get("/v1/partitions", "The deployment's partition counts (clients mint flow member ids with them)")
+            .responds::<PartitionConfig>(200, "The partition counts")
+            .backend(false)
+            .to(get(partitions)),
         ApiRoute::get("/openapi.json", "This document")
             .media(200, "application/json", "The OpenAPI document")
             .to(get(openapi)),
@@ -51,4 +57,10 @@ async fn metrics(State(state): State<AppState>) -> Response {
 /// The document built with the router, served as is.
 async fn openapi(State(state): State<AppState>) -> Response {
     ([(header::CONTENT_TYPE, "application/json")], state.0.openapi.clone()).into_response()
+}
+
+/// The partition counts this server mints and checks ids with: a client minting flow member
+/// ids (`ExecutionId::for_flow`) needs the same ones.
+async fn partitions(State(state): State<AppState>) -> Json<PartitionConfig> {
+    Json(state.0.partitions)
 }
