@@ -11,7 +11,10 @@
 //! the failed ones, so the replay completes). Every worker registers in the worker registry
 //! under the demo's namespace; the summary lists the instances read from the registry once the
 //! pool is up, and compares what happened with what was expected; the exit code is 0 when they
-//! agree.
+//! agree. Two flows fan out from an extract step to four transforms and fan back in to a load
+//! step, each created in one request with the SDK's flow builder; one transform of each fails
+//! for good. The strict flow's all-of load is skipped, so that flow fails; the tolerant flow's
+//! load needs three of four transforms, runs, and that flow completes.
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -22,9 +25,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use ff_core::event::{CompletionOutcome, EventCursor, ScannerFilter};
 use ff_core::{
-    BackoffPolicy, CancelExecutionArgs, CompletionBackend, ExecutionBackend, ExecutionId, ExecutionPolicy, HandleKind,
-    ListWorkersArgs, Namespace, PublicState, ReplayExecutionArgs, ReplayExecutionResult, RetryPolicy,
-    RoutingRequirements, WorkerInstanceId,
+    BackoffPolicy, CancelExecutionArgs, CompletionBackend, EdgeDependencyPolicy, ExecutionBackend, ExecutionId,
+    ExecutionPolicy, FlowId, FlowState, HandleKind, ListWorkersArgs, Namespace, OnSatisfied, PublicState,
+    ReplayExecutionArgs, ReplayExecutionResult, RetryPolicy, RoutingRequirements, WorkerInstanceId,
 };
 use ff_sdk::{Client, HandlerError, HttpTransport, RunningWorker, SubmitRequest, TaskContext, Worker, WorkerConfig};
 use ff_server::{Server, ServerConfig};
@@ -66,6 +69,10 @@ const MEDIA: &str = "demo.media";
 const EMAIL: &str = "demo.email";
 const REPORTS: &str = "demo.reports";
 const FRAGILE: &str = "demo.fragile";
+const PIPELINE: &str = "demo.pipeline";
+/// Transforms per demo flow, and how many the tolerant flow's load needs.
+const TRANSFORMS: u32 = 4;
+const TOLERANT_QUORUM: u32 = 3;
 /// Retries every execution is allowed.
 const MAX_RETRIES: u32 = 3;
 /// A capability no demo worker offers: work requiring it waits until an operator acts.
@@ -84,6 +91,9 @@ struct Job {
     /// The handler cancels the execution.
     #[serde(default)]
     cancel: bool,
+    /// The handler fails for good (no retry).
+    #[serde(default)]
+    fail: bool,
 }
 
 /// What the workload must end as. Outcomes are counted from the completion log, so an
@@ -93,6 +103,8 @@ struct Tally {
     completed: u64,
     failed: u64,
     cancelled: u64,
+    /// Flow members skipped because their dependencies could no longer be satisfied.
+    skipped: u64,
     /// Cancelled executions that an operator cancelled (and that ended as the operator said).
     operator_cancelled: u64,
     /// Retries in the final snapshots (a replay resets its execution's count).
@@ -218,6 +230,14 @@ async fn drive(
         }
     };
     ids.extend([operated.held, operated.replayed]);
+    let flows = match submit_flows(client, namespace, &mut expected).await {
+        Ok(flows) => flows,
+        Err(e) => {
+            stop_pool(pool).await;
+            return Err(e);
+        }
+    };
+    ids.extend(flows.iter().flat_map(|f| f.members.iter().copied()));
     let total = ids.len() as u64;
     let ours: HashSet<ExecutionId> = ids.iter().copied().collect();
 
@@ -272,7 +292,8 @@ async fn drive(
         }
         match event.outcome {
             CompletionOutcome::Success => seen.completed += 1,
-            CompletionOutcome::Failure | CompletionOutcome::Expired | CompletionOutcome::Skipped => seen.failed += 1,
+            CompletionOutcome::Failure | CompletionOutcome::Expired => seen.failed += 1,
+            CompletionOutcome::Skipped => seen.skipped += 1,
             CompletionOutcome::Cancelled => seen.cancelled += 1,
         }
         bar.set_position(terminal.len() as u64);
@@ -305,15 +326,92 @@ async fn drive(
     }
     let ledger_snap = backend.describe_execution(&ledger).await?.context("the ledger sync vanished")?;
 
+    let mut flows_ok = true;
+    let mut flow_lines = Vec::with_capacity(flows.len());
+    for f in &flows {
+        let snap = client.describe_flow(&f.flow_id).await?.context("a demo flow vanished")?;
+        flows_ok &= snap.public_flow_state == f.expected;
+        let m = &snap.members;
+        flow_lines.push(format!(
+            "{:<14} {:<10} (expected {}): {} completed, {} failed, {} skipped; load group {}",
+            f.name,
+            snap.public_flow_state.as_str(),
+            f.expected.as_str(),
+            m.completed,
+            m.failed,
+            m.skipped,
+            snap.edge_groups
+                .iter()
+                .find(|g| g.total_deps == TRANSFORMS)
+                .map(|g| format!("{} of {} succeeded, {}", g.satisfied_count, g.total_deps, g.group_state.as_str()))
+                .unwrap_or_default(),
+        ));
+    }
+
     let pool = PoolRun { reports, registered };
     print_summary(&seen, &expected, total - 1, workload_done, &latency, &pool, server);
-    let ok = seen == expected && ledger_snap.lease_reclaim_count == 1;
+    for line in &flow_lines {
+        println!("  flow         {line}");
+    }
+    let ok = seen == expected && ledger_snap.lease_reclaim_count == 1 && flows_ok;
     if ok {
         println!("\nOutcome matches the workload's expectations.");
     } else {
         println!("\nOutcome differs from the expectation: expected {expected:?}, saw {seen:?}.");
     }
     Ok(ok)
+}
+
+/// One demo flow: extract -> transforms -> load.
+struct DemoFlow {
+    name: &'static str,
+    flow_id: FlowId,
+    members: Vec<ExecutionId>,
+    /// The state the flow must end in.
+    expected: FlowState,
+}
+
+/// Creates the two demo flows, each in one request: an extract step fans out to
+/// [`TRANSFORMS`] transforms (the second of which fails for good) that fan back in to a load
+/// step. The strict flow's load needs every transform (it is skipped, the flow fails); the
+/// tolerant one's needs [`TOLERANT_QUORUM`] (it runs, the flow completes).
+async fn submit_flows(client: &Client, namespace: &Namespace, expected: &mut Tally) -> anyhow::Result<Vec<DemoFlow>> {
+    let mut out = Vec::new();
+    let tolerant = EdgeDependencyPolicy::Quorum { k: TOLERANT_QUORUM, on_satisfied: OnSatisfied::LetRun };
+    for (name, policy, state) in [
+        ("etl.strict", EdgeDependencyPolicy::AllOf, FlowState::Failed),
+        ("etl.tolerant", tolerant, FlowState::Completed),
+    ] {
+        let job = |item: u32, fail: bool| Job { item, fail, ..Job::default() };
+        let mut b = client.flow(name).namespace(namespace.as_str()).creator("ff-demo");
+        b = b.member("extract", request(namespace, PIPELINE, "flow.extract", 0, job(0, false)));
+        for t in 0..TRANSFORMS {
+            let key = format!("transform-{t}");
+            b = b.member(key.clone(), request(namespace, PIPELINE, "flow.transform", 0, job(t, t == 1)));
+            b = b.edge("extract", key.clone()).edge(key, "load");
+        }
+        b = b.member("load", request(namespace, PIPELINE, "flow.load", 0, job(0, false)));
+        b = b.policy("load", policy);
+        let created = b.create().await.with_context(|| format!("creating the {name} flow"))?;
+        let mut members = Vec::new();
+        for key in std::iter::once("extract".to_owned())
+            .chain((0..TRANSFORMS).map(|t| format!("transform-{t}")))
+            .chain(std::iter::once("load".to_owned()))
+        {
+            members.push(created.member(&key).with_context(|| format!("the {name} flow has no member {key}"))?);
+        }
+        // extract and three transforms complete, one transform fails; the load completes or
+        // is skipped.
+        expected.completed += u64::from(TRANSFORMS);
+        expected.failed += 1;
+        if state == FlowState::Completed {
+            expected.completed += 1;
+        } else {
+            expected.skipped += 1;
+        }
+        out.push(DemoFlow { name, flow_id: created.flow_id, members, expected: state });
+    }
+    Ok(out)
 }
 
 /// The executions the demo acts on as an operator.
@@ -349,7 +447,7 @@ async fn operator_cases(
 
     // Its first run fails every attempt (the first try and MAX_RETRIES retries); the attempt
     // after those, which only a replay starts, succeeds.
-    let job = Job { item: n + 2, fail_first: MAX_RETRIES + 1, cancel: false };
+    let job = Job { item: n + 2, fail_first: MAX_RETRIES + 1, cancel: false, fail: false };
     let replayed = submit_one(client, namespace, REPORTS, "report.build", 0, job).await?;
     expected.failed += 1;
     expected.completed += 1;
@@ -405,12 +503,18 @@ fn workload(n: u32, namespace: &Namespace) -> (Vec<SubmitRequest>, Tally) {
             _ => (REPORTS, "report.build", 0),
         };
         let priority = ((item * 37) % 10) as i32 * 100;
-        requests.push(request(namespace, lane, kind, priority, Job { item, fail_first, cancel: false }));
+        requests.push(request(namespace, lane, kind, priority, Job { item, fail_first, cancel: false, fail: false }));
         expected.completed += 1;
         expected.retried += u64::from(fail_first);
     }
     // Its handler cancels it.
-    requests.push(request(namespace, EMAIL, "email.send", 0, Job { item: n, fail_first: 0, cancel: true }));
+    requests.push(request(
+        namespace,
+        EMAIL,
+        "email.send",
+        0,
+        Job { item: n, fail_first: 0, cancel: true, fail: false },
+    ));
     expected.cancelled += 1;
     (requests, expected)
 }
@@ -475,7 +579,7 @@ async fn start_pool_worker(
     namespace: &Namespace,
     n: u32,
 ) -> anyhow::Result<RunningWorker> {
-    let mut cfg = WorkerConfig::new("demo-pool", [MEDIA, EMAIL, REPORTS, FRAGILE])?;
+    let mut cfg = WorkerConfig::new("demo-pool", [MEDIA, EMAIL, REPORTS, FRAGILE, PIPELINE])?;
     cfg.worker_instance_id = format!("{namespace}-pool-{n}");
     cfg.namespace = namespace.to_string();
     cfg.concurrency = args.concurrency as usize;
@@ -508,6 +612,14 @@ async fn start_pool_worker(
         .handle("ledger.sync", |ctx: TaskContext<()>, _: Job| async move {
             Ok(json!({"reclaimed": ctx.claim_kind() == HandleKind::Reclaimed}))
         })
+        .handle("flow.extract", |_: TaskContext<()>, _: Job| async move { Ok(json!({"rows": 1000})) })
+        .handle("flow.transform", |_: TaskContext<()>, job: Job| async move {
+            if job.fail {
+                return Err(HandlerError::permanent(format!("transform {} found a malformed row", job.item)));
+            }
+            Ok(json!({"rows": 250}))
+        })
+        .handle("flow.load", |_: TaskContext<()>, _: Job| async move { Ok(json!({"loaded": true})) })
         .start()
         .await?;
     Ok(worker)
@@ -542,6 +654,7 @@ fn print_summary(
     row("completed", seen.completed, expected.completed);
     row("failed", seen.failed, expected.failed);
     row("cancelled", seen.cancelled, expected.cancelled);
+    row("skipped", seen.skipped, expected.skipped);
     row(" by operator", seen.operator_cancelled, expected.operator_cancelled);
     row("retried", seen.retried, expected.retried);
     row("reclaimed", seen.reclaimed, expected.reclaimed);

@@ -26,10 +26,17 @@ async fn the_demo_runs_on_a_given_database_and_its_outcome_matches() {
     let all = text(&out);
     assert!(out.status.success(), "{all}");
     assert!(all.contains("Outcome matches the workload's expectations."), "{all}");
-    for row in ["completed", "failed", "cancelled", "by operator", "retried", "reclaimed", "replayed"] {
+    for row in ["completed", "failed", "cancelled", "skipped", "by operator", "retried", "reclaimed", "replayed"] {
         let line = all.lines().find(|l| l.trim_start().starts_with(row)).unwrap_or_else(|| panic!("{row}: {all}"));
         assert!(line.trim_end().ends_with("ok"), "{line}");
     }
+    // The two flows: the strict one fails (its all-of load is skipped), the tolerant one
+    // completes (its load needs three of four transforms).
+    let flow =
+        |name: &str| all.lines().find(|l| l.contains(name)).unwrap_or_else(|| panic!("{name}: {all}")).to_owned();
+    assert!(flow("etl.strict").contains("failed     (expected failed)"), "{all}");
+    assert!(flow("etl.tolerant").contains("completed  (expected completed)"), "{all}");
+    assert!(flow("etl.tolerant").contains("3 of 4 succeeded"), "{all}");
     // The operator's two actions, through the API.
     assert!(all.contains("cancelled by operator: 1 "), "{all}");
     assert!(all.contains("replayed: 1 (then completed)"), "{all}");
