@@ -4,9 +4,9 @@
 -- A flow is a header row (ff_flow); its members are the executions whose flow_id points at it.
 -- An edge (ff_edge) is staged on the flow's graph, then applied: counted into its downstream's
 -- edge group (ff_edge_group, one per downstream), which holds the group's policy, counters and
--- decision. Every terminal transition of a flow member, whichever function makes it, fires
--- ff_flow_member_ended, which resolves the member's applied edges in the same transaction
--- (ff_resolve_edges): counters move, a group decided now makes its downstream claimable (and
+-- decision. Every terminal transition of a flow member, whichever function makes it, is noted
+-- by the ff_flow_member_ended trigger, and the statement's members are resolved in the same
+-- transaction (ff_resolve_edges, from the statement trigger ff_flow_members_ended): counters move, a group decided now makes its downstream claimable (and
 -- wakes its lane) or skips it, and a skip or a sibling cancellation resolves further hops in
 -- the same loop. Lock order, everywhere: the ending upstream, then its edges, then groups in
 -- downstream id order, then downstream executions; siblings to cancel are taken only if free
@@ -172,6 +172,7 @@ DECLARE
     v_pending uuid[];
     v_next uuid[];
     v_lane text;
+    v_lanes text[] := '{}';
     v_due bigint;
     v_n integer;
     v_part smallint;
@@ -248,9 +249,8 @@ BEGIN
                 IF FOUND THEN
                     IF v_due IS NOT NULL THEN
                         PERFORM pg_notify('ff_timer', v_due::text);
-                    ELSE
-                        PERFORM ff_bump_claim_generation(ARRAY[v_lane]);
-                        PERFORM pg_notify('ff_lane_ready', v_lane);
+                    ELSIF NOT v_lane = ANY(v_lanes) THEN
+                        v_lanes := v_lanes || v_lane;
                     END IF;
                 END IF;
             ELSIF EXISTS (SELECT 1 FROM ff_flow_cancel_member m
@@ -292,27 +292,58 @@ BEGIN
         END LOOP;
         v_frontier := v_next;
     END LOOP;
+    -- Released work may sort before claimers' positions: once per lane, not per downstream.
+    IF cardinality(v_lanes) > 0 THEN
+        PERFORM ff_bump_claim_generation(v_lanes);
+        PERFORM pg_notify('ff_lane_ready', l) FROM unnest(v_lanes) l;
+    END IF;
 END
 $$;
 
--- Every terminal transition of a flow member resolves its edges in its own transaction. The
--- resolution's own skips and cancellations fire this trigger again one level down; the
--- resolution loop handles those itself.
-CREATE FUNCTION ff_flow_member_ended() RETURNS trigger
+-- Every terminal transition of a flow member resolves its edges in its own transaction, once
+-- per statement, so that one call locks the groups of every member the statement ended in one
+-- order (two batches ending members of the same flows in opposite orders cannot deadlock on
+-- the groups). A statement trigger's WHEN clause is evaluated before any row trigger has run,
+-- so the members are noted while the rows are written: the row trigger's WHEN clause calls
+-- ff_note_member_ended, which adds the member to the transaction-local setting
+-- ff.ended_members and answers false, so no row event is ever queued. The statement trigger
+-- then fires only for statements that ended a flow member (its WHEN reads the setting) and
+-- resolves them all. Statements run by the resolution itself (its skips and cancellations,
+-- inside a trigger) note nothing: the resolution loop handles what they end.
+CREATE FUNCTION ff_note_member_ended(p_id uuid) RETURNS boolean
     LANGUAGE plpgsql
     AS $$
 BEGIN
-    IF pg_trigger_depth() = 1 THEN
-        PERFORM ff_resolve_edges(ARRAY[NEW.execution_id]);
+    IF pg_trigger_depth() = 0 THEN
+        PERFORM set_config('ff.ended_members',
+                           coalesce(current_setting('ff.ended_members', true), '') || p_id::text || ',', true);
     END IF;
+    RETURN false;
+END
+$$;
+
+CREATE FUNCTION ff_flow_members_ended() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    v_ids uuid[] := string_to_array(rtrim(current_setting('ff.ended_members', true), ','), ',')::uuid[];
+BEGIN
+    PERFORM set_config('ff.ended_members', '', true);
+    PERFORM ff_resolve_edges(v_ids);
     RETURN NULL;
 END
 $$;
 
 CREATE TRIGGER ff_flow_member_ended AFTER UPDATE OF lifecycle_phase ON ff_execution
     FOR EACH ROW
-    WHEN (NEW.flow_id IS NOT NULL AND NEW.lifecycle_phase = 'terminal' AND OLD.lifecycle_phase <> 'terminal')
-    EXECUTE FUNCTION ff_flow_member_ended();
+    WHEN (NEW.flow_id IS NOT NULL AND NEW.lifecycle_phase = 'terminal' AND OLD.lifecycle_phase <> 'terminal'
+          AND ff_note_member_ended(NEW.execution_id))
+    EXECUTE FUNCTION ff_flow_members_ended();
+
+CREATE TRIGGER ff_flow_members_ended AFTER UPDATE ON ff_execution
+    FOR EACH STATEMENT
+    WHEN (coalesce(current_setting('ff.ended_members', true), '') <> '')
+    EXECUTE FUNCTION ff_flow_members_ended();
 
 -- Adds execution p_id to flow p_flow. Returns (outcome, node_count): 'added', 'already_member',
 -- or why nothing was written: 'flow_not_found', 'flow_terminal', 'not_found', 'other_flow',

@@ -716,3 +716,24 @@ pub async fn flow_reads_listings_tags_and_repairs<H: ConformanceHarness>() {
     assert_eq!(b.drain_sibling_cancel_group(&flow, &ids[1]).await.unwrap(), SiblingCancelDrainResult::default());
     assert_eq!(b.reconcile_sibling_cancel_group(&flow, &ids[1]).await.unwrap(), SiblingCancelReconcileAction::NoOp);
 }
+
+/// Two batches completing members of the same two flows in opposite orders, at the same time,
+/// both succeed (neither deadlocks on the other's groups), and every join is released once.
+pub async fn concurrent_batches_across_flows_both_succeed<H: ConformanceHarness>() {
+    let fx = Fixture::<H>::new().await;
+    for round in 0..10 {
+        let lane = format!("cross-{round}");
+        let (_, a) = graph(&fx, &lane, 3, &[(0, 2), (1, 2)], &[]).await;
+        let (_, b) = graph(&fx, &lane, 3, &[(0, 2), (1, 2)], &[]).await;
+        let claimed = claim_all(&fx, &lane).await;
+        let handle = |id: ExecutionId| claimed.iter().find(|(i, _)| *i == id).map(|(_, h)| (h.clone(), None)).unwrap();
+        let first = vec![handle(a[0]), handle(b[0])];
+        let second = vec![handle(b[1]), handle(a[1])];
+        let (x, y) = tokio::join!(fx.backend.complete_batch(first), fx.backend.complete_batch(second));
+        for r in x.unwrap().into_iter().chain(y.unwrap()) {
+            r.unwrap();
+        }
+        let joins = claim_all(&fx, &lane).await;
+        assert_eq!(claimed_ids(&joins), HashSet::from([a[2], b[2]]), "round {round}");
+    }
+}

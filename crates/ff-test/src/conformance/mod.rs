@@ -207,6 +207,7 @@ macro_rules! conformance_suite {
                 cancel_flow_header_leaves_members_to_the_caller,
                 wait_children_resumes_the_parent_when_its_children_end,
                 concurrent_upstreams_release_an_all_of_child_once,
+                concurrent_batches_across_flows_both_succeed,
                 a_flow_cancel_racing_a_completion_ends_consistently,
                 thousand_way_fan_out_and_fan_in,
                 flow_reads_listings_tags_and_repairs,
