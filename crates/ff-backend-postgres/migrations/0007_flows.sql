@@ -345,6 +345,46 @@ CREATE TRIGGER ff_flow_members_ended AFTER UPDATE ON ff_execution
     WHEN (coalesce(current_setting('ff.ended_members', true), '') <> '')
     EXECUTE FUNCTION ff_flow_members_ended();
 
+-- A replayed flow member waits again for the upstreams that run again: its inbound edges that
+-- did not succeed and whose upstream is no longer terminal (replayed before it) are re-opened,
+-- its group's counters and decision are recomputed, and while the group is undecided the
+-- member is held back, to be released when those upstreams end. Edges from upstreams still
+-- terminal keep their resolution: replaying only the member runs it whatever they did.
+CREATE FUNCTION ff_flow_member_replayed() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    v_state text;
+BEGIN
+    UPDATE ff_edge e SET resolution = NULL, resolved_at_ms = NULL
+    FROM ff_execution x
+    WHERE e.downstream_id = NEW.execution_id AND e.resolution IN ('failed', 'skipped')
+      AND x.execution_id = e.upstream_id AND x.lifecycle_phase <> 'terminal';
+    IF NOT FOUND THEN
+        RETURN NULL;
+    END IF;
+    UPDATE ff_edge_group g SET
+        success_count = c.s, failed_count = c.f, skipped_count = c.k,
+        group_state = ff_edge_group_verdict(g.policy_kind, g.k, g.total, c.s, c.f, c.k), decided_at_ms = NULL
+    FROM (SELECT count(*) FILTER (WHERE e.resolution = 'success')::int AS s,
+                 count(*) FILTER (WHERE e.resolution = 'failed')::int AS f,
+                 count(*) FILTER (WHERE e.resolution = 'skipped')::int AS k
+          FROM ff_edge e WHERE e.downstream_id = NEW.execution_id AND e.applied_at_ms IS NOT NULL) c
+    WHERE g.downstream_id = NEW.execution_id
+    RETURNING g.group_state INTO v_state;
+    IF v_state = 'pending' THEN
+        UPDATE ff_execution x SET eligibility_state = 'blocked_by_dependencies', blocking_reason = 'waiting_for_children'
+        WHERE x.execution_id = NEW.execution_id AND x.lifecycle_phase = 'runnable';
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER ff_flow_member_replayed AFTER UPDATE OF lifecycle_phase ON ff_execution
+    FOR EACH ROW
+    WHEN (NEW.flow_id IS NOT NULL AND OLD.lifecycle_phase = 'terminal' AND NEW.lifecycle_phase <> 'terminal')
+    EXECUTE FUNCTION ff_flow_member_replayed();
+
 -- Adds execution p_id to flow p_flow. Returns (outcome, node_count): 'added', 'already_member',
 -- or why nothing was written: 'flow_not_found', 'flow_terminal', 'not_found', 'other_flow',
 -- 'namespace_mismatch', 'partition_mismatch'.

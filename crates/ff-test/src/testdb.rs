@@ -226,9 +226,18 @@ async fn build_template_if_missing(
         Ok(()) => pool.execute("VACUUM (FREEZE)").await.map(drop).map_err(|e| format!("vacuuming {build}: {e}")),
         Err(e) => Err(format!("running migrations in {build}: {e}")),
     };
-    // No session may remain on a template (CREATE DATABASE ... TEMPLATE).
+    // No session may remain on a template (CREATE DATABASE ... TEMPLATE). Closing the pool does
+    // not always end its server session at once, and nothing else may use the build database
+    // (it is private to this builder, under the advisory lock), so any session left is ended.
     pool.close().await;
     migrated?;
+    sqlx::query(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
+    )
+    .bind(&build)
+    .execute(&mut *conn)
+    .await
+    .map_err(|e| format!("ending sessions left on {build}: {e}"))?;
 
     execute_retrying_busy(conn, &format!("ALTER DATABASE {build_q} WITH ALLOW_CONNECTIONS false"))
         .await

@@ -737,3 +737,27 @@ pub async fn concurrent_batches_across_flows_both_succeed<H: ConformanceHarness>
         assert_eq!(claimed_ids(&joins), HashSet::from([a[2], b[2]]), "round {round}");
     }
 }
+
+/// Replaying a failed branch: the skipped downstream, replayed after its failed upstream, waits
+/// for the upstream's new run and runs when it succeeds; the flow then completes.
+pub async fn replaying_a_failed_branch_runs_its_downstream_again<H: ConformanceHarness>() {
+    let fx = Fixture::<H>::new().await;
+    let b = &fx.backend;
+    let (flow, ids) = graph(&fx, "replay-branch", 2, &[(0, 1)], &[]).await;
+    let h = fx.claim("replay-branch", "w").await;
+    b.fail(&h, FailureReason::new("bad input"), FailureClass::Permanent).await.unwrap();
+    assert_eq!(fx.state(&ids[1]).await, PublicState::Skipped);
+    assert_eq!(flow_state(&fx, &flow).await, FlowState::Failed);
+    b.replay_execution(ReplayExecutionArgs { execution_id: ids[0] }).await.unwrap();
+    b.replay_execution(ReplayExecutionArgs { execution_id: ids[1] }).await.unwrap();
+    assert_eq!(fx.state(&ids[1]).await, PublicState::WaitingChildren, "it waits for the upstream's new run");
+    let again = claim_all(&fx, "replay-branch").await;
+    assert_eq!(claimed_ids(&again), HashSet::from([ids[0]]));
+    b.complete(&again[0].1, None).await.unwrap();
+    let down = claim_all(&fx, "replay-branch").await;
+    assert_eq!(claimed_ids(&down), HashSet::from([ids[1]]));
+    b.complete(&down[0].1, None).await.unwrap();
+    assert_eq!(flow_state(&fx, &flow).await, FlowState::Completed);
+    let g = b.describe_flow(&flow).await.unwrap().unwrap().edge_groups.remove(0);
+    assert_eq!((g.satisfied_count, g.failed_count, g.group_state), (1, 0, EdgeGroupState::Satisfied));
+}

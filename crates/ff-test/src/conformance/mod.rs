@@ -211,6 +211,7 @@ macro_rules! conformance_suite {
                 a_flow_cancel_racing_a_completion_ends_consistently,
                 thousand_way_fan_out_and_fan_in,
                 flow_reads_listings_tags_and_repairs,
+                replaying_a_failed_branch_runs_its_downstream_again,
             }
         }
     };
