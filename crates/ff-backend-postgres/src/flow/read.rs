@@ -34,29 +34,15 @@ pub(crate) const MEMBERS_SQL: &str = "SELECT x.flow_id, x.lifecycle_phase::text 
      GROUP BY x.flow_id, x.lifecycle_phase, x.ownership_state, x.eligibility_state, x.blocking_reason, \
               x.terminal_outcome, x.attempt_state";
 
-/// Edges of flow `$1` leaving member `$2`.
-pub(crate) const OUTGOING_EDGES_SQL: &str = "SELECT e.flow_id, e.edge_id, e.upstream_id, e.downstream_id, \
+/// Edges of flow `$1`: those leaving member `$2`, entering member `$3`, or edge `$4` (each filter
+/// applies when given).
+pub(crate) const EDGES_SQL: &str = "SELECT e.flow_id, e.edge_id, e.upstream_id, e.downstream_id, \
      e.data_passing_ref, e.created_by, e.created_at_ms, e.applied_at_ms, e.resolution::text AS resolution, \
      e.resolved_at_ms, xu.partition_key AS up_partition, xd.partition_key AS down_partition FROM ff_edge e \
      LEFT JOIN ff_execution xu ON xu.execution_id = e.upstream_id \
      LEFT JOIN ff_execution xd ON xd.execution_id = e.downstream_id \
-     WHERE e.flow_id = $1 AND e.upstream_id = $2 ORDER BY e.edge_id";
-
-/// Edges of flow `$1` entering member `$2`.
-pub(crate) const INCOMING_EDGES_SQL: &str = "SELECT e.flow_id, e.edge_id, e.upstream_id, e.downstream_id, \
-     e.data_passing_ref, e.created_by, e.created_at_ms, e.applied_at_ms, e.resolution::text AS resolution, \
-     e.resolved_at_ms, xu.partition_key AS up_partition, xd.partition_key AS down_partition FROM ff_edge e \
-     LEFT JOIN ff_execution xu ON xu.execution_id = e.upstream_id \
-     LEFT JOIN ff_execution xd ON xd.execution_id = e.downstream_id \
-     WHERE e.flow_id = $1 AND e.downstream_id = $2 ORDER BY e.edge_id";
-
-/// Edge `$2` of flow `$1`.
-pub(crate) const EDGE_SQL: &str = "SELECT e.flow_id, e.edge_id, e.upstream_id, e.downstream_id, \
-     e.data_passing_ref, e.created_by, e.created_at_ms, e.applied_at_ms, e.resolution::text AS resolution, \
-     e.resolved_at_ms, xu.partition_key AS up_partition, xd.partition_key AS down_partition FROM ff_edge e \
-     LEFT JOIN ff_execution xu ON xu.execution_id = e.upstream_id \
-     LEFT JOIN ff_execution xd ON xd.execution_id = e.downstream_id \
-     WHERE e.flow_id = $1 AND e.edge_id = $2";
+     WHERE e.flow_id = $1 AND ($2::uuid IS NULL OR e.upstream_id = $2) AND ($3::uuid IS NULL OR e.downstream_id = $3) \
+       AND ($4::uuid IS NULL OR e.edge_id = $4) ORDER BY e.edge_id";
 
 pub(crate) const GROUPS_SQL: &str = "SELECT downstream_id, policy_kind, k, on_satisfied, total, success_count, \
      failed_count, skipped_count, group_state FROM ff_edge_group WHERE flow_id = $1 ORDER BY downstream_id";
@@ -270,11 +256,18 @@ pub(crate) async fn list_edges(
     flow_id: &FlowId,
     direction: EdgeDirection,
 ) -> Result<Vec<EdgeSnapshot>, EngineError> {
-    let query = match direction {
-        EdgeDirection::Outgoing { from_node } => sqlx::query(OUTGOING_EDGES_SQL).bind(flow_id.0).bind(from_node.uuid()),
-        EdgeDirection::Incoming { to_node } => sqlx::query(INCOMING_EDGES_SQL).bind(flow_id.0).bind(to_node.uuid()),
+    let (from, to) = match direction {
+        EdgeDirection::Outgoing { from_node } => (Some(from_node.uuid()), None),
+        EdgeDirection::Incoming { to_node } => (None, Some(to_node.uuid())),
     };
-    let rows = query.fetch_all(pool).await.map_err(map_sqlx)?;
+    let rows = sqlx::query(EDGES_SQL)
+        .bind(flow_id.0)
+        .bind(from)
+        .bind(to)
+        .bind(None::<Uuid>)
+        .fetch_all(pool)
+        .await
+        .map_err(map_sqlx)?;
     rows.iter().map(edge).collect()
 }
 
