@@ -277,7 +277,14 @@ pub(crate) async fn describe_edge(
     flow_id: &FlowId,
     edge_id: &EdgeId,
 ) -> Result<Option<EdgeSnapshot>, EngineError> {
-    let row = sqlx::query(EDGE_SQL).bind(flow_id.0).bind(edge_id.0).fetch_optional(pool).await.map_err(map_sqlx)?;
+    let row = sqlx::query(EDGES_SQL)
+        .bind(flow_id.0)
+        .bind(None::<Uuid>)
+        .bind(None::<Uuid>)
+        .bind(edge_id.0)
+        .fetch_optional(pool)
+        .await
+        .map_err(map_sqlx)?;
     row.as_ref().map(edge).transpose()
 }
 
