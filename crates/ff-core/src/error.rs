@@ -149,6 +149,10 @@ coded_enum!(
         /// The execution holds a lease and the caller, not an operator override, presented no
         /// lease fence.
         FenceRequired => "fence_required",
+        /// A waitpoint token is malformed, signed by an unknown key, or not for this waitpoint.
+        InvalidToken => "invalid_token",
+        /// A waitpoint token's key was rotated out and its grace period has ended.
+        TokenExpired => "token_expired",
     }
 );
 

@@ -215,6 +215,18 @@ uuid_id!(
     /// Identifier of a dependency edge within a flow.
     EdgeId
 );
+uuid_id!(
+    /// Identifier of a waitpoint: one thing a suspended execution waits on.
+    WaitpointId
+);
+uuid_id!(
+    /// Identifier of one suspension of an execution.
+    SuspensionId
+);
+uuid_id!(
+    /// Identifier of one delivered signal.
+    SignalId
+);
 
 impl FlowId {
     /// The partition this flow and its members live in: derived from the flow id alone, so

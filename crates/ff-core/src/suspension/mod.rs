@@ -1,0 +1,739 @@
+//! Suspension: an execution stops and waits for the outside world without holding a worker.
+//!
+//! The lease holder suspends on one or more waitpoints (fresh ones, or pending ones it created
+//! earlier with `create_waitpoint` and handed out), under a [`ResumeCondition`]. The lease is
+//! released and the attempt interrupted; outsiders deliver signals to the waitpoints with their
+//! [`token`]s; the signal that satisfies the condition makes the execution claimable (after the
+//! policy's resume delay) in the same transaction, and the next claim resumes the same attempt,
+//! which can read the signals that woke it. Signals are rows, deduplicated by idempotency key
+//! within a TTL; a signal for a pending waitpoint is buffered until the suspension activates it
+//! (and may satisfy the condition at once: `AlreadySatisfied`, the lease kept). A suspension
+//! times out by its [`TimeoutBehavior`].
+
+pub mod condition;
+pub mod token;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::EngineError;
+use crate::execution::{validate_message, validate_name};
+use crate::id::{ExecutionId, LaneId, SignalId, SuspensionId, TimestampMs, WaitpointId};
+use crate::state::PublicState;
+
+pub use condition::{CompositeCondition, CountKind, ResumeCondition, SignalMatcher};
+
+/// Most waitpoints one suspension binds.
+pub const MAX_WAITPOINTS_PER_SUSPENSION: usize = 64;
+/// Largest signal payload, in bytes.
+pub const MAX_SIGNAL_PAYLOAD_BYTES: usize = 64 * 1024;
+/// Signals one execution may receive unless a delivery sets its own cap.
+pub const DEFAULT_MAX_SIGNALS_PER_EXECUTION: u32 = 10_000;
+/// How long a signal's idempotency key deduplicates, unless a delivery sets its own TTL.
+pub const DEFAULT_SIGNAL_DEDUP_TTL_MS: u64 = 24 * 3600 * 1000;
+/// Longest resume delay or waitpoint lifetime accepted (7 days).
+pub const MAX_SUSPENSION_DELAY_MS: u64 = 7 * 24 * 3600 * 1000;
+
+/// One waitpoint a suspension waits on.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum WaitpointBinding {
+    /// A new waitpoint, created by the suspension.
+    Fresh {
+        /// Its id.
+        waitpoint_id: WaitpointId,
+        /// Its key, which conditions name.
+        waitpoint_key: String,
+    },
+    /// A pending waitpoint this attempt created earlier; signals buffered on it count at once.
+    UsePending {
+        /// Its id.
+        waitpoint_id: WaitpointId,
+    },
+}
+
+impl WaitpointBinding {
+    /// A fresh waitpoint with a new id.
+    pub fn fresh(key: impl Into<String>) -> Self {
+        Self::Fresh { waitpoint_id: WaitpointId::new(), waitpoint_key: key.into() }
+    }
+
+    /// The waitpoint's id.
+    pub fn waitpoint_id(&self) -> WaitpointId {
+        match self {
+            Self::Fresh { waitpoint_id, .. } | Self::UsePending { waitpoint_id } => *waitpoint_id,
+        }
+    }
+}
+
+/// What happens when a suspension times out.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TimeoutBehavior {
+    /// The execution fails.
+    #[default]
+    Fail,
+    /// The execution is cancelled.
+    Cancel,
+    /// The execution expires.
+    Expire,
+    /// The execution resumes with a `timeout` signal it can read.
+    AutoResumeWithTimeoutSignal,
+    /// The execution stays suspended, paused for an operator.
+    Escalate,
+}
+
+impl TimeoutBehavior {
+    /// The snake_case literal, as stored.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Fail => "fail",
+            Self::Cancel => "cancel",
+            Self::Expire => "expire",
+            Self::AutoResumeWithTimeoutSignal => "auto_resume_with_timeout_signal",
+            Self::Escalate => "escalate",
+        }
+    }
+}
+
+/// Why an execution is suspended.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SuspensionReasonCode {
+    /// Any signal.
+    #[default]
+    WaitingForSignal,
+    /// A person's approval.
+    WaitingForApproval,
+    /// An external system's callback.
+    WaitingForCallback,
+    /// A tool's result.
+    WaitingForToolResult,
+    /// An operator's review.
+    WaitingForOperatorReview,
+    /// A policy paused it.
+    PausedByPolicy,
+    /// A budget paused it.
+    PausedByBudget,
+    /// A step boundary the handler chose.
+    StepBoundary,
+    /// A manual pause.
+    ManualPause,
+}
+
+impl SuspensionReasonCode {
+    /// The snake_case literal, as stored.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::WaitingForSignal => "waiting_for_signal",
+            Self::WaitingForApproval => "waiting_for_approval",
+            Self::WaitingForCallback => "waiting_for_callback",
+            Self::WaitingForToolResult => "waiting_for_tool_result",
+            Self::WaitingForOperatorReview => "waiting_for_operator_review",
+            Self::PausedByPolicy => "paused_by_policy",
+            Self::PausedByBudget => "paused_by_budget",
+            Self::StepBoundary => "step_boundary",
+            Self::ManualPause => "manual_pause",
+        }
+    }
+
+    /// Parses a stored literal.
+    pub fn parse(s: &str) -> Result<Self, EngineError> {
+        [
+            Self::WaitingForSignal,
+            Self::WaitingForApproval,
+            Self::WaitingForCallback,
+            Self::WaitingForToolResult,
+            Self::WaitingForOperatorReview,
+            Self::PausedByPolicy,
+            Self::PausedByBudget,
+            Self::StepBoundary,
+            Self::ManualPause,
+        ]
+        .into_iter()
+        .find(|r| r.as_str() == s)
+        .ok_or_else(|| {
+            EngineError::validation(crate::error::ValidationKind::Corruption, format!("unknown reason code {s:?}"))
+        })
+    }
+}
+
+/// How a satisfied suspension resumes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct ResumePolicy {
+    /// Claimable this long after the condition is satisfied (0: at once).
+    #[serde(default)]
+    pub resume_delay_ms: u64,
+    /// Close the suspension's waitpoints on resume (later signals to them are refused).
+    #[serde(default = "yes")]
+    pub close_waitpoint_on_resume: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for ResumePolicy {
+    fn default() -> Self {
+        Self { resume_delay_ms: 0, close_waitpoint_on_resume: true }
+    }
+}
+
+/// Arguments of `suspend`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct SuspendArgs {
+    /// The suspension's id.
+    #[serde(default)]
+    pub suspension_id: SuspensionId,
+    /// The waitpoints it waits on; the first is the primary one.
+    pub waitpoints: Vec<WaitpointBinding>,
+    /// When it resumes.
+    pub resume_condition: ResumeCondition,
+    /// How it resumes.
+    #[serde(default)]
+    pub resume_policy: ResumePolicy,
+    /// Why.
+    #[serde(default)]
+    pub reason_code: SuspensionReasonCode,
+    /// When it times out (never when absent, except that `TimeoutOnly` needs one).
+    #[serde(default)]
+    pub timeout_at: Option<TimestampMs>,
+    /// What its timeout does.
+    #[serde(default)]
+    pub timeout_behavior: TimeoutBehavior,
+    /// A second `suspend` with the same key returns the first outcome.
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
+}
+
+impl SuspendArgs {
+    /// A suspension on one fresh waitpoint `key`, resumed by a signal named `signal_name`.
+    pub fn for_signal(key: impl Into<String>, signal_name: impl Into<String>) -> Self {
+        let key = key.into();
+        Self {
+            suspension_id: SuspensionId::new(),
+            waitpoints: vec![WaitpointBinding::fresh(key.clone())],
+            resume_condition: ResumeCondition::single(key, signal_name),
+            resume_policy: ResumePolicy::default(),
+            reason_code: SuspensionReasonCode::WaitingForSignal,
+            timeout_at: None,
+            timeout_behavior: TimeoutBehavior::Fail,
+            idempotency_key: None,
+        }
+    }
+
+    /// Checks what needs no database: the condition, the bindings (at least one unless the
+    /// condition waits only for an operator or the timeout, at most
+    /// [`MAX_WAITPOINTS_PER_SUSPENSION`], distinct ids and fresh keys), a timeout when the
+    /// condition is `TimeoutOnly`, the resume delay, the idempotency key.
+    pub fn validate(&self) -> Result<(), EngineError> {
+        self.resume_condition.validate()?;
+        let signal_free = matches!(self.resume_condition, ResumeCondition::OperatorOnly | ResumeCondition::TimeoutOnly);
+        if self.waitpoints.is_empty() && !signal_free {
+            return Err(EngineError::invalid("a suspension resumed by signals needs at least one waitpoint"));
+        }
+        if self.waitpoints.len() > MAX_WAITPOINTS_PER_SUSPENSION {
+            return Err(EngineError::invalid(format!(
+                "{} waitpoints exceed the {MAX_WAITPOINTS_PER_SUSPENSION} one suspension may bind",
+                self.waitpoints.len()
+            )));
+        }
+        let mut ids = std::collections::HashSet::new();
+        let mut keys = std::collections::HashSet::new();
+        for w in &self.waitpoints {
+            if !ids.insert(w.waitpoint_id()) {
+                return Err(EngineError::invalid(format!("waitpoint {} is bound twice", w.waitpoint_id())));
+            }
+            if let WaitpointBinding::Fresh { waitpoint_key, .. } = w {
+                validate_name("waitpoint_key", waitpoint_key, false)?;
+                if !keys.insert(waitpoint_key.as_str()) {
+                    return Err(EngineError::invalid(format!("waitpoint key {waitpoint_key:?} is bound twice")));
+                }
+            }
+        }
+        if matches!(self.resume_condition, ResumeCondition::TimeoutOnly) && self.timeout_at.is_none() {
+            return Err(EngineError::invalid("a timeout_only condition needs timeout_at"));
+        }
+        if let Some(t) = self.timeout_at {
+            t.validate("timeout_at")?;
+        }
+        if self.resume_policy.resume_delay_ms > MAX_SUSPENSION_DELAY_MS {
+            return Err(EngineError::invalid(format!("resume_delay_ms exceeds {MAX_SUSPENSION_DELAY_MS}")));
+        }
+        if let Some(k) = &self.idempotency_key {
+            validate_name("idempotency_key", k, false)?;
+        }
+        Ok(())
+    }
+}
+
+/// One waitpoint of a suspension, with its token.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct WaitpointTokenInfo {
+    /// The waitpoint.
+    pub waitpoint_id: WaitpointId,
+    /// Its key.
+    pub waitpoint_key: String,
+    /// Its token (`<kid>:<hex>`), to hand to whoever will signal it.
+    pub waitpoint_token: String,
+}
+
+/// What a suspension created or activated.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct SuspendOutcomeDetails {
+    /// The suspension.
+    pub suspension_id: SuspensionId,
+    /// Its waitpoints, the primary one first.
+    pub waitpoints: Vec<WaitpointTokenInfo>,
+}
+
+/// Outcome of `suspend`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub enum SuspendOutcome {
+    /// The execution is suspended; its lease is released.
+    Suspended {
+        /// The suspension.
+        details: SuspendOutcomeDetails,
+    },
+    /// Signals already buffered on its pending waitpoints satisfy the condition: nothing was
+    /// suspended and the lease is kept.
+    AlreadySatisfied {
+        /// The suspension that was not needed.
+        details: SuspendOutcomeDetails,
+    },
+}
+
+/// A waitpoint minted while holding the lease, before suspending.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct PendingWaitpoint {
+    /// The waitpoint.
+    pub waitpoint_id: WaitpointId,
+    /// Its key.
+    pub waitpoint_key: String,
+    /// Its token.
+    pub hmac_token: String,
+    /// When it expires unless a suspension activates it.
+    pub expires_at: TimestampMs,
+}
+
+/// Where a waitpoint is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum WaitpointState {
+    /// Created, not yet bound to a suspension; signals are buffered.
+    Pending,
+    /// Bound to the current suspension.
+    Active,
+    /// Closed: resumed, expired or cancelled; signals are refused.
+    Closed,
+}
+
+impl WaitpointState {
+    /// Parses a stored literal.
+    pub fn parse(s: &str) -> Result<Self, EngineError> {
+        match s {
+            "pending" => Ok(Self::Pending),
+            "active" => Ok(Self::Active),
+            "closed" => Ok(Self::Closed),
+            other => Err(EngineError::validation(
+                crate::error::ValidationKind::Corruption,
+                format!("unknown waitpoint state {other:?}"),
+            )),
+        }
+    }
+}
+
+/// Arguments of `list_pending_waitpoints`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct ListPendingWaitpointsArgs {
+    /// The execution.
+    pub execution_id: ExecutionId,
+    /// Waitpoints after this id.
+    #[serde(default)]
+    pub after: Option<WaitpointId>,
+    /// Page size, 1..=1000 (default 100).
+    #[serde(default)]
+    pub limit: Option<u32>,
+}
+
+/// One open waitpoint, as listed: never its token, only the key id and a fingerprint.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct PendingWaitpointInfo {
+    /// The waitpoint.
+    pub waitpoint_id: WaitpointId,
+    /// Its key.
+    pub waitpoint_key: String,
+    /// Pending or active.
+    pub state: WaitpointState,
+    /// Signal names the current condition accepts on it (empty: any).
+    pub required_signal_names: Vec<String>,
+    /// When created.
+    pub created_at: TimestampMs,
+    /// When a suspension activated it.
+    pub activated_at: Option<TimestampMs>,
+    /// When it expires.
+    pub expires_at: Option<TimestampMs>,
+    /// Its execution.
+    pub execution_id: ExecutionId,
+    /// The key that signed its token.
+    pub token_kid: String,
+    /// The first 16 hex digits of the token's SHA-256.
+    pub token_fingerprint: String,
+}
+
+/// One page of `list_pending_waitpoints`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct ListPendingWaitpointsResult {
+    /// The waitpoints, by id.
+    pub entries: Vec<PendingWaitpointInfo>,
+    /// Pass as `after` for the next page.
+    pub next_cursor: Option<WaitpointId>,
+}
+
+/// Arguments of `deliver_signal`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct DeliverSignalArgs {
+    /// The execution.
+    pub execution_id: ExecutionId,
+    /// The waitpoint.
+    pub waitpoint_id: WaitpointId,
+    /// The signal's id (minted when absent).
+    #[serde(default)]
+    pub signal_id: Option<SignalId>,
+    /// Its name, which matchers compare.
+    pub signal_name: String,
+    /// Its category, e.g. `approval`, `callback` (default `external`).
+    #[serde(default)]
+    pub signal_category: Option<String>,
+    /// Who sends it: type (e.g. `user`, `webhook`, `operator`).
+    pub source_type: String,
+    /// Who sends it: identity; `DistinctSources` counts (type, identity) pairs.
+    pub source_identity: String,
+    /// Its payload, at most 64 KiB.
+    #[serde(default)]
+    pub payload: Option<Vec<u8>>,
+    /// The payload's encoding, e.g. `json`.
+    #[serde(default)]
+    pub payload_encoding: Option<String>,
+    /// The sender's correlation id.
+    #[serde(default)]
+    pub correlation_id: Option<String>,
+    /// A repeat with the same key within the dedup TTL is `Duplicate`.
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
+    /// How long the idempotency key deduplicates (default 24 h).
+    #[serde(default)]
+    pub dedup_ttl_ms: Option<u64>,
+    /// Refuse the signal when the execution already has this many (default 10,000).
+    #[serde(default)]
+    pub max_signals_per_execution: Option<u32>,
+    /// The waitpoint's token. A trusted caller (one holding the API token, or the backend's
+    /// own user) may omit it.
+    #[serde(default)]
+    pub waitpoint_token: Option<String>,
+}
+
+impl DeliverSignalArgs {
+    /// A signal named `name` from `source_type`/`source_identity` to a waitpoint.
+    pub fn new(
+        execution_id: ExecutionId,
+        waitpoint_id: WaitpointId,
+        name: impl Into<String>,
+        source_type: impl Into<String>,
+        source_identity: impl Into<String>,
+    ) -> Self {
+        Self {
+            execution_id,
+            waitpoint_id,
+            signal_id: None,
+            signal_name: name.into(),
+            signal_category: None,
+            source_type: source_type.into(),
+            source_identity: source_identity.into(),
+            payload: None,
+            payload_encoding: None,
+            correlation_id: None,
+            idempotency_key: None,
+            dedup_ttl_ms: None,
+            max_signals_per_execution: None,
+            waitpoint_token: None,
+        }
+    }
+
+    /// Checks names, sizes and bounds.
+    pub fn validate(&self) -> Result<(), EngineError> {
+        validate_name("signal_name", &self.signal_name, false)?;
+        if let Some(c) = &self.signal_category {
+            validate_name("signal_category", c, false)?;
+        }
+        validate_name("source_type", &self.source_type, false)?;
+        validate_name("source_identity", &self.source_identity, true)?;
+        for (what, v) in [
+            ("payload_encoding", &self.payload_encoding),
+            ("correlation_id", &self.correlation_id),
+            ("idempotency_key", &self.idempotency_key),
+        ] {
+            if let Some(v) = v {
+                validate_name(what, v, false)?;
+            }
+        }
+        if let Some(p) = &self.payload
+            && p.len() > MAX_SIGNAL_PAYLOAD_BYTES
+        {
+            return Err(EngineError::validation(
+                crate::error::ValidationKind::PayloadTooLarge,
+                format!("signal payload of {} bytes exceeds {MAX_SIGNAL_PAYLOAD_BYTES}", p.len()),
+            ));
+        }
+        if self.dedup_ttl_ms.is_some_and(|t| t == 0 || t > 30 * 24 * 3600 * 1000) {
+            return Err(EngineError::invalid("dedup_ttl_ms must be within 1 ms..=30 days"));
+        }
+        if self.max_signals_per_execution == Some(0) {
+            return Err(EngineError::invalid("max_signals_per_execution must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
+/// What a delivered signal did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SignalEffect {
+    /// Recorded and counted; the condition is not satisfied yet.
+    AppendedToWaitpoint,
+    /// Recorded, and it satisfied the condition: the execution resumes.
+    ResumeConditionSatisfied,
+    /// Recorded; the condition names no such waitpoint.
+    SignalIgnoredNotInCondition,
+    /// Recorded; no matcher on its waitpoint accepts its name.
+    SignalIgnoredMatcherFailed,
+    /// Recorded on a pending waitpoint, to count once a suspension activates it.
+    BufferedForPendingWaitpoint,
+}
+
+impl SignalEffect {
+    /// The snake_case literal, as stored.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::AppendedToWaitpoint => "appended_to_waitpoint",
+            Self::ResumeConditionSatisfied => "resume_condition_satisfied",
+            Self::SignalIgnoredNotInCondition => "signal_ignored_not_in_condition",
+            Self::SignalIgnoredMatcherFailed => "signal_ignored_matcher_failed",
+            Self::BufferedForPendingWaitpoint => "buffered_for_pending_waitpoint",
+        }
+    }
+
+    /// Parses a stored literal.
+    pub fn parse(s: &str) -> Result<Self, EngineError> {
+        [
+            Self::AppendedToWaitpoint,
+            Self::ResumeConditionSatisfied,
+            Self::SignalIgnoredNotInCondition,
+            Self::SignalIgnoredMatcherFailed,
+            Self::BufferedForPendingWaitpoint,
+        ]
+        .into_iter()
+        .find(|e| e.as_str() == s)
+        .ok_or_else(|| {
+            EngineError::validation(crate::error::ValidationKind::Corruption, format!("unknown signal effect {s:?}"))
+        })
+    }
+}
+
+/// Outcome of `deliver_signal`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub enum DeliverSignalResult {
+    /// Recorded, with its effect.
+    Accepted {
+        /// The signal.
+        signal_id: SignalId,
+        /// What it did.
+        effect: SignalEffect,
+    },
+    /// The idempotency key was seen within its TTL: nothing was recorded.
+    Duplicate {
+        /// The first signal with that key.
+        existing_signal_id: SignalId,
+    },
+}
+
+/// Arguments of `deliver_approval_signal`: an operator approves or rejects, without the token.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct DeliverApprovalSignalArgs {
+    /// The execution.
+    pub execution_id: ExecutionId,
+    /// Its lane (checked).
+    pub lane_id: LaneId,
+    /// The waitpoint.
+    pub waitpoint_id: WaitpointId,
+    /// `approved` or `rejected`.
+    pub signal_name: String,
+    /// Who approves (recorded as the source identity, source type `operator`).
+    pub operator_identity: String,
+    /// Makes the idempotency key `approval:<name>:<suffix>`.
+    pub idempotency_suffix: String,
+    /// How long that key deduplicates (default 24 h).
+    #[serde(default)]
+    pub signal_dedup_ttl_ms: Option<u64>,
+}
+
+impl DeliverApprovalSignalArgs {
+    /// Checks the name (`approved` or `rejected`) and the rest.
+    pub fn validate(&self) -> Result<(), EngineError> {
+        if self.signal_name != "approved" && self.signal_name != "rejected" {
+            return Err(EngineError::invalid("an approval signal is named approved or rejected"));
+        }
+        validate_name("operator_identity", &self.operator_identity, false)?;
+        validate_name("idempotency_suffix", &self.idempotency_suffix, false)
+    }
+}
+
+/// A recorded signal, as the woken handler reads it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct ResumeSignal {
+    /// The signal.
+    pub signal_id: SignalId,
+    /// Its waitpoint.
+    pub waitpoint_id: WaitpointId,
+    /// Its waitpoint's key.
+    pub waitpoint_key: String,
+    /// Its name.
+    pub signal_name: String,
+    /// Its category.
+    pub signal_category: String,
+    /// Sender type.
+    pub source_type: String,
+    /// Sender identity.
+    pub source_identity: String,
+    /// The sender's correlation id.
+    pub correlation_id: Option<String>,
+    /// When it was accepted.
+    pub accepted_at: TimestampMs,
+    /// Its payload.
+    pub payload: Option<Vec<u8>>,
+    /// The payload's encoding.
+    pub payload_encoding: Option<String>,
+}
+
+/// Arguments of `resume_execution`: an operator (or an automation) resumes a suspended
+/// execution whatever its condition.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct ResumeExecutionArgs {
+    /// The execution.
+    pub execution_id: ExecutionId,
+    /// What triggered it, recorded (e.g. `operator`).
+    #[serde(default = "operator")]
+    pub trigger_type: String,
+    /// Claimable this long after (0: at once).
+    #[serde(default)]
+    pub resume_delay_ms: u64,
+}
+
+fn operator() -> String {
+    "operator".into()
+}
+
+impl ResumeExecutionArgs {
+    /// Checks the trigger and the delay.
+    pub fn validate(&self) -> Result<(), EngineError> {
+        validate_message("trigger_type", &self.trigger_type)?;
+        if self.resume_delay_ms > MAX_SUSPENSION_DELAY_MS {
+            return Err(EngineError::invalid(format!("resume_delay_ms exceeds {MAX_SUSPENSION_DELAY_MS}")));
+        }
+        Ok(())
+    }
+}
+
+/// Outcome of `resume_execution`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub enum ResumeExecutionResult {
+    /// Resumed: `waiting`, or `delayed` with a resume delay.
+    Resumed {
+        /// Its state now.
+        public_state: PublicState,
+    },
+}
+
+/// One suspended execution, as listed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct SuspendedExecutionEntry {
+    /// The execution.
+    pub execution_id: ExecutionId,
+    /// When it suspended.
+    pub suspended_at: TimestampMs,
+    /// Why.
+    pub reason: SuspensionReasonCode,
+    /// When it times out.
+    pub timeout_at: Option<TimestampMs>,
+}
+
+/// One page of `list_suspended`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct ListSuspendedPage {
+    /// By suspension time, then id.
+    pub entries: Vec<SuspendedExecutionEntry>,
+    /// Pass as `cursor` for the next page.
+    pub next_cursor: Option<ExecutionId>,
+}
+
+/// Arguments of `seed_waitpoint_hmac_secret`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct SeedWaitpointHmacSecretArgs {
+    /// The key id.
+    pub kid: String,
+    /// The secret, 64 hex digits.
+    pub secret_hex: String,
+}
+
+/// Outcome of `seed_waitpoint_hmac_secret`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub enum SeedOutcome {
+    /// The key is installed and current.
+    Seeded {
+        /// The key id.
+        kid: String,
+    },
+    /// A key is installed already; nothing changed.
+    AlreadySeeded {
+        /// The current key id.
+        kid: String,
+        /// Whether it is this very key and secret.
+        same_secret: bool,
+    },
+}
+
+/// Arguments of `rotate_waitpoint_hmac_secret_all`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct RotateWaitpointHmacSecretAllArgs {
+    /// The new key id.
+    pub new_kid: String,
+    /// Its secret, 64 hex digits.
+    pub new_secret_hex: String,
+    /// How long tokens of the keys it replaces keep verifying.
+    pub grace_ms: u64,
+}
+
+/// What a rotation did.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub enum RotationOutcome {
+    /// The new key is current; the previous one verifies until its grace ends.
+    Rotated {
+        /// The key it replaced.
+        previous_kid: Option<String>,
+        /// The new key.
+        new_kid: String,
+        /// Keys whose grace had ended, removed.
+        gc_count: u32,
+    },
+    /// The same key and secret are current already.
+    Noop {
+        /// The key id.
+        kid: String,
+    },
+}
+
+/// Outcome of `rotate_waitpoint_hmac_secret_all`: one entry (the keystore is global).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct RotateWaitpointHmacSecretAllResult {
+    /// The rotation's outcome.
+    pub entries: Vec<RotationOutcome>,
+}
