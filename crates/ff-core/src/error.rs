@@ -209,6 +209,10 @@ coded_enum!(
         ExecutionAlreadyInFlow => "execution_already_in_flow",
         /// The downstream's edge-group policy can no longer change: resolution has started.
         EdgeGroupPolicyFixed => "edge_group_policy_already_fixed",
+        /// A waitpoint with this key (or id) exists already for the execution.
+        WaitpointAlreadyExists => "waitpoint_already_exists",
+        /// The key id is installed with a different secret.
+        RotationConflict => "rotation_conflict",
     }
 );
 
@@ -237,6 +241,16 @@ pub enum StateKind {
     MaxReplaysExhausted,
     /// The flow was cancelled; its graph and membership are closed.
     FlowAlreadyTerminal,
+    /// The execution has an open suspension already.
+    AlreadySuspended,
+    /// The operation needs a suspended execution.
+    ExecutionNotSuspended,
+    /// The execution cannot take signals now (not suspended, and the waitpoint is not pending).
+    TargetNotSignalable,
+    /// The waitpoint is closed (resumed, expired or cancelled).
+    WaitpointClosed,
+    /// The execution has received as many signals as allowed.
+    SignalLimitExceeded,
 }
 
 impl StateKind {
@@ -253,6 +267,11 @@ impl StateKind {
             Self::ExecutionNotTerminal => "execution_not_terminal",
             Self::MaxReplaysExhausted => "max_replays_exhausted",
             Self::FlowAlreadyTerminal => "flow_already_terminal",
+            Self::AlreadySuspended => "already_suspended",
+            Self::ExecutionNotSuspended => "execution_not_suspended",
+            Self::TargetNotSignalable => "target_not_signalable",
+            Self::WaitpointClosed => "waitpoint_closed",
+            Self::SignalLimitExceeded => "signal_limit_exceeded",
         }
     }
 }

@@ -128,6 +128,14 @@ literal_enum!(
         WaitingForCapableWorker => "waiting_for_capable_worker",
         /// Paused by an operator.
         PausedByOperator => "paused_by_operator",
+        /// Suspended for a person's approval.
+        WaitingForApproval => "waiting_for_approval",
+        /// Suspended for an external system's callback.
+        WaitingForCallback => "waiting_for_callback",
+        /// Suspended for a tool's result.
+        WaitingForToolResult => "waiting_for_tool_result",
+        /// Suspended by a policy or a budget.
+        PausedByPolicy => "paused_by_policy",
     }
 );
 
@@ -336,6 +344,26 @@ pub enum Transition {
         /// Whether the edge group is still unresolved.
         pending: bool,
     },
+    /// The lease holder suspends on waitpoints, releasing the lease; `reason` is the blocking
+    /// reason its suspension's reason code maps to.
+    Suspend {
+        /// Why it waits.
+        reason: BlockingReason,
+    },
+    /// Its resume condition was satisfied (or an operator resumed it, or its timeout resumes
+    /// it): the same attempt is claimable, at once or after a resume delay (`delayed`).
+    Resume {
+        /// Whether a resume delay holds it back.
+        delayed: bool,
+    },
+    /// Its suspension timed out and ends it: failed, cancelled or expired.
+    SuspensionTimeout {
+        /// The outcome its timeout behaviour names.
+        outcome: TerminalOutcome,
+    },
+    /// Its suspension timed out with the escalate behaviour: it stays suspended, paused for an
+    /// operator.
+    Escalate,
 }
 
 /// The vector for `(phase, ownership, eligibility, blocking, outcome, attempt)`.
@@ -456,6 +484,40 @@ pub fn apply(t: Transition, from: Option<&StateVector>) -> Result<StateVector, E
                 Err(EngineError::Contention(crate::error::ContentionKind::ExecutionNotLeaseable))
             } else {
                 Ok(terminal(T::Skipped))
+            }
+        }
+        Transition::Suspend { reason } => need_lease()
+            .map(|_| vector(P::Suspended, O::Unowned, E::NotApplicable, reason, T::None, A::AttemptInterrupted)),
+        Transition::Resume { delayed } => {
+            if from.lifecycle_phase == P::Suspended {
+                Ok(if delayed {
+                    vector(
+                        P::Runnable,
+                        O::Unowned,
+                        E::NotEligibleUntilTime,
+                        B::WaitingForResumeDelay,
+                        T::None,
+                        A::AttemptInterrupted,
+                    )
+                } else {
+                    vector(P::Runnable, O::Unowned, E::EligibleNow, B::WaitingForWorker, T::None, A::AttemptInterrupted)
+                })
+            } else {
+                Err(EngineError::State(StateKind::ExecutionNotSuspended))
+            }
+        }
+        Transition::SuspensionTimeout { outcome } => {
+            if from.lifecycle_phase == P::Suspended && outcome != T::None && outcome != T::Success {
+                Ok(terminal(outcome))
+            } else {
+                Err(EngineError::State(StateKind::ExecutionNotSuspended))
+            }
+        }
+        Transition::Escalate => {
+            if from.lifecycle_phase == P::Suspended {
+                Ok(StateVector { blocking_reason: B::PausedByOperator, ..*from })
+            } else {
+                Err(EngineError::State(StateKind::ExecutionNotSuspended))
             }
         }
         Transition::WaitChildren { pending } => need_lease().map(|_| {

@@ -48,6 +48,11 @@ const WAITING_CHILDREN: StateVector =
     vector(P::Runnable, O::Unowned, E::BlockedByDependencies, B::WaitingForChildren, T::None, A::AttemptInterrupted);
 const SKIPPED: StateVector = vector(P::Terminal, O::Unowned, E::NotApplicable, B::None, T::Skipped, A::AttemptTerminal);
 
+const SUSPENDED: StateVector =
+    vector(P::Suspended, O::Unowned, E::NotApplicable, B::WaitingForApproval, T::None, A::AttemptInterrupted);
+const RESUMABLE: StateVector =
+    vector(P::Runnable, O::Unowned, E::EligibleNow, B::WaitingForWorker, T::None, A::AttemptInterrupted);
+
 /// Every legal transition this engine implements: (operation, from, expected to).
 const LEGAL: &[(Transition, Option<StateVector>, StateVector)] = &[
     (Transition::Create { delayed: false }, None, WAITING),
@@ -126,6 +131,27 @@ const LEGAL: &[(Transition, Option<StateVector>, StateVector)] = &[
     ),
     (Transition::OperatorCancel, Some(BLOCKED), CANCELLED),
     (Transition::Replay, Some(SKIPPED), REPLAYED),
+    (Transition::Suspend { reason: B::WaitingForApproval }, Some(ACTIVE), SUSPENDED),
+    (Transition::Resume { delayed: false }, Some(SUSPENDED), RESUMABLE),
+    (
+        Transition::Resume { delayed: true },
+        Some(SUSPENDED),
+        vector(
+            P::Runnable,
+            O::Unowned,
+            E::NotEligibleUntilTime,
+            B::WaitingForResumeDelay,
+            T::None,
+            A::AttemptInterrupted,
+        ),
+    ),
+    (Transition::Claim, Some(RESUMABLE), ACTIVE),
+    (Transition::SuspensionTimeout { outcome: T::Failed }, Some(SUSPENDED), FAILED),
+    (Transition::SuspensionTimeout { outcome: T::Cancelled }, Some(SUSPENDED), CANCELLED),
+    (Transition::SuspensionTimeout { outcome: T::Expired }, Some(SUSPENDED), EXPIRED),
+    (Transition::Escalate, Some(SUSPENDED), StateVector { blocking_reason: B::PausedByOperator, ..SUSPENDED }),
+    (Transition::OperatorCancel, Some(SUSPENDED), CANCELLED),
+    (Transition::Expire, Some(SUSPENDED), EXPIRED),
 ];
 
 #[test]
@@ -175,6 +201,13 @@ const ILLEGAL: &[(Transition, Option<StateVector>, &str)] = &[
     (Transition::SkipForDependencies, Some(SKIPPED), "terminal"),
     (Transition::WaitChildren { pending: true }, Some(WAITING), "stale_lease"),
     (Transition::WaitChildren { pending: true }, Some(RECLAIMABLE), "lease_expired"),
+    (Transition::Suspend { reason: B::WaitingForSignal }, Some(SUSPENDED), "stale_lease"),
+    (Transition::Suspend { reason: B::WaitingForSignal }, Some(WAITING), "stale_lease"),
+    (Transition::Resume { delayed: false }, Some(ACTIVE), "execution_not_suspended"),
+    (Transition::Resume { delayed: false }, Some(COMPLETED), "terminal"),
+    (Transition::SuspensionTimeout { outcome: T::Success }, Some(SUSPENDED), "execution_not_suspended"),
+    (Transition::Escalate, Some(WAITING), "execution_not_suspended"),
+    (Transition::Claim, Some(SUSPENDED), "execution_not_leaseable"),
 ];
 
 #[test]

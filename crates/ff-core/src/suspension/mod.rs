@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::EngineError;
 use crate::execution::{validate_message, validate_name};
 use crate::id::{ExecutionId, LaneId, SignalId, SuspensionId, TimestampMs, WaitpointId};
-use crate::state::PublicState;
+use crate::state::{BlockingReason, PublicState, TerminalOutcome};
 
 pub use condition::{CompositeCondition, CountKind, ResumeCondition, SignalMatcher};
 
@@ -83,6 +83,16 @@ pub enum TimeoutBehavior {
 }
 
 impl TimeoutBehavior {
+    /// The terminal outcome it ends the execution with, if it ends it.
+    pub fn outcome(&self) -> Option<TerminalOutcome> {
+        match self {
+            Self::Fail => Some(TerminalOutcome::Failed),
+            Self::Cancel => Some(TerminalOutcome::Cancelled),
+            Self::Expire => Some(TerminalOutcome::Expired),
+            Self::AutoResumeWithTimeoutSignal | Self::Escalate => None,
+        }
+    }
+
     /// The snake_case literal, as stored.
     pub fn as_str(&self) -> &'static str {
         match self {
@@ -133,6 +143,18 @@ impl SuspensionReasonCode {
             Self::PausedByBudget => "paused_by_budget",
             Self::StepBoundary => "step_boundary",
             Self::ManualPause => "manual_pause",
+        }
+    }
+
+    /// The blocking reason a suspension with this code shows.
+    pub fn blocking_reason(&self) -> BlockingReason {
+        match self {
+            Self::WaitingForSignal | Self::StepBoundary => BlockingReason::WaitingForSignal,
+            Self::WaitingForApproval => BlockingReason::WaitingForApproval,
+            Self::WaitingForCallback => BlockingReason::WaitingForCallback,
+            Self::WaitingForToolResult => BlockingReason::WaitingForToolResult,
+            Self::WaitingForOperatorReview | Self::ManualPause => BlockingReason::PausedByOperator,
+            Self::PausedByPolicy | Self::PausedByBudget => BlockingReason::PausedByPolicy,
         }
     }
 
