@@ -30,6 +30,7 @@ mod row;
 #[cfg(test)]
 mod schema_check;
 mod stream;
+mod suspension;
 mod wakeup;
 mod worker;
 

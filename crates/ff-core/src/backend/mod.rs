@@ -3,7 +3,8 @@
 //!
 //! Each entity's operations sit in the module named for it: [`execution`] (ingress, reads, tags,
 //! listings), [`lease`] (claims, renewals, progress, reclaim grants), [`attempt_end`] (complete,
-//! fail, cancel, delay), [`flow`] (flows, edges, edge groups, flow cancellation), [`stream`] (frames), [`maintenance`] (the hooks reconcilers call),
+//! fail, cancel, delay), [`flow`] (flows, edges, edge groups, flow cancellation), [`suspension`] (suspension,
+//! waitpoints, signals, the waitpoint keystore), [`stream`] (frames), [`maintenance`] (the hooks reconcilers call),
 //! [`worker`] (the worker registry), [`operator`] (operator controls).
 //! `EngineBackend` keeps the seed's method names, so a caller holding `&dyn EngineBackend`
 //! reaches every operation; import [`prelude`] (or `ff_core::*`) to bring the sub-traits into
@@ -21,6 +22,7 @@ pub mod lease;
 pub mod maintenance;
 pub mod operator;
 pub mod stream;
+pub mod suspension;
 pub mod worker;
 
 use std::time::Duration;
@@ -34,6 +36,7 @@ pub use lease::LeaseBackend;
 pub use maintenance::{ExpirePhase, MaintenanceBackend};
 pub use operator::OperatorBackend;
 pub use stream::StreamBackend;
+pub use suspension::SuspensionBackend;
 pub use worker::WorkerRegistryBackend;
 
 use crate::capability::Capabilities;
@@ -44,7 +47,7 @@ use crate::event::{CompletionStream, EventCursor, ScannerFilter};
 pub mod prelude {
     pub use super::{
         AttemptEndBackend, CompletionBackend, EngineBackend, ExecutionBackend, FlowBackend, LeaseBackend,
-        MaintenanceBackend, OperatorBackend, StreamBackend, WorkerRegistryBackend,
+        MaintenanceBackend, OperatorBackend, StreamBackend, SuspensionBackend, WorkerRegistryBackend,
     };
 }
 
@@ -66,6 +69,7 @@ pub trait EngineBackend:
     + MaintenanceBackend
     + OperatorBackend
     + FlowBackend
+    + SuspensionBackend
     + WorkerRegistryBackend
     + Send
     + Sync

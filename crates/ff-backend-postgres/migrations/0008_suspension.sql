@@ -1,0 +1,270 @@
+-- FlowFabric engine schema, version 8: suspension, waitpoints, signals and the waitpoint keystore.
+--
+-- An execution suspends on waitpoints (ff_waitpoint) under a resume condition kept on its
+-- suspension row (ff_suspension, one per execution: the current or the last one, so the resumed
+-- attempt can read the signals that woke it). Signals are rows (ff_signal), recorded with the
+-- effect they had; a signal for a pending waitpoint is recorded too (buffered) and counts once a
+-- suspension activates the waitpoint. Signals carry the event log's commit-safe cursor
+-- (tx_id, seq), so signal deliveries can be followed from a cursor.
+--
+-- No token is stored: a waitpoint keeps what its token is bound to (execution, id, key,
+-- creation time) and the id of the key that signed it, and verification recomputes the HMAC;
+-- listings show a fingerprint. The keystore (ff_waitpoint_hmac_key) holds the current key
+-- (expires_at_ms NULL) and rotated-out keys until their grace ends.
+--
+-- The resume condition is evaluated in ff-core (one definition); the backend reads the signals
+-- and writes the outcome in one transaction that holds the execution row.
+
+ALTER TYPE ff_blocking_reason ADD VALUE 'waiting_for_approval';
+ALTER TYPE ff_blocking_reason ADD VALUE 'waiting_for_callback';
+ALTER TYPE ff_blocking_reason ADD VALUE 'waiting_for_tool_result';
+ALTER TYPE ff_blocking_reason ADD VALUE 'paused_by_policy';
+ALTER TYPE ff_event_kind ADD VALUE 'suspended';
+ALTER TYPE ff_event_kind ADD VALUE 'resumed';
+ALTER TYPE ff_event_kind ADD VALUE 'escalated';
+
+ALTER TABLE ff_execution ADD COLUMN signal_count integer NOT NULL DEFAULT 0;
+
+CREATE TABLE ff_waitpoint_hmac_key (
+    kid text PRIMARY KEY CHECK (kid ~ '^[A-Za-z0-9_-]{1,64}$'),
+    secret bytea NOT NULL CHECK (octet_length(secret) = 32),
+    created_at_ms bigint NOT NULL DEFAULT ff_now_ms(),
+    -- NULL for the current key; a rotated-out key's tokens verify until then.
+    expires_at_ms bigint
+);
+CREATE UNIQUE INDEX ff_waitpoint_hmac_key_current_idx ON ff_waitpoint_hmac_key ((true)) WHERE expires_at_ms IS NULL;
+
+CREATE TABLE ff_waitpoint (
+    waitpoint_id uuid PRIMARY KEY,
+    execution_id uuid NOT NULL,
+    partition_key smallint NOT NULL,
+    waitpoint_key text NOT NULL,
+    state text NOT NULL CHECK (state IN ('pending', 'active', 'closed')),
+    suspension_id uuid,
+    attempt_index integer NOT NULL,
+    token_kid text NOT NULL,
+    token_fingerprint text NOT NULL,
+    required_signal_names text[] NOT NULL DEFAULT '{}',
+    created_at_ms bigint NOT NULL,
+    activated_at_ms bigint,
+    expires_at_ms bigint,
+    closed_at_ms bigint,
+    close_reason text,
+    -- Its place among its suspension's bindings (the primary one is 0).
+    binding_order integer,
+    CONSTRAINT closed_when_closed CHECK ((state = 'closed') = (closed_at_ms IS NOT NULL)),
+    CONSTRAINT active_in_a_suspension CHECK (state <> 'active' OR suspension_id IS NOT NULL)
+);
+-- One open waitpoint per key and execution.
+CREATE UNIQUE INDEX ff_waitpoint_open_key_idx ON ff_waitpoint (execution_id, waitpoint_key) WHERE state <> 'closed';
+CREATE INDEX ff_waitpoint_execution_idx ON ff_waitpoint (execution_id, waitpoint_id);
+CREATE INDEX ff_waitpoint_pending_expiry_idx ON ff_waitpoint (expires_at_ms) WHERE state = 'pending';
+
+CREATE TABLE ff_suspension (
+    execution_id uuid PRIMARY KEY,
+    suspension_id uuid NOT NULL,
+    partition_key smallint NOT NULL,
+    attempt_index integer NOT NULL,
+    open boolean NOT NULL,
+    reason_code text NOT NULL,
+    condition jsonb NOT NULL,
+    resume_delay_ms bigint NOT NULL DEFAULT 0,
+    close_waitpoint_on_resume boolean NOT NULL DEFAULT true,
+    timeout_at_ms bigint,
+    timeout_behavior text NOT NULL
+        CHECK (timeout_behavior IN ('fail', 'cancel', 'expire', 'auto_resume_with_timeout_signal', 'escalate')),
+    suspended_at_ms bigint NOT NULL,
+    ended_at_ms bigint,
+    end_reason text,
+    CONSTRAINT ended_when_closed CHECK (open = (ended_at_ms IS NULL))
+);
+CREATE INDEX ff_suspension_timeout_idx ON ff_suspension (timeout_at_ms) WHERE open AND timeout_at_ms IS NOT NULL;
+CREATE INDEX ff_suspension_listing_idx ON ff_suspension (partition_key, suspended_at_ms, execution_id) WHERE open;
+
+-- The first outcome of a suspend with an idempotency key: which suspension it made (its
+-- tokens are recomputed, never stored).
+CREATE TABLE ff_suspend_dedup (
+    execution_id uuid NOT NULL,
+    idempotency_key text NOT NULL,
+    suspension_id uuid NOT NULL,
+    already_satisfied boolean NOT NULL,
+    created_at_ms bigint NOT NULL DEFAULT ff_now_ms(),
+    PRIMARY KEY (execution_id, idempotency_key)
+);
+
+CREATE TABLE ff_signal (
+    signal_id uuid PRIMARY KEY,
+    tx_id xid8 NOT NULL DEFAULT pg_current_xact_id(),
+    seq bigint GENERATED ALWAYS AS IDENTITY,
+    execution_id uuid NOT NULL,
+    partition_key smallint NOT NULL,
+    namespace text NOT NULL,
+    waitpoint_id uuid NOT NULL,
+    waitpoint_key text NOT NULL,
+    -- The suspension it was delivered under; NULL while buffered on a pending waitpoint.
+    suspension_id uuid,
+    signal_name text NOT NULL,
+    signal_category text NOT NULL,
+    source_type text NOT NULL,
+    source_identity text NOT NULL,
+    correlation_id text,
+    idempotency_key text,
+    dedup_until_ms bigint,
+    payload bytea CHECK (octet_length(payload) <= 65536),
+    payload_encoding text,
+    effect text NOT NULL,
+    accepted_at_ms bigint NOT NULL DEFAULT ff_now_ms()
+);
+CREATE INDEX ff_signal_waitpoint_idx ON ff_signal (waitpoint_id, seq);
+CREATE INDEX ff_signal_suspension_idx ON ff_signal (suspension_id, seq) WHERE suspension_id IS NOT NULL;
+CREATE INDEX ff_signal_dedup_idx ON ff_signal (execution_id, idempotency_key) WHERE idempotency_key IS NOT NULL;
+CREATE INDEX ff_signal_cursor_idx ON ff_signal (tx_id, seq);
+
+-- Resumes suspended execution p_id: runnable again on the same attempt, at once (its lane
+-- woken) or after p_delay_ms (the promoter told when); its suspension ends with p_reason and its
+-- waitpoints close when the suspension says so. Returns 'waiting' or 'delayed', or NULL when it
+-- is not suspended. The caller holds the execution row.
+CREATE FUNCTION ff_resume_suspended(p_id uuid, p_delay_ms bigint, p_reason text) RETURNS text
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    v_lane text;
+    v_due bigint;
+    v_close boolean;
+BEGIN
+    UPDATE ff_execution e SET
+        lifecycle_phase = 'runnable', ownership_state = 'unowned',
+        eligibility_state = CASE WHEN p_delay_ms > 0 THEN 'not_eligible_until_time' ELSE 'eligible_now' END::ff_eligibility_state,
+        blocking_reason = CASE WHEN p_delay_ms > 0 THEN 'waiting_for_resume_delay' ELSE 'waiting_for_worker' END::ff_blocking_reason,
+        attempt_state = 'attempt_interrupted',
+        eligible_at_ms = CASE WHEN p_delay_ms > 0 THEN ff_now_ms() + p_delay_ms ELSE e.eligible_at_ms END,
+        blocking_detail = NULL, last_mutation_at_ms = ff_now_ms()
+    WHERE e.execution_id = p_id AND e.lifecycle_phase = 'suspended'
+    RETURNING e.lane_id, CASE WHEN p_delay_ms > 0 THEN e.eligible_at_ms END INTO v_lane, v_due;
+    IF NOT FOUND THEN
+        RETURN NULL;
+    END IF;
+    UPDATE ff_suspension SET open = false, ended_at_ms = ff_now_ms(), end_reason = p_reason
+    WHERE execution_id = p_id AND open
+    RETURNING close_waitpoint_on_resume INTO v_close;
+    IF coalesce(v_close, true) THEN
+        UPDATE ff_waitpoint SET state = 'closed', closed_at_ms = ff_now_ms(), close_reason = 'resumed'
+        WHERE execution_id = p_id AND state = 'active';
+    END IF;
+    IF v_due IS NOT NULL THEN
+        PERFORM pg_notify('ff_timer', v_due::text);
+    ELSE
+        PERFORM ff_bump_claim_generation(ARRAY[v_lane]);
+        PERFORM pg_notify('ff_lane_ready', v_lane);
+    END IF;
+    PERFORM ff_log_events(ARRAY['resumed'::ff_event_kind], ARRAY[p_id]);
+    RETURN CASE WHEN v_due IS NOT NULL THEN 'delayed' ELSE 'waiting' END;
+END
+$$;
+
+-- Applies the due timeout of execution p_id's open suspension (only that one, in partition
+-- p_partition, when given; else up to p_limit due ones, oldest first): fail, cancel or expire
+-- end it (its attempt closes, its event is logged); auto_resume_with_timeout_signal records a
+-- `timeout` signal and resumes it; escalate leaves it suspended, paused for an operator, and
+-- clears the timeout. Returns how many it handled.
+CREATE FUNCTION ff_expire_suspensions(p_limit integer, p_id uuid DEFAULT NULL, p_partition smallint DEFAULT NULL)
+    RETURNS integer
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    r record;
+    v_done integer := 0;
+    v_outcome ff_terminal_outcome;
+BEGIN
+    FOR r IN
+        SELECT s.execution_id, s.suspension_id, s.timeout_behavior, s.attempt_index, x.namespace, x.partition_key
+        FROM ff_suspension s JOIN ff_execution x ON x.execution_id = s.execution_id
+        WHERE s.open AND s.timeout_at_ms <= ff_now_ms() AND x.lifecycle_phase = 'suspended'
+          AND (p_id IS NULL OR (s.execution_id = p_id AND s.partition_key = p_partition))
+        ORDER BY s.timeout_at_ms
+        LIMIT p_limit
+        FOR UPDATE OF x SKIP LOCKED
+    LOOP
+        v_done := v_done + 1;
+        IF r.timeout_behavior = 'escalate' THEN
+            UPDATE ff_execution SET blocking_reason = 'paused_by_operator', blocking_detail = 'suspension_timeout',
+                                    last_mutation_at_ms = ff_now_ms()
+            WHERE execution_id = r.execution_id;
+            UPDATE ff_suspension SET timeout_at_ms = NULL WHERE execution_id = r.execution_id;
+            PERFORM ff_log_events(ARRAY['escalated'::ff_event_kind], ARRAY[r.execution_id]);
+        ELSIF r.timeout_behavior = 'auto_resume_with_timeout_signal' THEN
+            INSERT INTO ff_signal (signal_id, execution_id, partition_key, namespace, waitpoint_id, waitpoint_key,
+                                   suspension_id, signal_name, signal_category, source_type, source_identity, effect)
+            SELECT gen_random_uuid(), r.execution_id, r.partition_key, r.namespace,
+                   coalesce(w.waitpoint_id, '00000000-0000-0000-0000-000000000000'::uuid), coalesce(w.waitpoint_key, ''),
+                   r.suspension_id, 'timeout', 'timeout', 'system', 'suspension_timeout', 'resume_condition_satisfied'
+            FROM (SELECT 1) one
+            LEFT JOIN LATERAL (SELECT waitpoint_id, waitpoint_key FROM ff_waitpoint
+                               WHERE suspension_id = r.suspension_id ORDER BY binding_order LIMIT 1) w ON true;
+            PERFORM ff_resume_suspended(r.execution_id, 0, 'timeout');
+        ELSE
+            v_outcome := CASE r.timeout_behavior WHEN 'cancel' THEN 'cancelled' WHEN 'expire' THEN 'expired'
+                                                  ELSE 'failed' END::ff_terminal_outcome;
+            UPDATE ff_execution SET
+                lifecycle_phase = 'terminal', ownership_state = 'unowned', eligibility_state = 'not_applicable',
+                blocking_reason = 'none', terminal_outcome = v_outcome, attempt_state = 'attempt_terminal',
+                blocking_detail = 'suspension_timeout', completed_at_ms = ff_now_ms(), lease_expires_at_ms = NULL,
+                attempt_deadline_at_ms = NULL, last_mutation_at_ms = ff_now_ms()
+            WHERE execution_id = r.execution_id;
+            UPDATE ff_attempt SET
+                state = (CASE v_outcome WHEN 'cancelled' THEN 'ended_cancelled' WHEN 'expired' THEN 'ended_expired'
+                                        ELSE 'ended_failure' END)::ff_attempt_lifecycle,
+                ended_at_ms = ff_now_ms(), failure_message = 'suspension_timeout'
+            WHERE execution_id = r.execution_id AND attempt_index = r.attempt_index AND state = 'suspended';
+            PERFORM ff_log_events(ARRAY[(CASE v_outcome WHEN 'cancelled' THEN 'cancelled' WHEN 'expired' THEN 'expired'
+                                                        ELSE 'failed' END)::ff_event_kind],
+                                  ARRAY[r.execution_id]);
+        END IF;
+    END LOOP;
+    RETURN v_done;
+END
+$$;
+
+-- A suspended execution that ends by any other path (an operator's cancel, a flow's
+-- cancellation, its deadline, its suspension timeout) ends its suspension and closes its
+-- waitpoints: later signals are refused as closed.
+CREATE FUNCTION ff_suspended_execution_ended() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    UPDATE ff_suspension SET open = false, ended_at_ms = ff_now_ms(), end_reason = NEW.terminal_outcome::text
+    WHERE execution_id = NEW.execution_id AND open;
+    UPDATE ff_waitpoint SET state = 'closed', closed_at_ms = ff_now_ms(), close_reason = NEW.terminal_outcome::text
+    WHERE execution_id = NEW.execution_id AND state <> 'closed';
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER ff_suspended_execution_ended AFTER UPDATE OF lifecycle_phase ON ff_execution
+    FOR EACH ROW
+    WHEN (OLD.lifecycle_phase = 'suspended' AND NEW.lifecycle_phase = 'terminal')
+    EXECUTE FUNCTION ff_suspended_execution_ended();
+
+-- Closes pending waitpoints past their lifetime (only p_id of execution p_execution, when
+-- given; else up to p_limit, oldest first). Signals buffered on them stay recorded. Returns how
+-- many it closed.
+CREATE FUNCTION ff_expire_waitpoints(p_limit integer, p_id uuid DEFAULT NULL, p_execution uuid DEFAULT NULL)
+    RETURNS integer
+    LANGUAGE sql
+    AS $$
+    WITH due AS (
+        SELECT w.waitpoint_id FROM ff_waitpoint w
+        WHERE w.state = 'pending' AND w.expires_at_ms <= ff_now_ms()
+          AND (p_id IS NULL OR (w.waitpoint_id = p_id AND w.execution_id = p_execution))
+        ORDER BY w.expires_at_ms LIMIT p_limit
+        FOR UPDATE SKIP LOCKED
+    ),
+    closed AS (
+        UPDATE ff_waitpoint w SET state = 'closed', closed_at_ms = ff_now_ms(), close_reason = 'expired'
+        FROM due WHERE w.waitpoint_id = due.waitpoint_id
+        RETURNING 1
+    )
+    SELECT count(*)::integer FROM closed
+$$;
+
+UPDATE ff_schema SET version = 8;
