@@ -118,9 +118,11 @@ pub(crate) async fn rotate(
         }
         return Err(EngineError::Conflict(ConflictKind::RotationConflict));
     }
+    // Keys whose grace ended before this rotation go; the one it retires keeps its grace (and
+    // stays until a later rotation, its tokens answering token_expired once the grace is over).
+    let gc: i64 = sqlx::query_scalar(GC_KEYS_SQL).fetch_one(&mut *tx).await.map_err(map_sqlx)?;
     sqlx::query(RETIRE_CURRENT_SQL).bind(grace).execute(&mut *tx).await.map_err(map_sqlx)?;
     sqlx::query(INSERT_KEY_SQL).bind(&args.new_kid).bind(&secret).execute(&mut *tx).await.map_err(map_sqlx)?;
-    let gc: i64 = sqlx::query_scalar(GC_KEYS_SQL).fetch_one(&mut *tx).await.map_err(map_sqlx)?;
     tx.commit().await.map_err(map_sqlx)?;
     Ok(RotateWaitpointHmacSecretAllResult {
         entries: vec![RotationOutcome::Rotated {

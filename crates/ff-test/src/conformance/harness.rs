@@ -18,6 +18,10 @@ pub enum Timer {
     AttemptTimeout,
     /// The execution's deadline: afterwards `expire_execution(.., ExecutionDeadline)` acts.
     Deadline,
+    /// The open suspension's timeout: afterwards `expire_suspension` acts.
+    SuspensionTimeout,
+    /// The lifetime of the execution's pending waitpoints: afterwards `close_waitpoint` acts.
+    WaitpointExpiry,
 }
 
 /// One backend under test. A backend's test crate implements this once and runs the whole

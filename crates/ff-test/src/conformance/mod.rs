@@ -28,6 +28,9 @@
 //! - [`flow`] — DAGs: hops released in the completing transaction, skips cascading, quorum
 //!   sibling cancellation, refused graph edits, flow cancellation, waiting for children, races
 //!   and a 1,000-way fan-out and fan-in.
+//! - [`suspension`] — suspend and resume by signal on the same attempt, signal effects, dedup,
+//!   buffering on pending waitpoints, tokens with rotation and grace, timeouts by behaviour,
+//!   resume delays, listings; every refusal writes nothing.
 //! - [`worker_registry`] — registration, heartbeats, listings; a dead or lapsed worker's
 //!   leases are revoked at once; bad input.
 //!
@@ -77,6 +80,7 @@ pub mod retry;
 pub mod route;
 pub mod state_machine;
 pub mod stream;
+pub mod suspension;
 pub mod timeouts;
 pub mod worker_registry;
 
@@ -212,6 +216,17 @@ macro_rules! conformance_suite {
                 thousand_way_fan_out_and_fan_in,
                 flow_reads_listings_tags_and_repairs,
                 replaying_a_failed_branch_runs_its_downstream_again,
+            }
+            suspension {
+                a_signal_resumes_the_same_attempt,
+                signal_effects_dedup_and_distinct_sources,
+                pending_waitpoints_buffer_signals,
+                suspend_twice_and_idempotent_suspend,
+                tokens_are_verified_with_rotation_and_grace,
+                bad_signals_and_suspends_are_refused_and_write_nothing,
+                suspension_timeouts_act_by_behaviour,
+                resume_delay_is_honoured,
+                listings_and_waitpoint_expiry,
             }
         }
     };
