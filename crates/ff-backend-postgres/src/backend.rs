@@ -22,7 +22,7 @@ use crate::lease::position::ClaimPositions;
 use crate::metrics::Metrics;
 use crate::reconciler::{
     self, DelayedPromoter, DependencyReconciler, FlowCancelReconciler, LeaseExpiryReconciler, Reconciler,
-    TimeoutReconciler, WorkerLivenessReconciler,
+    SuspensionReconciler, TimeoutReconciler, WorkerLivenessReconciler,
 };
 use crate::route::Claimers;
 use crate::wakeup::LaneWakeups;
@@ -109,7 +109,7 @@ impl PostgresBackend {
     }
 
     /// Starts the reconcilers (lease expiry, delayed promotion, timeouts, worker liveness, flow
-    /// cancellation, dependency repair) as
+    /// cancellation, dependency repair, suspension timeouts and waitpoint expiry) as
     /// background tasks.
     /// Returns `false` (and starts nothing) when the `Arc` is shared or reconcilers already run.
     pub fn with_scanners(self: &mut Arc<Self>, cfg: PostgresScannerConfig) -> bool {
@@ -121,7 +121,7 @@ impl PostgresBackend {
         let cancel = CancellationToken::new();
         let mut tasks = JoinSet::new();
         let batch = cfg.batch_size;
-        let jobs: [(Arc<dyn Reconciler>, Duration); 6] = [
+        let jobs: [(Arc<dyn Reconciler>, Duration); 7] = [
             (
                 Arc::new(LeaseExpiryReconciler::new(this.pool.clone(), batch, this.metrics.clone())),
                 cfg.lease_expiry_interval,
@@ -142,6 +142,7 @@ impl PostgresBackend {
             ),
             (Arc::new(FlowCancelReconciler::new(this.pool.clone(), batch)), cfg.flow_cancel_interval),
             (Arc::new(DependencyReconciler::new(this.pool.clone(), batch)), cfg.dependency_interval),
+            (Arc::new(SuspensionReconciler::new(this.pool.clone(), batch)), cfg.suspension_interval),
         ];
         for (r, interval) in jobs {
             tasks.spawn(reconciler::drive(r, interval, cancel.clone()));
@@ -209,7 +210,7 @@ fn supports() -> Supports {
         reads: true,
         subscribe_completions: true,
         flows: true,
-        suspension: false,
+        suspension: true,
         budgets: false,
         worker_registry: true,
     }

@@ -91,6 +91,9 @@ pub struct PostgresScannerConfig {
     /// How often edges left unresolved by their upstream's terminal transaction are resolved
     /// (a safety net: terminal transitions resolve their edges themselves).
     pub dependency_interval: Duration,
+    /// Longest sleep between passes applying suspension timeouts and closing expired pending
+    /// waitpoints (each pass sleeps only until the next one is due).
+    pub suspension_interval: Duration,
     /// Rows handled per statement.
     pub batch_size: u32,
 }
@@ -104,6 +107,7 @@ impl Default for PostgresScannerConfig {
             worker_liveness_interval: Duration::from_secs(1),
             flow_cancel_interval: Duration::from_secs(1),
             dependency_interval: Duration::from_secs(15),
+            suspension_interval: Duration::from_secs(1),
             batch_size: 500,
         }
     }

@@ -82,6 +82,7 @@ fn statements() -> Vec<(&'static str, String)> {
         crate::operator::REPLAY_SQL,
         crate::operator::REVOKE_SQL,
         crate::reconciler::delayed::PROMOTE_SQL,
+        crate::reconciler::suspension::SUSPENSION_PASS_SQL,
         crate::reconciler::timeout::EXPIRE_EXECUTIONS_SQL,
         crate::route::NOTE_CLAIMER_SQL,
         crate::suspension::keystore::GC_KEYS_SQL,

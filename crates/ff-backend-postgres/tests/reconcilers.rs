@@ -5,7 +5,9 @@
 mod common;
 
 use common::*;
-use ff_backend_postgres::reconciler::{DelayedPromoter, LeaseExpiryReconciler, Reconciler, TimeoutReconciler};
+use ff_backend_postgres::reconciler::{
+    DelayedPromoter, LeaseExpiryReconciler, Reconciler, SuspensionReconciler, TimeoutReconciler,
+};
 use ff_core::*;
 
 #[tokio::test]
@@ -109,4 +111,35 @@ async fn with_scanners_runs_the_reconcilers_in_the_background() {
     assert!(reclaimable, "the background lease-expiry reconciler marks the lease");
     assert!(backend.renew(&h).await.is_err());
     backend.shutdown_prepare(std::time::Duration::from_secs(5)).await.unwrap();
+}
+
+#[tokio::test]
+async fn suspension_reconciler_applies_due_timeouts_and_closes_expired_waitpoints() {
+    let fx = Fixture::new().await;
+    let id = fx.create("susp-rec").await;
+    let h = fx.claim("susp-rec", "w").await;
+    let mut args = SuspendArgs::for_signal("approval", "approved");
+    args.timeout_at = Some(TimestampMs(fx.backend.server_time_ms().await.unwrap() as i64 + 3_600_000));
+    args.timeout_behavior = TimeoutBehavior::Expire;
+    fx.backend.suspend(&h, args).await.unwrap();
+    let other = fx.create("susp-rec").await;
+    let h2 = fx.claim("susp-rec", "w").await;
+    let wp = fx.backend.create_waitpoint(&h2, "cb", std::time::Duration::from_secs(600)).await.unwrap();
+    let pass = SuspensionReconciler::new(fx.pool().clone(), 100);
+    let report = pass.run_once().await.unwrap();
+    assert_eq!(report.processed, 0, "nothing is due");
+    assert!(report.next_due.is_some(), "it knows when the next one is due");
+    sqlx::query("UPDATE ff_suspension SET timeout_at_ms = ff_now_ms() - 1 WHERE execution_id = $1")
+        .bind(id.uuid())
+        .execute(fx.pool())
+        .await
+        .unwrap();
+    sqlx::query("UPDATE ff_waitpoint SET expires_at_ms = ff_now_ms() - 1 WHERE execution_id = $1")
+        .bind(other.uuid())
+        .execute(fx.pool())
+        .await
+        .unwrap();
+    assert_eq!(pass.run_once().await.unwrap().processed, 2);
+    assert_eq!(fx.state(&id).await, PublicState::Expired);
+    assert_eq!(fx.backend.read_waitpoint_token(&wp.waitpoint_id).await.unwrap(), None, "the waitpoint closed");
 }

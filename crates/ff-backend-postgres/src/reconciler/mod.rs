@@ -11,6 +11,7 @@ pub(crate) mod delayed;
 pub(crate) mod dependency;
 pub(crate) mod flow_cancel;
 pub(crate) mod lease_expiry;
+pub(crate) mod suspension;
 pub(crate) mod timeout;
 pub(crate) mod worker_liveness;
 
@@ -26,6 +27,7 @@ pub use delayed::DelayedPromoter;
 pub use dependency::DependencyReconciler;
 pub use flow_cancel::FlowCancelReconciler;
 pub use lease_expiry::LeaseExpiryReconciler;
+pub use suspension::SuspensionReconciler;
 pub use timeout::TimeoutReconciler;
 pub use worker_liveness::WorkerLivenessReconciler;
 

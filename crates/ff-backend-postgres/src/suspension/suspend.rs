@@ -198,7 +198,8 @@ pub(crate) async fn suspend(
     let pending_ids: Vec<Uuid> = args
         .waitpoints
         .iter()
-        .filter_map(|w| matches!(w, WaitpointBinding::UsePending { .. }).then(|| w.waitpoint_id().0))
+        .filter(|w| matches!(w, WaitpointBinding::UsePending { .. }))
+        .map(|w| w.waitpoint_id().0)
         .collect();
     let rows = sqlx::query(BINDINGS_SQL)
         .bind(&pending_ids)

@@ -1,0 +1,53 @@
+//! The suspension reconciler: applies due suspension timeouts by their behaviour
+//! (`ff_expire_suspensions`) and closes pending waitpoints past their lifetime
+//! (`ff_expire_waitpoints`). Each pass reports when the next of either is due, so the driver
+//! sleeps no longer than that.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use ff_core::EngineError;
+use sqlx::PgPool;
+
+use super::{ReconcileReport, Reconciler};
+use crate::error::map_sqlx;
+
+/// Applies up to `$1` due suspension timeouts and closes up to `$1` expired pending waitpoints;
+/// returns both counts, the next due time of either, and the database time.
+pub(crate) const SUSPENSION_PASS_SQL: &str = "SELECT ff_expire_suspensions($1) AS timeouts, \
+     ff_expire_waitpoints($1) AS waitpoints, \
+     least((SELECT min(timeout_at_ms) FROM ff_suspension WHERE open AND timeout_at_ms IS NOT NULL), \
+           (SELECT min(expires_at_ms) FROM ff_waitpoint WHERE state = 'pending')) AS next_due_ms, \
+     ff_now_ms() AS now_ms";
+
+/// Suspension timeouts and pending-waitpoint expiry.
+pub struct SuspensionReconciler {
+    pool: PgPool,
+    batch_size: u32,
+}
+
+impl SuspensionReconciler {
+    /// A reconciler handling up to `batch_size` timeouts and waitpoints per pass.
+    pub fn new(pool: PgPool, batch_size: u32) -> Self {
+        Self { pool, batch_size: batch_size.max(1) }
+    }
+}
+
+#[async_trait]
+impl Reconciler for SuspensionReconciler {
+    fn name(&self) -> &'static str {
+        "suspension"
+    }
+
+    async fn run_once(&self) -> Result<ReconcileReport, EngineError> {
+        let limit = i32::try_from(self.batch_size).unwrap_or(i32::MAX);
+        let (timeouts, waitpoints, next_due, now): (i32, i32, Option<i64>, i64) =
+            sqlx::query_as(SUSPENSION_PASS_SQL).bind(limit).fetch_one(&self.pool).await.map_err(map_sqlx)?;
+        let n = (timeouts.max(0) + waitpoints.max(0)) as u64;
+        Ok(ReconcileReport {
+            processed: n,
+            batch_full: timeouts >= limit || waitpoints >= limit,
+            next_due: next_due.map(|due| Duration::from_millis(due.saturating_sub(now).max(0) as u64)),
+        })
+    }
+}
