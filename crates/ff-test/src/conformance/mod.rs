@@ -110,6 +110,7 @@ macro_rules! conformance_suite {
                 timeout_and_deadline_expiry,
                 operator_transitions,
                 flow_transitions,
+                suspension_transitions,
             }
             claim {
                 highest_priority_first_then_fifo,

@@ -223,3 +223,53 @@ pub async fn flow_transitions<H: ConformanceHarness>() {
     assert_eq!(again.kind, HandleKind::Resumed);
     check(&fx, &parent, Transition::Claim, resumable).await;
 }
+
+/// Suspension transitions: suspend, resume by signal, claim the resumed attempt, suspend again
+/// and resume by an operator after a delay; a timeout that escalates, then one that fails.
+pub async fn suspension_transitions<H: ConformanceHarness>() {
+    let fx = Fixture::<H>::new().await;
+    let b = &fx.backend;
+    let id = fx.create("sm-susp").await;
+    let h = fx.claim("sm-susp", "w").await;
+    let active = fx.vector(&id).await;
+    let mut args = SuspendArgs::for_signal("approval", "approved");
+    args.reason_code = SuspensionReasonCode::WaitingForApproval;
+    let out = b.suspend(&h, args).await.unwrap();
+    let suspended = check(&fx, &id, Transition::Suspend { reason: BlockingReason::WaitingForApproval }, active).await;
+    let SuspendOutcome::Suspended { details } = out else { panic!("expected Suspended") };
+    let w = &details.waitpoints[0];
+    let mut s = DeliverSignalArgs::new(id, w.waitpoint_id, "approved", "user", "ann");
+    s.waitpoint_token = Some(w.waitpoint_token.clone());
+    b.deliver_signal(s).await.unwrap();
+    let resumed = check(&fx, &id, Transition::Resume { delayed: false }, suspended).await;
+    let h = fx.claim("sm-susp", "w").await;
+    let active = check(&fx, &id, Transition::Claim, resumed).await;
+    let later = TimestampMs(fx.now().await + 3_600_000);
+    let mut args = SuspendArgs::for_signal("again", "go");
+    args.timeout_at = Some(later);
+    args.timeout_behavior = TimeoutBehavior::Escalate;
+    b.suspend(&h, args).await.unwrap();
+    let suspended = check(&fx, &id, Transition::Suspend { reason: BlockingReason::WaitingForSignal }, active).await;
+    fx.harness.make_past(&id, Timer::SuspensionTimeout).await;
+    b.expire_suspension(partition(&id), &id).await.unwrap();
+    let escalated = check(&fx, &id, Transition::Escalate, suspended).await;
+    b.resume_execution(ResumeExecutionArgs {
+        execution_id: id,
+        trigger_type: "operator".into(),
+        resume_delay_ms: 60_000,
+    })
+    .await
+    .unwrap();
+    check(&fx, &id, Transition::Resume { delayed: true }, escalated).await;
+
+    let id = fx.create("sm-susp-fail").await;
+    let h = fx.claim("sm-susp-fail", "w").await;
+    let active = fx.vector(&id).await;
+    let mut args = SuspendArgs::for_signal("x", "y");
+    args.timeout_at = Some(later);
+    b.suspend(&h, args).await.unwrap();
+    let suspended = check(&fx, &id, Transition::Suspend { reason: BlockingReason::WaitingForSignal }, active).await;
+    fx.harness.make_past(&id, Timer::SuspensionTimeout).await;
+    b.expire_suspension(partition(&id), &id).await.unwrap();
+    check(&fx, &id, Transition::SuspensionTimeout { outcome: TerminalOutcome::Failed }, suspended).await;
+}
