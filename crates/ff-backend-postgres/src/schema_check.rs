@@ -123,6 +123,7 @@ fn statements() -> Vec<(&'static str, String)> {
         crate::suspension::waitpoint::LIST_WAITPOINTS_SQL,
         crate::suspension::waitpoint::WAITPOINT_LOCK_SQL,
         crate::suspension::waitpoint::WAITPOINT_SQL,
+        crate::suspension::delivery::READ_DELIVERIES_SQL,
         crate::stream::APPEND_SQL,
         crate::stream::READ_ATTEMPT_SQL,
         crate::stream::READ_FRAMES_SQL,

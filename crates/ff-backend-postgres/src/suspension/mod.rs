@@ -1,6 +1,7 @@
 //! Suspension on Postgres: the [`SuspensionBackend`] impl delegates to [`suspend`] (suspending),
 //! [`signal`] (deliveries), [`resume`] (operator resume, timeouts, observed signals, listings),
-//! [`waitpoint`] (pending waitpoints, tokens, expiry) and [`keystore`] (signing keys).
+//! [`waitpoint`] (pending waitpoints, tokens, expiry), [`delivery`] (following deliveries) and
+//! [`keystore`] (signing keys).
 //!
 //! Each write is one transaction holding the execution row. The resume condition is evaluated
 //! by ff-core; the schema (`0008_suspension.sql`) holds the transitions that need no
@@ -8,6 +9,7 @@
 //! expiry (`ff_expire_waitpoints`), and the trigger that ends a suspension whose execution ends
 //! by any other path.
 
+pub(crate) mod delivery;
 pub(crate) mod keystore;
 pub(crate) mod resume;
 pub(crate) mod signal;
@@ -107,6 +109,14 @@ impl SuspensionBackend for PostgresBackend {
         limit: usize,
     ) -> Result<ListSuspendedPage, EngineError> {
         resume::list(&self.pool, &self.partitions, partition, cursor, limit).await
+    }
+
+    async fn subscribe_signal_delivery(
+        &self,
+        cursor: ff_core::event::EventCursor,
+        filter: &ff_core::event::ScannerFilter,
+    ) -> Result<SignalDeliveryStream, EngineError> {
+        Ok(delivery::stream(self.pool.clone(), cursor, filter.clone()))
     }
 
     async fn seed_waitpoint_hmac_secret(&self, args: SeedWaitpointHmacSecretArgs) -> Result<SeedOutcome, EngineError> {

@@ -6,6 +6,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::error::EngineError;
+use crate::event::{EventCursor, ScannerFilter};
 use crate::handle::{Handle, LeaseFence};
 use crate::id::{AttemptIndex, ExecutionId, WaitpointId};
 use crate::partition::Partition;
@@ -84,6 +85,15 @@ pub trait SuspensionBackend: Send + Sync {
         cursor: Option<ExecutionId>,
         limit: usize,
     ) -> Result<ListSuspendedPage, EngineError>;
+
+    /// Signal deliveries recorded after `cursor` (`EventCursor::BEGINNING`: all retained), in
+    /// commit order, matching `filter`'s namespace; duplicates are not deliveries. Resumable:
+    /// a delivery that commits late is never skipped.
+    async fn subscribe_signal_delivery(
+        &self,
+        cursor: EventCursor,
+        filter: &ScannerFilter,
+    ) -> Result<SignalDeliveryStream, EngineError>;
 
     /// Installs the first signing key; safe to call on every boot.
     async fn seed_waitpoint_hmac_secret(&self, args: SeedWaitpointHmacSecretArgs) -> Result<SeedOutcome, EngineError>;

@@ -759,3 +759,28 @@ pub struct RotateWaitpointHmacSecretAllResult {
     /// The rotation's outcome.
     pub entries: Vec<RotationOutcome>,
 }
+
+/// One recorded signal delivery, as a subscription sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct SignalDeliveryEvent {
+    /// Resume after this delivery by passing this cursor.
+    pub cursor: crate::event::EventCursor,
+    /// The execution.
+    pub execution_id: ExecutionId,
+    /// The waitpoint.
+    pub waitpoint_id: WaitpointId,
+    /// The signal.
+    pub signal_id: SignalId,
+    /// Its name.
+    pub signal_name: String,
+    /// What it did.
+    pub effect: SignalEffect,
+    /// The execution's namespace.
+    pub namespace: crate::id::Namespace,
+    /// When it was accepted.
+    pub at: TimestampMs,
+}
+
+/// A resumable stream of signal deliveries.
+pub type SignalDeliveryStream =
+    std::pin::Pin<Box<dyn futures::Stream<Item = Result<SignalDeliveryEvent, EngineError>> + Send>>;

@@ -228,6 +228,7 @@ macro_rules! conformance_suite {
                 suspension_timeouts_act_by_behaviour,
                 resume_delay_is_honoured,
                 listings_and_waitpoint_expiry,
+                signal_deliveries_are_followed_from_a_cursor,
             }
         }
     };

@@ -474,3 +474,39 @@ pub async fn listings_and_waitpoint_expiry<H: ConformanceHarness>() {
     );
     assert_eq!(b.read_waitpoint_token(&wp.waitpoint_id).await.unwrap(), None);
 }
+
+/// Signal deliveries can be followed from a cursor: each recorded delivery once, in commit
+/// order, with its effect; duplicates are not deliveries; a resumed subscription repeats
+/// nothing.
+pub async fn signal_deliveries_are_followed_from_a_cursor<H: ConformanceHarness>() {
+    use futures::StreamExt;
+    let fx = Fixture::<H>::new().await;
+    let (id, _, d) = suspended(&fx, "follow", |a| {
+        a.resume_condition = ResumeCondition::Composite(CompositeCondition::Count {
+            n: 2,
+            count_kind: CountKind::DistinctSignals,
+            matcher: None,
+            waitpoints: vec!["approval".into()],
+        });
+    })
+    .await;
+    let w = &d.waitpoints[0];
+    let mut first = signal(id, w, "a", "ann");
+    first.idempotency_key = Some("once".into());
+    fx.backend.deliver_signal(first.clone()).await.unwrap();
+    fx.backend.deliver_signal(first).await.unwrap();
+    fx.backend.deliver_signal(signal(id, w, "b", "bob")).await.unwrap();
+    let mut stream = fx
+        .backend
+        .subscribe_signal_delivery(ff_core::event::EventCursor::BEGINNING, &Default::default())
+        .await
+        .unwrap();
+    let one = tokio::time::timeout(Duration::from_secs(10), stream.next()).await.unwrap().unwrap().unwrap();
+    let two = tokio::time::timeout(Duration::from_secs(10), stream.next()).await.unwrap().unwrap().unwrap();
+    assert_eq!((one.signal_name.as_str(), one.effect), ("a", SignalEffect::AppendedToWaitpoint));
+    assert_eq!((two.signal_name.as_str(), two.effect), ("b", SignalEffect::ResumeConditionSatisfied));
+    assert_eq!(two.execution_id, id);
+    let mut resumed = fx.backend.subscribe_signal_delivery(one.cursor, &Default::default()).await.unwrap();
+    let again = tokio::time::timeout(Duration::from_secs(10), resumed.next()).await.unwrap().unwrap().unwrap();
+    assert_eq!(again.signal_id, two.signal_id, "resuming after the first repeats nothing");
+}
