@@ -267,4 +267,178 @@ CREATE FUNCTION ff_expire_waitpoints(p_limit integer, p_id uuid DEFAULT NULL, p_
     SELECT count(*)::integer FROM closed
 $$;
 
+-- A lane's claim generation is striped: each bump increments one of up to 16 counter rows of
+-- the lane, chosen by the bumping session, and the generation is their sum. Every committed bump
+-- still changes the sum (whatever the commit order), but concurrent bumps of one lane (resumes,
+-- flow releases, retries, promotions) no longer queue on one row lock held until commit.
+CREATE TABLE ff_lane_generation (
+    lane_id text NOT NULL,
+    stripe smallint NOT NULL,
+    generation bigint NOT NULL DEFAULT 0,
+    PRIMARY KEY (lane_id, stripe)
+);
+INSERT INTO ff_lane_generation (lane_id, stripe, generation) SELECT lane_id, 0, claim_generation FROM ff_lane;
+ALTER TABLE ff_lane DROP COLUMN claim_generation;
+
+CREATE OR REPLACE FUNCTION ff_bump_claim_generation(p_lanes text[]) RETURNS void
+    LANGUAGE sql
+    AS $$
+    INSERT INTO ff_lane_generation AS g (lane_id, stripe, generation)
+    SELECT DISTINCT l, (pg_backend_pid() % 16)::smallint, 1 FROM unnest(p_lanes) l WHERE l IS NOT NULL ORDER BY 1
+    ON CONFLICT (lane_id, stripe) DO UPDATE SET generation = g.generation + 1
+$$;
+
+CREATE FUNCTION ff_claim_generation(p_lane text) RETURNS bigint
+    LANGUAGE sql STABLE
+    AS $$ SELECT coalesce(sum(generation), 0)::bigint FROM ff_lane_generation WHERE lane_id = p_lane $$;
+
+-- ff_claim gains the claim of one resumed attempt by id (claim_resumed_execution and resume
+-- grants); the rest is unchanged.
+DROP FUNCTION ff_claim(text, text[], text[], bigint, text, uuid, boolean, boolean, integer, bigint, bigint, bigint);
+
+CREATE FUNCTION ff_claim(p_lane text, p_capabilities text[], p_worker_instance_ids text[], p_ttl_ms bigint,
+                         p_worker_id text, p_execution_id uuid DEFAULT NULL, p_synchronous boolean DEFAULT true,
+                         p_with_context boolean DEFAULT false, p_after_neg_priority integer DEFAULT NULL,
+                         p_after_eligible_at_ms bigint DEFAULT NULL, p_after_seq bigint DEFAULT NULL,
+                         p_after_generation bigint DEFAULT NULL, p_resumed boolean DEFAULT false)
+    RETURNS SETOF ff_claimed
+    LANGUAGE plpgsql
+    SET plan_cache_mode = force_generic_plan SET enable_sort = off SET enable_bitmapscan = off
+    SET enable_seqscan = off
+    AS $$
+DECLARE
+    v_generation bigint;
+    v_floor integer;
+    v_after_np integer := -2147483648;
+    v_after_at bigint := -9223372036854775808;
+    v_after_seq bigint := -9223372036854775808;
+    v_from_head boolean := true;
+    v_taken integer := 0;
+    v_count integer;
+BEGIN
+    -- Start after the caller's position when nothing became claimable behind it since (same
+    -- generation); else at the head of the lane. The start is a row comparison on the index
+    -- key, so the scan begins there instead of walking what was already claimed.
+    SELECT ff_claim_generation(p_lane), l.claim_floor_priority INTO v_generation, v_floor FROM ff_lane l
+    WHERE l.lane_id = p_lane;
+    IF p_after_generation IS NOT NULL AND p_after_generation = v_generation THEN
+        v_after_np := p_after_neg_priority;
+        v_after_at := p_after_eligible_at_ms;
+        v_after_seq := p_after_seq;
+        v_from_head := false;
+    END IF;
+    -- Unless asked for a synchronous commit, a claim does not wait for its WAL flush: a claim
+    -- lost in a database crash only means the execution is claimed again (ARCHITECTURE.md,
+    -- "Durability").
+    IF NOT p_synchronous THEN
+        SET LOCAL synchronous_commit = off;
+    END IF;
+    -- At most two passes: after the position, then, if that filled fewer slots than asked, from
+    -- the head of the lane for the rest, so a claim never misses work that lies behind it.
+    LOOP
+    RETURN QUERY
+    WITH by_lane AS (
+        SELECT x.execution_id AS id,
+               CASE WHEN x.ownership_state <> 'unowned' THEN 'reclaimed'
+                    WHEN x.attempt_state = 'attempt_interrupted' THEN 'resumed'
+                    ELSE 'fresh' END AS kind,
+               x.attempt_state = 'pending_replay_attempt' AS replay
+        FROM ff_execution x
+        WHERE ((x.lifecycle_phase = 'runnable' AND x.eligibility_state = 'eligible_now')
+               OR x.ownership_state IN ('lease_expired_reclaimable', 'lease_revoked'))
+          AND x.lane_id = p_lane
+          AND ROW(-x.priority, x.eligible_at_ms, x.seq) > ROW(v_after_np, v_after_at, v_after_seq)
+          AND x.required_capabilities <@ p_capabilities AND p_execution_id IS NULL
+        ORDER BY -x.priority, x.eligible_at_ms, x.seq
+        LIMIT cardinality(p_worker_instance_ids) - v_taken
+        FOR UPDATE OF x SKIP LOCKED
+    ),
+    -- Runs only for a claim by id: a reclaim (p_resumed false), or the claim of a resumed
+    -- attempt (p_resumed true: runnable, eligible, its attempt interrupted). Its predicate says
+    -- "active and not leased" (which the state invariants make the same as a lost lease) rather
+    -- than naming the lost-lease states, so that no partial index covers it and the primary key
+    -- is the only way to it.
+    by_id AS (
+        SELECT x.execution_id AS id, CASE WHEN p_resumed THEN 'resumed' ELSE 'reclaimed' END AS kind, false AS replay
+        FROM ff_execution x
+        WHERE p_execution_id IS NOT NULL AND x.execution_id = p_execution_id
+          AND ((NOT p_resumed AND x.lifecycle_phase = 'active' AND x.ownership_state <> 'leased')
+            OR (p_resumed AND x.lifecycle_phase = 'runnable' AND x.eligibility_state = 'eligible_now'
+                AND x.attempt_state = 'attempt_interrupted'))
+        FOR UPDATE OF x
+    ),
+    cand AS (
+        SELECT c.*, row_number() OVER () + v_taken AS slot
+        FROM (SELECT * FROM by_lane UNION ALL SELECT * FROM by_id) c
+    ),
+    upd AS (
+        UPDATE ff_execution e SET
+            lifecycle_phase = 'active', ownership_state = 'leased', eligibility_state = 'not_applicable',
+            blocking_reason = 'none', attempt_state = 'running_attempt', blocking_detail = NULL,
+            current_attempt_index = CASE WHEN c.kind = 'resumed' THEN e.current_attempt_index
+                                         ELSE e.total_attempt_count END,
+            total_attempt_count = CASE WHEN c.kind = 'resumed' THEN e.total_attempt_count
+                                       ELSE e.total_attempt_count + 1 END,
+            lease_reclaim_count = e.lease_reclaim_count + (c.kind = 'reclaimed')::int,
+            lease_id = gen_random_uuid(),
+            lease_epoch = e.lease_epoch + 1,
+            lease_expires_at_ms = ff_now_ms() + p_ttl_ms,
+            lease_ttl_ms = p_ttl_ms,
+            last_heartbeat_at_ms = ff_now_ms(),
+            worker_id = p_worker_id,
+            worker_instance_id = p_worker_instance_ids[c.slot],
+            attempt_id = CASE WHEN c.kind = 'resumed' THEN e.attempt_id ELSE gen_random_uuid() END,
+            attempt_deadline_at_ms = CASE WHEN c.kind = 'resumed' THEN e.attempt_deadline_at_ms
+                                          ELSE ff_now_ms() + e.attempt_timeout_ms END,
+            started_at_ms = coalesce(e.started_at_ms, ff_now_ms()),
+            last_mutation_at_ms = ff_now_ms()
+        FROM cand c
+        WHERE e.execution_id = c.id
+        RETURNING c.slot, e.execution_id, e.partition_key, e.lane_id, e.current_attempt_index, e.attempt_id,
+                  e.lease_id, e.lease_epoch, c.kind, c.replay, e.worker_instance_id,
+                  CASE WHEN p_with_context THEN e.execution_kind END AS execution_kind,
+                  CASE WHEN p_with_context THEN e.input_payload END AS input_payload,
+                  CASE WHEN p_with_context THEN e.tags END AS tags,
+                  -e.priority AS neg_priority, e.eligible_at_ms, e.seq, v_generation AS claim_generation,
+                  ROW((CASE WHEN c.kind = 'reclaimed' THEN 'lease_reclaimed' ELSE 'lease_acquired' END)::ff_event_kind,
+                      e.execution_id, e.partition_key, e.namespace, e.lane_id, e.current_attempt_index, e.lease_epoch,
+                      e.worker_instance_id)::ff_event_row AS event
+    ),
+    attempt AS (
+        INSERT INTO ff_attempt AS a (execution_id, attempt_index, attempt_id, attempt_type, state, lease_id,
+                                     lease_epoch, worker_id, worker_instance_id, started_at_ms)
+        SELECT u.execution_id, u.current_attempt_index, u.attempt_id,
+               (CASE WHEN u.kind = 'reclaimed' THEN 'reclaim' WHEN u.replay THEN 'replay'
+                     WHEN u.current_attempt_index = 0 THEN 'initial' ELSE 'retry' END)::ff_attempt_type,
+               'started', u.lease_id, u.lease_epoch, p_worker_id, u.worker_instance_id, ff_now_ms()
+        FROM upd u
+        ON CONFLICT ON CONSTRAINT ff_attempt_pkey DO UPDATE SET
+            state = 'started', lease_id = EXCLUDED.lease_id, lease_epoch = EXCLUDED.lease_epoch,
+            worker_id = EXCLUDED.worker_id, worker_instance_id = EXCLUDED.worker_instance_id
+    ),
+    ev AS (
+        SELECT ff_append_events(array_agg(u.event ORDER BY u.slot)) FROM upd u
+    ),
+    -- Creations at a priority above the lowest one claimed can land behind a claimer's position.
+    floor AS (
+        UPDATE ff_lane l SET claim_floor_priority = m.priority
+        FROM (SELECT min(-u.neg_priority) AS priority FROM upd u) m
+        WHERE l.lane_id = p_lane AND p_execution_id IS NULL AND m.priority < v_floor
+          AND l.claim_floor_priority > m.priority
+    )
+    SELECT u.slot, u.execution_id, u.partition_key, u.lane_id, u.current_attempt_index, u.attempt_id, u.lease_id,
+           u.lease_epoch, u.kind, u.worker_instance_id, u.execution_kind, u.input_payload, u.tags, u.neg_priority,
+           u.eligible_at_ms, u.seq, u.claim_generation
+    FROM upd u CROSS JOIN ev;
+    GET DIAGNOSTICS v_count = ROW_COUNT;
+    v_taken := v_taken + v_count;
+    EXIT WHEN v_from_head OR p_execution_id IS NOT NULL OR v_taken >= cardinality(p_worker_instance_ids);
+    v_from_head := true;
+    v_after_np := -2147483648;
+    v_after_at := -9223372036854775808;
+    v_after_seq := -9223372036854775808;
+    END LOOP;
+END
+$$;
+
 UPDATE ff_schema SET version = 8;

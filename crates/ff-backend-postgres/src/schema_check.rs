@@ -68,6 +68,7 @@ fn statements() -> Vec<(&'static str, String)> {
         crate::fence::DIAGNOSE_SQL,
         crate::lease::claim::CLAIM_BY_LANE_SQL,
         crate::lease::claim::RECLAIM_BY_ID_SQL,
+        crate::lease::claim::RESUME_BY_ID_SQL,
         crate::lease::expiry::EXPIRE_LEASES_SQL,
         crate::lease::reclaim::INSERT_GRANT_SQL,
         crate::lease::reclaim::LOCK_FOR_GRANT_SQL,

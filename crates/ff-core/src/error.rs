@@ -173,6 +173,8 @@ coded_enum!(
         NoActiveLease => "no_active_lease",
         /// The flow's graph changed since the caller read its revision: re-read and retry.
         StaleGraphRevision => "stale_graph_revision",
+        /// The execution is not a resumed attempt waiting for a worker.
+        NotAResumedExecution => "not_a_resumed_execution",
     }
 );
 

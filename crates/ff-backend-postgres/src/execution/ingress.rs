@@ -53,10 +53,12 @@ ins AS (
 ),
 -- Work created above the lowest priority a claimer has reached may land behind its position.
 behind AS (
-    UPDATE ff_lane l SET claim_generation = l.claim_generation + 1
+    SELECT ff_bump_claim_generation(array_agg(n.lane_id))
     FROM (SELECT lane_id, max(priority) AS priority FROM ins WHERE eligibility_state = 'eligible_now'
           GROUP BY lane_id) n
-    WHERE l.lane_id = n.lane_id AND n.priority > l.claim_floor_priority
+    JOIN ff_lane l ON l.lane_id = n.lane_id
+    WHERE n.priority > l.claim_floor_priority
+    HAVING count(*) > 0
 ),
 -- Wake claims long-polling the lanes that just received claimable work (delivered on commit).
 ready AS (
@@ -81,6 +83,7 @@ SELECT i.ord, ins.eligibility_state,
 FROM input i LEFT JOIN ins ON ins.execution_id = i.execution_id
 CROSS JOIN (SELECT count(*) FROM ready) notified
 CROSS JOIN (SELECT count(*) FROM timers) timed
+CROSS JOIN (SELECT count(*) FROM behind) bumped
 ORDER BY i.ord
 "#;
 

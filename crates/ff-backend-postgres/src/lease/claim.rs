@@ -219,6 +219,32 @@ impl Poll {
     }
 }
 
+/// Claim of one resumed attempt by id: `$1` lease TTL ms, `$2` worker id, `$3` worker instance,
+/// `$4` execution id.
+pub(crate) const RESUME_BY_ID_SQL: &str =
+    "SELECT * FROM ff_claim(NULL, '{}', ARRAY[$3::text], $1, $2, $4, true, false, NULL, NULL, NULL, NULL, true)";
+
+/// Claims the resumed attempt of execution `id` for the worker in `policy`; `Ok(None)` when it
+/// is not a resumed execution waiting for a worker.
+pub(crate) async fn claim_resumed_one<'e, E>(
+    exec: E,
+    id: &ExecutionId,
+    policy: &ClaimPolicy,
+) -> Result<Option<Handle>, EngineError>
+where
+    E: Executor<'e, Database = Postgres>,
+{
+    let row = sqlx::query(RESUME_BY_ID_SQL)
+        .bind(policy.lease_ttl_ms as i64)
+        .bind(policy.worker_id.as_str())
+        .bind(policy.worker_instance_id.as_str())
+        .bind(id.uuid())
+        .fetch_optional(exec)
+        .await
+        .map_err(map_sqlx)?;
+    row.map(|r| handle_from_row(&r, policy.lease_ttl_ms)).transpose()
+}
+
 /// Reclaims one execution for the worker in `policy`; `Ok(None)` when it is not reclaimable.
 pub(crate) async fn reclaim_one<'e, E>(
     exec: E,

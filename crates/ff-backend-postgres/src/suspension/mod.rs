@@ -24,6 +24,7 @@ use ff_core::*;
 
 use crate::backend::PostgresBackend;
 use crate::error::map_sqlx;
+use resume::CURRENT_ATTEMPT_SQL;
 
 #[async_trait]
 impl SuspensionBackend for PostgresBackend {
@@ -88,6 +89,36 @@ impl SuspensionBackend for PostgresBackend {
     async fn observe_signals(&self, handle: &Handle) -> Result<Vec<ResumeSignal>, EngineError> {
         let p = self.decode(handle)?;
         resume::observe(&self.pool, &p).await
+    }
+
+    async fn claim_resumed_execution(
+        &self,
+        args: ClaimResumedExecutionArgs,
+    ) -> Result<ClaimResumedExecutionResult, EngineError> {
+        args.policy.validate()?;
+        crate::fence::check_id(&args.execution_id, &self.partitions)?;
+        match crate::lease::claim::claim_resumed_one(&self.pool, &args.execution_id, &args.policy).await? {
+            Some(handle) => Ok(ClaimResumedExecutionResult::Claimed { handle }),
+            None => Err(EngineError::Contention(ContentionKind::NotAResumedExecution)),
+        }
+    }
+
+    async fn claim_from_resume_grant(&self, token: ResumeToken) -> Result<Option<Handle>, EngineError> {
+        token.policy.validate()?;
+        crate::fence::check_id(&token.execution_id, &self.partitions)?;
+        let mut tx = self.pool.begin().await.map_err(map_sqlx)?;
+        let current: Option<i32> = sqlx::query_scalar(CURRENT_ATTEMPT_SQL)
+            .bind(token.execution_id.uuid())
+            .bind(token.execution_id.partition_index() as i16)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(map_sqlx)?;
+        if current != Some(token.attempt_index.0 as i32) {
+            return Ok(None);
+        }
+        let handle = crate::lease::claim::claim_resumed_one(&mut *tx, &token.execution_id, &token.policy).await?;
+        tx.commit().await.map_err(map_sqlx)?;
+        Ok(handle)
     }
 
     async fn resume_execution(&self, args: ResumeExecutionArgs) -> Result<ResumeExecutionResult, EngineError> {

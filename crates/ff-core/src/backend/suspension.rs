@@ -68,6 +68,17 @@ pub trait SuspensionBackend: Send + Sync {
     /// buffered on its pending waitpoints), in delivery order.
     async fn observe_signals(&self, handle: &Handle) -> Result<Vec<ResumeSignal>, EngineError>;
 
+    /// Claims the resumed attempt of one execution by id (the same attempt, a new lease);
+    /// `not_a_resumed_execution` when it is not a resumed execution waiting for a worker.
+    async fn claim_resumed_execution(
+        &self,
+        args: ClaimResumedExecutionArgs,
+    ) -> Result<ClaimResumedExecutionResult, EngineError>;
+
+    /// Claims the resumed attempt a grant names; `None` when the execution is no longer that
+    /// attempt waiting for a worker (claimed by someone else, ended, or another attempt).
+    async fn claim_from_resume_grant(&self, token: ResumeToken) -> Result<Option<Handle>, EngineError>;
+
     /// Resumes a suspended execution whatever its condition (operator or automation).
     async fn resume_execution(&self, args: ResumeExecutionArgs) -> Result<ResumeExecutionResult, EngineError>;
 

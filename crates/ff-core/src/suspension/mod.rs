@@ -784,3 +784,34 @@ pub struct SignalDeliveryEvent {
 /// A resumable stream of signal deliveries.
 pub type SignalDeliveryStream =
     std::pin::Pin<Box<dyn futures::Stream<Item = Result<SignalDeliveryEvent, EngineError>> + Send>>;
+
+/// Arguments of `claim_resumed_execution`: claim one resumed execution's attempt by id.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct ClaimResumedExecutionArgs {
+    /// The execution (resumed, waiting for a worker).
+    pub execution_id: ExecutionId,
+    /// Who claims it, and the lease TTL.
+    pub policy: crate::lease::ClaimPolicy,
+}
+
+/// Outcome of `claim_resumed_execution`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClaimResumedExecutionResult {
+    /// The same attempt, under a new lease (a `Resumed` handle).
+    Claimed {
+        /// The lease.
+        handle: crate::handle::Handle,
+    },
+}
+
+/// A grant to claim one resumed attempt: it names the attempt, so it is void once the
+/// execution moved on (claimed by someone else, or ended).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct ResumeToken {
+    /// The execution.
+    pub execution_id: ExecutionId,
+    /// The suspended attempt the grant resumes.
+    pub attempt_index: crate::id::AttemptIndex,
+    /// Who claims it, and the lease TTL.
+    pub policy: crate::lease::ClaimPolicy,
+}

@@ -229,6 +229,7 @@ macro_rules! conformance_suite {
                 resume_delay_is_honoured,
                 listings_and_waitpoint_expiry,
                 signal_deliveries_are_followed_from_a_cursor,
+                resumed_attempts_are_claimed_by_id_or_grant,
             }
         }
     };

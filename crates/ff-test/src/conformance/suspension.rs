@@ -510,3 +510,29 @@ pub async fn signal_deliveries_are_followed_from_a_cursor<H: ConformanceHarness>
     let again = tokio::time::timeout(Duration::from_secs(10), resumed.next()).await.unwrap().unwrap().unwrap();
     assert_eq!(again.signal_id, two.signal_id, "resuming after the first repeats nothing");
 }
+
+/// A resumed attempt can be claimed by id, or through a grant naming the attempt; neither takes
+/// an execution that is still suspended or an attempt that moved on.
+pub async fn resumed_attempts_are_claimed_by_id_or_grant<H: ConformanceHarness>() {
+    let fx = Fixture::<H>::new().await;
+    let b = &fx.backend;
+    let (id, h, d) = suspended(&fx, "by-id", |_| {}).await;
+    let claim = |id| ClaimResumedExecutionArgs { execution_id: id, policy: policy("w2") };
+    assert_eq!(b.claim_resumed_execution(claim(id)).await.unwrap_err().code(), "not_a_resumed_execution");
+    accepted(&fx, signal(id, &d.waitpoints[0], "approved", "ann")).await;
+    let ClaimResumedExecutionResult::Claimed { handle } = b.claim_resumed_execution(claim(id)).await.unwrap();
+    assert_eq!(handle.kind, HandleKind::Resumed);
+    assert_eq!(payload(&handle).attempt_index, payload(&h).attempt_index);
+    assert_eq!(b.claim_resumed_execution(claim(id)).await.unwrap_err().code(), "not_a_resumed_execution");
+    b.complete(&handle, None).await.unwrap();
+
+    let (id, h, d) = suspended(&fx, "by-grant", |_| {}).await;
+    accepted(&fx, signal(id, &d.waitpoints[0], "approved", "ann")).await;
+    let attempt = payload(&h).attempt_index;
+    let stale = ResumeToken { execution_id: id, attempt_index: AttemptIndex(attempt.0 + 1), policy: policy("w3") };
+    assert!(b.claim_from_resume_grant(stale).await.unwrap().is_none());
+    let grant = ResumeToken { execution_id: id, attempt_index: attempt, policy: policy("w3") };
+    let handle = b.claim_from_resume_grant(grant.clone()).await.unwrap().expect("the grant claims it");
+    assert_eq!((handle.kind, payload(&handle).attempt_index), (HandleKind::Resumed, attempt));
+    assert!(b.claim_from_resume_grant(grant).await.unwrap().is_none(), "a grant is good once");
+}
