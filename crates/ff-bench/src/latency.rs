@@ -20,6 +20,12 @@ impl Latency {
         Ok(())
     }
 
+    /// Adds every duration `other` recorded.
+    pub fn merge(&mut self, other: &Latency) -> Result<()> {
+        self.0.add(&other.0)?;
+        Ok(())
+    }
+
     /// Durations recorded.
     pub fn count(&self) -> u64 {
         self.0.len()

@@ -11,13 +11,16 @@
 //! SDK (`Client::submit_batch` for ingress; `HttpTransport` claims and completes; batches
 //! complete through `POST /v1/completions`).
 //!
-//! `s4` (chains: hop latency from one member's completion to its downstream's claim) and `s6`
-//! (quorum with sibling cancellation) are flow scenarios, each in its own module.
+//! `s2` (suspension: suspend, signal with the waitpoint's token, claim the resumed attempt and
+//! complete it; the round trip from the signal to the resumed claim) is in its own module, as
+//! are the flow scenarios `s4` (chains: hop latency from one member's completion to its
+//! downstream's claim) and `s6` (quorum with sibling cancellation).
 //!
 //! The database is `DATABASE_URL`'s server (a database named `ff_bench` is dropped and
 //! recreated) or, when unset, the test kit's private throwaway cluster.
 
 mod latency;
+mod s2;
 mod s4;
 mod s6;
 mod setup;
@@ -47,6 +50,8 @@ struct Cli {
 enum Scenario {
     /// Submit N executions, then W workers claim -> complete until all are done.
     S1(S1Args),
+    /// Suspend, deliver the approving signal, claim the resumed attempt and complete it.
+    S2(s2::S2Args),
     /// Concurrent linear chains run to the end; hop latency and chains per second.
     S4(s4::S4Args),
     /// Quorum k-of-n with sibling cancellation; how soon the losers are cancelled.
@@ -142,6 +147,7 @@ async fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.scenario {
         Scenario::S1(args) => s1(args).await,
+        Scenario::S2(args) => s2::run(args).await,
         Scenario::S4(args) => s4::run(args).await,
         Scenario::S6(args) => s6::run(args).await,
     }
