@@ -162,6 +162,32 @@ BEGIN
 END
 $$;
 
+-- Records a delivered signal with its effect, counts it on its execution and, when it
+-- satisfied the resume condition (p_resume), resumes the execution after p_resume_delay_ms. The
+-- caller holds the execution row and has evaluated the condition.
+CREATE FUNCTION ff_record_signal(p_signal uuid, p_execution uuid, p_partition smallint, p_namespace text,
+                                 p_waitpoint uuid, p_key text, p_suspension uuid, p_name text, p_category text,
+                                 p_source_type text, p_source_identity text, p_correlation text, p_idempotency text,
+                                 p_dedup_ttl_ms bigint, p_payload bytea, p_encoding text, p_effect text,
+                                 p_resume boolean, p_resume_delay_ms bigint)
+    RETURNS void
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    INSERT INTO ff_signal (signal_id, execution_id, partition_key, namespace, waitpoint_id, waitpoint_key,
+                           suspension_id, signal_name, signal_category, source_type, source_identity, correlation_id,
+                           idempotency_key, dedup_until_ms, payload, payload_encoding, effect)
+    VALUES (p_signal, p_execution, p_partition, p_namespace, p_waitpoint, p_key, p_suspension, p_name, p_category,
+            p_source_type, p_source_identity, p_correlation, p_idempotency,
+            CASE WHEN p_idempotency IS NULL THEN NULL ELSE ff_now_ms() + p_dedup_ttl_ms END, p_payload, p_encoding,
+            p_effect);
+    UPDATE ff_execution SET signal_count = signal_count + 1 WHERE execution_id = p_execution;
+    IF p_resume THEN
+        PERFORM ff_resume_suspended(p_execution, p_resume_delay_ms, 'signal');
+    END IF;
+END
+$$;
+
 -- Applies the due timeout of execution p_id's open suspension (only that one, in partition
 -- p_partition, when given; else up to p_limit due ones, oldest first): fail, cancel or expire
 -- end it (its attempt closes, its event is logged); auto_resume_with_timeout_signal records a

@@ -116,8 +116,14 @@ pub async fn signal_effects_dedup_and_distinct_sources<H: ConformanceHarness>() 
     assert_eq!(accepted(&fx, signal(id, approval, "rejected", "bob")).await, SignalEffect::SignalIgnoredMatcherFailed);
     assert_eq!(accepted(&fx, signal(id, audit, "approved", "bob")).await, SignalEffect::SignalIgnoredNotInCondition);
     assert_eq!(fx.state(&id).await, PublicState::Suspended);
-    assert_eq!(accepted(&fx, signal(id, approval, "approved", "bob")).await, SignalEffect::ResumeConditionSatisfied);
+    let mut deciding = signal(id, approval, "approved", "bob");
+    deciding.idempotency_key = Some("bob-1".into());
+    assert_eq!(accepted(&fx, deciding.clone()).await, SignalEffect::ResumeConditionSatisfied);
     assert_eq!(fx.state(&id).await, PublicState::Waiting);
+    assert!(
+        matches!(fx.backend.deliver_signal(deciding).await.unwrap(), DeliverSignalResult::Duplicate { .. }),
+        "a retry of the deciding delivery is a duplicate, though the waitpoint closed"
+    );
 }
 
 /// A pending waitpoint minted before suspending buffers signals; suspending on it with the
