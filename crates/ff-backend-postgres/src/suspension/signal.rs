@@ -60,8 +60,15 @@ pub(crate) async fn deliver(
         .await
         .map_err(map_sqlx)?
         .ok_or(EngineError::NotFound { entity: "execution" })?;
-    let wp_key: String =
-        col::<Option<String>>(&row, "waitpoint_key")?.ok_or(EngineError::NotFound { entity: "waitpoint" })?;
+    // To a caller presenting a token, a waitpoint that does not exist (or is another
+    // execution's) is an invalid token: the answer does not reveal which ids exist.
+    let wp_key: String = col::<Option<String>>(&row, "waitpoint_key")?.ok_or_else(|| {
+        if presented.is_some() {
+            EngineError::validation(ValidationKind::InvalidToken, "the waitpoint token does not match this waitpoint")
+        } else {
+            EngineError::NotFound { entity: "waitpoint" }
+        }
+    })?;
     let now: i64 = col(&row, "now_ms")?;
     if let Some(token) = &presented {
         let key = match col::<Option<String>>(&row, "kid")? {
@@ -80,6 +87,11 @@ pub(crate) async fn deliver(
         };
         verify(&token.to_string(), &key, &binding, TimestampMs(now))?;
     }
+    // A retry of a delivery that was recorded (its response lost) is a duplicate even when that
+    // delivery resumed the execution and closed the waitpoint since.
+    if let Some(first) = col::<Option<Uuid>>(&row, "duplicate_of")? {
+        return Ok(DeliverSignalResult::Duplicate { existing_signal_id: SignalId(first) });
+    }
     let state = WaitpointState::parse(&col::<String>(&row, "waitpoint_state")?)?;
     let phase: String = col(&row, "lifecycle_phase")?;
     match state {
@@ -91,9 +103,6 @@ pub(crate) async fn deliver(
             return Err(EngineError::State(StateKind::TargetNotSignalable));
         }
         _ => {}
-    }
-    if let Some(first) = col::<Option<Uuid>>(&row, "duplicate_of")? {
-        return Ok(DeliverSignalResult::Duplicate { existing_signal_id: SignalId(first) });
     }
     let cap = args.max_signals_per_execution.unwrap_or(DEFAULT_MAX_SIGNALS_PER_EXECUTION);
     if col::<i32>(&row, "signal_count")?.max(0) as u32 >= cap {

@@ -302,18 +302,13 @@ pub async fn bad_signals_and_suspends_are_refused_and_write_nothing<H: Conforman
     let mut big = signal(id, w, "approved", "x");
     big.payload = Some(vec![0; MAX_SIGNAL_PAYLOAD_BYTES + 1]);
     refused(&fx, &id, "payload_too_large", b.deliver_signal(big)).await;
-    refused(
-        &fx,
-        &id,
-        "not_found",
-        b.deliver_signal(signal(
-            id,
-            &WaitpointTokenInfo { waitpoint_id: WaitpointId::new(), ..w.clone() },
-            "approved",
-            "x",
-        )),
-    )
-    .await;
+    // An unknown waitpoint: `not_found` to a trusted caller, `invalid_token` to one presenting a
+    // token (which learns nothing about which ids exist).
+    let unknown = WaitpointTokenInfo { waitpoint_id: WaitpointId::new(), ..w.clone() };
+    refused(&fx, &id, "invalid_token", b.deliver_signal(signal(id, &unknown, "approved", "x"))).await;
+    let mut trusted = signal(id, &unknown, "approved", "x");
+    trusted.waitpoint_token = None;
+    refused(&fx, &id, "not_found", b.deliver_signal(trusted)).await;
     // An operator cancel ends the suspension and closes its waitpoints.
     b.cancel_execution(CancelExecutionArgs::new(id, "no longer needed")).await.unwrap();
     refused(&fx, &id, "waitpoint_closed", b.deliver_signal(signal(id, w, "approved", "x"))).await;
