@@ -14,7 +14,9 @@
 //! agree. Two flows fan out from an extract step to four transforms and fan back in to a load
 //! step, each created in one request with the SDK's flow builder; one transform of each fails
 //! for good. The strict flow's all-of load is skipped, so that flow fails; the tolerant flow's
-//! load needs three of four transforms, runs, and that flow completes.
+//! load needs three of four transforms, runs, and that flow completes. Two handlers suspend
+//! for an approval: the demo approves one as an operator, which then completes; the other's
+//! short wait times out and fails it (`demo/suspension.rs`).
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -40,6 +42,8 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::database::Database;
+
+mod suspension;
 
 /// Arguments of `ff demo`.
 #[derive(clap::Args)]
@@ -112,6 +116,10 @@ struct Tally {
     reclaimed: u64,
     /// Replays in the final snapshots of executions that then completed.
     replayed: u64,
+    /// Suspended executions an approval resumed, which then completed with it.
+    approved: u64,
+    /// Suspended executions whose wait timed out, failing them.
+    timed_out: u64,
 }
 
 pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
@@ -238,6 +246,17 @@ async fn drive(
         }
     };
     ids.extend(flows.iter().flat_map(|f| f.members.iter().copied()));
+    let suspensions = match suspension::submit(client, namespace, &mut expected).await {
+        Ok(s) => s,
+        Err(e) => {
+            stop_pool(pool).await;
+            return Err(e);
+        }
+    };
+    ids.extend([suspensions.approved, suspensions.timed_out]);
+    let patience = Duration::from_secs(args.timeout_secs);
+    let mut approver = tokio::spawn(suspension::act(client.clone(), backend.clone(), suspensions, patience));
+    let mut approver_done = false;
     let total = ids.len() as u64;
     let ours: HashSet<ExecutionId> = ids.iter().copied().collect();
 
@@ -255,6 +274,15 @@ async fn drive(
     while (terminal.len() as u64) < total {
         let next = tokio::select! {
             next = tokio::time::timeout_at(deadline, events.next()) => next,
+            acted = &mut approver, if !approver_done => {
+                approver_done = true;
+                if let Err(e) = acted.map_err(anyhow::Error::from).and_then(|r| r) {
+                    bar.abandon();
+                    stop_pool(pool).await;
+                    return Err(e.context("acting on the suspended executions"));
+                }
+                continue;
+            }
             _ = stop.cancelled() => {
                 bar.abandon();
                 stop_pool(pool).await;
@@ -325,6 +353,7 @@ async fn drive(
         latency.record(ms.min(3_600_000))?;
     }
     let ledger_snap = backend.describe_execution(&ledger).await?.context("the ledger sync vanished")?;
+    suspension::observe(client, &suspensions, &mut seen).await?;
 
     let mut flows_ok = true;
     let mut flow_lines = Vec::with_capacity(flows.len());
@@ -587,7 +616,7 @@ async fn start_pool_worker(
     cfg.claim_max_wait = Duration::from_millis(500);
     cfg.lease_ttl = Duration::from_millis(args.lease_ttl_ms);
     cfg.shutdown_grace = Duration::from_secs(5);
-    let worker = Worker::new(HttpTransport::new(client.clone()), cfg, ())
+    let worker = suspension::handle(Worker::new(HttpTransport::new(client.clone()), cfg, ()))
         .handle("thumbnail.render", |ctx: TaskContext<()>, job: Job| async move {
             transient_failures(&ctx, &job)?;
             for (pct, step) in [(30, "decode"), (70, "resize"), (100, "encode")] {
@@ -659,6 +688,8 @@ fn print_summary(
     row("retried", seen.retried, expected.retried);
     row("reclaimed", seen.reclaimed, expected.reclaimed);
     row("replayed", seen.replayed, expected.replayed);
+    row("approved", seen.approved, expected.approved);
+    row("timed out", seen.timed_out, expected.timed_out);
     let secs = wall.as_secs_f64().max(1e-9);
     println!(
         "\n  throughput   {total} submitted executions terminal in {secs:.2} s = {:.0}/s (first submit -> last terminal)",
@@ -676,6 +707,11 @@ fn print_summary(
         seen.operator_cancelled, seen.replayed
     );
     let PoolRun { reports, registered } = pool;
+    let suspended: u64 = reports.iter().map(|r| r.suspended).sum();
+    println!(
+        "  suspensions  {suspended} handlers suspended for an approval: approved: {} (then completed), timed out: {} (then failed)",
+        seen.approved, seen.timed_out
+    );
     let claimed: u64 = reports.iter().map(|r| r.claimed).sum();
     let panicked: u64 = reports.iter().map(|r| r.panicked).sum();
     let lost: u64 = reports.iter().map(|r| r.lease_lost).sum();

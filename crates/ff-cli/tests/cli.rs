@@ -26,7 +26,19 @@ async fn the_demo_runs_on_a_given_database_and_its_outcome_matches() {
     let all = text(&out);
     assert!(out.status.success(), "{all}");
     assert!(all.contains("Outcome matches the workload's expectations."), "{all}");
-    for row in ["completed", "failed", "cancelled", "skipped", "by operator", "retried", "reclaimed", "replayed"] {
+    let rows = [
+        "completed",
+        "failed",
+        "cancelled",
+        "skipped",
+        "by operator",
+        "retried",
+        "reclaimed",
+        "replayed",
+        "approved",
+        "timed out",
+    ];
+    for row in rows {
         let line = all.lines().find(|l| l.trim_start().starts_with(row)).unwrap_or_else(|| panic!("{row}: {all}"));
         assert!(line.trim_end().ends_with("ok"), "{line}");
     }
@@ -40,6 +52,9 @@ async fn the_demo_runs_on_a_given_database_and_its_outcome_matches() {
     // The operator's two actions, through the API.
     assert!(all.contains("cancelled by operator: 1 "), "{all}");
     assert!(all.contains("replayed: 1 (then completed)"), "{all}");
+    // The two suspensions: the demo approves one through its waitpoint; the other times out.
+    assert!(all.contains("Operator approved "), "{all}");
+    assert!(all.contains("approved: 1 (then completed), timed out: 1 (then failed)"), "{all}");
     // The two pool workers and the killed one, whose registration has not lapsed yet.
     let registry = all.lines().find(|l| l.trim_start().starts_with("registry")).unwrap_or_else(|| panic!("{all}"));
     assert!(registry.contains(" 3 workers registered: "), "{registry}");

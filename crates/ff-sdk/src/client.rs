@@ -1,13 +1,16 @@
 //! [`Client`]: the HTTP API from Rust. Submitting and inspecting executions, the worker
 //! registry, and the lease-holder calls a worker makes (used by the worker runtime's HTTP
 //! transport). The operator controls and the fence-triple calls are in `client/operator.rs`;
-//! flows (the graph builder, edits, reads, cancellation) in `client/flow.rs`.
+//! flows (the graph builder, edits, reads, cancellation) in `client/flow.rs`; suspension
+//! (signals, approvals, listings, resume, key rotation, the lease holder's suspend) in
+//! `client/suspension.rs`.
 //!
 //! The client learns the server's partition counts once, on first need
 //! ([`Client::partitions`]), to mint flow member ids the server accepts.
 
 mod flow;
 mod operator;
+mod suspension;
 
 pub use flow::{FlowBuilder, FlowGraphOutcome};
 

@@ -12,6 +12,11 @@
 //!   HTTPS ([`ClientConfig::with_ca_file`] trusts a private CA).
 //! - A handler that spawned children ([`Client::add_children`]) waits for them by returning
 //!   [`HandlerError::wait_for_children`]; its attempt runs again once they ended.
+//! - A handler that waits for the outside world mints a waitpoint
+//!   ([`TaskContext::create_waitpoint`]), hands its token out and returns
+//!   [`HandlerError::suspend_on`]; a signal ([`Client::signal`] with the token alone, or an
+//!   operator's [`Client::approve`]) runs the same attempt again, which reads it with
+//!   [`TaskContext::signals`]. `examples/approval.rs` is a whole approval workflow.
 //!
 //! ```no_run
 //! use ff_sdk::{Client, HttpTransport, Worker, WorkerConfig, TaskContext, HandlerError};

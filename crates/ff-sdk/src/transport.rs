@@ -14,8 +14,8 @@ use ff_core::wire::{
 use ff_core::{
     AppendFrameOutcome, AttemptIndex, CapabilitySet, ClaimPolicy, EngineBackend, EngineError, ExecutionId, FailOutcome,
     FailureClass, FailureReason, Frame, Handle, HandleKind, HandlePayload, HeartbeatWorkerArgs, HeartbeatWorkerOutcome,
-    LaneId, LeaseRenewal, LeasedExecution, MarkWorkerDeadArgs, MarkWorkerDeadOutcome, RegisterWorkerArgs,
-    RegisterWorkerOutcome, TimestampMs, WorkerId,
+    LaneId, LeaseRenewal, LeasedExecution, MarkWorkerDeadArgs, MarkWorkerDeadOutcome, PendingWaitpoint,
+    RegisterWorkerArgs, RegisterWorkerOutcome, ResumeSignal, SuspendArgs, SuspendOutcome, TimestampMs, WorkerId,
 };
 
 use crate::client::Client;
@@ -146,6 +146,19 @@ pub trait WorkerTransport: Send + Sync + 'static {
     /// Releases the lease until the execution's children (the upstreams of its edge group)
     /// end (same attempt resumes).
     async fn wait_children(&self, task: &ClaimedTask) -> Result<(), SdkError>;
+    /// Suspends on waitpoints (same attempt resumes once the condition is met); the lease is
+    /// released unless the outcome is `AlreadySatisfied`.
+    async fn suspend(&self, task: &ClaimedTask, args: SuspendArgs) -> Result<SuspendOutcome, SdkError>;
+    /// Mints a pending waitpoint, to hand its token out before suspending.
+    async fn create_waitpoint(
+        &self,
+        task: &ClaimedTask,
+        waitpoint_key: &str,
+        expires_in: Duration,
+    ) -> Result<PendingWaitpoint, SdkError>;
+    /// The signals of the attempt's latest suspension (before it suspends: those buffered on
+    /// its pending waitpoints), in delivery order.
+    async fn observe_signals(&self, task: &ClaimedTask) -> Result<Vec<ResumeSignal>, SdkError>;
 }
 
 /// A shared transport is a transport.
@@ -199,6 +212,20 @@ impl<T: WorkerTransport + ?Sized> WorkerTransport for Arc<T> {
     }
     async fn wait_children(&self, task: &ClaimedTask) -> Result<(), SdkError> {
         (**self).wait_children(task).await
+    }
+    async fn suspend(&self, task: &ClaimedTask, args: SuspendArgs) -> Result<SuspendOutcome, SdkError> {
+        (**self).suspend(task, args).await
+    }
+    async fn create_waitpoint(
+        &self,
+        task: &ClaimedTask,
+        waitpoint_key: &str,
+        expires_in: Duration,
+    ) -> Result<PendingWaitpoint, SdkError> {
+        (**self).create_waitpoint(task, waitpoint_key, expires_in).await
+    }
+    async fn observe_signals(&self, task: &ClaimedTask) -> Result<Vec<ResumeSignal>, SdkError> {
+        (**self).observe_signals(task).await
     }
 }
 
@@ -305,6 +332,24 @@ impl WorkerTransport for HttpTransport {
     async fn wait_children(&self, task: &ClaimedTask) -> Result<(), SdkError> {
         self.client.wait_children(&task.execution_id, task.attempt_index, &handle_token(&task.handle)).await
     }
+
+    async fn suspend(&self, task: &ClaimedTask, args: SuspendArgs) -> Result<SuspendOutcome, SdkError> {
+        self.client.suspend(&task.execution_id, task.attempt_index, &handle_token(&task.handle), &args).await
+    }
+
+    async fn create_waitpoint(
+        &self,
+        task: &ClaimedTask,
+        waitpoint_key: &str,
+        expires_in: Duration,
+    ) -> Result<PendingWaitpoint, SdkError> {
+        let handle = handle_token(&task.handle);
+        self.client.create_waitpoint(&task.execution_id, task.attempt_index, &handle, waitpoint_key, expires_in).await
+    }
+
+    async fn observe_signals(&self, task: &ClaimedTask) -> Result<Vec<ResumeSignal>, SdkError> {
+        self.client.observe_signals(&task.execution_id, task.attempt_index, &handle_token(&task.handle)).await
+    }
 }
 
 /// In-process, straight to a backend.
@@ -386,5 +431,22 @@ impl WorkerTransport for DirectTransport {
 
     async fn wait_children(&self, task: &ClaimedTask) -> Result<(), SdkError> {
         Ok(self.backend.wait_children(&task.handle).await?)
+    }
+
+    async fn suspend(&self, task: &ClaimedTask, args: SuspendArgs) -> Result<SuspendOutcome, SdkError> {
+        Ok(self.backend.suspend(&task.handle, args).await?)
+    }
+
+    async fn create_waitpoint(
+        &self,
+        task: &ClaimedTask,
+        waitpoint_key: &str,
+        expires_in: Duration,
+    ) -> Result<PendingWaitpoint, SdkError> {
+        Ok(self.backend.create_waitpoint(&task.handle, waitpoint_key, expires_in).await?)
+    }
+
+    async fn observe_signals(&self, task: &ClaimedTask) -> Result<Vec<ResumeSignal>, SdkError> {
+        Ok(self.backend.observe_signals(&task.handle).await?)
     }
 }

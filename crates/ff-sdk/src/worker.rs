@@ -10,10 +10,13 @@
 //! - At most `concurrency` handlers run at once: a claim only asks for as many executions as
 //!   there are free permits, and each running task holds one.
 //! - Every claimed execution ends in exactly one end call (complete / fail / cancel / delay /
-//!   wait for children), unless the lease is lost first or the worker is killed; a panic is a
+//!   wait for children / suspend), unless the lease is lost first or the worker is killed; a panic is a
 //!   failed attempt.
 //! - A lease is renewed every third of its TTL while its handler runs; a renewal that finds the
 //!   lease gone stops renewing and marks the task unhealthy ([`TaskContext::lease_healthy`]).
+//! - A handler suspends by returning [`HandlerError::suspend_on`] (or [`HandlerError::suspend`]):
+//!   the lease is released until a signal meets the condition, then the same attempt runs the
+//!   handler again, which reads the signals with [`TaskContext::signals`] (`worker/suspension.rs`).
 //! - Shutdown stops claiming, lets running handlers finish for the grace period, then releases
 //!   the stragglers (their executions become claimable again at once, same attempt).
 
@@ -39,6 +42,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::SdkError;
 use crate::transport::{ClaimArgs, ClaimedTask, WorkerTransport};
+
+mod suspension;
 
 /// How a worker claims and runs.
 #[derive(Clone, Debug)]
@@ -134,6 +139,7 @@ enum EndAction {
     Cancel { reason: String },
     Delay { until: TimestampMs },
     WaitChildren,
+    Suspend(Box<ff_core::SuspendArgs>),
 }
 
 impl HandlerError {
@@ -398,6 +404,9 @@ pub struct WorkerReport {
     pub delayed: u64,
     /// Executions released by their handler until their children end.
     pub waiting_children: u64,
+    /// Executions their handler suspended (counting those whose condition was met already,
+    /// released to run again at once).
+    pub suspended: u64,
     /// Handlers that panicked.
     pub panicked: u64,
     /// Executions released at shutdown.
@@ -419,6 +428,7 @@ struct Counters {
     cancelled: AtomicU64,
     delayed: AtomicU64,
     waiting_children: AtomicU64,
+    suspended: AtomicU64,
     panicked: AtomicU64,
     released: AtomicU64,
     lease_lost: AtomicU64,
@@ -441,6 +451,7 @@ impl Counters {
             cancelled: g(&self.cancelled),
             delayed: g(&self.delayed),
             waiting_children: g(&self.waiting_children),
+            suspended: g(&self.suspended),
             panicked: g(&self.panicked),
             released: g(&self.released),
             lease_lost: g(&self.lease_lost),
@@ -720,6 +731,7 @@ impl<S: Send + Sync + 'static> Runtime<S> {
                 Some(Err(HandlerError { action: EndAction::WaitChildren })) => {
                     t.wait_children(task).await.map(|_| &self.counters.waiting_children)
                 }
+                Some(Err(HandlerError { action: EndAction::Suspend(args) })) => self.suspend(task, args).await,
                 None => t.delay(task, RELEASE_AT).await.map(|_| &self.counters.released),
             };
             match result {
@@ -739,6 +751,27 @@ impl<S: Send + Sync + 'static> Runtime<S> {
                     return;
                 }
             }
+        }
+    }
+}
+
+impl<S> Runtime<S> {
+    /// Suspends as the handler asked. Signals already buffered may meet the condition, keeping
+    /// the lease: the execution is then released so that the same attempt runs again at once
+    /// and reads them. A suspension the engine refuses as invalid fails the attempt for good
+    /// (a retry would ask the same).
+    async fn suspend(&self, task: &ClaimedTask, args: &ff_core::SuspendArgs) -> Result<&AtomicU64, SdkError> {
+        let t = &self.transport;
+        match t.suspend(task, args.clone()).await {
+            Ok(ff_core::SuspendOutcome::Suspended { .. }) => Ok(&self.counters.suspended),
+            Ok(ff_core::SuspendOutcome::AlreadySatisfied { .. }) => {
+                t.delay(task, RELEASE_AT).await.map(|_| &self.counters.suspended)
+            }
+            Err(e) if !e.is_retryable() && !e.is_lease_lost() => {
+                let reason = FailureReason { message: format!("the suspension was refused: {e}"), detail: None };
+                t.fail(task, reason, FailureClass::Permanent).await.map(|_| &self.counters.failed)
+            }
+            Err(e) => Err(e),
         }
     }
 }

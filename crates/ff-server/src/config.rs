@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use ff_backend_postgres::{BackendConfig, PostgresScannerConfig, RootCert, SslMode};
-use ff_core::{EngineError, PartitionConfig};
+use ff_core::suspension::token::{parse_secret_hex, validate_kid};
+use ff_core::{EngineError, PartitionConfig, SeedWaitpointHmacSecretArgs};
 
 /// Defaults shared by the flags and [`ServerConfig::new`].
 const DEFAULT_LISTEN: &str = "127.0.0.1:9090";
@@ -18,6 +19,7 @@ const DEFAULT_DELAYED_PROMOTER_INTERVAL_MS: u64 = 1000;
 const DEFAULT_TIMEOUT_INTERVAL_MS: u64 = 1000;
 const DEFAULT_SHUTDOWN_GRACE_MS: u64 = 15_000;
 const DEFAULT_FLOW_PARTITIONS: u16 = 256;
+const DEFAULT_WAITPOINT_KID: &str = "k1";
 
 /// What to do about the schema at boot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -102,6 +104,16 @@ pub struct ServerConfig {
     /// Execution partitions; must match every other process using the database.
     #[arg(long, env = "FF_FLOW_PARTITIONS", default_value_t = DEFAULT_FLOW_PARTITIONS)]
     pub flow_partitions: u16,
+
+    /// The waitpoint signing key installed at boot when the database has none (64 hex digits).
+    /// Unset: the first waitpoint minted installs a random key. A database that has a different
+    /// key keeps it (a warning is logged; rotate to replace it).
+    #[arg(long, env = "FF_WAITPOINT_SECRET", hide_env_values = true)]
+    pub waitpoint_secret: Option<String>,
+
+    /// The key id of `--waitpoint-secret`, the prefix of the tokens it signs.
+    #[arg(long, env = "FF_WAITPOINT_KID", default_value = DEFAULT_WAITPOINT_KID)]
+    pub waitpoint_kid: String,
 }
 
 impl ServerConfig {
@@ -125,12 +137,21 @@ impl ServerConfig {
             timeout_interval_ms: DEFAULT_TIMEOUT_INTERVAL_MS,
             shutdown_grace_ms: DEFAULT_SHUTDOWN_GRACE_MS,
             flow_partitions: DEFAULT_FLOW_PARTITIONS,
+            waitpoint_secret: None,
+            waitpoint_kid: DEFAULT_WAITPOINT_KID.to_owned(),
         }
     }
 
     /// The bearer token, if auth is on (an empty string counts as unset).
     pub fn token(&self) -> Option<&str> {
         self.api_token.as_deref().filter(|t| !t.is_empty())
+    }
+
+    /// The waitpoint signing key to seed at boot, if one is configured (an empty secret counts
+    /// as unset).
+    pub fn waitpoint_key(&self) -> Option<SeedWaitpointHmacSecretArgs> {
+        let secret = self.waitpoint_secret.as_deref().map(str::trim).filter(|s| !s.is_empty())?;
+        Some(SeedWaitpointHmacSecretArgs { kid: self.waitpoint_kid.clone(), secret_hex: secret.to_owned() })
     }
 
     /// Partition layout.
@@ -192,6 +213,14 @@ impl ServerConfig {
         }
         // The database settings (TLS mode, CA file) are checked by the backend's own rules.
         self.backend_config().validate()?;
+        validate_kid(&self.waitpoint_kid)
+            .map_err(|e| EngineError::invalid(format!("FF_WAITPOINT_KID (--waitpoint-kid): {e}")))?;
+        if let Some(key) = self.waitpoint_key() {
+            // The message names the setting, never the secret.
+            parse_secret_hex(&key.secret_hex).map_err(|_| {
+                EngineError::invalid("FF_WAITPOINT_SECRET (--waitpoint-secret) must be 64 hex digits (32 bytes)")
+            })?;
+        }
         if self.cors_origins.iter().any(|o| o.trim().is_empty()) {
             return Err(EngineError::invalid("FF_CORS_ORIGINS (--cors-origins) contains an empty origin"));
         }

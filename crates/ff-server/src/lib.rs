@@ -4,7 +4,7 @@
 //!
 //! Boot ([`Server::start_with_metrics`]): validate the configuration, load the HTTPS certificate
 //! if one is configured, apply (or check) the schema migrations, connect, start the
-//! reconcilers, bind, serve (plain HTTP, or TLS through [`tls::TlsListener`]). Shutdown ([`Server::shutdown`]):
+//! reconcilers, seed the waitpoint signing key (when one is configured), bind, serve (plain HTTP, or TLS through [`tls::TlsListener`]). Shutdown ([`Server::shutdown`]):
 //! stop accepting, drain in-flight requests, stop the reconcilers, close the pool, each bounded
 //! by the configured grace period.
 
@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use ff_backend_postgres::connection::connect_pool;
 use ff_backend_postgres::{BackendConfig, Metrics, PostgresBackend, apply_migrations};
-use ff_core::{EngineBackend, EngineError};
+use ff_core::{EngineBackend, EngineError, SeedOutcome};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -88,6 +88,7 @@ impl Server {
             .await
             .map_err(ServerError::Database)?;
         backend.with_scanners(config.scanners());
+        seed_waitpoint_key(backend.as_ref(), &config).await.map_err(ServerError::Database)?;
         let telemetry = Arc::new(Telemetry::new(metrics, Some(backend.pool().clone())));
         if config.token().is_none() {
             tracing::warn!("FF_API_TOKEN is not set: every route is open to anyone who can reach {}", config.listen);
@@ -157,4 +158,32 @@ impl Server {
         let _ = self.backend.shutdown_prepare(self.grace).await;
         served
     }
+}
+
+/// Installs the configured waitpoint signing key unless the database has one, and says which
+/// key signs: the configured one (seeded now or earlier), another one (a warning: the
+/// configuration is ignored until a rotation), or, with none configured, whatever key the
+/// database holds or a random one installed on first use.
+async fn seed_waitpoint_key(backend: &PostgresBackend, config: &ServerConfig) -> Result<(), EngineError> {
+    use ff_core::backend::SuspensionBackend;
+    let Some(key) = config.waitpoint_key() else {
+        tracing::info!(
+            "FF_WAITPOINT_SECRET is not set: waitpoint tokens are signed by the key stored in the database, \
+             or by a random key installed on first use"
+        );
+        return Ok(());
+    };
+    match backend.seed_waitpoint_hmac_secret(key.clone()).await? {
+        SeedOutcome::Seeded { kid } => tracing::info!(kid, "installed the configured waitpoint signing key"),
+        SeedOutcome::AlreadySeeded { kid, same_secret: true } => {
+            tracing::info!(kid, "the configured waitpoint signing key is installed already")
+        }
+        SeedOutcome::AlreadySeeded { kid, same_secret: false } => tracing::warn!(
+            current_kid = kid,
+            configured_kid = key.kid,
+            "another waitpoint signing key is current, so FF_WAITPOINT_SECRET is ignored; to make it current, \
+             rotate with POST /v1/admin/waitpoint-keys/rotate"
+        ),
+    }
+    Ok(())
 }

@@ -30,8 +30,8 @@ pub struct Operation {
     pub path: &'static str,
     /// One-line description.
     pub summary: &'static str,
-    /// Whether the bearer token is required (when one is configured).
-    pub auth: bool,
+    /// Who may call it (when a bearer token is configured).
+    pub auth: Auth,
     /// Query parameters.
     pub query: Vec<QueryParam>,
     /// The JSON request body, for routes that take one.
@@ -43,6 +43,18 @@ pub struct Operation {
     pub errors: Vec<(u16, &'static str)>,
     /// Whether the route reaches the database (and so may answer 503).
     pub backend: bool,
+}
+
+/// Who may call a route when the server is configured with a bearer token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Auth {
+    /// Anyone (`/healthz`, `/openapi.json`).
+    Open,
+    /// Holders of the bearer token.
+    Bearer,
+    /// Holders of the bearer token, or of the token of the waitpoint the route names (in the
+    /// `X-Waitpoint-Token` header or the body): a signal from the outside world.
+    BearerOrWaitpointToken,
 }
 
 /// One success answer.
@@ -182,8 +194,10 @@ pub fn document<'a>(operations: impl IntoIterator<Item = &'a Operation>, partiti
                 "content": {"application/json": {"schema": (body.schema)(&mut generator)}},
             });
         }
-        if op.auth {
-            entry["security"] = json!([{"bearer": []}]);
+        match op.auth {
+            Auth::Open => {}
+            Auth::Bearer => entry["security"] = json!([{"bearer": []}]),
+            Auth::BearerOrWaitpointToken => entry["security"] = json!([{"bearer": []}, {"waitpoint_token": []}]),
         }
         paths.entry(op.path).or_default().insert(op.method.as_str().to_lowercase(), entry);
     }
@@ -199,7 +213,15 @@ pub fn document<'a>(operations: impl IntoIterator<Item = &'a Operation>, partiti
         "paths": paths,
         "components": {
             "schemas": schemas,
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer"},
+                "waitpoint_token": {
+                    "type": "apiKey",
+                    "in": "header",
+                    "name": "X-Waitpoint-Token",
+                    "description": "The token of the waitpoint the route names; it may travel in the body instead",
+                },
+            },
         },
     })
 }
@@ -211,8 +233,15 @@ fn error_statuses(op: &Operation, has_path_params: bool) -> BTreeMap<u16, String
     if op.request.is_some() || has_path_params || !op.query.is_empty() {
         statuses.insert(400, "The request is malformed or out of bounds (`invalid_input` and the like)".into());
     }
-    if op.auth {
-        statuses.insert(401, "Missing or wrong bearer token (`unauthorized`)".into());
+    match op.auth {
+        Auth::Open => {}
+        Auth::Bearer => {
+            statuses.insert(401, "Missing or wrong bearer token (`unauthorized`)".into());
+        }
+        Auth::BearerOrWaitpointToken => {
+            statuses
+                .insert(401, "Neither the bearer token nor a waitpoint token was presented (`unauthorized`)".into());
+        }
     }
     if let Some(body) = op.request {
         statuses.insert(413, format!("Body larger than {} bytes (`payload_too_large`)", body.limit));

@@ -203,8 +203,9 @@ impl Default for ResumePolicy {
 /// Arguments of `suspend`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct SuspendArgs {
-    /// The suspension's id.
+    /// The suspension's id (minted when absent).
     #[serde(default)]
+    #[schemars(transform = minted_when_absent)]
     pub suspension_id: SuspensionId,
     /// The waitpoints it waits on; the first is the primary one.
     pub waitpoints: Vec<WaitpointBinding>,
@@ -225,6 +226,11 @@ pub struct SuspendArgs {
     /// A second `suspend` with the same key returns the first outcome.
     #[serde(default)]
     pub idempotency_key: Option<String>,
+}
+
+/// JSON Schema transform: a default that is minted afresh each time is no default to document.
+fn minted_when_absent(schema: &mut schemars::Schema) {
+    schema.remove("default");
 }
 
 impl SuspendArgs {

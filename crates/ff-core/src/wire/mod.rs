@@ -8,9 +8,11 @@
 
 mod flow;
 mod operator;
+mod suspension;
 
 pub use flow::*;
 pub use operator::*;
+pub use suspension::*;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -2,14 +2,14 @@
 //! content type, an oversized body, a bad query string or path all answer [`ApiError`] JSON.
 //! [`ApiJsonOrEmpty`] serves the routes whose body may be left out.
 //! Typed path segments ([`ExecutionPath`], [`AttemptPath`], [`FlowPath`], [`EdgePath`],
-//! [`DownstreamPath`]) are parsed here, so a handler only
+//! [`DownstreamPath`], [`WaitpointPath`]) are parsed here, so a handler only
 //! sees valid ids; a bad segment is `400 invalid_path`.
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
-use ff_core::{AttemptIndex, EdgeId, ExecutionId, FlowId};
+use ff_core::{AttemptIndex, EdgeId, ExecutionId, FlowId, WaitpointId};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
@@ -199,5 +199,23 @@ impl<S: Send + Sync> FromRequestParts<S> for DownstreamPath {
         ExecutionId::parse(&id)
             .map(DownstreamPath)
             .map_err(|e| ApiError::bad_request("invalid_path", format!("invalid execution id {id:?}: {e}")))
+    }
+}
+
+/// The waitpoint named by the `{waitpoint_id}` path segment.
+pub struct WaitpointPath(pub WaitpointId);
+
+impl<S: Send + Sync> FromRequestParts<S> for WaitpointPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        #[derive(Deserialize)]
+        struct Segment {
+            waitpoint_id: String,
+        }
+        let ApiPath(Segment { waitpoint_id: id }) = ApiPath::from_request_parts(parts, state).await?;
+        WaitpointId::parse(&id)
+            .map(WaitpointPath)
+            .map_err(|e| ApiError::bad_request("invalid_path", format!("invalid waitpoint id {id:?}: {e}")))
     }
 }

@@ -167,7 +167,7 @@ fn handle_for(id: &ExecutionId, token: &str) -> Result<Handle, ApiError> {
 }
 
 /// Decodes a handle token and checks it names the execution and the attempt in the path.
-fn handle_for_attempt(id: &ExecutionId, attempt: AttemptIndex, token: &str) -> Result<Handle, ApiError> {
+pub(super) fn handle_for_attempt(id: &ExecutionId, attempt: AttemptIndex, token: &str) -> Result<Handle, ApiError> {
     let handle = handle_for(id, token)?;
     let named = HandlePayload::from_handle(&handle, handle.backend)?.attempt_index;
     if named != attempt {

@@ -1,9 +1,12 @@
 //! The HTTP API: each resource module (`executions`, `streams`, `tags`, `lanes`, `leases`,
-//! `flows`, `operator`, `workers`, `ops`) exports its routes as a table of [`ApiRoute`]s (handler plus description), merged by
+//! `flows`, `suspension`, `operator`, `workers`, `ops`) exports its routes as a table of [`ApiRoute`]s (handler plus description), merged by
 //! [`routes`]. [`router`] builds the router and the OpenAPI document from that one table, so the
 //! two cannot drift; the document is built once and served from [`AppState`]. Handlers are thin
 //! (extract, call the backend, map). Bearer-token auth (`/v1/*` and `/metrics`), per-route body
-//! limits, request metrics and CORS are layers.
+//! limits, request metrics and CORS are layers. One route is open to the outside world: a
+//! signal to a waitpoint may be authorised by the waitpoint's own token instead of the bearer
+//! token; its handler reads who is calling with the [`Caller`] extractor, and the backend
+//! verifies the waitpoint token.
 
 mod error;
 mod executions;
@@ -15,6 +18,7 @@ mod operator;
 mod ops;
 mod route;
 mod streams;
+mod suspension;
 mod tags;
 mod workers;
 
@@ -23,7 +27,8 @@ use std::time::Instant;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, MatchedPath, Request, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -36,7 +41,7 @@ pub use error::ApiError;
 pub use route::{ApiRoute, RouteBuilder};
 
 use crate::metrics::Telemetry;
-use crate::openapi;
+use crate::openapi::{self, Auth};
 
 /// Shared state of every handler.
 #[derive(Clone)]
@@ -98,6 +103,7 @@ pub fn routes() -> Vec<ApiRoute> {
         lanes::routes(),
         leases::routes(),
         flows::routes(),
+        suspension::routes(),
         operator::routes(),
         workers::routes(),
     ]
@@ -122,7 +128,7 @@ pub fn router(state: AppState, cors_origins: &[String]) -> Result<Router, Engine
         let (operation, handler) = route.into_parts();
         let limit = operation.request.map_or(SMALL_LIMIT, |body| body.limit);
         let mut handler = handler.layer(DefaultBodyLimit::max(limit));
-        if operation.auth {
+        if operation.auth == Auth::Bearer {
             handler = handler.layer(middleware::from_fn_with_state(state.clone(), require_token));
         }
         app = app.route(operation.path, handler);
@@ -143,9 +149,11 @@ fn cors(origins: &[String]) -> Result<Option<CorsLayer>, EngineError> {
     if origins.is_empty() {
         return Ok(None);
     }
-    let layer = CorsLayer::new()
-        .allow_methods([Method::GET, Method::POST, Method::PUT])
-        .allow_headers([header::CONTENT_TYPE, header::AUTHORIZATION]);
+    let layer = CorsLayer::new().allow_methods([Method::GET, Method::POST, Method::PUT]).allow_headers([
+        header::CONTENT_TYPE,
+        header::AUTHORIZATION,
+        header::HeaderName::from_static(ff_core::wire::WAITPOINT_TOKEN_HEADER),
+    ]);
     if origins.iter().any(|o| o.trim() == "*") {
         return Ok(Some(layer.allow_origin(Any)));
     }
@@ -159,20 +167,42 @@ fn cors(origins: &[String]) -> Result<Option<CorsLayer>, EngineError> {
 }
 
 async fn require_token(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    if let Some(expected) = &state.0.token_digest {
-        let presented = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(bearer_token)
-            .unwrap_or_default();
-        // Digests have one length and are compared in constant time, so the response time
-        // reveals neither the token's content nor its length.
-        if !bool::from(digest(presented).ct_eq(expected)) {
-            return ApiError::unauthorized().into_response();
-        }
+    if !state.presents_token(req.headers()) {
+        return ApiError::unauthorized().into_response();
     }
     next.run(req).await
+}
+
+impl AppState {
+    /// Whether the request carries the bearer token (always, when none is configured).
+    fn presents_token(&self, headers: &axum::http::HeaderMap) -> bool {
+        let Some(expected) = &self.0.token_digest else { return true };
+        let presented =
+            headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(bearer_token).unwrap_or_default();
+        // Digests have one length and are compared in constant time, so the response time
+        // reveals neither the token's content nor its length.
+        bool::from(digest(presented).ct_eq(expected))
+    }
+}
+
+/// Who calls a route open to waitpoint-token holders (see
+/// [`RouteBuilder::waitpoint_token_auth`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Caller {
+    /// Presented the bearer token (or none is configured): trusted, as every other route's
+    /// caller is.
+    Trusted,
+    /// Presented no valid bearer token: admitted only with the waitpoint's token, which the
+    /// backend verifies.
+    Outside,
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        Ok(if state.presents_token(&parts.headers) { Caller::Trusted } else { Caller::Outside })
+    }
 }
 
 /// The token of an `Authorization: Bearer <token>` value. The scheme is matched in any case

@@ -15,13 +15,14 @@
 //! names only its own (404, 409...).
 //!
 //! Whether a route requires the bearer token follows from its path (`/v1/*` and `/metrics`), so
-//! a new route cannot forget it.
+//! a new route cannot forget it. The one exception is explicit: a route built with
+//! [`RouteBuilder::waitpoint_token_auth`] also admits callers presenting a waitpoint token.
 
 use axum::http::Method;
 use axum::routing::MethodRouter;
 
 use super::AppState;
-use crate::openapi::{Operation, QueryParam, QuerySchema, RequestBody, Success, SuccessBody, schema_of};
+use crate::openapi::{Auth, Operation, QueryParam, QuerySchema, RequestBody, Success, SuccessBody, schema_of};
 
 /// A served route and its description.
 pub struct ApiRoute {
@@ -67,7 +68,7 @@ impl RouteBuilder {
                 method,
                 path,
                 summary,
-                auth: path.starts_with("/v1/") || path == "/metrics",
+                auth: if path.starts_with("/v1/") || path == "/metrics" { Auth::Bearer } else { Auth::Open },
                 query: Vec::new(),
                 request: None,
                 successes: Vec::new(),
@@ -111,6 +112,13 @@ impl RouteBuilder {
     /// Also answers the error `status` (with the error body), meaning `description` here.
     pub fn error(mut self, status: u16, description: &'static str) -> Self {
         self.operation.errors.push((status, description));
+        self
+    }
+
+    /// Opens the route to callers presenting the token of the waitpoint it names instead of the
+    /// bearer token; the handler tells them apart with [`Caller`](super::Caller).
+    pub fn waitpoint_token_auth(mut self) -> Self {
+        self.operation.auth = Auth::BearerOrWaitpointToken;
         self
     }
 
