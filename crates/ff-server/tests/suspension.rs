@@ -207,9 +207,16 @@ async fn tampered_tokens_and_missing_credentials_are_refused_and_write_nothing()
         let in_body = json!({"signal_name": "approved", "waitpoint_token": bad});
         api.refused(As::Anonymous, &signals, in_body, 400, "invalid_token").await;
     }
-    // Another execution's waitpoint is not this execution's, whatever the token.
-    api.refused(As::Waitpoint(&other_token), &waitpoint_path(id, &other_wp, "signals"), body.clone(), 404, "not_found")
-        .await;
+    // Another execution's waitpoint is not this execution's, whatever the token; to a caller
+    // with only a waitpoint token it reads as an invalid token (it learns nothing about ids).
+    api.refused(
+        As::Waitpoint(&other_token),
+        &waitpoint_path(id, &other_wp, "signals"),
+        body.clone(),
+        400,
+        "invalid_token",
+    )
+    .await;
     let disagreeing = json!({"signal_name": "approved", "waitpoint_token": tampered});
     api.refused(As::Waitpoint(&token), &signals, disagreeing, 400, "invalid_input").await;
     let big =
