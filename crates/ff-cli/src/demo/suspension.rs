@@ -4,9 +4,9 @@
 //! pending waitpoints and approves it as an operator; nobody approves the second, whose short
 //! wait times out and fails it.
 //!
-//! The server runs no reconciler for suspension timeouts, so the demo applies the second one's
-//! timeout itself once it is due, through the backend's maintenance call `expire_suspension`
-//! (a no-op until then).
+//! The server's suspension reconciler applies the second one's timeout; the demo also calls the
+//! backend's maintenance hook `expire_suspension` once it is due (a no-op when the reconciler got
+//! there first), so its run does not wait for the reconciler's next pass.
 
 use std::time::Duration;
 
