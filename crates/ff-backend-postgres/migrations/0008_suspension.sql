@@ -306,17 +306,18 @@ CREATE TABLE ff_lane_generation (
 INSERT INTO ff_lane_generation (lane_id, stripe, generation) SELECT lane_id, 0, claim_generation FROM ff_lane;
 ALTER TABLE ff_lane DROP COLUMN claim_generation;
 
+-- PL/pgSQL, so the statement's plan is cached per session (an SQL function that is not inlined
+-- is planned on every call).
 CREATE OR REPLACE FUNCTION ff_bump_claim_generation(p_lanes text[]) RETURNS void
-    LANGUAGE sql
+    LANGUAGE plpgsql
+    SET plan_cache_mode = force_generic_plan
     AS $$
+BEGIN
     INSERT INTO ff_lane_generation AS g (lane_id, stripe, generation)
     SELECT DISTINCT l, (pg_backend_pid() % 16)::smallint, 1 FROM unnest(p_lanes) l WHERE l IS NOT NULL ORDER BY 1
-    ON CONFLICT (lane_id, stripe) DO UPDATE SET generation = g.generation + 1
+    ON CONFLICT (lane_id, stripe) DO UPDATE SET generation = g.generation + 1;
+END
 $$;
-
-CREATE FUNCTION ff_claim_generation(p_lane text) RETURNS bigint
-    LANGUAGE sql STABLE
-    AS $$ SELECT coalesce(sum(generation), 0)::bigint FROM ff_lane_generation WHERE lane_id = p_lane $$;
 
 -- ff_claim gains the claim of one resumed attempt by id (claim_resumed_execution and resume
 -- grants); the rest is unchanged.
@@ -345,7 +346,9 @@ BEGIN
     -- Start after the caller's position when nothing became claimable behind it since (same
     -- generation); else at the head of the lane. The start is a row comparison on the index
     -- key, so the scan begins there instead of walking what was already claimed.
-    SELECT ff_claim_generation(p_lane), l.claim_floor_priority INTO v_generation, v_floor FROM ff_lane l
+    SELECT (SELECT coalesce(sum(g.generation), 0) FROM ff_lane_generation g WHERE g.lane_id = p_lane),
+           l.claim_floor_priority
+    INTO v_generation, v_floor FROM ff_lane l
     WHERE l.lane_id = p_lane;
     IF p_after_generation IS NOT NULL AND p_after_generation = v_generation THEN
         v_after_np := p_after_neg_priority;
