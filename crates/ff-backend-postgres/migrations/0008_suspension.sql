@@ -162,6 +162,66 @@ BEGIN
 END
 $$;
 
+-- Writes a suspension the caller decided on (holding the fenced execution row): creates the
+-- fresh waitpoints, activates the pending ones (still pending: false is returned when one was
+-- closed meanwhile, and the caller rolls back), moves their buffered signals under the
+-- suspension, records it, suspends the execution (attempt parked, event logged) and remembers
+-- an idempotency key's outcome.
+CREATE FUNCTION ff_suspend_write(p_id uuid, p_partition smallint, p_attempt integer, p_suspension uuid, p_kid text,
+                                 p_now bigint, p_timeout bigint, p_fresh_ids uuid[], p_fresh_keys text[],
+                                 p_fresh_fps text[], p_fresh_names jsonb[], p_fresh_orders integer[],
+                                 p_pending_ids uuid[], p_pending_names jsonb[], p_pending_orders integer[],
+                                 p_reason text, p_condition jsonb, p_delay_ms bigint, p_close boolean,
+                                 p_behavior text, p_blocking text, p_idempotency text)
+    RETURNS boolean
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    v_activated integer;
+BEGIN
+    INSERT INTO ff_waitpoint (waitpoint_id, execution_id, partition_key, waitpoint_key, state, suspension_id,
+                              attempt_index, token_kid, token_fingerprint, required_signal_names, created_at_ms,
+                              activated_at_ms, expires_at_ms, binding_order)
+    SELECT t.id, p_id, p_partition, t.key, 'active', p_suspension, p_attempt, p_kid, t.fp,
+           ARRAY(SELECT jsonb_array_elements_text(t.names)), p_now, p_now, p_timeout, t.ord
+    FROM unnest(p_fresh_ids, p_fresh_keys, p_fresh_fps, p_fresh_names, p_fresh_orders) AS t(id, key, fp, names, ord);
+    UPDATE ff_waitpoint w SET state = 'active', suspension_id = p_suspension,
+           required_signal_names = ARRAY(SELECT jsonb_array_elements_text(t.names)), activated_at_ms = ff_now_ms(),
+           expires_at_ms = p_timeout, binding_order = t.ord
+    FROM unnest(p_pending_ids, p_pending_names, p_pending_orders) AS t(id, names, ord)
+    WHERE w.waitpoint_id = t.id AND w.state = 'pending';
+    GET DIAGNOSTICS v_activated = ROW_COUNT;
+    IF v_activated <> cardinality(p_pending_ids) THEN
+        RETURN false;
+    END IF;
+    IF cardinality(p_pending_ids) > 0 THEN
+        UPDATE ff_signal SET suspension_id = p_suspension WHERE waitpoint_id = ANY(p_pending_ids) AND suspension_id IS NULL;
+    END IF;
+    INSERT INTO ff_suspension (execution_id, suspension_id, partition_key, attempt_index, open, reason_code, condition,
+                               resume_delay_ms, close_waitpoint_on_resume, timeout_at_ms, timeout_behavior, suspended_at_ms)
+    VALUES (p_id, p_suspension, p_partition, p_attempt, true, p_reason, p_condition, p_delay_ms, p_close, p_timeout,
+            p_behavior, ff_now_ms())
+    ON CONFLICT (execution_id) DO UPDATE SET suspension_id = EXCLUDED.suspension_id,
+        partition_key = EXCLUDED.partition_key, attempt_index = EXCLUDED.attempt_index, open = true,
+        reason_code = EXCLUDED.reason_code, condition = EXCLUDED.condition, resume_delay_ms = EXCLUDED.resume_delay_ms,
+        close_waitpoint_on_resume = EXCLUDED.close_waitpoint_on_resume, timeout_at_ms = EXCLUDED.timeout_at_ms,
+        timeout_behavior = EXCLUDED.timeout_behavior, suspended_at_ms = EXCLUDED.suspended_at_ms, ended_at_ms = NULL,
+        end_reason = NULL;
+    UPDATE ff_execution SET lifecycle_phase = 'suspended', ownership_state = 'unowned',
+           eligibility_state = 'not_applicable', blocking_reason = p_blocking::ff_blocking_reason,
+           attempt_state = 'attempt_interrupted', lease_expires_at_ms = NULL, attempt_deadline_at_ms = NULL,
+           last_mutation_at_ms = ff_now_ms()
+    WHERE execution_id = p_id;
+    UPDATE ff_attempt SET state = 'suspended' WHERE execution_id = p_id AND attempt_index = p_attempt;
+    PERFORM ff_log_events(ARRAY['suspended'::ff_event_kind], ARRAY[p_id]);
+    IF p_idempotency IS NOT NULL THEN
+        INSERT INTO ff_suspend_dedup (execution_id, idempotency_key, suspension_id, already_satisfied)
+        VALUES (p_id, p_idempotency, p_suspension, false) ON CONFLICT DO NOTHING;
+    END IF;
+    RETURN true;
+END
+$$;
+
 -- Records a delivered signal with its effect, counts it on its execution and, when it
 -- satisfied the resume condition (p_resume), resumes the execution after p_resume_delay_ms. The
 -- caller holds the execution row and has evaluated the condition.

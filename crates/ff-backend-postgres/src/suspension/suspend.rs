@@ -17,10 +17,22 @@ use crate::error::map_sqlx;
 use crate::fence::{FENCE, bind_fence};
 use crate::row::col;
 
-/// Locks the fenced execution row: `$1..$4` the fence.
+/// Locks the fenced execution row (`$1..$4` the fence) and reads, in the same round trip, which
+/// of the fresh keys `$5` open waitpoints already hold and the current signing key.
 pub(crate) static SUSPEND_LOCK_SQL: LazyLock<String> = LazyLock::new(|| {
-    format!("SELECT e.partition_key, e.namespace, ff_now_ms() AS now_ms FROM ff_execution e WHERE {FENCE} FOR UPDATE")
+    format!(
+        "SELECT e.partition_key, ff_now_ms() AS now_ms, \
+           (SELECT array_agg(w.waitpoint_key) FROM ff_waitpoint w WHERE w.execution_id = e.execution_id \
+              AND w.state <> 'closed' AND w.waitpoint_key = ANY($5)) AS taken_keys, \
+           (SELECT k.kid FROM ff_waitpoint_hmac_key k WHERE k.expires_at_ms IS NULL) AS kid, \
+           (SELECT k.secret FROM ff_waitpoint_hmac_key k WHERE k.expires_at_ms IS NULL) AS secret \
+         FROM ff_execution e WHERE {FENCE} FOR UPDATE"
+    )
 });
+
+/// Writes the suspension (see `ff_suspend_write`).
+pub(crate) const SUSPEND_WRITE_SQL: &str = "SELECT ff_suspend_write($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, \
+     $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)";
 
 /// The suspension a suspend with key `$2` on execution `$1` made before.
 pub(crate) const SUSPEND_DEDUP_SQL: &str =
@@ -34,51 +46,9 @@ pub(crate) const SUSPEND_DEDUP_INSERT_SQL: &str = "INSERT INTO ff_suspend_dedup 
 pub(crate) const BINDINGS_SQL: &str = "SELECT waitpoint_id, waitpoint_key, state, attempt_index FROM ff_waitpoint \
      WHERE waitpoint_id = ANY($1) AND execution_id = $2 FOR UPDATE";
 
-/// Open waitpoints of execution `$1` with one of the keys `$2`.
-pub(crate) const OPEN_KEYS_SQL: &str =
-    "SELECT waitpoint_key FROM ff_waitpoint WHERE execution_id = $1 AND state <> 'closed' AND waitpoint_key = ANY($2)";
-
 /// Signals buffered on waitpoints `$1`, in delivery order.
 pub(crate) const BUFFERED_SQL: &str = "SELECT signal_id, waitpoint_key, signal_name, source_type, source_identity \
      FROM ff_signal WHERE waitpoint_id = ANY($1) AND suspension_id IS NULL ORDER BY seq";
-
-/// Creates the fresh waitpoints of suspension `$4`: ids `$1`, keys `$9`, fingerprints `$10`,
-/// required names `$11` (JSON arrays), binding orders `$12`.
-pub(crate) const INSERT_WAITPOINTS_SQL: &str = "INSERT INTO ff_waitpoint (waitpoint_id, execution_id, partition_key, \
-     waitpoint_key, state, suspension_id, attempt_index, token_kid, token_fingerprint, required_signal_names, \
-     created_at_ms, activated_at_ms, expires_at_ms, binding_order) \
-     SELECT t.id, $2, $3, t.key, 'active', $4, $5, $6, t.fp, ARRAY(SELECT jsonb_array_elements_text(t.names)), $7, $7, \
-            $8, t.ord \
-     FROM unnest($1::uuid[], $9::text[], $10::text[], $11::jsonb[], $12::int[]) AS t(id, key, fp, names, ord)";
-
-/// Activates pending waitpoint `$1` for suspension `$2` with required names `$3`, expiry `$4`
-/// and binding order `$5`.
-pub(crate) const ACTIVATE_SQL: &str = "UPDATE ff_waitpoint SET state = 'active', suspension_id = $2, \
-     required_signal_names = $3, activated_at_ms = ff_now_ms(), expires_at_ms = $4, binding_order = $5 \
-     WHERE waitpoint_id = $1";
-
-/// Moves signals buffered on waitpoints `$2` under suspension `$1`.
-pub(crate) const ATTACH_BUFFERED_SQL: &str =
-    "UPDATE ff_signal SET suspension_id = $1 WHERE waitpoint_id = ANY($2) AND suspension_id IS NULL";
-
-/// Records the open suspension of execution `$1` (replacing its previous, ended one).
-pub(crate) const UPSERT_SUSPENSION_SQL: &str = "INSERT INTO ff_suspension (execution_id, suspension_id, \
-     partition_key, attempt_index, open, reason_code, condition, resume_delay_ms, close_waitpoint_on_resume, \
-     timeout_at_ms, timeout_behavior, suspended_at_ms) VALUES ($1, $2, $3, $4, true, $5, $6, $7, $8, $9, $10, ff_now_ms()) \
-     ON CONFLICT (execution_id) DO UPDATE SET suspension_id = EXCLUDED.suspension_id, \
-       partition_key = EXCLUDED.partition_key, attempt_index = EXCLUDED.attempt_index, open = true, \
-       reason_code = EXCLUDED.reason_code, condition = EXCLUDED.condition, resume_delay_ms = EXCLUDED.resume_delay_ms, \
-       close_waitpoint_on_resume = EXCLUDED.close_waitpoint_on_resume, timeout_at_ms = EXCLUDED.timeout_at_ms, \
-       timeout_behavior = EXCLUDED.timeout_behavior, suspended_at_ms = EXCLUDED.suspended_at_ms, ended_at_ms = NULL, \
-       end_reason = NULL";
-
-/// Suspends execution `$1` (blocking reason `$2`), its attempt `$3` parked, its event logged.
-pub(crate) const SUSPEND_EXECUTION_SQL: &str = "WITH x AS (UPDATE ff_execution SET lifecycle_phase = 'suspended', \
-       ownership_state = 'unowned', eligibility_state = 'not_applicable', blocking_reason = $2::ff_blocking_reason, \
-       attempt_state = 'attempt_interrupted', lease_expires_at_ms = NULL, attempt_deadline_at_ms = NULL, \
-       last_mutation_at_ms = ff_now_ms() WHERE execution_id = $1 RETURNING execution_id), \
-     a AS (UPDATE ff_attempt SET state = 'suspended' WHERE execution_id = $1 AND attempt_index = $3) \
-     SELECT ff_log_events(ARRAY['suspended'::ff_event_kind], ARRAY[$1]) FROM x";
 
 /// The waitpoints of suspension `$1`, in binding order, to rebuild a first outcome.
 pub(crate) const SUSPENSION_WAITPOINTS_SQL: &str = "SELECT waitpoint_id, waitpoint_key, token_kid, created_at_ms \
@@ -160,14 +130,30 @@ async fn replayed_outcome(
 }
 
 /// Suspends the fenced attempt `p`. `Ok(None)` when the fence failed (the caller diagnoses).
+/// Without pending bindings it is one locking read and one write.
 pub(crate) async fn suspend(
     pool: &PgPool,
     p: &HandlePayload,
     args: &SuspendArgs,
 ) -> Result<Option<SuspendOutcome>, EngineError> {
     args.validate()?;
-    let mut tx = pool.begin().await.map_err(map_sqlx)?;
     let execution_id = p.execution_id;
+    let fresh: Vec<(Uuid, &str)> = args
+        .waitpoints
+        .iter()
+        .filter_map(|w| match w {
+            WaitpointBinding::Fresh { waitpoint_id, waitpoint_key } => Some((waitpoint_id.0, waitpoint_key.as_str())),
+            WaitpointBinding::UsePending { .. } => None,
+        })
+        .collect();
+    let fresh_keys: Vec<&str> = fresh.iter().map(|(_, k)| *k).collect();
+    let pending_ids: Vec<Uuid> = args
+        .waitpoints
+        .iter()
+        .filter(|w| matches!(w, WaitpointBinding::UsePending { .. }))
+        .map(|w| w.waitpoint_id().0)
+        .collect();
+    let mut tx = pool.begin().await.map_err(map_sqlx)?;
     if let Some(k) = &args.idempotency_key {
         let first: Option<(Uuid, bool)> = sqlx::query_as(SUSPEND_DEDUP_SQL)
             .bind(execution_id.uuid())
@@ -179,7 +165,11 @@ pub(crate) async fn suspend(
             return replayed_outcome(&mut tx, execution_id, suspension, satisfied).await.map(Some);
         }
     }
-    let Some(row) = bind_fence(sqlx::query(&SUSPEND_LOCK_SQL), p).fetch_optional(&mut *tx).await.map_err(map_sqlx)?
+    let Some(row) = bind_fence(sqlx::query(&SUSPEND_LOCK_SQL), p)
+        .bind(&fresh_keys)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(map_sqlx)?
     else {
         let phase: Option<(String, i32)> =
             sqlx::query_as(PHASE_SQL).bind(execution_id.uuid()).fetch_optional(&mut *tx).await.map_err(map_sqlx)?;
@@ -193,62 +183,41 @@ pub(crate) async fn suspend(
     };
     let partition: i16 = col(&row, "partition_key")?;
     let now: i64 = col(&row, "now_ms")?;
+    let taken: Option<Vec<String>> = col(&row, "taken_keys")?;
 
-    // The bindings: pending ones must be this execution's, pending, of this attempt.
-    let pending_ids: Vec<Uuid> = args
-        .waitpoints
-        .iter()
-        .filter(|w| matches!(w, WaitpointBinding::UsePending { .. }))
-        .map(|w| w.waitpoint_id().0)
-        .collect();
-    let rows = sqlx::query(BINDINGS_SQL)
-        .bind(&pending_ids)
-        .bind(execution_id.uuid())
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(map_sqlx)?;
+    // Pending bindings must be this execution's, pending, of this attempt.
     let mut pending_keys: HashMap<Uuid, String> = HashMap::new();
-    for r in &rows {
-        let state: String = col(r, "state")?;
-        let index: i32 = col(r, "attempt_index")?;
-        if state == "closed" {
-            return Err(EngineError::State(StateKind::WaitpointClosed));
+    if !pending_ids.is_empty() {
+        let rows = sqlx::query(BINDINGS_SQL)
+            .bind(&pending_ids)
+            .bind(execution_id.uuid())
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(map_sqlx)?;
+        for r in &rows {
+            let state: String = col(r, "state")?;
+            let index: i32 = col(r, "attempt_index")?;
+            if state == "closed" {
+                return Err(EngineError::State(StateKind::WaitpointClosed));
+            }
+            if state != "pending" || index != p.attempt_index.0 as i32 {
+                return Err(EngineError::invalid(
+                    "a waitpoint bound with use_pending must be pending, created by this attempt",
+                ));
+            }
+            pending_keys.insert(col(r, "waitpoint_id")?, col(r, "waitpoint_key")?);
         }
-        if state != "pending" || index != p.attempt_index.0 as i32 {
-            return Err(EngineError::invalid(
-                "a waitpoint bound with use_pending must be pending, created by this attempt",
-            ));
+        if pending_keys.len() != pending_ids.len() {
+            return Err(EngineError::NotFound { entity: "waitpoint" });
         }
-        pending_keys.insert(col(r, "waitpoint_id")?, col(r, "waitpoint_key")?);
     }
-    if pending_keys.len() != pending_ids.len() {
-        return Err(EngineError::NotFound { entity: "waitpoint" });
-    }
-    let fresh: Vec<(Uuid, &str)> = args
-        .waitpoints
-        .iter()
-        .filter_map(|w| match w {
-            WaitpointBinding::Fresh { waitpoint_id, waitpoint_key } => Some((waitpoint_id.0, waitpoint_key.as_str())),
-            WaitpointBinding::UsePending { .. } => None,
-        })
-        .collect();
-    let fresh_keys: Vec<&str> = fresh.iter().map(|(_, k)| *k).collect();
-    let taken: Vec<String> = sqlx::query_scalar(OPEN_KEYS_SQL)
-        .bind(execution_id.uuid())
-        .bind(&fresh_keys)
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(map_sqlx)?;
-    if !taken.is_empty() || fresh_keys.iter().any(|k| pending_keys.values().any(|p| p == k)) {
+    if taken.is_some_and(|t| !t.is_empty()) || fresh_keys.iter().any(|k| pending_keys.values().any(|p| p == k)) {
         return Err(EngineError::Conflict(ConflictKind::WaitpointAlreadyExists));
     }
     let bound: Vec<&str> = fresh_keys.iter().copied().chain(pending_keys.values().map(String::as_str)).collect();
     if let Some(k) = args.resume_condition.waitpoint_keys().into_iter().find(|k| !bound.contains(k)) {
         return Err(EngineError::invalid(format!("the resume condition names waitpoint {k:?}, which is not bound")));
     }
-
-    // Signals buffered on the pending waitpoints may satisfy the condition already.
-    let key = keystore::signing_key(&mut tx).await?;
     let key_of = |id: Uuid| -> String {
         fresh
             .iter()
@@ -257,30 +226,6 @@ pub(crate) async fn suspend(
             .or_else(|| pending_keys.get(&id).cloned())
             .unwrap_or_default()
     };
-    let buffered = sqlx::query(BUFFERED_SQL).bind(&pending_ids).fetch_all(&mut *tx).await.map_err(map_sqlx)?;
-    let owned: Vec<(String, String, String, String, String)> = buffered
-        .iter()
-        .map(|r| {
-            Ok((
-                col::<Uuid>(r, "signal_id")?.to_string(),
-                col(r, "waitpoint_key")?,
-                col(r, "signal_name")?,
-                col(r, "source_type")?,
-                col(r, "source_identity")?,
-            ))
-        })
-        .collect::<Result<_, EngineError>>()?;
-    let signals: Vec<ConditionSignal<'_>> = owned
-        .iter()
-        .map(|(id, k, n, t, s)| ConditionSignal {
-            waitpoint_key: k,
-            signal_id: id,
-            signal_name: n,
-            source_type: t,
-            source_identity: s,
-        })
-        .collect();
-    let satisfied = !signals.is_empty() && args.resume_condition.is_satisfied(&signals);
     let details = |with_fresh: bool| SuspendOutcomeDetails {
         suspension_id: args.suspension_id,
         waitpoints: args
@@ -289,33 +234,62 @@ pub(crate) async fn suspend(
             .filter(|w| with_fresh || matches!(w, WaitpointBinding::UsePending { .. }))
             .map(|w| {
                 let id = w.waitpoint_id().0;
-                let wp_key = key_of(id);
                 WaitpointTokenInfo {
                     waitpoint_id: WaitpointId(id),
-                    waitpoint_key: wp_key.clone(),
+                    waitpoint_key: key_of(id),
                     waitpoint_token: String::new(),
                 }
             })
             .collect(),
     };
-    if satisfied {
-        if let Some(k) = &args.idempotency_key {
-            sqlx::query(SUSPEND_DEDUP_INSERT_SQL)
-                .bind(execution_id.uuid())
-                .bind(k)
-                .bind(args.suspension_id.0)
-                .bind(true)
-                .execute(&mut *tx)
-                .await
-                .map_err(map_sqlx)?;
+
+    // Signals buffered on the pending waitpoints may satisfy the condition already.
+    if !pending_ids.is_empty() {
+        let buffered = sqlx::query(BUFFERED_SQL).bind(&pending_ids).fetch_all(&mut *tx).await.map_err(map_sqlx)?;
+        let owned: Vec<(String, String, String, String, String)> = buffered
+            .iter()
+            .map(|r| {
+                Ok((
+                    col::<Uuid>(r, "signal_id")?.to_string(),
+                    col(r, "waitpoint_key")?,
+                    col(r, "signal_name")?,
+                    col(r, "source_type")?,
+                    col(r, "source_identity")?,
+                ))
+            })
+            .collect::<Result<_, EngineError>>()?;
+        let signals: Vec<ConditionSignal<'_>> = owned
+            .iter()
+            .map(|(id, k, n, t, s)| ConditionSignal {
+                waitpoint_key: k,
+                signal_id: id,
+                signal_name: n,
+                source_type: t,
+                source_identity: s,
+            })
+            .collect();
+        if !signals.is_empty() && args.resume_condition.is_satisfied(&signals) {
+            if let Some(k) = &args.idempotency_key {
+                sqlx::query(SUSPEND_DEDUP_INSERT_SQL)
+                    .bind(execution_id.uuid())
+                    .bind(k)
+                    .bind(args.suspension_id.0)
+                    .bind(true)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(map_sqlx)?;
+            }
+            tx.commit().await.map_err(map_sqlx)?;
+            let mut d = details(false);
+            fill_tokens(pool, &mut d).await?;
+            return Ok(Some(SuspendOutcome::AlreadySatisfied { details: d }));
         }
-        tx.commit().await.map_err(map_sqlx)?;
-        let mut d = details(false);
-        fill_tokens(pool, &mut d).await?;
-        return Ok(Some(SuspendOutcome::AlreadySatisfied { details: d }));
     }
 
-    let timeout = args.timeout_at.map(|t| t.0);
+    let key = match (col::<Option<String>>(&row, "kid")?, col::<Option<Vec<u8>>>(&row, "secret")?) {
+        (Some(kid), Some(secret)) => HmacKey { kid, secret, expires_at: None },
+        _ => keystore::signing_key(&mut tx).await?,
+    };
     let order = |id: Uuid| args.waitpoints.iter().position(|w| w.waitpoint_id().0 == id).unwrap_or(0) as i32;
     let ids: Vec<Uuid> = fresh.iter().map(|(i, _)| *i).collect();
     let mut fps = Vec::with_capacity(fresh.len());
@@ -332,70 +306,41 @@ pub(crate) async fn suspend(
         orders.push(order(*id));
         tokens.insert(*id, token.to_string());
     }
-    sqlx::query(INSERT_WAITPOINTS_SQL)
-        .bind(&ids)
+    let pending_names: Vec<serde_json::Value> = pending_ids
+        .iter()
+        .map(|id| serde_json::json!(required_names(&args.resume_condition, &pending_keys[id])))
+        .collect();
+    let pending_orders: Vec<i32> = pending_ids.iter().map(|id| order(*id)).collect();
+    let condition = serde_json::to_value(&args.resume_condition).map_err(|e| EngineError::Internal(e.to_string()))?;
+    let written: bool = sqlx::query_scalar(SUSPEND_WRITE_SQL)
         .bind(execution_id.uuid())
         .bind(partition)
-        .bind(args.suspension_id.0)
         .bind(p.attempt_index.0 as i32)
+        .bind(args.suspension_id.0)
         .bind(&key.kid)
         .bind(now)
-        .bind(timeout)
+        .bind(args.timeout_at.map(|t| t.0))
+        .bind(&ids)
         .bind(&fresh_keys)
         .bind(&fps)
         .bind(&names)
         .bind(&orders)
-        .execute(&mut *tx)
-        .await
-        .map_err(map_sqlx)?;
-    for (id, wp_key) in &pending_keys {
-        sqlx::query(ACTIVATE_SQL)
-            .bind(id)
-            .bind(args.suspension_id.0)
-            .bind(required_names(&args.resume_condition, wp_key))
-            .bind(timeout)
-            .bind(order(*id))
-            .execute(&mut *tx)
-            .await
-            .map_err(map_sqlx)?;
-    }
-    sqlx::query(ATTACH_BUFFERED_SQL)
-        .bind(args.suspension_id.0)
         .bind(&pending_ids)
-        .execute(&mut *tx)
-        .await
-        .map_err(map_sqlx)?;
-    let condition = serde_json::to_value(&args.resume_condition).map_err(|e| EngineError::Internal(e.to_string()))?;
-    sqlx::query(UPSERT_SUSPENSION_SQL)
-        .bind(execution_id.uuid())
-        .bind(args.suspension_id.0)
-        .bind(partition)
-        .bind(p.attempt_index.0 as i32)
+        .bind(&pending_names)
+        .bind(&pending_orders)
         .bind(args.reason_code.as_str())
         .bind(condition)
         .bind(args.resume_policy.resume_delay_ms as i64)
         .bind(args.resume_policy.close_waitpoint_on_resume)
-        .bind(timeout)
         .bind(args.timeout_behavior.as_str())
-        .execute(&mut *tx)
-        .await
-        .map_err(map_sqlx)?;
-    sqlx::query(SUSPEND_EXECUTION_SQL)
-        .bind(execution_id.uuid())
         .bind(args.reason_code.blocking_reason().as_str())
-        .bind(p.attempt_index.0 as i32)
-        .execute(&mut *tx)
+        .bind(args.idempotency_key.as_deref())
+        .fetch_one(&mut *tx)
         .await
         .map_err(map_sqlx)?;
-    if let Some(k) = &args.idempotency_key {
-        sqlx::query(SUSPEND_DEDUP_INSERT_SQL)
-            .bind(execution_id.uuid())
-            .bind(k)
-            .bind(args.suspension_id.0)
-            .bind(false)
-            .execute(&mut *tx)
-            .await
-            .map_err(map_sqlx)?;
+    if !written {
+        // A pending waitpoint closed (expired) while this suspension was decided.
+        return Err(EngineError::State(StateKind::WaitpointClosed));
     }
     tx.commit().await.map_err(map_sqlx)?;
     let mut d = details(true);
