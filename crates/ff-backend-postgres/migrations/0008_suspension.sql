@@ -218,6 +218,9 @@ BEGIN
         INSERT INTO ff_suspend_dedup (execution_id, idempotency_key, suspension_id, already_satisfied)
         VALUES (p_id, p_idempotency, p_suspension, false) ON CONFLICT DO NOTHING;
     END IF;
+    IF p_timeout IS NOT NULL THEN
+        PERFORM pg_notify('ff_suspension_timer', p_timeout::text);
+    END IF;
     RETURN true;
 END
 $$;

@@ -142,7 +142,15 @@ impl PostgresBackend {
             ),
             (Arc::new(FlowCancelReconciler::new(this.pool.clone(), batch)), cfg.flow_cancel_interval),
             (Arc::new(DependencyReconciler::new(this.pool.clone(), batch)), cfg.dependency_interval),
-            (Arc::new(SuspensionReconciler::new(this.pool.clone(), batch)), cfg.suspension_interval),
+            (
+                Arc::new(SuspensionReconciler::with_timer(
+                    this.pool.clone(),
+                    batch,
+                    cfg.suspension_interval,
+                    this.wakeups.get_or_init(|| LaneWakeups::start(this.pool.clone())).suspension_timer(),
+                )),
+                cfg.suspension_interval,
+            ),
         ];
         for (r, interval) in jobs {
             tasks.spawn(reconciler::drive(r, interval, cancel.clone()));

@@ -1,9 +1,11 @@
-//! Wakeups for long-polling claims and for the delayed-work promoter.
+//! Wakeups for long-polling claims, the delayed-work promoter and the suspension reconciler.
 //!
 //! Statements that make executions claimable right away (creation of eligible executions,
 //! promotion of due ones, lease expiry or revocation, an immediate retry) send
 //! `NOTIFY ff_lane_ready, '<lane>'` in their transaction, so the notification is delivered only
-//! if the work committed; statements that delay work send `NOTIFY ff_timer, '<due ms>'`. One
+//! if the work committed; statements that delay work send `NOTIFY ff_timer, '<due ms>'`, and
+//! those that set a suspension timeout or a pending waitpoint's expiry
+//! `NOTIFY ff_suspension_timer, '<due ms>'`. One
 //! listener connection per backend turns those into wakeups of the claims waiting on that lane,
 //! and of the promoter when the due time is earlier than the one it plans to wake at. A
 //! notification is only a hint: waiting claims also retry on a short timer and the promoter
@@ -23,9 +25,12 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 pub(crate) const CHANNEL: &str = "ff_lane_ready";
 /// The channel on which statements that delay work announce the due time (ms, database time).
 pub(crate) const TIMER_CHANNEL: &str = "ff_timer";
+/// The channel on which statements that set a suspension timeout or a pending waitpoint's
+/// expiry announce its time (ms, database time).
+pub(crate) const SUSPENSION_TIMER_CHANNEL: &str = "ff_suspension_timer";
 
-/// The promoter's wakeup: fired when work is delayed to a time before the one the promoter
-/// plans to wake at.
+/// A timer reconciler's wakeup (the promoter's, the suspension reconciler's): fired when
+/// something becomes due before the time the reconciler plans to wake at.
 #[derive(Default)]
 pub(crate) struct TimerWakeup {
     /// Fired (with a stored permit, so a pass in progress does not miss it).
@@ -50,6 +55,7 @@ type Lanes = Mutex<HashMap<String, Weak<Notify>>>;
 pub(crate) struct LaneWakeups {
     lanes: Arc<Lanes>,
     timer: Arc<TimerWakeup>,
+    suspension_timer: Arc<TimerWakeup>,
     _stop: DropGuard,
 }
 
@@ -58,14 +64,21 @@ impl LaneWakeups {
     pub(crate) fn start(pool: PgPool) -> Self {
         let lanes: Arc<Lanes> = Arc::default();
         let timer = Arc::new(TimerWakeup { planned_at_ms: AtomicI64::new(i64::MAX), ..TimerWakeup::default() });
+        let suspension_timer =
+            Arc::new(TimerWakeup { planned_at_ms: AtomicI64::new(i64::MAX), ..TimerWakeup::default() });
         let stop = CancellationToken::new();
-        tokio::spawn(listen(pool, lanes.clone(), timer.clone(), stop.clone()));
-        Self { lanes, timer, _stop: stop.drop_guard() }
+        tokio::spawn(listen(pool, lanes.clone(), [timer.clone(), suspension_timer.clone()], stop.clone()));
+        Self { lanes, timer, suspension_timer, _stop: stop.drop_guard() }
     }
 
     /// The promoter's wakeup.
     pub(crate) fn timer(&self) -> Arc<TimerWakeup> {
         self.timer.clone()
+    }
+
+    /// The suspension reconciler's wakeup.
+    pub(crate) fn suspension_timer(&self) -> Arc<TimerWakeup> {
+        self.suspension_timer.clone()
     }
 
     /// The wakeup of `lane`, shared by every claim waiting on it.
@@ -81,19 +94,21 @@ impl LaneWakeups {
     }
 }
 
-async fn listen(pool: PgPool, lanes: Arc<Lanes>, timer: Arc<TimerWakeup>, stop: CancellationToken) {
+async fn listen(pool: PgPool, lanes: Arc<Lanes>, timers: [Arc<TimerWakeup>; 2], stop: CancellationToken) {
+    let [timer, suspension_timer] = timers;
     while !stop.is_cancelled() && !pool.is_closed() {
         let connected = async {
             let mut listener = PgListener::connect_with(&pool).await?;
-            listener.listen_all([CHANNEL, TIMER_CHANNEL]).await?;
+            listener.listen_all([CHANNEL, TIMER_CHANNEL, SUSPENSION_TIMER_CHANNEL]).await?;
             Ok::<_, sqlx::Error>(listener)
         };
         let mut listener = tokio::select! {
             _ = stop.cancelled() => return,
             l = connected => match l {
-                // Anything announced while the listener was away is unknown: run the promoter.
+                // Anything announced while the listener was away is unknown: run the timers.
                 Ok(l) => {
                     timer.announce(None);
+                    suspension_timer.announce(None);
                     l
                 }
                 Err(e) => {
@@ -110,6 +125,7 @@ async fn listen(pool: PgPool, lanes: Arc<Lanes>, timer: Arc<TimerWakeup>, stop: 
             };
             match received {
                 Ok(n) if n.channel() == TIMER_CHANNEL => timer.announce(n.payload().parse().ok()),
+                Ok(n) if n.channel() == SUSPENSION_TIMER_CHANNEL => suspension_timer.announce(n.payload().parse().ok()),
                 Ok(n) => {
                     let waiters =
                         lanes.lock().unwrap_or_else(|p| p.into_inner()).get(n.payload()).and_then(Weak::upgrade);

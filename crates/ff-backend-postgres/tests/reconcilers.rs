@@ -143,3 +143,34 @@ async fn suspension_reconciler_applies_due_timeouts_and_closes_expired_waitpoint
     assert_eq!(fx.state(&id).await, PublicState::Expired);
     assert_eq!(fx.backend.read_waitpoint_token(&wp.waitpoint_id).await.unwrap(), None, "the waitpoint closed");
 }
+
+/// A suspension timeout set earlier than the suspension reconciler planned to wake wakes it:
+/// with an hour-long interval, a suspension timing out in a fraction of a second auto-resumes
+/// and a long-polling claim gets the resumed attempt.
+#[tokio::test]
+async fn a_suspension_timeout_is_applied_at_its_time_not_at_the_next_tick() {
+    let fx = Fixture::new().await;
+    let mut backend = ff_backend_postgres::PostgresBackend::from_pool(fx.pool().clone(), PartitionConfig::default());
+    let hour = std::time::Duration::from_secs(3_600);
+    let cfg = ff_backend_postgres::PostgresScannerConfig { suspension_interval: hour, ..Default::default() };
+    assert!(backend.with_scanners(cfg));
+    // Let the reconciler run its first pass and go to sleep for the hour.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+
+    let id = fx.create("susp-timer").await;
+    let mut policy = ClaimPolicy::new("pool", "w", 30_000);
+    policy.max_wait = Some(std::time::Duration::from_secs(30));
+    let h = backend.claim(&lane_id("susp-timer"), &CapabilitySet::empty(), policy.clone()).await.unwrap().unwrap();
+    let now = backend.server_time_ms().await.unwrap() as i64;
+    let mut args = SuspendArgs::for_signal("approval", "approved");
+    args.timeout_at = Some(TimestampMs(now + 300));
+    args.timeout_behavior = TimeoutBehavior::AutoResumeWithTimeoutSignal;
+    backend.suspend(&h, args).await.unwrap();
+    assert_eq!(fx.state(&id).await, PublicState::Suspended);
+    let resumed = backend.claim(&lane_id("susp-timer"), &CapabilitySet::empty(), policy).await.unwrap();
+    let resumed = resumed.expect("resumed by its timeout at its time and handed to the waiting claim");
+    assert_eq!(resumed.kind, HandleKind::Resumed);
+    let signals = backend.observe_signals(&resumed).await.unwrap();
+    assert_eq!(signals.last().map(|s| s.signal_name.as_str()), Some("timeout"));
+    backend.shutdown_prepare(std::time::Duration::from_secs(5)).await.unwrap();
+}

@@ -3,14 +3,18 @@
 //! (`ff_expire_waitpoints`). Each pass reports when the next of either is due, so the driver
 //! sleeps no longer than that.
 
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use ff_core::EngineError;
 use sqlx::PgPool;
+use tokio::sync::Notify;
 
 use super::{ReconcileReport, Reconciler};
 use crate::error::map_sqlx;
+use crate::wakeup::TimerWakeup;
 
 /// Applies up to `$1` due suspension timeouts and closes up to `$1` expired pending waitpoints;
 /// returns both counts, the next due time of either, and the database time.
@@ -24,12 +28,22 @@ pub(crate) const SUSPENSION_PASS_SQL: &str = "SELECT ff_expire_suspensions($1) A
 pub struct SuspensionReconciler {
     pool: PgPool,
     batch_size: u32,
+    interval: Duration,
+    timer: Arc<TimerWakeup>,
 }
 
 impl SuspensionReconciler {
-    /// A reconciler handling up to `batch_size` timeouts and waitpoints per pass.
+    /// A reconciler handling up to `batch_size` timeouts and waitpoints per pass. Without a
+    /// wakeup (see [`PostgresBackend::with_scanners`]) it learns of an earlier new timeout only
+    /// at its next pass.
+    ///
+    /// [`PostgresBackend::with_scanners`]: crate::PostgresBackend::with_scanners
     pub fn new(pool: PgPool, batch_size: u32) -> Self {
-        Self { pool, batch_size: batch_size.max(1) }
+        Self::with_timer(pool, batch_size, Duration::from_secs(1), Arc::default())
+    }
+
+    pub(crate) fn with_timer(pool: PgPool, batch_size: u32, interval: Duration, timer: Arc<TimerWakeup>) -> Self {
+        Self { pool, batch_size: batch_size.max(1), interval, timer }
     }
 }
 
@@ -40,14 +54,23 @@ impl Reconciler for SuspensionReconciler {
     }
 
     async fn run_once(&self) -> Result<ReconcileReport, EngineError> {
+        // Until this pass knows the next due time, anything announced wakes it again after.
+        self.timer.planned_at_ms.store(i64::MAX, Ordering::Relaxed);
         let limit = i32::try_from(self.batch_size).unwrap_or(i32::MAX);
         let (timeouts, waitpoints, next_due, now): (i32, i32, Option<i64>, i64) =
             sqlx::query_as(SUSPENSION_PASS_SQL).bind(limit).fetch_one(&self.pool).await.map_err(map_sqlx)?;
+        let interval_ms = i64::try_from(self.interval.as_millis()).unwrap_or(i64::MAX);
+        let planned = next_due.unwrap_or(i64::MAX).min(now.saturating_add(interval_ms));
+        self.timer.planned_at_ms.store(planned, Ordering::Relaxed);
         let n = (timeouts.max(0) + waitpoints.max(0)) as u64;
         Ok(ReconcileReport {
             processed: n,
             batch_full: timeouts >= limit || waitpoints >= limit,
             next_due: next_due.map(|due| Duration::from_millis(due.saturating_sub(now).max(0) as u64)),
         })
+    }
+
+    fn wakeup(&self) -> Option<Arc<Notify>> {
+        Some(self.timer.notify.clone())
     }
 }

@@ -19,10 +19,12 @@ pub(crate) static WAITPOINT_LOCK_SQL: LazyLock<String> = LazyLock::new(|| {
     format!("SELECT e.partition_key, ff_now_ms() AS now_ms FROM ff_execution e WHERE {FENCE} FOR UPDATE")
 });
 
-/// Creates a pending waitpoint.
-pub(crate) const INSERT_PENDING_SQL: &str = "INSERT INTO ff_waitpoint (waitpoint_id, execution_id, partition_key, \
-     waitpoint_key, state, attempt_index, token_kid, token_fingerprint, created_at_ms, expires_at_ms) \
-     VALUES ($1, $2, $3, $4, 'pending', $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING";
+/// Creates a pending waitpoint (a row back when created; none when its key is taken) and tells
+/// the suspension reconciler when it expires.
+pub(crate) const INSERT_PENDING_SQL: &str = "WITH w AS (INSERT INTO ff_waitpoint (waitpoint_id, execution_id, \
+     partition_key, waitpoint_key, state, attempt_index, token_kid, token_fingerprint, created_at_ms, expires_at_ms) \
+     VALUES ($1, $2, $3, $4, 'pending', $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING RETURNING expires_at_ms) \
+     SELECT pg_notify('ff_suspension_timer', expires_at_ms::text) FROM w";
 
 /// What a waitpoint's token is bound to: `$1` waitpoint.
 pub(crate) const WAITPOINT_SQL: &str = "SELECT w.execution_id, w.partition_key, w.waitpoint_key, w.state, \
@@ -76,11 +78,10 @@ pub(crate) async fn create(
         .bind(fingerprint(&token))
         .bind(now)
         .bind(expires_at)
-        .execute(&mut *tx)
+        .fetch_optional(&mut *tx)
         .await
-        .map_err(map_sqlx)?
-        .rows_affected();
-    if inserted == 0 {
+        .map_err(map_sqlx)?;
+    if inserted.is_none() {
         return Err(EngineError::Conflict(ConflictKind::WaitpointAlreadyExists));
     }
     tx.commit().await.map_err(map_sqlx)?;
