@@ -118,7 +118,9 @@ async fn a_handler_suspends_and_a_signal_with_its_token_alone_resumes_it() {
         let wp = outbox.lock().unwrap().clone().expect("the handler handed its waitpoint out");
 
         let mut tampered = DeliverSignalArgs::new(id, wp.waitpoint_id, "decision", "user", "mallory");
-        tampered.waitpoint_token = Some(format!("{}0", &wp.hmac_token[..wp.hmac_token.len() - 1]));
+        // The last digit changed to another one.
+        let last = if wp.hmac_token.ends_with('0') { '1' } else { '0' };
+        tampered.waitpoint_token = Some(format!("{}{last}", &wp.hmac_token[..wp.hmac_token.len() - 1]));
         let refused = env.outsider().signal(&tampered).await.unwrap_err();
         assert!(matches!(&refused, SdkError::Api { status: 400, code, .. } if code == "invalid_token"), "{refused}");
 
