@@ -14,7 +14,7 @@ use crate::backend::PostgresBackend;
 use crate::error::map_sqlx;
 use crate::fence::check_id;
 use crate::metrics::Metrics;
-use crate::row::{col, non_negative, u32_col};
+use crate::row::{col, non_negative, state_vector, u32_col};
 
 /// `$1` id, `$2` partition, `$3` reason, `$4` source, `$5` fenced, `$6..$8` lease id, epoch,
 /// attempt id.
@@ -29,6 +29,12 @@ pub(crate) const CHANGE_PRIORITY_SQL: &str = "SELECT outcome, old_priority FROM 
 
 /// `$1` id, `$2` partition, `$3` replay cap when the policy names none.
 pub(crate) const REPLAY_SQL: &str = "SELECT outcome, replays, parked FROM ff_replay_execution($1, $2, $3)";
+
+/// The state vector of execution `$1`, read back after a replay.
+pub(crate) const REPLAYED_STATE_SQL: &str = "SELECT lifecycle_phase::text AS lifecycle_phase, \
+     ownership_state::text AS ownership_state, eligibility_state::text AS eligibility_state, \
+     blocking_reason::text AS blocking_reason, terminal_outcome::text AS terminal_outcome, \
+     attempt_state::text AS attempt_state FROM ff_execution WHERE execution_id = $1";
 
 /// Expired leases at or before `$1` (NULL = now), after (`$2`, `$3`), of namespace `$5` when
 /// given, at most `$4`: live-but-lapsed leases the reconciler has not recorded yet, and recorded
@@ -167,20 +173,28 @@ impl OperatorBackend for PostgresBackend {
 
     async fn replay_execution(&self, args: ReplayExecutionArgs) -> Result<ReplayExecutionResult, EngineError> {
         check_id(&args.execution_id, &self.partitions)?;
+        // One transaction, so the state read back is the replay's own (a flow member that waits
+        // again for upstreams that run again is held back), not a later claim's.
+        let mut tx = self.pool.begin().await.map_err(map_sqlx)?;
         let (outcome, replays, parked): (String, Option<i32>, Option<bool>) = sqlx::query_as(REPLAY_SQL)
             .bind(args.execution_id.uuid())
             .bind(args.execution_id.partition_index() as i16)
             .bind(DEFAULT_MAX_REPLAY_COUNT as i32)
-            .fetch_one(&self.pool)
+            .fetch_one(&mut *tx)
             .await
             .map_err(map_sqlx)?;
-        match (outcome.as_str(), replays, parked) {
-            ("replayed", Some(n), Some(_)) => Ok(ReplayExecutionResult::Replayed {
-                public_state: PublicState::Waiting,
-                replay_count: non_negative("replay_count", i64::from(n))?,
-            }),
-            (other, ..) => Err(refusal(other)),
-        }
+        let replay_count = match (outcome.as_str(), replays, parked) {
+            ("replayed", Some(n), Some(_)) => non_negative("replay_count", i64::from(n))?,
+            (other, ..) => return Err(refusal(other)),
+        };
+        let row = sqlx::query(REPLAYED_STATE_SQL)
+            .bind(args.execution_id.uuid())
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(map_sqlx)?;
+        let public_state = derive_public_state(&state_vector(&row)?);
+        tx.commit().await.map_err(map_sqlx)?;
+        Ok(ReplayExecutionResult::Replayed { public_state, replay_count })
     }
 
     async fn list_expired_leases(&self, args: ListExpiredLeasesArgs) -> Result<ListExpiredLeasesResult, EngineError> {

@@ -80,6 +80,7 @@ fn statements() -> Vec<(&'static str, String)> {
         crate::operator::CANCEL_SQL,
         crate::operator::CHANGE_PRIORITY_SQL,
         crate::operator::LIST_EXPIRED_LEASES_SQL,
+        crate::operator::REPLAYED_STATE_SQL,
         crate::operator::REPLAY_SQL,
         crate::operator::REVOKE_SQL,
         crate::reconciler::delayed::PROMOTE_SQL,

@@ -749,7 +749,8 @@ pub async fn replaying_a_failed_branch_runs_its_downstream_again<H: ConformanceH
     assert_eq!(fx.state(&ids[1]).await, PublicState::Skipped);
     assert_eq!(flow_state(&fx, &flow).await, FlowState::Failed);
     b.replay_execution(ReplayExecutionArgs { execution_id: ids[0] }).await.unwrap();
-    b.replay_execution(ReplayExecutionArgs { execution_id: ids[1] }).await.unwrap();
+    let replayed = b.replay_execution(ReplayExecutionArgs { execution_id: ids[1] }).await.unwrap();
+    assert!(matches!(replayed, ReplayExecutionResult::Replayed { public_state: PublicState::WaitingChildren, .. }));
     assert_eq!(fx.state(&ids[1]).await, PublicState::WaitingChildren, "it waits for the upstream's new run");
     let again = claim_all(&fx, "replay-branch").await;
     assert_eq!(claimed_ids(&again), HashSet::from([ids[0]]));
