@@ -59,6 +59,12 @@ WHERE (v.tx_id, v.event_id) > ($1::text::xid8, $2)
 ORDER BY v.tx_id, v.event_id
 LIMIT $3";
 
+/// A cursor from a stored transaction id (as text) and a sequence number.
+pub(crate) fn cursor(tx: &str, id: i64) -> Result<EventCursor, EngineError> {
+    let tx = tx.parse().map_err(|_| EngineError::validation(ValidationKind::Corruption, format!("tx id {tx:?}")))?;
+    Ok(EventCursor { tx, id })
+}
+
 /// Reads up to `limit` events after `after`, optionally restricted to `kinds` and `filter`.
 pub async fn read_events(
     pool: &PgPool,
@@ -84,12 +90,9 @@ pub async fn read_events(
         .map_err(map_sqlx)?;
     rows.iter()
         .map(|r| {
-            let tx: String = col(r, "tx")?;
-            let tx =
-                tx.parse().map_err(|_| EngineError::validation(ValidationKind::Corruption, format!("tx id {tx:?}")))?;
             let partition: i16 = col(r, "partition_key")?;
             Ok(EventLogEntry {
-                cursor: EventCursor { tx, id: col(r, "event_id")? },
+                cursor: cursor(&col::<String>(r, "tx")?, col(r, "event_id")?)?,
                 kind: col(r, "kind")?,
                 execution_id: ExecutionId::from_parts(partition as u16, col::<Uuid>(r, "execution_id")?),
                 namespace: Namespace(col(r, "namespace")?),
@@ -107,10 +110,7 @@ pub async fn head_cursor(pool: &PgPool) -> Result<EventCursor, EngineError> {
     let row: Option<(String, i64)> = sqlx::query_as(HEAD_CURSOR_SQL).fetch_optional(pool).await.map_err(map_sqlx)?;
     match row {
         None => Ok(EventCursor::BEGINNING),
-        Some((tx, id)) => Ok(EventCursor {
-            tx: tx.parse().map_err(|_| EngineError::validation(ValidationKind::Corruption, format!("tx id {tx:?}")))?,
-            id,
-        }),
+        Some((tx, id)) => cursor(&tx, id),
     }
 }
 

@@ -37,10 +37,6 @@ use crate::row::{col, non_negative, u32_col};
 pub(crate) const CLAIM_BY_LANE_SQL: &str =
     "SELECT * FROM ff_claim($1, $2::text[], $3::text[], $4, $5, NULL, $6, $7, $8, $9, $10, $11)";
 
-/// Reclaim of one execution whose lease was lost: `$1` lease TTL ms, `$2` worker id, `$3` worker
-/// instance, `$4` execution id.
-pub(crate) const RECLAIM_BY_ID_SQL: &str = "SELECT * FROM ff_claim(NULL, '{}', ARRAY[$3::text], $1, $2, $4)";
-
 /// What to claim, validated.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct ClaimKey {
@@ -219,46 +215,37 @@ impl Poll {
     }
 }
 
-/// Claim of one resumed attempt by id: `$1` lease TTL ms, `$2` worker id, `$3` worker instance,
-/// `$4` execution id.
-pub(crate) const RESUME_BY_ID_SQL: &str =
-    "SELECT * FROM ff_claim(NULL, '{}', ARRAY[$3::text], $1, $2, $4, true, false, NULL, NULL, NULL, NULL, true)";
+/// Claim of one execution by id: `$1` lease TTL ms, `$2` worker id, `$3` worker instance, `$4`
+/// execution id, `$5` true for a resumed attempt (else a reclaim after a lost lease).
+pub(crate) const CLAIM_BY_ID_SQL: &str =
+    "SELECT * FROM ff_claim(NULL, '{}', ARRAY[$3::text], $1, $2, $4, true, false, NULL, NULL, NULL, NULL, $5)";
 
-/// Claims the resumed attempt of execution `id` for the worker in `policy`; `Ok(None)` when it
-/// is not a resumed execution waiting for a worker.
-pub(crate) async fn claim_resumed_one<'e, E>(
-    exec: E,
-    id: &ExecutionId,
-    policy: &ClaimPolicy,
-) -> Result<Option<Handle>, EngineError>
-where
-    E: Executor<'e, Database = Postgres>,
-{
-    let row = sqlx::query(RESUME_BY_ID_SQL)
-        .bind(policy.lease_ttl_ms as i64)
-        .bind(policy.worker_id.as_str())
-        .bind(policy.worker_instance_id.as_str())
-        .bind(id.uuid())
-        .fetch_optional(exec)
-        .await
-        .map_err(map_sqlx)?;
-    row.map(|r| handle_from_row(&r, policy.lease_ttl_ms)).transpose()
+/// What a claim by id takes over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ById {
+    /// An execution whose lease was lost: a new attempt.
+    Reclaim,
+    /// A resumed execution waiting for a worker: the same attempt.
+    Resumed,
 }
 
-/// Reclaims one execution for the worker in `policy`; `Ok(None)` when it is not reclaimable.
-pub(crate) async fn reclaim_one<'e, E>(
+/// Claims execution `id` for the worker in `policy`, as `what` says; `Ok(None)` when it is not
+/// in that state.
+pub(crate) async fn claim_one<'e, E>(
     exec: E,
     id: &ExecutionId,
     policy: &ClaimPolicy,
+    what: ById,
 ) -> Result<Option<Handle>, EngineError>
 where
     E: Executor<'e, Database = Postgres>,
 {
-    let row = sqlx::query(RECLAIM_BY_ID_SQL)
+    let row = sqlx::query(CLAIM_BY_ID_SQL)
         .bind(policy.lease_ttl_ms as i64)
         .bind(policy.worker_id.as_str())
         .bind(policy.worker_instance_id.as_str())
         .bind(id.uuid())
+        .bind(what == ById::Resumed)
         .fetch_optional(exec)
         .await
         .map_err(map_sqlx)?;

@@ -129,7 +129,7 @@ pub(crate) async fn reclaim_execution(
         lease_ttl_ms: args.lease_ttl_ms,
         max_wait: None,
     };
-    let outcome = match claim::reclaim_one(&mut *tx, &id, &policy).await? {
+    let outcome = match claim::claim_one(&mut *tx, &id, &policy, claim::ById::Reclaim).await? {
         Some(handle) => {
             let attempt_index = HandlePayload::from_handle(&handle, ff_core::BackendTag::Postgres)?.attempt_index;
             ReclaimExecutionOutcome::Claimed { handle, attempt_index }

@@ -11,6 +11,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::error::map_sqlx;
+use crate::event::cursor;
 use crate::row::col;
 
 /// Up to `$3` deliveries after (`$1`, `$2`), of namespace `$4` when given.
@@ -38,12 +39,9 @@ async fn read(
         .map_err(map_sqlx)?;
     rows.iter()
         .map(|r| {
-            let tx: String = col(r, "tx")?;
-            let tx =
-                tx.parse().map_err(|_| EngineError::validation(ValidationKind::Corruption, format!("tx id {tx:?}")))?;
             let partition: i16 = col(r, "partition_key")?;
             Ok(SignalDeliveryEvent {
-                cursor: EventCursor { tx, id: col(r, "seq")? },
+                cursor: cursor(&col::<String>(r, "tx")?, col(r, "seq")?)?,
                 execution_id: ExecutionId::from_parts(partition.max(0) as u16, col::<Uuid>(r, "execution_id")?),
                 waitpoint_id: WaitpointId(col(r, "waitpoint_id")?),
                 signal_id: SignalId(col(r, "signal_id")?),

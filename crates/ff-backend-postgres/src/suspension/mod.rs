@@ -24,6 +24,7 @@ use ff_core::*;
 
 use crate::backend::PostgresBackend;
 use crate::error::map_sqlx;
+use crate::lease::claim::ById;
 use resume::CURRENT_ATTEMPT_SQL;
 
 #[async_trait]
@@ -97,7 +98,7 @@ impl SuspensionBackend for PostgresBackend {
     ) -> Result<ClaimResumedExecutionResult, EngineError> {
         args.policy.validate()?;
         crate::fence::check_id(&args.execution_id, &self.partitions)?;
-        match crate::lease::claim::claim_resumed_one(&self.pool, &args.execution_id, &args.policy).await? {
+        match crate::lease::claim::claim_one(&self.pool, &args.execution_id, &args.policy, ById::Resumed).await? {
             Some(handle) => Ok(ClaimResumedExecutionResult::Claimed { handle }),
             None => Err(EngineError::Contention(ContentionKind::NotAResumedExecution)),
         }
@@ -116,7 +117,8 @@ impl SuspensionBackend for PostgresBackend {
         if current != Some(token.attempt_index.0 as i32) {
             return Ok(None);
         }
-        let handle = crate::lease::claim::claim_resumed_one(&mut *tx, &token.execution_id, &token.policy).await?;
+        let handle =
+            crate::lease::claim::claim_one(&mut *tx, &token.execution_id, &token.policy, ById::Resumed).await?;
         tx.commit().await.map_err(map_sqlx)?;
         Ok(handle)
     }
