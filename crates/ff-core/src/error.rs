@@ -153,6 +153,13 @@ coded_enum!(
         InvalidToken => "invalid_token",
         /// A waitpoint token's key was rotated out and its grace period has ended.
         TokenExpired => "token_expired",
+        /// A quota policy's limits are malformed (a cap of 0, a rate without a window...).
+        InvalidQuotaSpec => "invalid_quota_spec",
+        /// A budget's definition or a usage report is malformed (mismatched arrays, negative
+        /// or duplicate dimensions...).
+        InvalidBudgetSpec => "invalid_budget_spec",
+        /// A blocking reason that the operation does not accept.
+        InvalidBlockingReason => "invalid_blocking_reason",
     }
 );
 
@@ -175,6 +182,9 @@ coded_enum!(
         StaleGraphRevision => "stale_graph_revision",
         /// The execution is not a resumed attempt waiting for a worker.
         NotAResumedExecution => "not_a_resumed_execution",
+        /// The execution is not eligible to be claimed right now (blocked, delayed, granted to
+        /// another worker...).
+        ExecutionNotEligible => "execution_not_eligible",
     }
 );
 
@@ -215,6 +225,10 @@ coded_enum!(
         WaitpointAlreadyExists => "waitpoint_already_exists",
         /// The key id is installed with a different secret.
         RotationConflict => "rotation_conflict",
+        /// A quota policy with this id exists with other limits.
+        QuotaPolicyAlreadyExists => "quota_policy_already_exists",
+        /// A budget with this id exists with another definition.
+        BudgetAlreadyExists => "budget_already_exists",
     }
 );
 
@@ -253,6 +267,10 @@ pub enum StateKind {
     WaitpointClosed,
     /// The execution has received as many signals as allowed.
     SignalLimitExceeded,
+    /// The execution is not blocked for the reason the caller expected.
+    NotBlocked,
+    /// A budget the execution draws on is exhausted in strict mode.
+    BudgetExceeded,
 }
 
 impl StateKind {
@@ -274,6 +292,8 @@ impl StateKind {
             Self::TargetNotSignalable => "target_not_signalable",
             Self::WaitpointClosed => "waitpoint_closed",
             Self::SignalLimitExceeded => "signal_limit_exceeded",
+            Self::NotBlocked => "not_blocked",
+            Self::BudgetExceeded => "budget_exceeded",
         }
     }
 }

@@ -227,6 +227,18 @@ uuid_id!(
     /// Identifier of one delivered signal.
     SignalId
 );
+uuid_id!(
+    /// Identifier of a budget: limits on usage (tokens, dollars...) that executions draw on.
+    BudgetId
+);
+uuid_id!(
+    /// Identifier of a quota policy: rate and concurrency limits on the executions attached.
+    QuotaPolicyId
+);
+uuid_id!(
+    /// Identifier of one claim grant.
+    GrantId
+);
 
 impl FlowId {
     /// The partition this flow and its members live in: derived from the flow id alone, so

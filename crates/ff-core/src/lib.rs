@@ -6,6 +6,7 @@
 
 #![warn(missing_docs)]
 
+pub mod admission;
 pub mod backend;
 pub mod capability;
 pub mod error;
@@ -25,6 +26,11 @@ pub mod tag;
 pub mod wire;
 pub mod worker;
 
+pub use admission::ReconcileCounts;
+pub use admission::block::*;
+pub use admission::budget::*;
+pub use admission::grant::*;
+pub use admission::quota::*;
 pub use backend::prelude::*;
 pub use capability::{BackendIdentity, Capabilities, CapabilitySet, Supports};
 pub use error::{ConflictKind, ContentionKind, EngineError, StateKind, ValidationKind};

@@ -77,7 +77,26 @@ pub struct ExecutionPolicy {
     /// Capabilities a worker needs to claim this execution.
     #[serde(default)]
     pub routing_requirements: Option<RoutingRequirements>,
+    /// Budgets the execution draws on (at most [`MAX_BUDGETS_PER_EXECUTION`], no repeats): while
+    /// any of them is exhausted in strict mode, the execution is not claimed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub budget_ids: Vec<crate::id::BudgetId>,
+    /// The quota policy that admits the execution (rate per window, concurrency, concurrency per
+    /// key): it becomes claimable only within the policy's limits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quota_policy_id: Option<crate::id::QuotaPolicyId>,
+    /// The execution's concurrency key (a customer, a tenant...): its quota policy's
+    /// `max_concurrent_per_key` bounds how many executions of one key run at once. Needs a
+    /// quota policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = MAX_CONCURRENCY_KEY_BYTES))]
+    pub concurrency_key: Option<String>,
 }
+
+/// Most budgets one execution may draw on.
+pub const MAX_BUDGETS_PER_EXECUTION: usize = 16;
+/// Longest concurrency key, in bytes.
+pub const MAX_CONCURRENCY_KEY_BYTES: usize = 256;
 
 impl ExecutionPolicy {
     /// Validates every field.
@@ -100,6 +119,28 @@ impl ExecutionPolicy {
             && n > MAX_RETRIES_LIMIT
         {
             return Err(policy_err(format!("max_replay_count {n} exceeds {MAX_RETRIES_LIMIT}")));
+        }
+        if self.budget_ids.len() > MAX_BUDGETS_PER_EXECUTION {
+            return Err(policy_err(format!(
+                "{} budget_ids exceed {MAX_BUDGETS_PER_EXECUTION}",
+                self.budget_ids.len()
+            )));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        if let Some(dup) = self.budget_ids.iter().find(|b| !seen.insert(**b)) {
+            return Err(policy_err(format!("budget {dup} is listed twice")));
+        }
+        if let Some(key) = &self.concurrency_key {
+            if self.quota_policy_id.is_none() {
+                return Err(policy_err("concurrency_key needs a quota_policy_id".into()));
+            }
+            crate::execution::validate_name("concurrency_key", key, false)?;
+            if key.len() > MAX_CONCURRENCY_KEY_BYTES {
+                return Err(policy_err(format!(
+                    "concurrency_key of {} bytes exceeds {MAX_CONCURRENCY_KEY_BYTES}",
+                    key.len()
+                )));
+            }
         }
         Ok(())
     }

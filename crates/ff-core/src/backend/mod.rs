@@ -5,7 +5,9 @@
 //! listings), [`lease`] (claims, renewals, progress, reclaim grants), [`attempt_end`] (complete,
 //! fail, cancel, delay), [`flow`] (flows, edges, edge groups, flow cancellation), [`suspension`] (suspension,
 //! waitpoints, signals, the waitpoint keystore), [`stream`] (frames), [`maintenance`] (the hooks reconcilers call),
-//! [`worker`] (the worker registry), [`operator`] (operator controls).
+//! [`worker`] (the worker registry), [`operator`] (operator controls), [`quota`] (quota policies
+//! and admission), [`budget`] (budgets and usage), [`scheduling`] (claim grants and admission
+//! blocks).
 //! `EngineBackend` keeps the seed's method names, so a caller holding `&dyn EngineBackend`
 //! reaches every operation; import [`prelude`] (or `ff_core::*`) to bring the sub-traits into
 //! scope.
@@ -16,11 +18,14 @@
 //! value and return one `…Result` or `…Outcome` (see the glossary in ARCHITECTURE.md).
 
 pub mod attempt_end;
+pub mod budget;
 pub mod execution;
 pub mod flow;
 pub mod lease;
 pub mod maintenance;
 pub mod operator;
+pub mod quota;
+pub mod scheduling;
 pub mod stream;
 pub mod suspension;
 pub mod worker;
@@ -30,11 +35,14 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 pub use attempt_end::AttemptEndBackend;
+pub use budget::BudgetBackend;
 pub use execution::ExecutionBackend;
 pub use flow::FlowBackend;
 pub use lease::LeaseBackend;
 pub use maintenance::{ExpirePhase, MaintenanceBackend};
 pub use operator::OperatorBackend;
+pub use quota::QuotaBackend;
+pub use scheduling::SchedulingBackend;
 pub use stream::StreamBackend;
 pub use suspension::SuspensionBackend;
 pub use worker::WorkerRegistryBackend;
@@ -46,8 +54,9 @@ use crate::event::{CompletionStream, EventCursor, ScannerFilter};
 /// Every backend trait, for `use ff_core::backend::prelude::*`.
 pub mod prelude {
     pub use super::{
-        AttemptEndBackend, CompletionBackend, EngineBackend, ExecutionBackend, FlowBackend, LeaseBackend,
-        MaintenanceBackend, OperatorBackend, StreamBackend, SuspensionBackend, WorkerRegistryBackend,
+        AttemptEndBackend, BudgetBackend, CompletionBackend, EngineBackend, ExecutionBackend, FlowBackend,
+        LeaseBackend, MaintenanceBackend, OperatorBackend, QuotaBackend, SchedulingBackend, StreamBackend,
+        SuspensionBackend, WorkerRegistryBackend,
     };
 }
 
@@ -71,6 +80,9 @@ pub trait EngineBackend:
     + FlowBackend
     + SuspensionBackend
     + WorkerRegistryBackend
+    + QuotaBackend
+    + BudgetBackend
+    + SchedulingBackend
     + Send
     + Sync
     + 'static

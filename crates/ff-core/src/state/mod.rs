@@ -126,6 +126,11 @@ literal_enum!(
         WaitingForChildren => "waiting_for_children",
         /// Waiting for a worker with the required capabilities.
         WaitingForCapableWorker => "waiting_for_capable_worker",
+        /// Waiting for an exhausted budget to be reset or raised.
+        WaitingForBudget => "waiting_for_budget",
+        /// Waiting for its quota policy to admit it (a concurrency slot, a concurrency-key slot,
+        /// or room in the rate window).
+        WaitingForQuota => "waiting_for_quota",
         /// Paused by an operator.
         PausedByOperator => "paused_by_operator",
         /// Suspended for a person's approval.
@@ -323,6 +328,18 @@ pub enum Transition {
     ParkForRoute,
     /// A worker offering its required capabilities appeared: it is eligible again.
     UnparkRoute,
+    /// Admission keeps an eligible execution out of the claimable set: its quota policy has no
+    /// room, a budget it draws on is exhausted, or a scheduler blocked it.
+    BlockForAdmission {
+        /// What holds it.
+        block: AdmissionBlock,
+    },
+    /// What held it back cleared (a slot was released, a budget reset or raised, a scheduler
+    /// unblocked it): it is eligible again.
+    Admit {
+        /// What held it.
+        block: AdmissionBlock,
+    },
     /// An operator cancels it, whatever its state (a lease it holds ends with it).
     OperatorCancel,
     /// An operator runs a terminal execution again: its next claim starts a new attempt.
@@ -364,6 +381,48 @@ pub enum Transition {
     /// Its suspension timed out with the escalate behaviour: it stays suspended, paused for an
     /// operator.
     Escalate,
+}
+
+/// What admission holds an execution back for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AdmissionBlock {
+    /// An exhausted budget (`blocked_by_budget`, `waiting_for_budget`).
+    Budget,
+    /// Its quota policy (`blocked_by_quota`, `waiting_for_quota`).
+    Quota,
+    /// No capable worker (`blocked_by_route`, `waiting_for_capable_worker`).
+    Route,
+}
+
+impl AdmissionBlock {
+    /// The eligibility an execution blocked for this has.
+    pub fn eligibility(self) -> EligibilityState {
+        match self {
+            Self::Budget => EligibilityState::BlockedByBudget,
+            Self::Quota => EligibilityState::BlockedByQuota,
+            Self::Route => EligibilityState::BlockedByRoute,
+        }
+    }
+
+    /// The blocking reason an execution blocked for this has.
+    pub fn blocking_reason(self) -> BlockingReason {
+        match self {
+            Self::Budget => BlockingReason::WaitingForBudget,
+            Self::Quota => BlockingReason::WaitingForQuota,
+            Self::Route => BlockingReason::WaitingForCapableWorker,
+        }
+    }
+
+    /// The block a blocking reason names, if it is one admission uses.
+    pub fn from_blocking_reason(reason: BlockingReason) -> Option<Self> {
+        match reason {
+            BlockingReason::WaitingForBudget => Some(Self::Budget),
+            BlockingReason::WaitingForQuota => Some(Self::Quota),
+            BlockingReason::WaitingForCapableWorker => Some(Self::Route),
+            _ => None,
+        }
+    }
 }
 
 /// The vector for `(phase, ownership, eligibility, blocking, outcome, attempt)`.
@@ -584,6 +643,24 @@ pub fn apply(t: Transition, from: Option<&StateVector>) -> Result<StateVector, E
                 Ok(StateVector { eligibility_state: E::EligibleNow, blocking_reason: B::WaitingForWorker, ..*from })
             } else {
                 Err(EngineError::Contention(crate::error::ContentionKind::ExecutionNotLeaseable))
+            }
+        }
+        Transition::BlockForAdmission { block } => {
+            if from.lifecycle_phase == P::Runnable && from.eligibility_state == E::EligibleNow {
+                Ok(StateVector {
+                    eligibility_state: block.eligibility(),
+                    blocking_reason: block.blocking_reason(),
+                    ..*from
+                })
+            } else {
+                Err(EngineError::Contention(crate::error::ContentionKind::ExecutionNotEligible))
+            }
+        }
+        Transition::Admit { block } => {
+            if from.lifecycle_phase == P::Runnable && from.eligibility_state == block.eligibility() {
+                Ok(StateVector { eligibility_state: E::EligibleNow, blocking_reason: B::WaitingForWorker, ..*from })
+            } else {
+                Err(EngineError::State(crate::error::StateKind::NotBlocked))
             }
         }
     }
