@@ -21,8 +21,8 @@ use crate::fence;
 use crate::lease::position::ClaimPositions;
 use crate::metrics::Metrics;
 use crate::reconciler::{
-    self, DelayedPromoter, DependencyReconciler, FlowCancelReconciler, LeaseExpiryReconciler, Reconciler,
-    SuspensionReconciler, TimeoutReconciler, WorkerLivenessReconciler,
+    self, AdmissionReconciler, AdmissionRecountReconciler, DelayedPromoter, DependencyReconciler, FlowCancelReconciler,
+    LeaseExpiryReconciler, Reconciler, SuspensionReconciler, TimeoutReconciler, WorkerLivenessReconciler,
 };
 use crate::route::Claimers;
 use crate::wakeup::LaneWakeups;
@@ -109,7 +109,8 @@ impl PostgresBackend {
     }
 
     /// Starts the reconcilers (lease expiry, delayed promotion, timeouts, worker liveness, flow
-    /// cancellation, dependency repair, suspension timeouts and waitpoint expiry) as
+    /// cancellation, dependency repair, suspension timeouts and waitpoint expiry, admission's
+    /// timers and recounts) as
     /// background tasks.
     /// Returns `false` (and starts nothing) when the `Arc` is shared or reconcilers already run.
     pub fn with_scanners(self: &mut Arc<Self>, cfg: PostgresScannerConfig) -> bool {
@@ -121,7 +122,7 @@ impl PostgresBackend {
         let cancel = CancellationToken::new();
         let mut tasks = JoinSet::new();
         let batch = cfg.batch_size;
-        let jobs: [(Arc<dyn Reconciler>, Duration); 7] = [
+        let jobs: [(Arc<dyn Reconciler>, Duration); 9] = [
             (
                 Arc::new(LeaseExpiryReconciler::new(this.pool.clone(), batch, this.metrics.clone())),
                 cfg.lease_expiry_interval,
@@ -150,6 +151,19 @@ impl PostgresBackend {
                     this.wakeups.get_or_init(|| LaneWakeups::start(this.pool.clone())).suspension_timer(),
                 )),
                 cfg.suspension_interval,
+            ),
+            (
+                Arc::new(AdmissionReconciler::with_timer(
+                    this.pool.clone(),
+                    batch,
+                    cfg.admission_interval,
+                    this.wakeups.get_or_init(|| LaneWakeups::start(this.pool.clone())).quota_timer(),
+                )),
+                cfg.admission_interval,
+            ),
+            (
+                Arc::new(AdmissionRecountReconciler::new(this.pool.clone(), this.partitions)),
+                cfg.admission_recount_interval,
             ),
         ];
         for (r, interval) in jobs {

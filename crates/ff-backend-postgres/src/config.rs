@@ -94,6 +94,13 @@ pub struct PostgresScannerConfig {
     /// Longest sleep between passes applying suspension timeouts and closing expired pending
     /// waitpoints (each pass sleeps only until the next one is due).
     pub suspension_interval: Duration,
+    /// Longest sleep between passes admitting executions a quota's rate window held back,
+    /// resetting budgets whose time has come and reaping lapsed claim grants (each pass sleeps
+    /// only until the next window opens or reset is due).
+    pub admission_interval: Duration,
+    /// How often one quota partition's slots and one budget partition's exhaustion are
+    /// recounted from the rows that hold them (a backstop).
+    pub admission_recount_interval: Duration,
     /// Rows handled per statement.
     pub batch_size: u32,
 }
@@ -108,6 +115,8 @@ impl Default for PostgresScannerConfig {
             flow_cancel_interval: Duration::from_secs(1),
             dependency_interval: Duration::from_secs(15),
             suspension_interval: Duration::from_secs(1),
+            admission_interval: Duration::from_secs(1),
+            admission_recount_interval: Duration::from_secs(2),
             batch_size: 500,
         }
     }

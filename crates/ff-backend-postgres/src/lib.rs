@@ -9,6 +9,7 @@
 
 #![warn(missing_docs)]
 
+mod admission;
 mod attempt_end;
 mod backend;
 mod coalesce;

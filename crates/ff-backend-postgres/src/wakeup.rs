@@ -5,7 +5,8 @@
 //! `NOTIFY ff_lane_ready, '<lane>'` in their transaction, so the notification is delivered only
 //! if the work committed; statements that delay work send `NOTIFY ff_timer, '<due ms>'`, and
 //! those that set a suspension timeout or a pending waitpoint's expiry
-//! `NOTIFY ff_suspension_timer, '<due ms>'`. One
+//! `NOTIFY ff_suspension_timer, '<due ms>'`, and quota settlements whose rate window holds
+//! executions back `NOTIFY ff_quota_timer, '<due ms>'`. One
 //! listener connection per backend turns those into wakeups of the claims waiting on that lane,
 //! and of the promoter when the due time is earlier than the one it plans to wake at. A
 //! notification is only a hint: waiting claims also retry on a short timer and the promoter
@@ -28,6 +29,9 @@ pub(crate) const TIMER_CHANNEL: &str = "ff_timer";
 /// The channel on which statements that set a suspension timeout or a pending waitpoint's
 /// expiry announce its time (ms, database time).
 pub(crate) const SUSPENSION_TIMER_CHANNEL: &str = "ff_suspension_timer";
+/// The channel on which a quota settlement announces when its rate window next has room for
+/// the executions waiting for it (ms, database time).
+pub(crate) const QUOTA_TIMER_CHANNEL: &str = "ff_quota_timer";
 
 /// A timer reconciler's wakeup (the promoter's, the suspension reconciler's): fired when
 /// something becomes due before the time the reconciler plans to wake at.
@@ -56,6 +60,7 @@ pub(crate) struct LaneWakeups {
     lanes: Arc<Lanes>,
     timer: Arc<TimerWakeup>,
     suspension_timer: Arc<TimerWakeup>,
+    quota_timer: Arc<TimerWakeup>,
     _stop: DropGuard,
 }
 
@@ -66,9 +71,15 @@ impl LaneWakeups {
         let timer = Arc::new(TimerWakeup { planned_at_ms: AtomicI64::new(i64::MAX), ..TimerWakeup::default() });
         let suspension_timer =
             Arc::new(TimerWakeup { planned_at_ms: AtomicI64::new(i64::MAX), ..TimerWakeup::default() });
+        let quota_timer = Arc::new(TimerWakeup { planned_at_ms: AtomicI64::new(i64::MAX), ..TimerWakeup::default() });
         let stop = CancellationToken::new();
-        tokio::spawn(listen(pool, lanes.clone(), [timer.clone(), suspension_timer.clone()], stop.clone()));
-        Self { lanes, timer, suspension_timer, _stop: stop.drop_guard() }
+        tokio::spawn(listen(
+            pool,
+            lanes.clone(),
+            [timer.clone(), suspension_timer.clone(), quota_timer.clone()],
+            stop.clone(),
+        ));
+        Self { lanes, timer, suspension_timer, quota_timer, _stop: stop.drop_guard() }
     }
 
     /// The promoter's wakeup.
@@ -79,6 +90,11 @@ impl LaneWakeups {
     /// The suspension reconciler's wakeup.
     pub(crate) fn suspension_timer(&self) -> Arc<TimerWakeup> {
         self.suspension_timer.clone()
+    }
+
+    /// The admission reconciler's wakeup.
+    pub(crate) fn quota_timer(&self) -> Arc<TimerWakeup> {
+        self.quota_timer.clone()
     }
 
     /// The wakeup of `lane`, shared by every claim waiting on it.
@@ -94,12 +110,12 @@ impl LaneWakeups {
     }
 }
 
-async fn listen(pool: PgPool, lanes: Arc<Lanes>, timers: [Arc<TimerWakeup>; 2], stop: CancellationToken) {
-    let [timer, suspension_timer] = timers;
+async fn listen(pool: PgPool, lanes: Arc<Lanes>, timers: [Arc<TimerWakeup>; 3], stop: CancellationToken) {
+    let [timer, suspension_timer, quota_timer] = timers;
     while !stop.is_cancelled() && !pool.is_closed() {
         let connected = async {
             let mut listener = PgListener::connect_with(&pool).await?;
-            listener.listen_all([CHANNEL, TIMER_CHANNEL, SUSPENSION_TIMER_CHANNEL]).await?;
+            listener.listen_all([CHANNEL, TIMER_CHANNEL, SUSPENSION_TIMER_CHANNEL, QUOTA_TIMER_CHANNEL]).await?;
             Ok::<_, sqlx::Error>(listener)
         };
         let mut listener = tokio::select! {
@@ -109,6 +125,7 @@ async fn listen(pool: PgPool, lanes: Arc<Lanes>, timers: [Arc<TimerWakeup>; 2], 
                 Ok(l) => {
                     timer.announce(None);
                     suspension_timer.announce(None);
+                    quota_timer.announce(None);
                     l
                 }
                 Err(e) => {
@@ -126,6 +143,7 @@ async fn listen(pool: PgPool, lanes: Arc<Lanes>, timers: [Arc<TimerWakeup>; 2], 
             match received {
                 Ok(n) if n.channel() == TIMER_CHANNEL => timer.announce(n.payload().parse().ok()),
                 Ok(n) if n.channel() == SUSPENSION_TIMER_CHANNEL => suspension_timer.announce(n.payload().parse().ok()),
+                Ok(n) if n.channel() == QUOTA_TIMER_CHANNEL => quota_timer.announce(n.payload().parse().ok()),
                 Ok(n) => {
                     let waiters =
                         lanes.lock().unwrap_or_else(|p| p.into_inner()).get(n.payload()).and_then(Weak::upgrade);

@@ -41,6 +41,34 @@ impl PartitionConfig {
         CRC16_XMODEM.checksum(flow.0.as_bytes()) % self.num_flow_partitions.max(1)
     }
 
+    /// The partition of a budget: `crc16_xmodem(uuid bytes) % num_budget_partitions`.
+    pub fn budget_partition(&self, budget: &crate::id::BudgetId) -> Partition {
+        let index = CRC16_XMODEM.checksum(budget.0.as_bytes()) % self.num_budget_partitions.max(1);
+        Partition { family: PartitionFamily::Budget, index }
+    }
+
+    /// The partition of a quota policy: `crc16_xmodem(uuid bytes) % num_quota_partitions`.
+    pub fn quota_partition(&self, policy: &crate::id::QuotaPolicyId) -> Partition {
+        let index = CRC16_XMODEM.checksum(policy.0.as_bytes()) % self.num_quota_partitions.max(1);
+        Partition { family: PartitionFamily::Quota, index }
+    }
+
+    /// Checks that `partition` is of `family` and exists under this configuration.
+    pub fn check_partition(&self, partition: Partition, family: PartitionFamily) -> Result<(), EngineError> {
+        let count = match family {
+            PartitionFamily::Flow | PartitionFamily::Execution => self.num_flow_partitions,
+            PartitionFamily::Budget => self.num_budget_partitions,
+            PartitionFamily::Quota => self.num_quota_partitions,
+        };
+        if partition.family != family || partition.index >= count {
+            return Err(EngineError::invalid(format!(
+                "partition {} is not one of the {count} {family:?} partitions",
+                partition.key().0
+            )));
+        }
+        Ok(())
+    }
+
     /// Checks that an execution partition index exists under this configuration.
     pub fn check_execution_partition(&self, index: u16) -> Result<(), EngineError> {
         if index >= self.num_flow_partitions {

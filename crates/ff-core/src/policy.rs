@@ -121,10 +121,7 @@ impl ExecutionPolicy {
             return Err(policy_err(format!("max_replay_count {n} exceeds {MAX_RETRIES_LIMIT}")));
         }
         if self.budget_ids.len() > MAX_BUDGETS_PER_EXECUTION {
-            return Err(policy_err(format!(
-                "{} budget_ids exceed {MAX_BUDGETS_PER_EXECUTION}",
-                self.budget_ids.len()
-            )));
+            return Err(policy_err(format!("{} budget_ids exceed {MAX_BUDGETS_PER_EXECUTION}", self.budget_ids.len())));
         }
         let mut seen = std::collections::BTreeSet::new();
         if let Some(dup) = self.budget_ids.iter().find(|b| !seen.insert(**b)) {

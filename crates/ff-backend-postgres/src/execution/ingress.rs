@@ -11,8 +11,8 @@
 use std::collections::HashMap;
 
 use ff_core::{
-    CreateExecutionArgs, CreateExecutionResult, EngineError, ExecutionId, MAX_CREATE_BATCH, PartitionConfig,
-    PublicState,
+    CreateExecutionArgs, CreateExecutionResult, EligibilityState, EngineError, ExecutionId, MAX_CREATE_BATCH,
+    PartitionConfig, PublicState,
 };
 use uuid::Uuid;
 
@@ -23,16 +23,27 @@ pub(crate) const CREATE_SQL: &str = r#"
 WITH input AS (
     SELECT * FROM unnest($1::uuid[], $2::smallint[], $3::text[], $4::text[], $5::text[], $6::int[], $7::text[],
                          $8::text[], $9::text[], $10::bytea[], $11::jsonb[], $12::text[], $13::jsonb[], $14::int[],
-                         $15::int[], $16::bigint[], $17::bigint[], $18::bigint[], $19::bigint[])
+                         $15::int[], $16::bigint[], $17::bigint[], $18::bigint[], $19::bigint[], $20::uuid[],
+                         $21::text[], $22::text[])
         WITH ORDINALITY AS i(execution_id, partition_key, namespace, lane_id, execution_kind, priority, creator_identity,
                              idempotency_key, payload_encoding, input_payload, tags, capabilities, policy, max_retries,
-                             max_reclaim_count, attempt_timeout_ms, delay_until, deadline_at, deadline_rel_ms, ord)
+                             max_reclaim_count, attempt_timeout_ms, delay_until, deadline_at, deadline_rel_ms,
+                             quota_policy_id, concurrency_key, budgets, ord)
+),
+-- Quota policies and budgets the batch names that do not exist: then nothing is written.
+refs AS (
+    SELECT (SELECT array_agg(DISTINCT q.id) FROM input i, LATERAL (SELECT i.quota_policy_id AS id) q
+            WHERE q.id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM ff_quota_policy p WHERE p.quota_policy_id = q.id))
+               AS missing_policies,
+           (SELECT array_agg(DISTINCT b.id) FROM input i,
+                   LATERAL unnest(string_to_array(nullif(i.budgets, ''), ',')::uuid[]) AS b(id)
+            WHERE NOT EXISTS (SELECT 1 FROM ff_budget x WHERE x.budget_id = b.id)) AS missing_budgets
 ),
 ins AS (
     INSERT INTO ff_execution (execution_id, partition_key, namespace, lane_id, execution_kind, priority, creator_identity,
         idempotency_key, payload_encoding, input_payload, tags, required_capabilities, policy, max_retries,
         max_reclaim_count, attempt_timeout_ms, lifecycle_phase, ownership_state, eligibility_state, blocking_reason,
-        terminal_outcome, attempt_state, eligible_at_ms, deadline_at_ms)
+        terminal_outcome, attempt_state, eligible_at_ms, deadline_at_ms, quota_policy_id, concurrency_key, budget_ids)
     SELECT execution_id, partition_key, namespace, lane_id, execution_kind, priority, creator_identity,
         idempotency_key, payload_encoding, input_payload, tags, r.required, policy, max_retries,
         max_reclaim_count, attempt_timeout_ms, 'runnable', 'unowned',
@@ -43,10 +54,12 @@ ins AS (
               WHEN NOT r.covered THEN 'waiting_for_capable_worker'
               ELSE 'waiting_for_worker' END)::ff_blocking_reason,
         'none', 'pending_first_attempt', greatest(coalesce(delay_until, 0), ff_now_ms()),
-        coalesce(deadline_at, ff_now_ms() + deadline_rel_ms)
-    FROM input,
+        coalesce(deadline_at, ff_now_ms() + deadline_rel_ms), quota_policy_id, concurrency_key,
+        string_to_array(nullif(budgets, ''), ',')::uuid[]
+    FROM input CROSS JOIN refs,
          LATERAL (SELECT c.required, ff_route_covered(lane_id, c.required) AS covered
                   FROM (SELECT coalesce(string_to_array(nullif(capabilities, ''), ','), '{}') AS required) c) r
+    WHERE refs.missing_policies IS NULL AND refs.missing_budgets IS NULL
     ORDER BY ord
     ON CONFLICT DO NOTHING
     RETURNING execution_id, lane_id, eligibility_state::text AS eligibility_state, eligible_at_ms, priority
@@ -71,9 +84,11 @@ timers AS (
     WHERE eligibility_state = 'not_eligible_until_time' HAVING count(*) > 0
 ),
 lanes AS (
-    INSERT INTO ff_lane (lane_id) SELECT DISTINCT lane_id FROM input ON CONFLICT DO NOTHING
+    INSERT INTO ff_lane (lane_id) SELECT DISTINCT lane_id FROM input, refs
+    WHERE refs.missing_policies IS NULL AND refs.missing_budgets IS NULL ON CONFLICT DO NOTHING
 )
-SELECT i.ord, ins.eligibility_state,
+SELECT i.ord, ins.eligibility_state, refs.missing_policies::text[] AS missing_policies,
+       refs.missing_budgets::text[] AS missing_budgets,
        CASE WHEN ins.execution_id IS NULL THEN
            coalesce((SELECT x.partition_key::text || ':' || x.execution_id::text FROM ff_execution x
                      WHERE x.execution_id = i.execution_id),
@@ -81,6 +96,7 @@ SELECT i.ord, ins.eligibility_state,
                      WHERE x.namespace = i.namespace AND x.idempotency_key = i.idempotency_key))
        END AS original
 FROM input i LEFT JOIN ins ON ins.execution_id = i.execution_id
+CROSS JOIN refs
 CROSS JOIN (SELECT count(*) FROM ready) notified
 CROSS JOIN (SELECT count(*) FROM timers) timed
 CROSS JOIN (SELECT count(*) FROM behind) bumped
@@ -120,6 +136,9 @@ pub(crate) async fn create<'e>(
     let mut delays = Vec::with_capacity(n);
     let mut deadlines = Vec::with_capacity(n);
     let mut deadline_rels = Vec::with_capacity(n);
+    let mut quota_policies = Vec::with_capacity(n);
+    let mut concurrency_keys = Vec::with_capacity(n);
+    let mut budgets = Vec::with_capacity(n);
     for (i, a) in batch.iter().enumerate() {
         a.validate().map_err(|e| prefix(e, i, n))?;
         partitions.check_execution_partition(a.execution_id.partition_index()).map_err(|e| prefix(e, i, n))?;
@@ -144,6 +163,9 @@ pub(crate) async fn create<'e>(
         // An absolute deadline wins; a relative one counts from creation in database time.
         deadlines.push(a.execution_deadline_at.map(|t| t.0));
         deadline_rels.push(timeouts.execution_deadline_ms.map(|ms| ms as i64));
+        quota_policies.push(policy.quota_policy_id.map(|q| q.0));
+        concurrency_keys.push(policy.concurrency_key.clone());
+        budgets.push(policy.budget_ids.iter().map(|b| b.to_string()).collect::<Vec<_>>().join(","));
         policies.push(serde_json::to_value(&policy).map_err(|e| EngineError::Internal(e.to_string()))?);
     }
     let rows = sqlx::query(CREATE_SQL)
@@ -166,9 +188,24 @@ pub(crate) async fn create<'e>(
         .bind(&delays)
         .bind(&deadlines)
         .bind(&deadline_rels)
+        .bind(&quota_policies)
+        .bind(&concurrency_keys)
+        .bind(&budgets)
         .fetch_all(exec)
         .await
         .map_err(map_sqlx)?;
+    if let Some(row) = rows.first() {
+        if let Some(missing) = col::<Option<Vec<String>>>(row, "missing_policies")? {
+            return Err(EngineError::NotFound { entity: "quota_policy" }).inspect_err(|_| {
+                tracing::debug!(?missing, "creation names quota policies that do not exist");
+            });
+        }
+        if let Some(missing) = col::<Option<Vec<String>>>(row, "missing_budgets")? {
+            return Err(EngineError::NotFound { entity: "budget" }).inspect_err(|_| {
+                tracing::debug!(?missing, "creation names budgets that do not exist");
+            });
+        }
+    }
     let mut out = Vec::with_capacity(n);
     // Items that lost to an earlier item of the same batch (same key) find their original here.
     let mut created_by_key: HashMap<(&str, &str), ExecutionId> = HashMap::new();
@@ -179,7 +216,11 @@ pub(crate) async fn create<'e>(
                 if let Some(k) = &a.idempotency_key {
                     created_by_key.insert((a.namespace.as_str(), k.as_str()), a.execution_id);
                 }
-                let public_state = if e == "eligible_now" { PublicState::Waiting } else { PublicState::Delayed };
+                let public_state = match EligibilityState::parse(&e)? {
+                    EligibilityState::NotEligibleUntilTime => PublicState::Delayed,
+                    EligibilityState::BlockedByBudget | EligibilityState::BlockedByQuota => PublicState::RateLimited,
+                    _ => PublicState::Waiting,
+                };
                 CreateExecutionResult::Created { execution_id: a.execution_id, public_state }
             }
             None => {

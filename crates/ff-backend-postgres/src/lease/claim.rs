@@ -216,7 +216,7 @@ impl Poll {
 }
 
 /// Claim of one execution by id: `$1` lease TTL ms, `$2` worker id, `$3` worker instance, `$4`
-/// execution id, `$5` true for a resumed attempt (else a reclaim after a lost lease).
+/// execution id, `$5` what to take over (see [`ById`]).
 pub(crate) const CLAIM_BY_ID_SQL: &str =
     "SELECT * FROM ff_claim(NULL, '{}', ARRAY[$3::text], $1, $2, $4, true, false, NULL, NULL, NULL, NULL, $5)";
 
@@ -227,6 +227,9 @@ pub(crate) enum ById {
     Reclaim,
     /// A resumed execution waiting for a worker: the same attempt.
     Resumed,
+    /// Whatever claim the execution admits (fresh, resumed or reclaimed), with a grant or by an
+    /// operator: unless a budget it draws on is exhausted.
+    Granted,
 }
 
 /// Claims execution `id` for the worker in `policy`, as `what` says; `Ok(None)` when it is not
@@ -245,7 +248,11 @@ where
         .bind(policy.worker_id.as_str())
         .bind(policy.worker_instance_id.as_str())
         .bind(id.uuid())
-        .bind(what == ById::Resumed)
+        .bind(match what {
+            ById::Reclaim => "reclaim",
+            ById::Resumed => "resumed",
+            ById::Granted => "granted",
+        })
         .fetch_optional(exec)
         .await
         .map_err(map_sqlx)?;

@@ -7,6 +7,7 @@
 //! when its next row is due or its wakeup fires, until cancelled. Tests call `run_once`
 //! directly. All timers compare against database time.
 
+pub(crate) mod admission;
 pub(crate) mod delayed;
 pub(crate) mod dependency;
 pub(crate) mod flow_cancel;
@@ -23,6 +24,7 @@ use ff_core::EngineError;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+pub use admission::{AdmissionReconciler, AdmissionRecountReconciler};
 pub use delayed::DelayedPromoter;
 pub use dependency::DependencyReconciler;
 pub use flow_cancel::FlowCancelReconciler;

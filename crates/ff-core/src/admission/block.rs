@@ -114,7 +114,9 @@ fn admission_block(reason: BlockingReason) -> Result<AdmissionBlock, EngineError
     AdmissionBlock::from_blocking_reason(reason).ok_or_else(|| {
         EngineError::validation(
             ValidationKind::InvalidBlockingReason,
-            format!("{reason} is not an admission block (waiting_for_budget, waiting_for_quota, waiting_for_capable_worker)"),
+            format!(
+                "{reason} is not an admission block (waiting_for_budget, waiting_for_quota, waiting_for_capable_worker)"
+            ),
         )
     })
 }

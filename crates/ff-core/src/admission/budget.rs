@@ -48,10 +48,9 @@ impl EnforcementMode {
         match s {
             "strict" => Ok(Self::Strict),
             "warn" => Ok(Self::Warn),
-            other => Err(EngineError::validation(
-                ValidationKind::Corruption,
-                format!("unknown enforcement mode {other:?}"),
-            )),
+            other => {
+                Err(EngineError::validation(ValidationKind::Corruption, format!("unknown enforcement mode {other:?}")))
+            }
         }
     }
 }
@@ -179,7 +178,9 @@ fn validate_deltas<'a>(deltas: impl Iterator<Item = (&'a String, &'a i64)> + Clo
     }
     validate_dimensions(deltas.clone().map(|(d, _)| d))?;
     if let Some((d, v)) = deltas.into_iter().find(|(_, v)| **v < 0) {
-        return Err(spec(format!("negative delta {v} for dimension {d:?}: usage only grows (reset or release to lower it)")));
+        return Err(spec(format!(
+            "negative delta {v} for dimension {d:?}: usage only grows (reset or release to lower it)"
+        )));
     }
     Ok(())
 }

@@ -17,8 +17,7 @@ use crate::capability::CapabilitySet;
 use crate::error::{ContentionKind, EngineError};
 use crate::handle::Handle;
 use crate::id::{
-    AttemptId, AttemptIndex, ExecutionId, GrantId, LaneId, LeaseEpoch, LeaseId, TimestampMs, WorkerId,
-    WorkerInstanceId,
+    AttemptId, AttemptIndex, ExecutionId, GrantId, LaneId, LeaseEpoch, LeaseId, TimestampMs, WorkerId, WorkerInstanceId,
 };
 use crate::lease::MAX_GRANT_TTL_MS;
 use crate::suspension::token::HmacKey;
@@ -273,7 +272,12 @@ pub fn mint_grant_key(key: &HmacKey, b: &GrantBinding<'_>) -> String {
 /// Verifies a presented key for `binding` against the keystore: `invalid_claim_grant` when it
 /// is malformed, signed by an unknown or retired key, or not for this execution and worker.
 /// Expiry is the caller's to check against database time.
-pub fn verify_grant_key(parsed: &ParsedGrantKey, keys: &[HmacKey], b: &GrantBinding<'_>, now: TimestampMs) -> Result<(), EngineError> {
+pub fn verify_grant_key(
+    parsed: &ParsedGrantKey,
+    keys: &[HmacKey],
+    b: &GrantBinding<'_>,
+    now: TimestampMs,
+) -> Result<(), EngineError> {
     let key = keys.iter().find(|k| k.kid == parsed.kid).ok_or_else(invalid_grant)?;
     if key.expires_at.is_some_and(|at| at <= now) {
         return Err(invalid_grant());

@@ -90,7 +90,9 @@ impl CreateQuotaPolicyArgs {
         if self.jitter_ms > MAX_QUOTA_JITTER_MS {
             return Err(bad(format!("jitter_ms {} exceeds {MAX_QUOTA_JITTER_MS}", self.jitter_ms)));
         }
-        if self.max_requests_per_window.is_none() && self.max_concurrent.is_none() && self.max_concurrent_per_key.is_none()
+        if self.max_requests_per_window.is_none()
+            && self.max_concurrent.is_none()
+            && self.max_concurrent_per_key.is_none()
         {
             return Err(bad("a quota policy needs a rate, a concurrency cap or a per-key cap".into()));
         }
@@ -170,7 +172,11 @@ impl CheckAdmissionArgs {
     /// Checks the overrides the way policy limits are checked.
     pub fn validate(&self) -> Result<(), EngineError> {
         let bad = |detail: String| EngineError::validation(ValidationKind::InvalidQuotaSpec, detail);
-        for (name, v) in [("window_seconds", self.window_seconds), ("rate_limit", self.rate_limit), ("concurrency_cap", self.concurrency_cap)] {
+        for (name, v) in [
+            ("window_seconds", self.window_seconds),
+            ("rate_limit", self.rate_limit),
+            ("concurrency_cap", self.concurrency_cap),
+        ] {
             if v == Some(0) {
                 return Err(bad(format!("{name} of 0")));
             }

@@ -126,11 +126,6 @@ literal_enum!(
         WaitingForChildren => "waiting_for_children",
         /// Waiting for a worker with the required capabilities.
         WaitingForCapableWorker => "waiting_for_capable_worker",
-        /// Waiting for an exhausted budget to be reset or raised.
-        WaitingForBudget => "waiting_for_budget",
-        /// Waiting for its quota policy to admit it (a concurrency slot, a concurrency-key slot,
-        /// or room in the rate window).
-        WaitingForQuota => "waiting_for_quota",
         /// Paused by an operator.
         PausedByOperator => "paused_by_operator",
         /// Suspended for a person's approval.
@@ -141,6 +136,11 @@ literal_enum!(
         WaitingForToolResult => "waiting_for_tool_result",
         /// Suspended by a policy or a budget.
         PausedByPolicy => "paused_by_policy",
+        /// Waiting for an exhausted budget to be reset or raised.
+        WaitingForBudget => "waiting_for_budget",
+        /// Waiting for its quota policy to admit it (a concurrency slot, a concurrency-key slot,
+        /// or room in the rate window).
+        WaitingForQuota => "waiting_for_quota",
     }
 );
 
