@@ -42,9 +42,13 @@ impl ConformanceHarness for PgHarness {
             Timer::Deadline => ("ff_execution", "deadline_at_ms", "true"),
             Timer::SuspensionTimeout => ("ff_suspension", "timeout_at_ms", "open"),
             Timer::WaitpointExpiry => ("ff_waitpoint", "expires_at_ms", "state = 'pending'"),
+            Timer::ClaimGrant => ("ff_claim_grant", "expires_at_ms", "true"),
+            Timer::QuotaWindow => ("ff_quota_window", "admitted_at_ms", "true"),
         };
+        // A window entry ages out a whole window later; move it far enough.
+        let past = if timer == Timer::QuotaWindow { "0" } else { "ff_now_ms() - 1" };
         let moved = sqlx::query(&format!(
-            "UPDATE {table} SET {column} = ff_now_ms() - 1 WHERE execution_id = $1 AND {column} IS NOT NULL AND {open}"
+            "UPDATE {table} SET {column} = {past} WHERE execution_id = $1 AND {column} IS NOT NULL AND {open}"
         ))
         .bind(id.uuid())
         .execute(self.db.pool())
@@ -52,6 +56,13 @@ impl ConformanceHarness for PgHarness {
         .expect("move timer into the past")
         .rows_affected();
         assert!(moved >= 1, "{id} has no {timer:?} timer to move");
+        if timer == Timer::ClaimGrant {
+            sqlx::query("UPDATE ff_execution SET grant_expires_at_ms = ff_now_ms() - 1 WHERE execution_id = $1")
+                .bind(id.uuid())
+                .execute(self.db.pool())
+                .await
+                .expect("lapse the reservation");
+        }
     }
 
     async fn fingerprint(&self, id: &ExecutionId) -> String {
@@ -62,7 +73,9 @@ impl ConformanceHarness for PgHarness {
                         coalesce((SELECT count(*)::text FROM ff_event v WHERE execution_id = $1), '') || \
                         coalesce((SELECT string_agg(row_to_json(w)::text, ',' ORDER BY waitpoint_id) FROM ff_waitpoint w WHERE execution_id = $1), '') || \
                         coalesce((SELECT string_agg(row_to_json(s)::text, ',' ORDER BY seq) FROM ff_signal s WHERE execution_id = $1), '') || \
-                        coalesce((SELECT row_to_json(u)::text FROM ff_suspension u WHERE execution_id = $1), ''))",
+                        coalesce((SELECT row_to_json(u)::text FROM ff_suspension u WHERE execution_id = $1), '') || \
+                        coalesce((SELECT string_agg(row_to_json(g)::text, ',') FROM ff_claim_grant g WHERE execution_id = $1), '') || \
+                        coalesce((SELECT string_agg(row_to_json(b)::text, ',' ORDER BY budget_id, dimension) FROM ff_budget_spend b WHERE execution_id = $1), ''))",
         )
         .bind(id.uuid())
         .fetch_one(self.db.pool())

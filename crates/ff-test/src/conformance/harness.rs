@@ -22,6 +22,12 @@ pub enum Timer {
     SuspensionTimeout,
     /// The lifetime of the execution's pending waitpoints: afterwards `close_waitpoint` acts.
     WaitpointExpiry,
+    /// The expiry of the claim grant reserving the execution: afterwards the grant is lapsed
+    /// and the execution claimable by anyone.
+    ClaimGrant,
+    /// The execution's admissions into its quota policy's rate window: afterwards they no
+    /// longer count against the window (the next `reconcile_quota_counters` admits waiters).
+    QuotaWindow,
 }
 
 /// One backend under test. A backend's test crate implements this once and runs the whole

@@ -31,6 +31,9 @@
 //! - [`suspension`] — suspend and resume by signal on the same attempt, signal effects, dedup,
 //!   buffering on pending waitpoints, tokens with rotation and grace, timeouts by behaviour,
 //!   resume delays, listings; every refusal writes nothing.
+//! - [`quota`] — quota policies: caps admit exactly N, releases admit the next waiter however
+//!   the holder ended, keys queue separately, rate windows, explicit admissions, 16 racing
+//!   claimers never exceed the cap, bad input.
 //! - [`worker_registry`] — registration, heartbeats, listings; a dead or lapsed worker's
 //!   leases are revoked at once; bad input.
 //!
@@ -74,6 +77,7 @@ pub mod flow;
 mod harness;
 pub mod ingress;
 pub mod operator;
+pub mod quota;
 pub mod reads;
 pub mod reclaim;
 pub mod retry;
@@ -171,6 +175,15 @@ macro_rules! conformance_suite {
                 unroutable_work_is_parked_until_a_capable_worker_registers,
                 a_claim_with_the_capabilities_unparks_and_takes_parked_work,
                 routable_work_is_not_parked,
+            }
+            quota {
+                a_concurrency_cap_admits_n_and_a_release_admits_the_next,
+                a_slot_is_released_however_the_holder_ends,
+                one_keys_backlog_does_not_hold_back_another_key,
+                rate_limited_work_waits_for_its_window,
+                explicit_admissions_share_the_policys_slots,
+                sixteen_concurrent_claimers_never_exceed_the_cap,
+                quota_bad_input_is_refused,
             }
             worker_registry {
                 register_refresh_heartbeat_and_list,
