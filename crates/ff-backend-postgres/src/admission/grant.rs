@@ -145,17 +145,17 @@ pub(crate) async fn issue(pool: &PgPool, args: &IssueClaimGrantArgs) -> Result<I
             args.lane_id.as_str()
         )));
     }
+    let required: Vec<String> = col(&row, "required_capabilities")?;
+    let missing: Vec<String> = required.into_iter().filter(|c| !args.worker_capabilities.0.contains(c)).collect();
+    if !missing.is_empty() {
+        return Err(EngineError::validation(ValidationKind::CapabilityMismatch, missing.join(",")));
+    }
     let holder: Option<String> = col(&row, "holder")?;
     if !col::<bool>(&row, "claimable")? || holder.is_some_and(|h| h != args.worker_instance_id.as_str()) {
         return Err(EngineError::Contention(ContentionKind::ExecutionNotEligible));
     }
     if col::<bool>(&row, "budget_exhausted")? {
         return Err(EngineError::State(StateKind::BudgetExceeded));
-    }
-    let required: Vec<String> = col(&row, "required_capabilities")?;
-    let missing: Vec<String> = required.into_iter().filter(|c| !args.worker_capabilities.0.contains(c)).collect();
-    if !missing.is_empty() {
-        return Err(EngineError::validation(ValidationKind::CapabilityMismatch, missing.join(",")));
     }
     let (expires,): (i64,) = sqlx::query_as(RESERVE_SQL)
         .bind(id.uuid())
@@ -216,7 +216,7 @@ pub(crate) async fn claim_execution(
         grant_id: parsed.grant_id,
         execution_id: id,
         worker_instance_id: &holder,
-        expires_at: TimestampMs(col(&row, "expires_at_ms")?),
+        expires_at: parsed.expires_at,
     };
     let (now,): (i64,) = sqlx::query_as(NOW_SQL).fetch_one(&mut *tx).await.map_err(map_sqlx)?;
     let keys = keystore::verifying_keys(&mut tx).await?;

@@ -34,6 +34,11 @@
 //! - [`quota`] — quota policies: caps admit exactly N, releases admit the next waiter however
 //!   the holder ended, keys queue separately, rate windows, explicit admissions, 16 racing
 //!   claimers never exceed the cap, bad input.
+//! - [`budget`] — budgets: all-or-nothing, deduplicated usage reports, breaches, a strict
+//!   budget that runs out stops claims until reset or raised, attributed spend and its
+//!   release, bad input.
+//! - [`grant`] — claim grants (reserve, claim with the key, refusals, lapse), the operator's
+//!   immediate claim, the block primitives fenced by reason.
 //! - [`worker_registry`] — registration, heartbeats, listings; a dead or lapsed worker's
 //!   leases are revoked at once; bad input.
 //!
@@ -68,12 +73,14 @@
 
 pub mod attempt_end;
 pub mod bad_input;
+pub mod budget;
 pub mod claim;
 pub mod completions;
 pub mod concurrency;
 pub mod fencing;
 mod fixture;
 pub mod flow;
+pub mod grant;
 mod harness;
 pub mod ingress;
 pub mod operator;
@@ -184,6 +191,19 @@ macro_rules! conformance_suite {
                 explicit_admissions_share_the_policys_slots,
                 sixteen_concurrent_claimers_never_exceed_the_cap,
                 quota_bad_input_is_refused,
+            }
+            budget {
+                usage_reports_apply_all_or_nothing_and_once_per_key,
+                a_strict_budget_that_runs_out_stops_claims_until_reset_or_raised,
+                spend_is_attributed_and_released,
+                budget_bad_input_is_refused,
+            }
+            grant {
+                a_grant_reserves_work_for_the_worker_who_claims_with_it,
+                grant_refusals_write_nothing,
+                issue_claim_grant_checks_the_worker_and_the_execution,
+                an_operator_claims_at_once,
+                blocks_and_unblocks_are_fenced_by_reason,
             }
             worker_registry {
                 register_refresh_heartbeat_and_list,
