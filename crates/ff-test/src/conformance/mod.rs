@@ -186,6 +186,8 @@ macro_rules! conformance_suite {
             quota {
                 a_concurrency_cap_admits_n_and_a_release_admits_the_next,
                 a_slot_is_released_however_the_holder_ends,
+                suspension_gives_back_its_slot_and_resumption_asks_again,
+                a_flow_member_released_by_its_upstream_is_admitted_by_its_policy,
                 one_keys_backlog_does_not_hold_back_another_key,
                 rate_limited_work_waits_for_its_window,
                 explicit_admissions_share_the_policys_slots,

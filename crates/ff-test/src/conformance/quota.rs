@@ -126,6 +126,56 @@ pub async fn a_slot_is_released_however_the_holder_ends<H: ConformanceHarness>()
     assert_eq!(fx.backend.get_quota_policy_status(&q).await.unwrap().active, 1);
 }
 
+/// Suspension gives the slot back; the resumed execution asks for one again and waits for it
+/// like any other, then resumes the same attempt.
+pub async fn suspension_gives_back_its_slot_and_resumption_asks_again<H: ConformanceHarness>() {
+    let fx = Fixture::<H>::new().await;
+    let q = quota_policy(&fx, |a| a.max_concurrent = Some(1)).await;
+    let first = fx.create_with("susp-quota", under(q, None)).await;
+    let second = fx.create_with("susp-quota", under(q, None)).await;
+    let h = fx.claim("susp-quota", "w1").await;
+    let out = fx.backend.suspend(&h, SuspendArgs::for_signal("approval", "approved")).await.unwrap();
+    assert!(matches!(out, SuspendOutcome::Suspended { .. }), "{out:?}");
+    assert!(!waiting_for_quota(&fx, &second).await, "the suspended execution gave its slot back");
+    let running = fx.claim("susp-quota", "w2").await;
+    assert_eq!(payload(&running).execution_id, second);
+    fx.backend
+        .resume_execution(ResumeExecutionArgs {
+            execution_id: first,
+            trigger_type: "operator".into(),
+            resume_delay_ms: 0,
+        })
+        .await
+        .unwrap();
+    assert!(waiting_for_quota(&fx, &first).await, "resumed, it waits for a slot");
+    fx.backend.complete(&running, None).await.unwrap();
+    let resumed = fx.claim("susp-quota", "w3").await;
+    assert_eq!(resumed.kind, HandleKind::Resumed);
+    assert_eq!(payload(&resumed).attempt_index, payload(&h).attempt_index, "the same attempt resumes");
+}
+
+/// A flow member released by its upstream's completion passes its policy like any other
+/// execution: it waits for a slot the policy has not got, and the release of one admits it.
+pub async fn a_flow_member_released_by_its_upstream_is_admitted_by_its_policy<H: ConformanceHarness>() {
+    let fx = Fixture::<H>::new().await;
+    let q = quota_policy(&fx, |a| a.max_concurrent = Some(1)).await;
+    let holder = fx.create_with("fq-solo", under(q, None)).await;
+    let (_, ids) = super::flow::graph_with(&fx, "fq", 2, &[(0, 1)], &[], |i, a| {
+        if i == 1 {
+            under(q, None)(a);
+        }
+    })
+    .await;
+    assert_eq!(fx.state(&ids[1]).await, PublicState::WaitingChildren);
+    let up = fx.claim("fq", "w").await;
+    fx.backend.complete(&up, None).await.unwrap();
+    assert!(waiting_for_quota(&fx, &ids[1]).await, "released by its upstream, it waits for the slot");
+    let h = fx.claim("fq-solo", "w").await;
+    assert_eq!(payload(&h).execution_id, holder);
+    fx.backend.complete(&h, None).await.unwrap();
+    assert_eq!(payload(&fx.claim("fq", "w").await).execution_id, ids[1]);
+}
+
 /// Per-key caps: a key with a long backlog holds only its own slots; another key's work is
 /// claimable at once, and a release of one key admits that key's next waiter.
 pub async fn one_keys_backlog_does_not_hold_back_another_key<H: ConformanceHarness>() {
