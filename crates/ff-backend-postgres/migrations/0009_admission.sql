@@ -34,6 +34,10 @@ ALTER TABLE ff_execution
     -- While reserved for a worker by a claim grant: when the reservation lapses.
     ADD COLUMN grant_expires_at_ms bigint;
 
+-- A lane's quota policy: executions created on the lane without a policy of their own take it
+-- (so a lane can say "at most N running per key").
+ALTER TABLE ff_lane ADD COLUMN quota_policy_id uuid;
+
 CREATE TABLE ff_quota_policy (
     quota_policy_id uuid PRIMARY KEY,
     partition_key smallint NOT NULL,

@@ -24,6 +24,8 @@ fn statements() -> Vec<(&'static str, String)> {
     }
     let mut all = list![
         crate::admission::quota::CREATE_POLICY_SQL,
+        crate::admission::quota::SET_LANE_POLICY_SQL,
+        crate::admission::quota::LANE_POLICY_SQL,
         crate::admission::quota::POLICY_STATUS_SQL,
         crate::admission::quota::CHECK_ADMISSION_SQL,
         crate::admission::quota::RELEASE_ADMISSION_SQL,

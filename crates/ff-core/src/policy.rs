@@ -82,12 +82,13 @@ pub struct ExecutionPolicy {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub budget_ids: Vec<crate::id::BudgetId>,
     /// The quota policy that admits the execution (rate per window, concurrency, concurrency per
-    /// key): it becomes claimable only within the policy's limits.
+    /// key): it becomes claimable only within the policy's limits. Without one, the execution
+    /// takes its lane's policy, if the lane has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quota_policy_id: Option<crate::id::QuotaPolicyId>,
     /// The execution's concurrency key (a customer, a tenant...): its quota policy's
     /// `max_concurrent_per_key` bounds how many executions of one key run at once. Needs a
-    /// quota policy.
+    /// quota policy, its own or its lane's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = MAX_CONCURRENCY_KEY_BYTES))]
     pub concurrency_key: Option<String>,
@@ -128,9 +129,6 @@ impl ExecutionPolicy {
             return Err(policy_err(format!("budget {dup} is listed twice")));
         }
         if let Some(key) = &self.concurrency_key {
-            if self.quota_policy_id.is_none() {
-                return Err(policy_err("concurrency_key needs a quota_policy_id".into()));
-            }
             crate::execution::validate_name("concurrency_key", key, false)?;
             if key.len() > MAX_CONCURRENCY_KEY_BYTES {
                 return Err(policy_err(format!(

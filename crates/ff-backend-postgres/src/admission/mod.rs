@@ -28,6 +28,17 @@ impl QuotaBackend for PostgresBackend {
         quota::status(&self.pool, id).await?.ok_or(EngineError::NotFound { entity: "quota_policy" })
     }
 
+    async fn set_lane_quota_policy(
+        &self,
+        args: SetLaneQuotaPolicyArgs,
+    ) -> Result<SetLaneQuotaPolicyResult, EngineError> {
+        quota::set_lane_policy(&self.pool, &args).await
+    }
+
+    async fn read_lane_quota_policy(&self, lane: &LaneId) -> Result<Option<QuotaPolicyId>, EngineError> {
+        quota::lane_policy(&self.pool, lane).await
+    }
+
     async fn check_admission(
         &self,
         quota_policy_id: &QuotaPolicyId,

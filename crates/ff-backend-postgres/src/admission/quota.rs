@@ -55,6 +55,44 @@ pub(crate) const ADMIT_SQL: &str = "SELECT ff_quota_apply($1, '[]'::jsonb)";
 /// When the next rate-limited waiter may be admitted.
 pub(crate) const NEXT_DUE_SQL: &str = "SELECT min(next_admit_at_ms) FROM ff_quota_policy";
 
+/// Sets lane `$1`'s policy to `$2` (registering the lane); returns the previous one and whether
+/// `$2` exists.
+pub(crate) const SET_LANE_POLICY_SQL: &str = "WITH known AS ( \
+       SELECT $2::uuid IS NULL OR EXISTS (SELECT 1 FROM ff_quota_policy WHERE quota_policy_id = $2) AS ok), \
+     prev AS (SELECT quota_policy_id FROM ff_lane WHERE lane_id = $1 FOR UPDATE), \
+     ins AS ( \
+       INSERT INTO ff_lane AS l (lane_id, quota_policy_id) SELECT $1, $2 FROM known WHERE known.ok \
+       ON CONFLICT (lane_id) DO UPDATE SET quota_policy_id = EXCLUDED.quota_policy_id RETURNING 1) \
+     SELECT (SELECT ok FROM known) AS known, (SELECT quota_policy_id FROM prev) AS previous, \
+            (SELECT count(*) FROM ins) AS written";
+
+/// Lane `$1`'s policy.
+pub(crate) const LANE_POLICY_SQL: &str = "SELECT quota_policy_id FROM ff_lane WHERE lane_id = $1";
+
+/// `set_lane_quota_policy`.
+pub(crate) async fn set_lane_policy(
+    pool: &PgPool,
+    args: &SetLaneQuotaPolicyArgs,
+) -> Result<SetLaneQuotaPolicyResult, EngineError> {
+    let (known, previous, _written): (bool, Option<uuid::Uuid>, i64) = sqlx::query_as(SET_LANE_POLICY_SQL)
+        .bind(args.lane_id.as_str())
+        .bind(args.quota_policy_id.map(|q| q.0))
+        .fetch_one(pool)
+        .await
+        .map_err(map_sqlx)?;
+    if !known {
+        return Err(EngineError::NotFound { entity: "quota_policy" });
+    }
+    Ok(SetLaneQuotaPolicyResult { previous: previous.map(QuotaPolicyId) })
+}
+
+/// `read_lane_quota_policy`.
+pub(crate) async fn lane_policy(pool: &PgPool, lane: &LaneId) -> Result<Option<QuotaPolicyId>, EngineError> {
+    let row: Option<(Option<uuid::Uuid>,)> =
+        sqlx::query_as(LANE_POLICY_SQL).bind(lane.as_str()).fetch_optional(pool).await.map_err(map_sqlx)?;
+    Ok(row.and_then(|(q,)| q).map(QuotaPolicyId))
+}
+
 fn opt_i32(v: Option<u32>) -> Option<i32> {
     v.map(|n| n as i32)
 }

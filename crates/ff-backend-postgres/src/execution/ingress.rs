@@ -12,7 +12,7 @@ use std::collections::HashMap;
 
 use ff_core::{
     CreateExecutionArgs, CreateExecutionResult, EligibilityState, EngineError, ExecutionId, MAX_CREATE_BATCH,
-    PartitionConfig, PublicState,
+    PartitionConfig, PublicState, ValidationKind,
 };
 use uuid::Uuid;
 
@@ -20,7 +20,7 @@ use crate::error::map_sqlx;
 use crate::row::col;
 
 pub(crate) const CREATE_SQL: &str = r#"
-WITH input AS (
+WITH raw_input AS (
     SELECT * FROM unnest($1::uuid[], $2::smallint[], $3::text[], $4::text[], $5::text[], $6::int[], $7::text[],
                          $8::text[], $9::text[], $10::bytea[], $11::jsonb[], $12::text[], $13::jsonb[], $14::int[],
                          $15::int[], $16::bigint[], $17::bigint[], $18::bigint[], $19::bigint[], $20::uuid[],
@@ -28,7 +28,12 @@ WITH input AS (
         WITH ORDINALITY AS i(execution_id, partition_key, namespace, lane_id, execution_kind, priority, creator_identity,
                              idempotency_key, payload_encoding, input_payload, tags, capabilities, policy, max_retries,
                              max_reclaim_count, attempt_timeout_ms, delay_until, deadline_at, deadline_rel_ms,
-                             quota_policy_id, concurrency_key, budgets, ord)
+                             own_quota_policy_id, concurrency_key, budgets, ord)
+),
+-- An execution without a quota policy of its own takes its lane's.
+input AS (
+    SELECT r.*, coalesce(r.own_quota_policy_id, l.quota_policy_id) AS quota_policy_id
+    FROM raw_input r LEFT JOIN ff_lane l ON l.lane_id = r.lane_id
 ),
 -- Quota policies and budgets the batch names that do not exist: then nothing is written.
 refs AS (
@@ -37,7 +42,9 @@ refs AS (
                AS missing_policies,
            (SELECT array_agg(DISTINCT b.id) FROM input i,
                    LATERAL unnest(string_to_array(nullif(i.budgets, ''), ',')::uuid[]) AS b(id)
-            WHERE NOT EXISTS (SELECT 1 FROM ff_budget x WHERE x.budget_id = b.id)) AS missing_budgets
+            WHERE NOT EXISTS (SELECT 1 FROM ff_budget x WHERE x.budget_id = b.id)) AS missing_budgets,
+           EXISTS (SELECT 1 FROM input i WHERE i.concurrency_key IS NOT NULL AND i.quota_policy_id IS NULL)
+               AS keys_without_policy
 ),
 ins AS (
     INSERT INTO ff_execution (execution_id, partition_key, namespace, lane_id, execution_kind, priority, creator_identity,
@@ -59,7 +66,7 @@ ins AS (
     FROM input CROSS JOIN refs,
          LATERAL (SELECT c.required, ff_route_covered(lane_id, c.required) AS covered
                   FROM (SELECT coalesce(string_to_array(nullif(capabilities, ''), ','), '{}') AS required) c) r
-    WHERE refs.missing_policies IS NULL AND refs.missing_budgets IS NULL
+    WHERE refs.missing_policies IS NULL AND refs.missing_budgets IS NULL AND NOT refs.keys_without_policy
     ORDER BY ord
     ON CONFLICT DO NOTHING
     RETURNING execution_id, lane_id, eligibility_state::text AS eligibility_state, eligible_at_ms, priority
@@ -85,10 +92,11 @@ timers AS (
 ),
 lanes AS (
     INSERT INTO ff_lane (lane_id) SELECT DISTINCT lane_id FROM input, refs
-    WHERE refs.missing_policies IS NULL AND refs.missing_budgets IS NULL ON CONFLICT DO NOTHING
+    WHERE refs.missing_policies IS NULL AND refs.missing_budgets IS NULL AND NOT refs.keys_without_policy
+    ON CONFLICT DO NOTHING
 )
 SELECT i.ord, ins.eligibility_state, refs.missing_policies::text[] AS missing_policies,
-       refs.missing_budgets::text[] AS missing_budgets,
+       refs.missing_budgets::text[] AS missing_budgets, refs.keys_without_policy,
        CASE WHEN ins.execution_id IS NULL THEN
            coalesce((SELECT x.partition_key::text || ':' || x.execution_id::text FROM ff_execution x
                      WHERE x.execution_id = i.execution_id),
@@ -199,6 +207,12 @@ pub(crate) async fn create<'e>(
             return Err(EngineError::NotFound { entity: "quota_policy" }).inspect_err(|_| {
                 tracing::debug!(?missing, "creation names quota policies that do not exist");
             });
+        }
+        if col::<bool>(row, "keys_without_policy")? {
+            return Err(EngineError::validation(
+                ValidationKind::InvalidPolicyJson,
+                "a concurrency_key needs a quota policy, on the execution or on its lane",
+            ));
         }
         if let Some(missing) = col::<Option<Vec<String>>>(row, "missing_budgets")? {
             return Err(EngineError::NotFound { entity: "budget" }).inspect_err(|_| {

@@ -228,6 +228,25 @@ pub enum ReleaseAdmissionResult {
     NotHeld,
 }
 
+/// Arguments of `set_lane_quota_policy`: executions created on the lane from now on without a
+/// quota policy of their own are attached to this one (`None` detaches the lane).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetLaneQuotaPolicyArgs {
+    /// The lane.
+    pub lane_id: crate::id::LaneId,
+    /// Its policy, or `None` for none.
+    #[serde(default)]
+    pub quota_policy_id: Option<QuotaPolicyId>,
+}
+
+/// Outcome of `set_lane_quota_policy`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct SetLaneQuotaPolicyResult {
+    /// The lane's policy before.
+    pub previous: Option<QuotaPolicyId>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

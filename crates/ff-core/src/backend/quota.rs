@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use crate::admission::ReconcileCounts;
 use crate::admission::quota::*;
 use crate::error::EngineError;
-use crate::id::QuotaPolicyId;
+use crate::id::{LaneId, QuotaPolicyId};
 use crate::partition::Partition;
 
 /// Quota policies and admission.
@@ -21,6 +21,17 @@ pub trait QuotaBackend: Send + Sync {
 
     /// The policy's limits and what it holds now (`not_found` when absent).
     async fn get_quota_policy_status(&self, id: &QuotaPolicyId) -> Result<QuotaPolicyStatus, EngineError>;
+
+    /// Sets the policy of a lane: executions created on it later without a policy of their own
+    /// are attached to it (`not_found` for an unknown policy). Executions already created keep
+    /// what they had.
+    async fn set_lane_quota_policy(
+        &self,
+        args: SetLaneQuotaPolicyArgs,
+    ) -> Result<SetLaneQuotaPolicyResult, EngineError>;
+
+    /// The lane's policy, if it has one.
+    async fn read_lane_quota_policy(&self, lane: &LaneId) -> Result<Option<QuotaPolicyId>, EngineError>;
 
     /// Admits an execution into the policy outside the claim path: it holds a concurrency slot
     /// (and counts against the rate) until `release_admission`, or until the rate window ends

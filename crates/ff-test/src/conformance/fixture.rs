@@ -37,6 +37,18 @@ impl<H: ConformanceHarness> Fixture<H> {
         }
     }
 
+    /// Creates an execution after letting `f` adjust the arguments, returning the backend's
+    /// answer as it is.
+    pub async fn create_with_result(
+        &self,
+        lane: &str,
+        f: impl FnOnce(&mut CreateExecutionArgs),
+    ) -> Result<CreateExecutionResult, EngineError> {
+        let mut args = args(lane);
+        f(&mut args);
+        self.backend.create_execution(args).await
+    }
+
     /// Claims one execution on `lane` as `worker`, panicking when none is available.
     pub async fn claim(&self, lane: &str, worker: &str) -> Handle {
         self.try_claim(lane, worker).await.expect("an execution to claim")

@@ -189,6 +189,7 @@ macro_rules! conformance_suite {
                 suspension_gives_back_its_slot_and_resumption_asks_again,
                 a_flow_member_released_by_its_upstream_is_admitted_by_its_policy,
                 one_keys_backlog_does_not_hold_back_another_key,
+                a_lanes_policy_applies_to_work_created_on_it,
                 rate_limited_work_waits_for_its_window,
                 explicit_admissions_share_the_policys_slots,
                 sixteen_concurrent_claimers_never_exceed_the_cap,

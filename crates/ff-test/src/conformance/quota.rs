@@ -201,6 +201,35 @@ pub async fn one_keys_backlog_does_not_hold_back_another_key<H: ConformanceHarne
     assert_eq!(payload(&fx.claim("keys", "w4").await).execution_id, big[1]);
 }
 
+/// A lane's policy applies to executions created on the lane without one of their own: "at
+/// most one running per customer" on the lane; an execution's own policy wins; unknown
+/// policies are refused.
+pub async fn a_lanes_policy_applies_to_work_created_on_it<H: ConformanceHarness>() {
+    let fx = Fixture::<H>::new().await;
+    let q = quota_policy(&fx, |a| a.max_concurrent_per_key = Some(1)).await;
+    let set = |p| SetLaneQuotaPolicyArgs { lane_id: lane_id("per-customer"), quota_policy_id: p };
+    assert_eq!(fx.backend.set_lane_quota_policy(set(Some(q))).await.unwrap().previous, None);
+    assert_eq!(fx.backend.read_lane_quota_policy(&lane_id("per-customer")).await.unwrap(), Some(q));
+    let keyed = |k: &'static str| {
+        move |a: &mut CreateExecutionArgs| {
+            a.policy = Some(ExecutionPolicy { concurrency_key: Some(k.into()), ..Default::default() })
+        }
+    };
+    let acme =
+        [fx.create_with("per-customer", keyed("acme")).await, fx.create_with("per-customer", keyed("acme")).await];
+    let globex = fx.create_with("per-customer", keyed("globex")).await;
+    assert!(waiting_for_quota(&fx, &acme[1]).await, "one per customer");
+    assert!(!waiting_for_quota(&fx, &globex).await);
+    let own = quota_policy(&fx, |a| a.max_concurrent = Some(10)).await;
+    let mine = fx.create_with("per-customer", under(own, Some("acme"))).await;
+    assert!(!waiting_for_quota(&fx, &mine).await, "its own policy wins over the lane's");
+    let e = fx.backend.set_lane_quota_policy(set(Some(QuotaPolicyId::new()))).await.unwrap_err();
+    assert_eq!(e.code(), "not_found");
+    assert_eq!(fx.backend.set_lane_quota_policy(set(None)).await.unwrap().previous, Some(q));
+    let e = fx.create_with_result("per-customer", keyed("acme")).await.unwrap_err();
+    assert_eq!(e.code(), "invalid_policy", "a key needs a policy, its own or its lane's");
+}
+
 /// A rate of 2 per window admits two; the third waits with a retry time in its detail and in
 /// the policy's status, and is admitted once the window has moved past the first two.
 pub async fn rate_limited_work_waits_for_its_window<H: ConformanceHarness>() {
