@@ -201,18 +201,6 @@ BEGIN
 END
 $$;
 
--- Parks an execution admission could not take now.
-CREATE FUNCTION ff_quota_park(p_id uuid, p_wait text, p_detail text) RETURNS void
-    LANGUAGE plpgsql
-    SET plan_cache_mode = force_generic_plan
-    AS $$
-BEGIN
-    UPDATE ff_execution SET eligibility_state = 'blocked_by_quota', blocking_reason = 'waiting_for_quota',
-           admission_wait = p_wait, blocking_detail = p_detail, last_mutation_at_ms = ff_now_ms()
-    WHERE execution_id = p_id;
-END
-$$;
-
 -- Settles one policy: gives back the slots p_notes released, admits or parks what entered, and
 -- hands free slots to waiting executions (every key's waiters when p_all_keys, else those of
 -- the keys that gave slots back). The caller has noted nothing while this runs.
@@ -225,7 +213,6 @@ DECLARE
     v_now bigint := ff_now_ms();
     v_keys text[];
     v_key text;
-    v_e record;
     v_held integer;
     v_room bigint;
     v_n bigint;
@@ -233,6 +220,11 @@ DECLARE
     v_more text[];
     v_next bigint;
     v_unbounded boolean;
+    v_admit uuid[];
+    v_queue uuid[];
+    v_keywait uuid[];
+    v_newkey uuid[];
+    v_detail text;
 BEGIN
     SELECT * INTO v_pol FROM ff_quota_policy WHERE quota_policy_id = p_policy FOR UPDATE;
     IF NOT FOUND THEN
@@ -265,49 +257,72 @@ BEGIN
         SELECT greatest(v_pol.window_count - count(*), 0) INTO v_pol.window_count FROM d;
     END IF;
 
-    -- What entered the claimable set in the statement, best first: admitted while there is
-    -- room, else parked behind its key or in the policy's queue.
-    -- (One that was queued for the policy, and so holds its key slot, only needs a policy slot.)
-    FOR v_e IN
-        SELECT x.execution_id, x.concurrency_key, n.from_hold FROM ff_execution x
-        JOIN (SELECT (n->>2)::uuid AS id, min((n->>3)::int) AS from_hold FROM jsonb_array_elements(p_notes) n
-              WHERE (n->>3)::int < 2 AND (n->>4)::int = 2 GROUP BY 1) n ON n.id = x.execution_id
+    -- What entered the claimable set in the statement, best first, set-based: per key, those
+    -- beyond the key's room wait behind their key (holding nothing); of the rest, those beyond
+    -- the policy's room (concurrency and rate) queue for the policy holding their key slot;
+    -- the others stay claimable. (One that was queued for the policy already holds its key
+    -- slot and only needs a policy slot.)
+    v_room := least(coalesce(v_pol.max_concurrent - v_pol.active, 2147483647),
+                    coalesce(v_pol.max_requests_per_window - v_pol.window_count, 2147483647));
+    WITH ent AS (
+        SELECT x.execution_id AS id, x.concurrency_key AS k, n.from_hold, -x.priority AS np, x.eligible_at_ms AS at,
+               x.seq
+        FROM (SELECT (e->>2)::uuid AS id, min((e->>3)::int) AS from_hold FROM jsonb_array_elements(p_notes) e
+              WHERE (e->>3)::int < 2 AND (e->>4)::int = 2 GROUP BY 1) n
+        JOIN ff_execution x ON x.execution_id = n.id
         WHERE x.quota_policy_id = p_policy AND x.lifecycle_phase = 'runnable' AND x.eligibility_state = 'eligible_now'
-        ORDER BY -x.priority, x.eligible_at_ms, x.seq
-    LOOP
-        IF v_pol.max_concurrent_per_key IS NOT NULL AND v_e.concurrency_key IS NOT NULL AND v_e.from_hold = 0 THEN
-            INSERT INTO ff_quota_key AS q (quota_policy_id, concurrency_key, held)
-            VALUES (p_policy, v_e.concurrency_key, 0)
-            ON CONFLICT (quota_policy_id, concurrency_key) DO NOTHING;
-            SELECT q.held INTO v_held FROM ff_quota_key q
-            WHERE q.quota_policy_id = p_policy AND q.concurrency_key = v_e.concurrency_key;
-            IF v_held >= v_pol.max_concurrent_per_key THEN
-                PERFORM ff_quota_park(v_e.execution_id, 'key',
-                    format('concurrency key %s is at its limit of %s', v_e.concurrency_key, v_pol.max_concurrent_per_key));
-                CONTINUE;
-            END IF;
-            UPDATE ff_quota_key q SET held = q.held + 1
-            WHERE q.quota_policy_id = p_policy AND q.concurrency_key = v_e.concurrency_key;
+    ),
+    keyed AS (
+        SELECT e.*,
+               (v_pol.max_concurrent_per_key IS NULL OR e.k IS NULL OR e.from_hold = 1
+                OR row_number() OVER (PARTITION BY e.k, e.from_hold ORDER BY e.np, e.at, e.seq)
+                   <= v_pol.max_concurrent_per_key - coalesce(q.held, 0)) AS key_ok,
+               v_pol.max_concurrent_per_key IS NOT NULL AND e.k IS NOT NULL AND e.from_hold = 0 AS takes_key
+        FROM ent e LEFT JOIN ff_quota_key q ON q.quota_policy_id = p_policy AND q.concurrency_key = e.k
+    ),
+    ranked AS (
+        SELECT d.*, row_number() OVER (PARTITION BY d.key_ok ORDER BY d.np, d.at, d.seq) AS prank FROM keyed d
+    )
+    SELECT coalesce(array_agg(r.id) FILTER (WHERE r.key_ok AND r.prank <= v_room), '{}'),
+           coalesce(array_agg(r.id) FILTER (WHERE r.key_ok AND r.prank > v_room), '{}'),
+           coalesce(array_agg(r.id) FILTER (WHERE NOT r.key_ok), '{}'),
+           coalesce(array_agg(r.id) FILTER (WHERE r.key_ok AND r.takes_key), '{}')
+    INTO v_admit, v_queue, v_keywait, v_newkey
+    FROM ranked r;
+    IF cardinality(v_newkey) > 0 THEN
+        INSERT INTO ff_quota_key AS q (quota_policy_id, concurrency_key, held)
+        SELECT p_policy, x.concurrency_key, count(*) FROM ff_execution x WHERE x.execution_id = ANY (v_newkey)
+        GROUP BY x.concurrency_key ORDER BY x.concurrency_key
+        ON CONFLICT (quota_policy_id, concurrency_key) DO UPDATE SET held = q.held + EXCLUDED.held;
+    END IF;
+    IF cardinality(v_admit) > 0 THEN
+        v_pol.active := v_pol.active + cardinality(v_admit);
+        IF v_pol.window_ms IS NOT NULL THEN
+            INSERT INTO ff_quota_window (quota_policy_id, admitted_at_ms, execution_id)
+            SELECT p_policy, v_now, a FROM unnest(v_admit) a;
+            v_pol.window_count := v_pol.window_count + cardinality(v_admit);
         END IF;
-        IF (v_pol.max_concurrent IS NULL OR v_pol.active < v_pol.max_concurrent)
-           AND (v_pol.window_ms IS NULL OR v_pol.window_count < v_pol.max_requests_per_window) THEN
-            v_pol.active := v_pol.active + 1;
-            IF v_pol.window_ms IS NOT NULL THEN
-                INSERT INTO ff_quota_window (quota_policy_id, admitted_at_ms, execution_id)
-                VALUES (p_policy, v_now, v_e.execution_id);
-                v_pol.window_count := v_pol.window_count + 1;
-            END IF;
-        ELSIF v_pol.max_concurrent IS NOT NULL AND v_pol.active >= v_pol.max_concurrent THEN
-            PERFORM ff_quota_park(v_e.execution_id, 'policy',
-                format('quota policy is at its limit of %s concurrent', v_pol.max_concurrent));
+    END IF;
+    IF cardinality(v_keywait) > 0 THEN
+        UPDATE ff_execution x SET eligibility_state = 'blocked_by_quota', blocking_reason = 'waiting_for_quota',
+               admission_wait = 'key', last_mutation_at_ms = v_now,
+               blocking_detail = format('concurrency key %s is at its limit of %s', x.concurrency_key,
+                                        v_pol.max_concurrent_per_key)
+        WHERE x.execution_id = ANY (v_keywait);
+    END IF;
+    IF cardinality(v_queue) > 0 THEN
+        IF v_pol.max_concurrent IS NOT NULL AND v_pol.active >= v_pol.max_concurrent THEN
+            v_detail := format('quota policy is at its limit of %s concurrent', v_pol.max_concurrent);
         ELSE
             SELECT min(w.admitted_at_ms) + v_pol.window_ms + v_pol.jitter_ms INTO v_next
             FROM ff_quota_window w WHERE w.quota_policy_id = p_policy;
-            PERFORM ff_quota_park(v_e.execution_id, 'policy',
-                format('rate limit of %s per %s ms reached; retry after %s', v_pol.max_requests_per_window,
-                       v_pol.window_ms, v_next));
+            v_detail := format('rate limit of %s per %s ms reached; retry after %s', v_pol.max_requests_per_window,
+                               v_pol.window_ms, v_next);
         END IF;
-    END LOOP;
+        UPDATE ff_execution x SET eligibility_state = 'blocked_by_quota', blocking_reason = 'waiting_for_quota',
+               admission_wait = 'policy', blocking_detail = v_detail, last_mutation_at_ms = v_now
+        WHERE x.execution_id = ANY (v_queue);
+    END IF;
 
     -- Keys with room hand it to their waiters, best first: straight into the claimable set
     -- when the policy has no limit of its own, else into the policy's queue.
