@@ -304,6 +304,7 @@ async fn bad_budget_input_is_refused_and_writes_nothing() {
             format!("{unknown}/spend"),
             Some(json!({"execution_id": exec, "deltas": {"tokens": 1}, "idempotency_key": "k"})),
         ),
+        (Method::POST, format!("{unknown}/release"), Some(json!({"execution_id": exec}))),
     ] {
         let b = app.refused(method.clone(), &path, body, 404, "not_found").await;
         assert!(b["message"].as_str().unwrap().contains("budget"), "{method} {path}: {b}");
