@@ -628,3 +628,19 @@ async fn every_admission_route_requires_the_token() {
         }
     }
 }
+
+/// `BudgetBackend::report_usage` is the report of a lease holder "on an execution drawing on
+/// `budget`": charging a budget the execution does not draw on is refused and writes nothing.
+#[tokio::test]
+async fn a_holder_cannot_charge_a_budget_its_execution_does_not_draw_on() {
+    let app = App::start().await;
+    let drawn = app.budget(100).await;
+    let other = app.budget(100).await;
+    let exec = app.submit("elsewhere", json!({"budget_ids": [drawn]})).await;
+    let claimed = app.claim("elsewhere", "w1", 1).await;
+    let report = json!({"handle": claimed[0].handle, "budget_id": other, "deltas": {"tokens": 1}});
+    let before = app.fingerprint().await;
+    let (status, body) = app.call(Method::POST, &format!("/v1/executions/{exec}/attempts/0/usage"), Some(report)).await;
+    assert!(status.is_client_error(), "charged a budget the execution does not draw on: {status} {body}");
+    assert_eq!(app.fingerprint().await, before, "the refused report wrote");
+}
