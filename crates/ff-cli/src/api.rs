@@ -1,6 +1,7 @@
-//! How the admin commands (`ff executions`, `ff workers`) reach a server: its URL, the bearer
-//! token and an extra CA file, from flags or their environment variables. Every admin command
-//! flattens [`ApiArgs`] and talks to the HTTP API only through [`ff_sdk::Client`].
+//! How the admin commands (`ff executions`, `ff workers`, `ff budgets`, `ff quotas`) reach a
+//! server: its URL, the bearer token and an extra CA file, from flags or their environment
+//! variables. Every admin command flattens [`ApiArgs`] and talks to the HTTP API only through
+//! [`ff_sdk::Client`].
 
 use std::path::PathBuf;
 

@@ -1,15 +1,18 @@
 //! `ff`: run the FlowFabric HTTP server, manage the schema, run the demo, or act on a running
-//! server as an operator (`ff executions ...`, `ff workers ...`, over the HTTP API).
+//! server as an operator (`ff executions ...`, `ff workers ...`, `ff budgets ...`,
+//! `ff quotas ...`, over the HTTP API).
 //!
 //! Configuration is read once, from flags and their environment variables (`ff <command>
 //! --help` lists both). Every command shuts down cleanly on Ctrl-C or SIGTERM.
 
 mod api;
+mod budgets;
 mod database;
 mod demo;
 mod executions;
 mod migrate;
 mod output;
+mod quotas;
 mod serve;
 mod workers;
 
@@ -45,12 +48,18 @@ enum Command {
     Executions(executions::ExecutionsArgs),
     /// Inspect the worker registry of a running server.
     Workers(workers::WorkersArgs),
+    /// Create, show, charge, limit and reset budgets of a running server.
+    Budgets(budgets::BudgetsArgs),
+    /// Create and show quota policies of a running server.
+    Quotas(quotas::QuotasArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let default_level = match cli.command {
-        Command::Demo(_) | Command::Executions(_) | Command::Workers(_) => "warn",
+        Command::Demo(_) | Command::Executions(_) | Command::Workers(_) | Command::Budgets(_) | Command::Quotas(_) => {
+            "warn"
+        }
         _ => "info",
     };
     tracing_subscriber::fmt()
@@ -74,6 +83,8 @@ fn main() -> ExitCode {
             Command::Demo(args) => demo::run(args).await,
             Command::Executions(args) => executions::run(args).await,
             Command::Workers(args) => workers::run(args).await,
+            Command::Budgets(args) => budgets::run(args).await,
+            Command::Quotas(args) => quotas::run(args).await,
         }
     });
     match result {

@@ -1,12 +1,14 @@
-//! The `ff` admin commands (`ff executions ...`, `ff workers list`) run as the built binary
-//! against a real server with a bearer token: each command's output, and a refusal printing the
-//! server's code with a non-zero exit.
+//! The `ff` admin commands (`ff executions ...`, `ff workers list`, `ff budgets ...`,
+//! `ff quotas ...`) run as the built binary against a real server with a bearer token: each
+//! command's output, and a refusal printing the server's code with a non-zero exit.
 
 use std::process::Output;
 
 use ff_backend_postgres::MIGRATOR;
 use ff_core::wire::ClaimRequest;
-use ff_core::{ExecutionId, LaneId, Namespace, RegisterWorkerArgs, WorkerId, WorkerInstanceId};
+use ff_core::{
+    BudgetId, ExecutionId, LaneId, Namespace, QuotaPolicyId, RegisterWorkerArgs, WorkerId, WorkerInstanceId,
+};
 use ff_sdk::{Client, SubmitRequest};
 use ff_server::{Server, ServerConfig};
 use ff_test::TestDb;
@@ -163,5 +165,85 @@ async fn admin_commands_act_on_a_running_server() {
     // A malformed id never reaches the server.
     let bad = ff(&url, Some(TOKEN), &["executions", "show", "not-an-id"]).await;
     assert!(!bad.status.success() && all(&bad).contains("malformed execution id"), "{}", all(&bad));
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn budget_and_quota_commands_act_on_a_running_server() {
+    let db = TestDb::new(&MIGRATOR).await;
+    let mut cfg = ServerConfig::new(db.url());
+    cfg.listen = "127.0.0.1:0".parse().unwrap();
+    cfg.api_token = Some(TOKEN.into());
+    cfg.pool_size = 4;
+    cfg.shutdown_grace_ms = 5_000;
+    let server = Server::start(cfg).await.expect("server starts");
+    let url = server.url();
+    let run = |args: Vec<String>| {
+        let url = url.clone();
+        async move {
+            let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+            ff(&url, Some(TOKEN), &refs).await
+        }
+    };
+    let args = |s: &str| s.split_whitespace().map(str::to_owned).collect::<Vec<_>>();
+
+    // budgets create: a new id printed, the same definition again a no-op, another refused.
+    let budget = BudgetId::new();
+    let create = format!(
+        "budgets create --id {budget} --scope-type tenant --scope-id acme --limit tokens=100:80 --limit usd=0:5 \
+         --reset-every-secs 3600 --on-hard-limit page"
+    );
+    assert_eq!(ok(&run(args(&create)).await).trim(), format!("created budget {budget}"));
+    assert_eq!(ok(&run(args(&create)).await).trim(), format!("budget {budget} exists with this definition"));
+    let other = create.replace("tokens=100:80", "tokens=200:80");
+    refused(&run(args(&other)).await, "budget_already_exists");
+    refused(&run(args("budgets create --scope-type t --scope-id a --limit tokens=10:20")).await, "invalid_budget_spec");
+    let minted = ok(&run(args("budgets create --scope-type t --scope-id a --limit calls=5")).await);
+    assert!(minted.starts_with("created budget "), "{minted}");
+
+    // report: applied, past the soft limit, refused whole past the hard limit.
+    let report = |usage: &str| args(&format!("budgets report {budget} --usage {usage}"));
+    assert_eq!(ok(&run(report("tokens=50")).await).trim(), format!("usage applied to budget {budget}"));
+    let soft = ok(&run(report("tokens=40")).await);
+    assert!(soft.contains("tokens is past its soft limit (90 > 80)"), "{soft}");
+    let hard = ok(&run(report("tokens=20")).await);
+    assert!(hard.starts_with("nothing applied") && hard.contains("used 90 of 100"), "{hard}");
+    refused(&run(report("tokens=-1")).await, "invalid_budget_spec");
+
+    // show: text and JSON.
+    let shown = ok(&run(args(&format!("budgets show {budget}"))).await);
+    assert!(shown.contains(&format!("budget      {budget}")), "{shown}");
+    assert!(shown.contains("scope       tenant/acme   mode strict   exhausted yes"), "{shown}");
+    assert!(shown.contains("dimension   tokens: used 90, hard 100, soft 80"), "{shown}");
+    assert!(shown.contains("dimension   usd: used 0, soft 5"), "{shown}");
+    assert!(shown.contains("breaches    hard 1, soft 1 (last at "), "{shown}");
+    assert!(shown.contains("on hard     page") && shown.contains("reset       every 3600 s, next at "), "{shown}");
+    let status: Value = serde_json::from_str(&ok(&run(args(&format!("budgets show {budget} --json"))).await)).unwrap();
+    assert_eq!((&status["usage"]["tokens"], &status["exhausted"]), (&json!(90), &json!(true)), "{status}");
+    refused(&run(args(&format!("budgets show {}", BudgetId::new()))).await, "not_found");
+
+    // limits and reset.
+    let raised = ok(&run(args(&format!("budgets limits {budget} --limit tokens=500:400"))).await);
+    assert!(raised.starts_with(&format!("limits of budget {budget} set: exhausted no")), "{raised}");
+    let reset: Value = serde_json::from_str(&ok(&run(args(&format!("budgets reset {budget} --json"))).await)).unwrap();
+    assert_eq!(reset["exhausted"], false, "{reset}");
+    let shown = ok(&run(args(&format!("budgets show {budget}"))).await);
+    assert!(shown.contains("dimension   tokens: used 0, hard 500, soft 400"), "{shown}");
+
+    // quotas create and show.
+    let policy = QuotaPolicyId::new();
+    let create = format!(
+        "quotas create --id {policy} --max-concurrent 4 --max-concurrent-per-key 1 --rate 100 --window-secs 60"
+    );
+    assert_eq!(ok(&run(args(&create)).await).trim(), format!("created quota policy {policy}"));
+    assert_eq!(ok(&run(args(&create)).await).trim(), format!("quota policy {policy} exists with these limits"));
+    refused(&run(args("quotas create --max-concurrent 0")).await, "invalid_quota_spec");
+    let shown = ok(&run(args(&format!("quotas show {policy}"))).await);
+    assert!(shown.contains("rate        100 per 60 s"), "{shown}");
+    assert!(shown.contains("concurrent  4 (per key 1)"), "{shown}");
+    assert!(shown.contains("active      0 (busiest key 0)"), "{shown}");
+    let status: Value = serde_json::from_str(&ok(&run(args(&format!("quotas show {policy} --json"))).await)).unwrap();
+    assert_eq!(status["limits"]["max_concurrent_per_key"], 1, "{status}");
+    refused(&run(args(&format!("quotas show {}", QuotaPolicyId::new()))).await, "not_found");
     server.shutdown().await.unwrap();
 }

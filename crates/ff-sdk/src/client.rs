@@ -3,16 +3,23 @@
 //! transport). The operator controls and the fence-triple calls are in `client/operator.rs`;
 //! flows (the graph builder, edits, reads, cancellation) in `client/flow.rs`; suspension
 //! (signals, approvals, listings, resume, key rotation, the lease holder's suspend) in
-//! `client/suspension.rs`.
+//! `client/suspension.rs`; admission in `client/budget.rs` (budgets, usage reports),
+//! `client/quota.rs` (quota policies, admissions) and `client/grant.rs` (claim grants, the
+//! eligible scan, blocks).
 //!
 //! The client learns the server's partition counts once, on first need
 //! ([`Client::partitions`]), to mint flow member ids the server accepts.
 
+mod budget;
 mod flow;
+mod grant;
 mod operator;
+mod quota;
 mod suspension;
 
+pub use budget::BudgetBuilder;
 pub use flow::{FlowBuilder, FlowGraphOutcome};
+pub use quota::QuotaPolicyBuilder;
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -17,6 +17,11 @@
 //!   [`HandlerError::suspend_on`]; a signal ([`Client::signal`] with the token alone, or an
 //!   operator's [`Client::approve`]) runs the same attempt again, which reads it with
 //!   [`TaskContext::signals`]. `examples/approval.rs` is a whole approval workflow.
+//! - Admission: [`Client::budget`] and [`Client::quota_policy`] create budgets and quota
+//!   policies; a submission draws on them ([`SubmitRequest::budget`],
+//!   [`SubmitRequest::quota_policy`], [`SubmitRequest::concurrency_key`]); a handler charges
+//!   what it used with [`TaskContext::report_usage`]. A strict budget that runs out holds its
+//!   executions back (`rate_limited`, `waiting_for_budget`) until it is reset or raised.
 //!
 //! ```no_run
 //! use ff_sdk::{Client, HttpTransport, Worker, WorkerConfig, TaskContext, HandlerError};
@@ -42,7 +47,7 @@ pub mod error;
 pub mod transport;
 pub mod worker;
 
-pub use client::{Client, ClientConfig, FlowBuilder, FlowGraphOutcome};
+pub use client::{BudgetBuilder, Client, ClientConfig, FlowBuilder, FlowGraphOutcome, QuotaPolicyBuilder};
 pub use error::SdkError;
 pub use ff_core::wire::SubmitRequest;
 pub use transport::{ClaimArgs, ClaimedTask, DirectTransport, HttpTransport, WorkerTransport};

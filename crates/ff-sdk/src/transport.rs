@@ -12,10 +12,11 @@ use ff_core::wire::{
     ProgressRequest, decode_bytes, encode_bytes, handle_token, parse_handle_token,
 };
 use ff_core::{
-    AppendFrameOutcome, AttemptIndex, CapabilitySet, ClaimPolicy, EngineBackend, EngineError, ExecutionId, FailOutcome,
-    FailureClass, FailureReason, Frame, Handle, HandleKind, HandlePayload, HeartbeatWorkerArgs, HeartbeatWorkerOutcome,
-    LaneId, LeaseRenewal, LeasedExecution, MarkWorkerDeadArgs, MarkWorkerDeadOutcome, PendingWaitpoint,
-    RegisterWorkerArgs, RegisterWorkerOutcome, ResumeSignal, SuspendArgs, SuspendOutcome, TimestampMs, WorkerId,
+    AppendFrameOutcome, AttemptIndex, BudgetId, CapabilitySet, ClaimPolicy, EngineBackend, EngineError, ExecutionId,
+    FailOutcome, FailureClass, FailureReason, Frame, Handle, HandleKind, HandlePayload, HeartbeatWorkerArgs,
+    HeartbeatWorkerOutcome, LaneId, LeaseRenewal, LeasedExecution, MarkWorkerDeadArgs, MarkWorkerDeadOutcome,
+    PendingWaitpoint, RegisterWorkerArgs, RegisterWorkerOutcome, ReportUsageResult, ResumeSignal, SuspendArgs,
+    SuspendOutcome, TimestampMs, UsageDimensions, WorkerId,
 };
 
 use crate::client::Client;
@@ -104,7 +105,8 @@ pub struct ClaimArgs {
 }
 
 /// The calls a worker makes: its registration in the worker registry, claims, and lease-holder
-/// calls, which take the claimed task (it carries the handle and the execution it names).
+/// calls (usage reports to budgets among them), which take the claimed task (it carries the
+/// handle and the execution it names).
 #[async_trait]
 pub trait WorkerTransport: Send + Sync + 'static {
     /// Registers this worker instance, or refreshes its live registration.
@@ -159,6 +161,14 @@ pub trait WorkerTransport: Send + Sync + 'static {
     /// The signals of the attempt's latest suspension (before it suspends: those buffered on
     /// its pending waitpoints), in delivery order.
     async fn observe_signals(&self, task: &ClaimedTask) -> Result<Vec<ResumeSignal>, SdkError>;
+    /// Reports usage charged to `budget` (one the execution draws on), all of its deltas or
+    /// none; a report that would pass a hard limit is a `HardBreach` and applies nothing.
+    async fn report_usage(
+        &self,
+        task: &ClaimedTask,
+        budget: &BudgetId,
+        usage: UsageDimensions,
+    ) -> Result<ReportUsageResult, SdkError>;
 }
 
 /// A shared transport is a transport.
@@ -226,6 +236,14 @@ impl<T: WorkerTransport + ?Sized> WorkerTransport for Arc<T> {
     }
     async fn observe_signals(&self, task: &ClaimedTask) -> Result<Vec<ResumeSignal>, SdkError> {
         (**self).observe_signals(task).await
+    }
+    async fn report_usage(
+        &self,
+        task: &ClaimedTask,
+        budget: &BudgetId,
+        usage: UsageDimensions,
+    ) -> Result<ReportUsageResult, SdkError> {
+        (**self).report_usage(task, budget, usage).await
     }
 }
 
@@ -350,6 +368,16 @@ impl WorkerTransport for HttpTransport {
     async fn observe_signals(&self, task: &ClaimedTask) -> Result<Vec<ResumeSignal>, SdkError> {
         self.client.observe_signals(&task.execution_id, task.attempt_index, &handle_token(&task.handle)).await
     }
+
+    async fn report_usage(
+        &self,
+        task: &ClaimedTask,
+        budget: &BudgetId,
+        usage: UsageDimensions,
+    ) -> Result<ReportUsageResult, SdkError> {
+        let handle = handle_token(&task.handle);
+        self.client.report_usage(&task.execution_id, task.attempt_index, &handle, budget, &usage).await
+    }
 }
 
 /// In-process, straight to a backend.
@@ -448,5 +476,14 @@ impl WorkerTransport for DirectTransport {
 
     async fn observe_signals(&self, task: &ClaimedTask) -> Result<Vec<ResumeSignal>, SdkError> {
         Ok(self.backend.observe_signals(&task.handle).await?)
+    }
+
+    async fn report_usage(
+        &self,
+        task: &ClaimedTask,
+        budget: &BudgetId,
+        usage: UsageDimensions,
+    ) -> Result<ReportUsageResult, SdkError> {
+        Ok(self.backend.report_usage(&task.handle, budget, usage).await?)
     }
 }

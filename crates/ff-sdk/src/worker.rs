@@ -17,6 +17,8 @@
 //! - A handler suspends by returning [`HandlerError::suspend_on`] (or [`HandlerError::suspend`]):
 //!   the lease is released until a signal meets the condition, then the same attempt runs the
 //!   handler again, which reads the signals with [`TaskContext::signals`] (`worker/suspension.rs`).
+//! - A handler charges what it used to a budget its execution draws on with
+//!   [`TaskContext::report_usage`] (`worker/budget.rs`).
 //! - Shutdown stops claiming, lets running handlers finish for the grace period, then releases
 //!   the stragglers (their executions become claimable again at once, same attempt).
 
@@ -43,6 +45,7 @@ use tokio_util::sync::CancellationToken;
 use crate::error::SdkError;
 use crate::transport::{ClaimArgs, ClaimedTask, WorkerTransport};
 
+mod budget;
 mod config;
 mod suspension;
 

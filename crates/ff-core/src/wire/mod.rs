@@ -6,10 +6,12 @@
 //! [`Handle`] travels as an opaque token string (see [`handle_token`]). Request bodies reject
 //! unknown fields, so a misspelt option is an error rather than silently ignored.
 
+mod admission;
 mod flow;
 mod operator;
 mod suspension;
 
+pub use admission::*;
 pub use flow::*;
 pub use operator::*;
 pub use suspension::*;

@@ -157,6 +157,23 @@ mod tests {
             (EngineError::validation(ValidationKind::FenceRequired, "x"), 400, "fence_required", false),
             (EngineError::ResourceExhausted { pool: "postgres", max: 4 }, 503, "resource_exhausted", true),
             (EngineError::Transport { backend: "postgres", source: io() }, 503, "transport", true),
+            (EngineError::validation(ValidationKind::InvalidQuotaSpec, "x"), 400, "invalid_quota_spec", false),
+            (EngineError::validation(ValidationKind::InvalidBudgetSpec, "x"), 400, "invalid_budget_spec", false),
+            (
+                EngineError::validation(ValidationKind::InvalidBlockingReason, "x"),
+                400,
+                "invalid_blocking_reason",
+                false,
+            ),
+            (EngineError::Conflict(ConflictKind::QuotaPolicyAlreadyExists), 409, "quota_policy_already_exists", false),
+            (EngineError::Conflict(ConflictKind::BudgetAlreadyExists), 409, "budget_already_exists", false),
+            (EngineError::Contention(ContentionKind::ExecutionNotEligible), 409, "execution_not_eligible", true),
+            (EngineError::Contention(ContentionKind::InvalidClaimGrant), 409, "invalid_claim_grant", true),
+            (EngineError::Contention(ContentionKind::ClaimGrantExpired), 409, "claim_grant_expired", true),
+            (EngineError::State(StateKind::NotBlocked), 409, "not_blocked", false),
+            (EngineError::State(StateKind::BudgetExceeded), 409, "budget_exceeded", false),
+            (EngineError::NotFound { entity: "budget" }, 404, "not_found", false),
+            (EngineError::NotFound { entity: "quota_policy" }, 404, "not_found", false),
             (EngineError::Internal("invariant broken at row 17".into()), 500, "internal", false),
         ];
         for (e, status, code, retryable) in cases {

@@ -2,14 +2,14 @@
 //! content type, an oversized body, a bad query string or path all answer [`ApiError`] JSON.
 //! [`ApiJsonOrEmpty`] serves the routes whose body may be left out.
 //! Typed path segments ([`ExecutionPath`], [`AttemptPath`], [`FlowPath`], [`EdgePath`],
-//! [`DownstreamPath`], [`WaitpointPath`]) are parsed here, so a handler only
-//! sees valid ids; a bad segment is `400 invalid_path`.
+//! [`DownstreamPath`], [`WaitpointPath`], [`BudgetPath`], [`QuotaPolicyPath`], [`LanePath`]) are
+//! parsed here, so a handler only sees valid ids; a bad segment is `400 invalid_path`.
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
-use ff_core::{AttemptIndex, EdgeId, ExecutionId, FlowId, WaitpointId};
+use ff_core::{AttemptIndex, BudgetId, EdgeId, ExecutionId, FlowId, LaneId, QuotaPolicyId, WaitpointId};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
@@ -217,5 +217,59 @@ impl<S: Send + Sync> FromRequestParts<S> for WaitpointPath {
         WaitpointId::parse(&id)
             .map(WaitpointPath)
             .map_err(|e| ApiError::bad_request("invalid_path", format!("invalid waitpoint id {id:?}: {e}")))
+    }
+}
+
+/// The budget named by the `{budget_id}` path segment.
+pub struct BudgetPath(pub BudgetId);
+
+impl<S: Send + Sync> FromRequestParts<S> for BudgetPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        #[derive(Deserialize)]
+        struct Segment {
+            budget_id: String,
+        }
+        let ApiPath(Segment { budget_id: id }) = ApiPath::from_request_parts(parts, state).await?;
+        BudgetId::parse(&id)
+            .map(BudgetPath)
+            .map_err(|e| ApiError::bad_request("invalid_path", format!("invalid budget id {id:?}: {e}")))
+    }
+}
+
+/// The quota policy named by the `{quota_policy_id}` path segment.
+pub struct QuotaPolicyPath(pub QuotaPolicyId);
+
+impl<S: Send + Sync> FromRequestParts<S> for QuotaPolicyPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        #[derive(Deserialize)]
+        struct Segment {
+            quota_policy_id: String,
+        }
+        let ApiPath(Segment { quota_policy_id: id }) = ApiPath::from_request_parts(parts, state).await?;
+        QuotaPolicyId::parse(&id)
+            .map(QuotaPolicyPath)
+            .map_err(|e| ApiError::bad_request("invalid_path", format!("invalid quota policy id {id:?}: {e}")))
+    }
+}
+
+/// The lane named by the `{lane_id}` path segment.
+pub struct LanePath(pub LaneId);
+
+impl<S: Send + Sync> FromRequestParts<S> for LanePath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        #[derive(Deserialize)]
+        struct Segment {
+            lane_id: String,
+        }
+        let ApiPath(Segment { lane_id: id }) = ApiPath::from_request_parts(parts, state).await?;
+        LaneId::try_new(id.clone())
+            .map(LanePath)
+            .map_err(|e| ApiError::bad_request("invalid_path", format!("invalid lane {id:?}: {e}")))
     }
 }

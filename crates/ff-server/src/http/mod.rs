@@ -1,5 +1,5 @@
 //! The HTTP API: each resource module (`executions`, `streams`, `tags`, `lanes`, `leases`,
-//! `flows`, `suspension`, `operator`, `workers`, `ops`) exports its routes as a table of [`ApiRoute`]s (handler plus description), merged by
+//! `flows`, `suspension`, `operator`, `workers`, `budgets`, `quotas`, `grants`, `ops`) exports its routes as a table of [`ApiRoute`]s (handler plus description), merged by
 //! [`routes`]. [`router`] builds the router and the OpenAPI document from that one table, so the
 //! two cannot drift; the document is built once and served from [`AppState`]. Handlers are thin
 //! (extract, call the backend, map). Bearer-token auth (`/v1/*` and `/metrics`), per-route body
@@ -8,14 +8,17 @@
 //! token; its handler reads who is calling with the [`Caller`] extractor, and the backend
 //! verifies the waitpoint token.
 
+mod budgets;
 mod error;
 mod executions;
 mod extract;
 mod flows;
+mod grants;
 mod lanes;
 mod leases;
 mod operator;
 mod ops;
+mod quotas;
 mod route;
 mod streams;
 mod suspension;
@@ -106,6 +109,9 @@ pub fn routes() -> Vec<ApiRoute> {
         suspension::routes(),
         operator::routes(),
         workers::routes(),
+        budgets::routes(),
+        quotas::routes(),
+        grants::routes(),
     ]
     .into_iter()
     .flatten()
