@@ -55,10 +55,14 @@ pub(crate) const AFTER_CHANGE_SQL: &str = "SELECT exhausted, next_reset_at_ms FR
 pub(crate) const REPORT_ADMIN_SQL: &str = "SELECT ff_report_usage($1, $2, $3, $4, NULL, false) AS outcome";
 
 /// A usage report by a lease holder, attributed to its execution: fence `$1..$4`, budget `$5`,
-/// dimensions `$6`, deltas `$7`, dedup key `$8`. No row when the fence fails.
+/// dimensions `$6`, deltas `$7`, dedup key `$8`. No row when the fence fails; no outcome (and
+/// nothing applied) when the execution does not draw on the budget.
 pub(crate) static REPORT_HELD_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!(
-        "SELECT ff_report_usage($5, $6, $7, $8, e.execution_id, false) AS outcome FROM ff_execution e WHERE {FENCE}"
+        "SELECT CASE WHEN $5 = ANY (coalesce(e.budget_ids, '{{}}')) \
+                THEN ff_report_usage($5, $6, $7, $8, e.execution_id, false) END AS outcome, \
+                EXISTS (SELECT 1 FROM ff_budget b WHERE b.budget_id = $5) AS known \
+         FROM ff_execution e WHERE {FENCE}"
     )
 });
 
@@ -297,7 +301,15 @@ pub(crate) async fn report_held(
         .fetch_optional(pool)
         .await
         .map_err(map_sqlx)?;
-    row.map(|r| outcome(col(&r, "outcome")?)).transpose()
+    let Some(row) = row else { return Ok(None) };
+    match col::<Option<serde_json::Value>>(&row, "outcome")? {
+        Some(v) => outcome(v).map(Some),
+        None if !col::<bool>(&row, "known")? => Err(EngineError::NotFound { entity: "budget" }),
+        None => Err(EngineError::invalid(format!(
+            "execution {} does not draw on budget {id}: a lease holder reports usage only to its own budgets",
+            p.execution_id
+        ))),
+    }
 }
 
 /// `record_spend`.

@@ -22,7 +22,8 @@ pub trait BudgetBackend: Send + Sync {
     async fn set_budget_limits(&self, args: SetBudgetLimitsArgs) -> Result<BudgetChangeResult, EngineError>;
 
     /// Usage reported by the holder of a live lease on an execution drawing on `budget`; the
-    /// usage is attributed to that execution (see `release_budget`).
+    /// usage is attributed to that execution (see `release_budget`). A budget the execution
+    /// does not draw on is `invalid_input` and nothing is applied.
     async fn report_usage(
         &self,
         handle: &Handle,

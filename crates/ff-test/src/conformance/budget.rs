@@ -232,6 +232,8 @@ pub async fn budget_bad_input_is_refused<H: ConformanceHarness>() {
 
     let id = fx.create("bad").await;
     let h = fx.claim("bad", "w").await;
+    let e = fx.backend.report_usage(&h, &b, usage(&[("tokens", 1)], None)).await.unwrap_err();
+    assert_eq!(e.code(), "invalid_input", "a holder reports only to budgets its execution draws on: {e}");
     fx.backend.complete(&h, None).await.unwrap();
     let print = fx.fingerprint(&id).await;
     let e = fx.backend.report_usage(&h, &b, usage(&[("tokens", 1)], None)).await.unwrap_err();
