@@ -607,13 +607,14 @@ async fn every_admission_route_requires_the_token() {
         "/block",
         "/unblock",
         "/usage",
+        "/quota-policy",
     ];
     let routes: Vec<_> = ff_server::http::routes()
         .iter()
         .map(|r| (r.operation().method.clone(), r.operation().path))
         .filter(|(_, path)| !path.starts_with("/v1/workers/") && admission.iter().any(|a| path.contains(a)))
         .collect();
-    assert_eq!(routes.len(), 22, "{routes:?}");
+    assert_eq!(routes.len(), 24, "{routes:?}");
     let id = ExecutionId::in_partition(0);
     for (method, template) in routes {
         let path = template
@@ -643,4 +644,23 @@ async fn a_holder_cannot_charge_a_budget_its_execution_does_not_draw_on() {
     let (status, body) = app.call(Method::POST, &format!("/v1/executions/{exec}/attempts/0/usage"), Some(report)).await;
     assert!(status.is_client_error(), "charged a budget the execution does not draw on: {status} {body}");
     assert_eq!(app.fingerprint().await, before, "the refused report wrote");
+}
+
+#[tokio::test]
+async fn a_lanes_quota_policy_applies_to_executions_created_on_it() {
+    let app = App::start().await;
+    let id = QuotaPolicyId::new();
+    let policy = json!({"quota_policy_id": id, "max_concurrent_per_key": 1});
+    app.ok(Method::POST, "/v1/quota-policies", Some(policy), 201).await;
+    let path = "/v1/lanes/per-customer/quota-policy";
+    assert_eq!(app.ok(Method::GET, path, None, 200).await, json!({"quota_policy_id": null}));
+    let set = app.ok(Method::PUT, path, Some(json!({"quota_policy_id": id})), 200).await;
+    assert_eq!(set, json!({"previous": null}));
+    assert_eq!(app.ok(Method::GET, path, None, 200).await, json!({"quota_policy_id": id}));
+    let first = app.submit("per-customer", json!({"concurrency_key": "acme"})).await;
+    let second = app.submit("per-customer", json!({"concurrency_key": "acme"})).await;
+    assert_eq!(app.state(first).await["public_state"], "waiting");
+    assert_eq!(app.state(second).await["public_state"], "rate_limited", "one per customer on this lane");
+    app.refused(Method::PUT, path, Some(json!({"quota_policy_id": QuotaPolicyId::new()})), 404, "not_found").await;
+    app.refused(Method::PUT, path, Some(json!({"policy": id})), 400, "invalid_input").await;
 }

@@ -244,6 +244,23 @@ impl ReleaseAdmissionRequest {
     }
 }
 
+/// `PUT /v1/lanes/{lane_id}/quota-policy` (and its answer to `GET`): the lane's quota policy,
+/// which executions created on the lane without their own take (`null` for none).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LaneQuotaPolicy {
+    /// The policy, or `null`.
+    #[serde(default)]
+    pub quota_policy_id: Option<QuotaPolicyId>,
+}
+
+impl LaneQuotaPolicy {
+    /// The arguments for the lane in the path.
+    pub fn into_args(self, lane_id: crate::id::LaneId) -> crate::admission::quota::SetLaneQuotaPolicyArgs {
+        crate::admission::quota::SetLaneQuotaPolicyArgs { lane_id, quota_policy_id: self.quota_policy_id }
+    }
+}
+
 /// `POST /v1/lanes/{lane_id}/grants`: reserve the lane's best eligible execution for a worker.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]

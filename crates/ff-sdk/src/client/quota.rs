@@ -5,10 +5,10 @@
 
 use std::time::Duration;
 
-use ff_core::wire::{CheckAdmissionRequest, ReleaseAdmissionRequest};
+use ff_core::wire::{CheckAdmissionRequest, LaneQuotaPolicy, ReleaseAdmissionRequest};
 use ff_core::{
-    CheckAdmissionArgs, CheckAdmissionResult, CreateQuotaPolicyArgs, CreateQuotaPolicyResult, QuotaPolicyId,
-    QuotaPolicyLimits, QuotaPolicyStatus, ReleaseAdmissionArgs, ReleaseAdmissionResult,
+    CheckAdmissionArgs, CheckAdmissionResult, CreateQuotaPolicyArgs, CreateQuotaPolicyResult, LaneId, QuotaPolicyId,
+    QuotaPolicyLimits, QuotaPolicyStatus, ReleaseAdmissionArgs, ReleaseAdmissionResult, SetLaneQuotaPolicyResult,
 };
 use reqwest::Method;
 
@@ -100,6 +100,26 @@ impl Client {
     pub async fn release_admission(&self, args: &ReleaseAdmissionArgs) -> Result<ReleaseAdmissionResult, SdkError> {
         let body = ReleaseAdmissionRequest::from_args(args);
         self.post(&policy_path(&args.quota_policy_id, "/admissions/release"), &body).await
+    }
+}
+
+impl Client {
+    /// Sets the lane's quota policy (`None` detaches it): executions created on the lane later
+    /// without a policy of their own take it. Returns the lane's policy before.
+    pub async fn set_lane_quota_policy(
+        &self,
+        lane: &LaneId,
+        quota_policy_id: Option<QuotaPolicyId>,
+    ) -> Result<SetLaneQuotaPolicyResult, SdkError> {
+        let path = format!("/v1/lanes/{}/quota-policy", enc(lane.as_str()));
+        Self::json(self.request(Method::PUT, &path).json(&LaneQuotaPolicy { quota_policy_id })).await
+    }
+
+    /// The lane's quota policy, if it has one.
+    pub async fn read_lane_quota_policy(&self, lane: &LaneId) -> Result<Option<QuotaPolicyId>, SdkError> {
+        let path = format!("/v1/lanes/{}/quota-policy", enc(lane.as_str()));
+        let found: LaneQuotaPolicy = Self::json(self.request(Method::GET, &path)).await?;
+        Ok(found.quota_policy_id)
     }
 }
 

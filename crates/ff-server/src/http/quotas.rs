@@ -7,15 +7,15 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use ff_core::wire::{CheckAdmissionRequest, ReleaseAdmissionRequest};
+use axum::routing::{get, post, put};
+use ff_core::wire::{CheckAdmissionRequest, LaneQuotaPolicy, ReleaseAdmissionRequest};
 use ff_core::{
     CheckAdmissionResult, CreateQuotaPolicyArgs, CreateQuotaPolicyResult, QuotaPolicyLimits, QuotaPolicyStatus,
-    ReleaseAdmissionResult,
+    ReleaseAdmissionResult, SetLaneQuotaPolicyResult,
 };
 
 use super::error::ApiError;
-use super::extract::{ApiJson, QuotaPolicyPath};
+use super::extract::{ApiJson, LanePath, QuotaPolicyPath};
 use super::route::ApiRoute;
 use super::{AppState, SMALL_LIMIT};
 
@@ -65,7 +65,33 @@ pub(super) fn routes() -> Vec<ApiRoute> {
         .responds::<ReleaseAdmissionResult>(200, "Released (`released`), or nothing was held (`not_held`)")
         .error(404, "No such policy (`not_found`)")
         .to(post(release_admission)),
+        ApiRoute::put(
+            "/v1/lanes/{lane_id}/quota-policy",
+            "Set the lane's quota policy: executions created on the lane later without their own take it",
+        )
+        .body::<LaneQuotaPolicy>(SMALL_LIMIT)
+        .responds::<SetLaneQuotaPolicyResult>(200, "Set; the lane's policy before")
+        .error(404, "No such policy (`not_found`)")
+        .to(put(set_lane_policy)),
+        ApiRoute::get("/v1/lanes/{lane_id}/quota-policy", "The lane's quota policy (`null` for none)")
+            .responds::<LaneQuotaPolicy>(200, "The lane's policy")
+            .to(get(lane_policy)),
     ]
+}
+
+async fn set_lane_policy(
+    State(state): State<AppState>,
+    LanePath(lane): LanePath,
+    ApiJson(req): ApiJson<LaneQuotaPolicy>,
+) -> Result<Json<SetLaneQuotaPolicyResult>, ApiError> {
+    Ok(Json(state.backend().set_lane_quota_policy(req.into_args(lane)).await?))
+}
+
+async fn lane_policy(
+    State(state): State<AppState>,
+    LanePath(lane): LanePath,
+) -> Result<Json<LaneQuotaPolicy>, ApiError> {
+    Ok(Json(LaneQuotaPolicy { quota_policy_id: state.backend().read_lane_quota_policy(&lane).await? }))
 }
 
 async fn create_policy(
