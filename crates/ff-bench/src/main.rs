@@ -11,17 +11,25 @@
 //! SDK (`Client::submit_batch` for ingress; `HttpTransport` claims and completes; batches
 //! complete through `POST /v1/completions`).
 //!
+//! `s1 --admission keys` runs S1 twice, plain and then with every execution attached to a quota
+//! policy whose caps never bind (`admission.rs`).
+//!
 //! `s2` (suspension: suspend, signal with the waitpoint's token, claim the resumed attempt and
 //! complete it; the round trip from the signal to the resumed claim) is in its own module, as
 //! are the flow scenarios `s4` (chains: hop latency from one member's completion to its
-//! downstream's claim) and `s6` (quorum with sibling cancellation).
+//! downstream's claim) and `s6` (quorum with sibling cancellation), `s5` (claims routed by
+//! capability across four worker classes) and `fairness` (a small concurrency key's wait behind
+//! a large one, with a per-key cap and in plain FIFO order).
 //!
 //! The database is `DATABASE_URL`'s server (a database named `ff_bench` is dropped and
 //! recreated) or, when unset, the test kit's private throwaway cluster.
 
+mod admission;
+mod fairness;
 mod latency;
 mod s2;
 mod s4;
+mod s5;
 mod s6;
 mod setup;
 
@@ -54,8 +62,12 @@ enum Scenario {
     S2(s2::S2Args),
     /// Concurrent linear chains run to the end; hop latency and chains per second.
     S4(s4::S4Args),
+    /// Claims routed by capability across four worker classes; throughput, latency, placement.
+    S5(s5::S5Args),
     /// Quorum k-of-n with sibling cancellation; how soon the losers are cancelled.
     S6(s6::S6Args),
+    /// A small concurrency key behind a large one: per-key cap against plain FIFO.
+    Fairness(fairness::FairnessArgs),
 }
 
 #[derive(clap::Args, Clone)]
@@ -101,6 +113,21 @@ struct S1Args {
     /// autovacuum and analyze run during the measurement. (Both runs start after a checkpoint.)
     #[arg(long)]
     settle: bool,
+    /// Run S1 a second time with every execution attached to a quota policy (in a freshly
+    /// recreated database) and report it as a ratio to the first, plain run.
+    #[arg(long, value_enum)]
+    admission: Option<Admission>,
+    /// Concurrency keys the executions are spread over (`--admission keys`).
+    #[arg(long, default_value_t = 1_000)]
+    concurrency_keys: usize,
+}
+
+/// How S1's second run is admitted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Admission {
+    /// One quota policy with a concurrency cap and a per-key cap that never bind, and a
+    /// concurrency key per execution, spread evenly over `--concurrency-keys` keys.
+    Keys,
 }
 
 /// What S1 runs beside in its second run.
@@ -149,7 +176,9 @@ async fn main() -> Result<()> {
         Scenario::S1(args) => s1(args).await,
         Scenario::S2(args) => s2::run(args).await,
         Scenario::S4(args) => s4::run(args).await,
+        Scenario::S5(args) => s5::run(args).await,
         Scenario::S6(args) => s6::run(args).await,
+        Scenario::Fairness(args) => fairness::run(args).await,
     }
 }
 
@@ -157,34 +186,18 @@ async fn s1(args: S1Args) -> Result<()> {
     if args.tasks == 0 || args.workers == 0 || args.batch == 0 || args.ingress_batch == 0 || args.submitters == 0 {
         bail!("--tasks, --workers, --batch, --ingress-batch and --submitters must be at least 1");
     }
-    let db = BenchDatabase::create(args.connections.unwrap_or((args.workers + args.submitters) as u32)).await?;
-    println!("{}", db.banner(args.synchronous_claims));
-    let (url, pool) = (db.url.clone(), db.pool.clone());
-    let backend = PostgresBackend::from_pool(pool.clone(), PartitionConfig::default());
-    backend.set_synchronous_claims(args.synchronous_claims);
-    let server = match args.system {
-        System::Ff => None,
-        System::FfHttp => {
-            let mut cfg = ServerConfig::new(url.clone());
-            cfg.listen = "127.0.0.1:0".parse()?;
-            cfg.pool_size = args.connections.unwrap_or((args.workers + args.submitters) as u32).max(1);
-            Some(Server::start(cfg).await?)
-        }
-    };
-    let target = match &server {
-        None => Target::Direct(backend.clone()),
-        Some(server) => {
-            let client = Client::new(server.url())?;
-            Target::Http(client.clone(), Arc::new(HttpTransport::new(client)))
-        }
-    };
+    if args.admission.is_some() {
+        return admission::compare(&args).await;
+    }
+    let bench = Bench::open(&args).await?;
+    let (backend, pool) = (bench.backend.clone(), bench.db.pool.clone());
     let lane = LaneId::try_new("bench.s1")?;
 
     // Start each run with no dirty buffers left over from set-up (or from the database a previous
     // benchmark dropped), so that no checkpoint's writes land in one run and not the other.
-    db.checkpoint().await?;
-    let first = run(&args, &target, &pool, &lane).await?;
-    first.print(&args, None);
+    bench.db.checkpoint().await?;
+    let first = run(&args, &bench.target, &pool, &lane, None).await?;
+    first.print(&args, "");
     if !args.backlog.is_empty() {
         let mut size = 0;
         for &kind in &args.backlog {
@@ -213,17 +226,69 @@ async fn s1(args: S1Args) -> Result<()> {
             }
             false => None,
         };
-        let second = run(&args, &target, &pool, &lane).await?;
-        second.print(&args, Some((&args.backlog, size, &first)));
+        let second = run(&args, &bench.target, &pool, &lane, None).await?;
+        let kinds = args.backlog.iter().map(|k| format!("{k:?}").to_lowercase()).collect::<Vec<_>>().join(",");
+        second.print(
+            &args,
+            &format!(
+                " backlog={kinds} backlog_size={size} settled={} baseline_ops_per_sec={:.0} ratio={:.3}",
+                args.settle,
+                first.ops,
+                second.ops / first.ops
+            ),
+        );
         if let Some(mut conn) = holder {
             sqlx::query("ROLLBACK").execute(&mut *conn).await?;
         }
     }
-    if let Some(server) = server {
-        server.shutdown().await?;
+    bench.close().await
+}
+
+/// What one S1 run talks to: a freshly created benchmark database, the backend on it and, for
+/// `--system ff-http`, a server on loopback.
+struct Bench {
+    db: BenchDatabase,
+    backend: Arc<PostgresBackend>,
+    server: Option<Server>,
+    target: Target,
+}
+
+impl Bench {
+    /// Drops and recreates the benchmark database, prints its settings line, and starts what
+    /// `args.system` needs.
+    async fn open(args: &S1Args) -> Result<Self> {
+        let connections = args.connections.unwrap_or((args.workers + args.submitters) as u32);
+        let db = BenchDatabase::create(connections).await?;
+        println!("{}", db.banner(args.synchronous_claims));
+        let backend = PostgresBackend::from_pool(db.pool.clone(), PartitionConfig::default());
+        backend.set_synchronous_claims(args.synchronous_claims);
+        let server = match args.system {
+            System::Ff => None,
+            System::FfHttp => {
+                let mut cfg = ServerConfig::new(db.url.clone());
+                cfg.listen = "127.0.0.1:0".parse()?;
+                cfg.pool_size = connections.max(1);
+                Some(Server::start(cfg).await?)
+            }
+        };
+        let target = match &server {
+            None => Target::Direct(backend.clone()),
+            Some(server) => {
+                let client = Client::new(server.url())?;
+                Target::Http(client.clone(), Arc::new(HttpTransport::new(client)))
+            }
+        };
+        Ok(Self { db, backend, server, target })
     }
-    backend.shutdown_prepare(Duration::from_secs(5)).await?;
-    Ok(())
+
+    /// Stops the server (if any) and closes the backend's connections.
+    async fn close(self) -> Result<()> {
+        if let Some(server) = self.server {
+            server.shutdown().await?;
+        }
+        self.backend.shutdown_prepare(Duration::from_secs(5)).await?;
+        Ok(())
+    }
 }
 
 /// One S1 run's figures.
@@ -235,19 +300,10 @@ struct Run {
 }
 
 impl Run {
-    fn print(&self, args: &S1Args, beside: Option<(&[Backlog], usize, &Run)>) {
-        let backlog = match beside {
-            Some((kinds, size, first)) => format!(
-                " backlog={} backlog_size={size} settled={} baseline_ops_per_sec={:.0} ratio={:.3}",
-                kinds.iter().map(|k| format!("{k:?}").to_lowercase()).collect::<Vec<_>>().join(","),
-                args.settle,
-                first.ops,
-                self.ops / first.ops
-            ),
-            None => String::new(),
-        };
+    /// Prints S1's `RESULT` line; `extra` (` name=value` pairs) describes a comparison run.
+    fn print(&self, args: &S1Args, extra: &str) {
         println!(
-            "RESULT system={} scenario=s1 workers={} tasks={} batch={} ops_per_sec={:.0} p50_ms={:.2} p99_ms={:.2} ingress_ops_per_sec={:.0}{backlog}",
+            "RESULT system={} scenario=s1 workers={} tasks={} batch={} ops_per_sec={:.0} p50_ms={:.2} p99_ms={:.2} ingress_ops_per_sec={:.0}{extra}",
             args.system.label(),
             args.workers,
             args.tasks,
@@ -260,15 +316,22 @@ impl Run {
     }
 }
 
-/// Submits `args.tasks` executions to `lane`, then drains them with `args.workers` workers.
-async fn run(args: &S1Args, target: &Target, pool: &sqlx::PgPool, lane: &LaneId) -> Result<Run> {
+/// Submits `args.tasks` executions to `lane` (attached to `quota`'s policy when given), then
+/// drains them with `args.workers` workers.
+async fn run(
+    args: &S1Args,
+    target: &Target,
+    pool: &sqlx::PgPool,
+    lane: &LaneId,
+    quota: Option<&admission::KeyedQuota>,
+) -> Result<Run> {
     // Ingress.
     let payload = vec![0x5au8; args.payload_bytes];
     let per_submitter = args.tasks.div_ceil(args.submitters);
     let started = Instant::now();
     let mut submitters = tokio::task::JoinSet::new();
     for s in 0..args.submitters {
-        let (target, lane, payload) = (target.clone(), lane.clone(), payload.clone());
+        let (target, lane, payload, quota) = (target.clone(), lane.clone(), payload.clone(), quota.cloned());
         let lo = s * per_submitter;
         let hi = ((s + 1) * per_submitter).min(args.tasks);
         let chunk = args.ingress_batch;
@@ -278,25 +341,28 @@ async fn run(args: &S1Args, target: &Target, pool: &sqlx::PgPool, lane: &LaneId)
                 let n = chunk.min(hi - i);
                 match &target {
                     Target::Direct(backend) => {
-                        let batch = (0..n)
-                            .map(|_| {
-                                CreateExecutionArgs::new(
+                        let batch = (i..i + n)
+                            .map(|k| {
+                                let mut a = CreateExecutionArgs::new(
                                     ExecutionId::solo(&lane, &PartitionConfig::default()),
                                     lane.clone(),
                                     "bench.scenario1",
                                     payload.clone(),
-                                )
+                                );
+                                a.policy = quota.as_ref().map(|q| q.policy(k));
+                                a
                             })
                             .collect();
                         backend.create_executions(batch).await?;
                     }
                     Target::Http(client, _) => {
                         let encoded = ff_core::wire::encode_bytes(&payload);
-                        let batch = (0..n)
-                            .map(|_| SubmitRequest {
+                        let batch = (i..i + n)
+                            .map(|k| SubmitRequest {
                                 lane_id: lane.as_str().to_owned(),
                                 execution_kind: "bench.scenario1".into(),
                                 input_base64: Some(encoded.clone()),
+                                policy: quota.as_ref().map(|q| q.policy(k)),
                                 ..SubmitRequest::default()
                             })
                             .collect();
