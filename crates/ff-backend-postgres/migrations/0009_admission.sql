@@ -201,9 +201,73 @@ BEGIN
 END
 $$;
 
+-- What settles a policy's slots reads and writes, in this lock order: the policy row (only to
+-- admit within the policy's own limits), its key rows by key, its stripes.
+--
+-- Slot changes of a policy without a lock on its row, striped so that concurrent transactions
+-- (completions, above all) do not queue on one row: slots held = ff_quota_policy.active + the
+-- sum of the policy's stripes. Whoever admits within the policy's limits holds the policy row
+-- and folds the stripes into it first, waiting for any uncommitted stripe change, so the count
+-- it admits against includes every committed release.
+CREATE TABLE ff_quota_stripe (
+    quota_policy_id uuid NOT NULL,
+    stripe smallint NOT NULL,
+    delta integer NOT NULL DEFAULT 0,
+    PRIMARY KEY (quota_policy_id, stripe)
+);
+
+-- A release that finds waiters it did not see before it gave its slot back (they were parked
+-- by an admission that committed meanwhile) cannot take the policy row then (it holds rows the
+-- admitter may want); it leaves the settlement to the admission reconciler, woken at once.
+CREATE TABLE ff_quota_settle_request (
+    quota_policy_id uuid NOT NULL,
+    requested_at_ms bigint NOT NULL DEFAULT ff_now_ms()
+);
+CREATE INDEX ff_quota_settle_request_idx ON ff_quota_settle_request (quota_policy_id);
+
+-- Folds a policy's stripes into its row; the caller holds the row. Returns the slots held.
+CREATE FUNCTION ff_quota_fold(p_policy uuid) RETURNS integer
+    LANGUAGE plpgsql
+    SET plan_cache_mode = force_generic_plan
+    AS $$
+DECLARE
+    v_sum integer;
+    v_active integer;
+BEGIN
+    SELECT coalesce(sum(s.delta), 0) INTO v_sum
+    FROM (SELECT x.delta FROM ff_quota_stripe x WHERE x.quota_policy_id = p_policy
+          ORDER BY x.stripe FOR UPDATE) s;
+    IF v_sum <> 0 THEN
+        UPDATE ff_quota_stripe SET delta = 0 WHERE quota_policy_id = p_policy AND delta <> 0;
+    END IF;
+    UPDATE ff_quota_policy SET active = greatest(active + v_sum, 0) WHERE quota_policy_id = p_policy
+    RETURNING active INTO v_active;
+    RETURN v_active;
+END
+$$;
+
+-- Whether executions wait for the policy (behind a key, or in its queue).
+CREATE FUNCTION ff_quota_has_waiters(p_policy uuid) RETURNS boolean
+    LANGUAGE plpgsql
+    SET plan_cache_mode = force_generic_plan SET enable_seqscan = off
+    AS $$
+BEGIN
+    RETURN EXISTS (SELECT 1 FROM ff_execution x WHERE x.quota_policy_id = p_policy
+                   AND x.eligibility_state = 'blocked_by_quota' AND x.admission_wait = 'key')
+        OR EXISTS (SELECT 1 FROM ff_execution x WHERE x.quota_policy_id = p_policy
+                   AND x.eligibility_state = 'blocked_by_quota' AND x.admission_wait = 'policy');
+END
+$$;
+
 -- Settles one policy: gives back the slots p_notes released, admits or parks what entered, and
 -- hands free slots to waiting executions (every key's waiters when p_all_keys, else those of
--- the keys that gave slots back). The caller has noted nothing while this runs.
+-- the keys that gave slots back). Nothing is noted while this runs.
+--
+-- Admitting within the policy's own limits (a concurrency cap or a rate) takes the policy row;
+-- a statement that only gives slots back while nothing waits (the common case: completions
+-- under a cap that does not bind) does not, and records its release on a stripe. Per-key caps
+-- are enforced under the key rows' locks, so a policy with only a per-key cap never takes its
+-- row at all.
 CREATE FUNCTION ff_quota_apply(p_policy uuid, p_notes jsonb, p_all_keys boolean DEFAULT false) RETURNS void
     LANGUAGE plpgsql
     SET plan_cache_mode = force_generic_plan SET enable_seqscan = off
@@ -211,7 +275,13 @@ CREATE FUNCTION ff_quota_apply(p_policy uuid, p_notes jsonb, p_all_keys boolean 
 DECLARE
     v_pol ff_quota_policy%ROWTYPE;
     v_now bigint := ff_now_ms();
+    v_bounded boolean;
+    v_entering boolean;
+    v_released integer;
+    v_locked boolean;
+    v_delta integer;
     v_keys text[];
+    v_freed text[];
     v_key text;
     v_held integer;
     v_room bigint;
@@ -219,42 +289,74 @@ DECLARE
     v_lanes text[] := '{}';
     v_more text[];
     v_next bigint;
-    v_unbounded boolean;
     v_admit uuid[];
     v_queue uuid[];
     v_keywait uuid[];
     v_newkey uuid[];
     v_detail text;
 BEGIN
-    SELECT * INTO v_pol FROM ff_quota_policy WHERE quota_policy_id = p_policy FOR UPDATE;
+    SELECT * INTO v_pol FROM ff_quota_policy WHERE quota_policy_id = p_policy;
     IF NOT FOUND THEN
         RETURN;
     END IF;
-    v_unbounded := v_pol.max_concurrent IS NULL AND v_pol.window_ms IS NULL;
+    v_bounded := v_pol.max_concurrent IS NOT NULL OR v_pol.window_ms IS NOT NULL;
+    SELECT coalesce(bool_or((e->>3)::int < 2 AND (e->>4)::int = 2), false),
+           count(*) FILTER (WHERE (e->>3)::int = 2 AND (e->>4)::int < 2)
+    INTO v_entering, v_released FROM jsonb_array_elements(p_notes) e;
     PERFORM set_config('ff.quota_settling', 'on', true);
-
-    -- Slots given back: a policy slot when a row stops being claimable or active, a key slot
-    -- when it stops holding anything.
-    v_pol.active := greatest(v_pol.active - (SELECT count(*) FROM jsonb_array_elements(p_notes) n
-                                             WHERE (n->>3)::int = 2 AND (n->>4)::int < 2), 0);
-    IF v_pol.max_concurrent_per_key IS NOT NULL THEN
-        WITH r AS (
-            SELECT n->>1 AS k, count(*) AS c FROM jsonb_array_elements(p_notes) n
-            WHERE n->>1 IS NOT NULL AND (n->>3)::int >= 1 AND (n->>4)::int = 0 GROUP BY 1
-        ),
-        upd AS (
-            UPDATE ff_quota_key q SET held = greatest(q.held - r.c, 0) FROM r
-            WHERE q.quota_policy_id = p_policy AND q.concurrency_key = r.k
-            RETURNING q.concurrency_key
-        )
-        SELECT array_agg(concurrency_key ORDER BY concurrency_key) INTO v_keys FROM upd;
+    v_locked := v_bounded AND (v_entering OR p_all_keys OR ff_quota_has_waiters(p_policy));
+    IF v_locked THEN
+        PERFORM 1 FROM ff_quota_policy WHERE quota_policy_id = p_policy FOR UPDATE;
     END IF;
-    IF v_pol.window_ms IS NOT NULL THEN
-        WITH d AS (
-            DELETE FROM ff_quota_window w WHERE w.quota_policy_id = p_policy AND w.admitted_at_ms <= v_now - v_pol.window_ms
-            RETURNING 1
-        )
-        SELECT greatest(v_pol.window_count - count(*), 0) INTO v_pol.window_count FROM d;
+
+    -- The key rows this settlement reads or changes, created if new and locked in key order: a
+    -- key's row serializes its admissions and releases.
+    IF v_pol.max_concurrent_per_key IS NOT NULL THEN
+        SELECT array_agg(DISTINCT s.k ORDER BY s.k) INTO v_keys FROM (
+            SELECT e->>1 AS k FROM jsonb_array_elements(p_notes) e
+            WHERE e->>1 IS NOT NULL AND (((e->>3)::int >= 1 AND (e->>4)::int = 0)
+                                        OR ((e->>3)::int = 0 AND (e->>4)::int = 2))
+            UNION ALL
+            SELECT x.concurrency_key FROM ff_execution x
+            WHERE p_all_keys AND x.quota_policy_id = p_policy AND x.eligibility_state = 'blocked_by_quota'
+              AND x.admission_wait = 'key'
+        ) s;
+        IF v_keys IS NOT NULL THEN
+            INSERT INTO ff_quota_key (quota_policy_id, concurrency_key, held)
+            SELECT p_policy, k, 0 FROM unnest(v_keys) k ORDER BY k ON CONFLICT DO NOTHING;
+            PERFORM 1 FROM ff_quota_key q WHERE q.quota_policy_id = p_policy AND q.concurrency_key = ANY (v_keys)
+            ORDER BY q.concurrency_key FOR UPDATE;
+            WITH r AS (
+                SELECT e->>1 AS k, count(*) AS c FROM jsonb_array_elements(p_notes) e
+                WHERE e->>1 IS NOT NULL AND (e->>3)::int >= 1 AND (e->>4)::int = 0 GROUP BY 1
+            ),
+            upd AS (
+                UPDATE ff_quota_key q SET held = greatest(q.held - r.c, 0) FROM r
+                WHERE q.quota_policy_id = p_policy AND q.concurrency_key = r.k
+                RETURNING q.concurrency_key
+            )
+            SELECT array_agg(u.concurrency_key) INTO v_freed FROM upd u;
+            IF p_all_keys THEN
+                v_freed := v_keys;
+            END IF;
+        END IF;
+    END IF;
+
+    IF v_locked THEN
+        v_pol.active := greatest(ff_quota_fold(p_policy) - v_released, 0);
+        IF v_pol.window_ms IS NOT NULL THEN
+            WITH d AS (
+                DELETE FROM ff_quota_window w
+                WHERE w.quota_policy_id = p_policy AND w.admitted_at_ms <= v_now - v_pol.window_ms
+                RETURNING 1
+            )
+            SELECT greatest(v_pol.window_count - count(*), 0) INTO v_pol.window_count FROM d;
+        END IF;
+        v_room := least(coalesce(v_pol.max_concurrent - v_pol.active, 2147483647),
+                        coalesce(v_pol.max_requests_per_window - v_pol.window_count, 2147483647));
+    ELSE
+        v_delta := -v_released;
+        v_room := 2147483647;
     END IF;
 
     -- What entered the claimable set in the statement, best first, set-based: per key, those
@@ -262,114 +364,108 @@ BEGIN
     -- the policy's room (concurrency and rate) queue for the policy holding their key slot;
     -- the others stay claimable. (One that was queued for the policy already holds its key
     -- slot and only needs a policy slot.)
-    v_room := least(coalesce(v_pol.max_concurrent - v_pol.active, 2147483647),
-                    coalesce(v_pol.max_requests_per_window - v_pol.window_count, 2147483647));
-    WITH ent AS (
-        SELECT x.execution_id AS id, x.concurrency_key AS k, n.from_hold, -x.priority AS np, x.eligible_at_ms AS at,
-               x.seq
-        FROM (SELECT (e->>2)::uuid AS id, min((e->>3)::int) AS from_hold FROM jsonb_array_elements(p_notes) e
-              WHERE (e->>3)::int < 2 AND (e->>4)::int = 2 GROUP BY 1) n
-        JOIN ff_execution x ON x.execution_id = n.id
-        WHERE x.quota_policy_id = p_policy AND x.lifecycle_phase = 'runnable' AND x.eligibility_state = 'eligible_now'
-    ),
-    keyed AS (
-        SELECT e.*,
-               (v_pol.max_concurrent_per_key IS NULL OR e.k IS NULL OR e.from_hold = 1
-                OR row_number() OVER (PARTITION BY e.k, e.from_hold ORDER BY e.np, e.at, e.seq)
-                   <= v_pol.max_concurrent_per_key - coalesce(q.held, 0)) AS key_ok,
-               v_pol.max_concurrent_per_key IS NOT NULL AND e.k IS NOT NULL AND e.from_hold = 0 AS takes_key
-        FROM ent e LEFT JOIN ff_quota_key q ON q.quota_policy_id = p_policy AND q.concurrency_key = e.k
-    ),
-    ranked AS (
-        SELECT d.*, row_number() OVER (PARTITION BY d.key_ok ORDER BY d.np, d.at, d.seq) AS prank FROM keyed d
-    )
-    SELECT coalesce(array_agg(r.id) FILTER (WHERE r.key_ok AND r.prank <= v_room), '{}'),
-           coalesce(array_agg(r.id) FILTER (WHERE r.key_ok AND r.prank > v_room), '{}'),
-           coalesce(array_agg(r.id) FILTER (WHERE NOT r.key_ok), '{}'),
-           coalesce(array_agg(r.id) FILTER (WHERE r.key_ok AND r.takes_key), '{}')
-    INTO v_admit, v_queue, v_keywait, v_newkey
-    FROM ranked r;
-    IF cardinality(v_newkey) > 0 THEN
-        INSERT INTO ff_quota_key AS q (quota_policy_id, concurrency_key, held)
-        SELECT p_policy, x.concurrency_key, count(*) FROM ff_execution x WHERE x.execution_id = ANY (v_newkey)
-        GROUP BY x.concurrency_key ORDER BY x.concurrency_key
-        ON CONFLICT (quota_policy_id, concurrency_key) DO UPDATE SET held = q.held + EXCLUDED.held;
-    END IF;
-    IF cardinality(v_admit) > 0 THEN
-        v_pol.active := v_pol.active + cardinality(v_admit);
-        IF v_pol.window_ms IS NOT NULL THEN
-            INSERT INTO ff_quota_window (quota_policy_id, admitted_at_ms, execution_id)
-            SELECT p_policy, v_now, a FROM unnest(v_admit) a;
-            v_pol.window_count := v_pol.window_count + cardinality(v_admit);
+    IF v_entering THEN
+        WITH ent AS (
+            SELECT x.execution_id AS id, x.concurrency_key AS k, n.from_hold, -x.priority AS np,
+                   x.eligible_at_ms AS at, x.seq
+            FROM (SELECT (e->>2)::uuid AS id, min((e->>3)::int) AS from_hold FROM jsonb_array_elements(p_notes) e
+                  WHERE (e->>3)::int < 2 AND (e->>4)::int = 2 GROUP BY 1) n
+            JOIN ff_execution x ON x.execution_id = n.id
+            WHERE x.quota_policy_id = p_policy AND x.lifecycle_phase = 'runnable'
+              AND x.eligibility_state = 'eligible_now'
+        ),
+        keyed AS (
+            SELECT e.*,
+                   (v_pol.max_concurrent_per_key IS NULL OR e.k IS NULL OR e.from_hold = 1
+                    OR row_number() OVER (PARTITION BY e.k, e.from_hold ORDER BY e.np, e.at, e.seq)
+                       <= v_pol.max_concurrent_per_key - coalesce(q.held, 0)) AS key_ok,
+                   v_pol.max_concurrent_per_key IS NOT NULL AND e.k IS NOT NULL AND e.from_hold = 0 AS takes_key
+            FROM ent e LEFT JOIN ff_quota_key q ON q.quota_policy_id = p_policy AND q.concurrency_key = e.k
+        ),
+        ranked AS (
+            SELECT d.*, row_number() OVER (PARTITION BY d.key_ok ORDER BY d.np, d.at, d.seq) AS prank FROM keyed d
+        )
+        SELECT coalesce(array_agg(r.id) FILTER (WHERE r.key_ok AND r.prank <= v_room), '{}'),
+               coalesce(array_agg(r.id) FILTER (WHERE r.key_ok AND r.prank > v_room), '{}'),
+               coalesce(array_agg(r.id) FILTER (WHERE NOT r.key_ok), '{}'),
+               coalesce(array_agg(r.id) FILTER (WHERE r.key_ok AND r.takes_key), '{}')
+        INTO v_admit, v_queue, v_keywait, v_newkey
+        FROM ranked r;
+        IF cardinality(v_newkey) > 0 THEN
+            UPDATE ff_quota_key q SET held = q.held + c.n
+            FROM (SELECT x.concurrency_key AS k, count(*) AS n FROM ff_execution x
+                  WHERE x.execution_id = ANY (v_newkey) GROUP BY 1) c
+            WHERE q.quota_policy_id = p_policy AND q.concurrency_key = c.k;
         END IF;
-    END IF;
-    IF cardinality(v_keywait) > 0 THEN
-        UPDATE ff_execution x SET eligibility_state = 'blocked_by_quota', blocking_reason = 'waiting_for_quota',
-               admission_wait = 'key', last_mutation_at_ms = v_now,
-               blocking_detail = format('concurrency key %s is at its limit of %s', x.concurrency_key,
-                                        v_pol.max_concurrent_per_key)
-        WHERE x.execution_id = ANY (v_keywait);
-    END IF;
-    IF cardinality(v_queue) > 0 THEN
-        IF v_pol.max_concurrent IS NOT NULL AND v_pol.active >= v_pol.max_concurrent THEN
-            v_detail := format('quota policy is at its limit of %s concurrent', v_pol.max_concurrent);
+        IF v_locked THEN
+            v_pol.active := v_pol.active + cardinality(v_admit);
+            IF v_pol.window_ms IS NOT NULL AND cardinality(v_admit) > 0 THEN
+                INSERT INTO ff_quota_window (quota_policy_id, admitted_at_ms, execution_id)
+                SELECT p_policy, v_now, a FROM unnest(v_admit) a;
+                v_pol.window_count := v_pol.window_count + cardinality(v_admit);
+            END IF;
         ELSE
-            SELECT min(w.admitted_at_ms) + v_pol.window_ms + v_pol.jitter_ms INTO v_next
-            FROM ff_quota_window w WHERE w.quota_policy_id = p_policy;
-            v_detail := format('rate limit of %s per %s ms reached; retry after %s', v_pol.max_requests_per_window,
-                               v_pol.window_ms, v_next);
+            v_delta := v_delta + cardinality(v_admit);
         END IF;
-        UPDATE ff_execution x SET eligibility_state = 'blocked_by_quota', blocking_reason = 'waiting_for_quota',
-               admission_wait = 'policy', blocking_detail = v_detail, last_mutation_at_ms = v_now
-        WHERE x.execution_id = ANY (v_queue);
+        IF cardinality(v_keywait) > 0 THEN
+            UPDATE ff_execution x SET eligibility_state = 'blocked_by_quota', blocking_reason = 'waiting_for_quota',
+                   admission_wait = 'key', last_mutation_at_ms = v_now,
+                   blocking_detail = format('concurrency key %s is at its limit of %s', x.concurrency_key,
+                                            v_pol.max_concurrent_per_key)
+            WHERE x.execution_id = ANY (v_keywait);
+        END IF;
+        IF cardinality(v_queue) > 0 THEN
+            IF v_pol.max_concurrent IS NOT NULL AND v_pol.active >= v_pol.max_concurrent THEN
+                v_detail := format('quota policy is at its limit of %s concurrent', v_pol.max_concurrent);
+            ELSE
+                SELECT min(w.admitted_at_ms) + v_pol.window_ms + v_pol.jitter_ms INTO v_next
+                FROM ff_quota_window w WHERE w.quota_policy_id = p_policy;
+                v_detail := format('rate limit of %s per %s ms reached; retry after %s',
+                                   v_pol.max_requests_per_window, v_pol.window_ms, v_next);
+            END IF;
+            UPDATE ff_execution x SET eligibility_state = 'blocked_by_quota', blocking_reason = 'waiting_for_quota',
+                   admission_wait = 'policy', blocking_detail = v_detail, last_mutation_at_ms = v_now
+            WHERE x.execution_id = ANY (v_queue);
+        END IF;
     END IF;
 
     -- Keys with room hand it to their waiters, best first: straight into the claimable set
     -- when the policy has no limit of its own, else into the policy's queue.
-    IF v_pol.max_concurrent_per_key IS NOT NULL THEN
-        IF p_all_keys THEN
-            SELECT array_agg(DISTINCT x.concurrency_key ORDER BY x.concurrency_key) INTO v_keys FROM ff_execution x
-            WHERE x.quota_policy_id = p_policy AND x.eligibility_state = 'blocked_by_quota' AND x.admission_wait = 'key';
-        END IF;
-        FOREACH v_key IN ARRAY coalesce(v_keys, '{}') LOOP
-            SELECT coalesce((SELECT q.held FROM ff_quota_key q
-                             WHERE q.quota_policy_id = p_policy AND q.concurrency_key = v_key), 0) INTO v_held;
-            v_room := v_pol.max_concurrent_per_key - v_held;
-            CONTINUE WHEN v_room <= 0;
-            WITH w AS (
-                SELECT x.execution_id FROM ff_execution x
-                WHERE x.quota_policy_id = p_policy AND x.concurrency_key = v_key
-                  AND x.eligibility_state = 'blocked_by_quota' AND x.admission_wait = 'key'
-                ORDER BY -x.priority, x.eligible_at_ms, x.seq
-                LIMIT v_room
-                FOR UPDATE OF x SKIP LOCKED
-            ),
-            upd AS (
-                UPDATE ff_execution e SET
-                    eligibility_state = CASE WHEN v_unbounded THEN 'eligible_now' ELSE e.eligibility_state END,
-                    blocking_reason = CASE WHEN v_unbounded THEN 'waiting_for_worker' ELSE e.blocking_reason END,
-                    admission_wait = CASE WHEN v_unbounded THEN NULL ELSE 'policy' END,
-                    blocking_detail = CASE WHEN v_unbounded THEN NULL
-                                           ELSE 'waiting for a slot of its quota policy' END,
-                    last_mutation_at_ms = v_now
-                FROM w WHERE e.execution_id = w.execution_id
-                RETURNING e.lane_id
-            )
-            SELECT count(*), array_agg(DISTINCT u.lane_id) INTO v_n, v_more FROM upd u;
-            IF v_n > 0 THEN
-                INSERT INTO ff_quota_key AS q (quota_policy_id, concurrency_key, held) VALUES (p_policy, v_key, v_n)
-                ON CONFLICT (quota_policy_id, concurrency_key) DO UPDATE SET held = q.held + EXCLUDED.held;
-                IF v_unbounded THEN
-                    v_pol.active := v_pol.active + v_n;
-                    v_lanes := v_lanes || v_more;
-                END IF;
+    FOREACH v_key IN ARRAY coalesce(v_freed, '{}') LOOP
+        SELECT q.held INTO v_held FROM ff_quota_key q WHERE q.quota_policy_id = p_policy AND q.concurrency_key = v_key;
+        v_room := v_pol.max_concurrent_per_key - coalesce(v_held, 0);
+        CONTINUE WHEN v_room <= 0;
+        WITH w AS (
+            SELECT x.execution_id FROM ff_execution x
+            WHERE x.quota_policy_id = p_policy AND x.concurrency_key = v_key
+              AND x.eligibility_state = 'blocked_by_quota' AND x.admission_wait = 'key'
+            ORDER BY -x.priority, x.eligible_at_ms, x.seq
+            LIMIT v_room
+            FOR UPDATE OF x SKIP LOCKED
+        ),
+        upd AS (
+            UPDATE ff_execution e SET
+                eligibility_state = CASE WHEN v_bounded THEN e.eligibility_state ELSE 'eligible_now' END,
+                blocking_reason = CASE WHEN v_bounded THEN e.blocking_reason ELSE 'waiting_for_worker' END,
+                admission_wait = CASE WHEN v_bounded THEN 'policy' END,
+                blocking_detail = CASE WHEN v_bounded THEN 'waiting for a slot of its quota policy' END,
+                last_mutation_at_ms = v_now
+            FROM w WHERE e.execution_id = w.execution_id
+            RETURNING e.lane_id
+        )
+        SELECT count(*), array_agg(DISTINCT u.lane_id) INTO v_n, v_more FROM upd u;
+        IF v_n > 0 THEN
+            UPDATE ff_quota_key q SET held = q.held + v_n WHERE q.quota_policy_id = p_policy AND q.concurrency_key = v_key;
+            IF NOT v_bounded THEN
+                v_delta := v_delta + v_n;
+                v_lanes := v_lanes || v_more;
             END IF;
-        END LOOP;
-    END IF;
+        END IF;
+    END LOOP;
 
-    -- The policy's queue takes the room there is (at most 1000 per settlement; the reconciler
-    -- admits the rest).
-    IF NOT v_unbounded THEN
+    IF v_locked THEN
+        -- The policy's queue takes the room there is (at most 1000 per settlement; the
+        -- reconciler admits the rest).
         v_room := least(coalesce(v_pol.max_concurrent - v_pol.active, 1000),
                         coalesce(v_pol.max_requests_per_window - v_pol.window_count, 1000), 1000);
         IF v_room > 0 THEN
@@ -400,24 +496,36 @@ BEGIN
                 v_lanes := v_lanes || v_more;
             END IF;
         END IF;
-    END IF;
 
-    -- Waiters held back only by the rate window are admitted when its oldest entry ages out.
-    v_next := NULL;
-    IF v_pol.window_ms IS NOT NULL AND v_pol.window_count >= v_pol.max_requests_per_window
-       AND (v_pol.max_concurrent IS NULL OR v_pol.active < v_pol.max_concurrent)
-       AND EXISTS (SELECT 1 FROM ff_execution x WHERE x.quota_policy_id = p_policy
-                   AND x.eligibility_state = 'blocked_by_quota' AND x.admission_wait = 'policy') THEN
-        SELECT min(w.admitted_at_ms) + v_pol.window_ms + v_pol.jitter_ms INTO v_next
-        FROM ff_quota_window w WHERE w.quota_policy_id = p_policy;
-        IF v_next IS DISTINCT FROM v_pol.next_admit_at_ms THEN
-            PERFORM pg_notify('ff_quota_timer', v_next::text);
+        -- Waiters held back only by the rate window are admitted when its oldest entry ages out.
+        v_next := NULL;
+        IF v_pol.window_ms IS NOT NULL AND v_pol.window_count >= v_pol.max_requests_per_window
+           AND (v_pol.max_concurrent IS NULL OR v_pol.active < v_pol.max_concurrent)
+           AND EXISTS (SELECT 1 FROM ff_execution x WHERE x.quota_policy_id = p_policy
+                       AND x.eligibility_state = 'blocked_by_quota' AND x.admission_wait = 'policy') THEN
+            SELECT min(w.admitted_at_ms) + v_pol.window_ms + v_pol.jitter_ms INTO v_next
+            FROM ff_quota_window w WHERE w.quota_policy_id = p_policy;
+            IF v_next IS DISTINCT FROM v_pol.next_admit_at_ms THEN
+                PERFORM pg_notify('ff_quota_timer', v_next::text);
+            END IF;
+        END IF;
+        UPDATE ff_quota_policy SET active = v_pol.active, window_count = v_pol.window_count,
+               next_admit_at_ms = v_next, updated_at_ms = v_now
+        WHERE quota_policy_id = p_policy;
+    ELSE
+        IF v_delta <> 0 THEN
+            INSERT INTO ff_quota_stripe AS s (quota_policy_id, stripe, delta)
+            VALUES (p_policy, (pg_backend_pid() % 16)::smallint, v_delta)
+            ON CONFLICT (quota_policy_id, stripe) DO UPDATE SET delta = s.delta + EXCLUDED.delta;
+        END IF;
+        -- Waiters parked by an admission that committed after this release looked: the
+        -- reconciler settles the policy (this transaction holds rows that admission may want).
+        IF v_bounded AND v_released > 0 AND ff_quota_has_waiters(p_policy) THEN
+            INSERT INTO ff_quota_settle_request (quota_policy_id) VALUES (p_policy);
+            PERFORM pg_notify('ff_quota_timer', v_now::text);
         END IF;
     END IF;
 
-    UPDATE ff_quota_policy SET active = v_pol.active, window_count = v_pol.window_count, next_admit_at_ms = v_next,
-           updated_at_ms = v_now
-    WHERE quota_policy_id = p_policy;
     IF cardinality(v_lanes) > 0 THEN
         SELECT array_agg(DISTINCT l) INTO v_lanes FROM unnest(v_lanes) l;
         PERFORM ff_bump_claim_generation(v_lanes);
@@ -486,6 +594,7 @@ BEGIN
     IF NOT FOUND THEN
         RETURN 0;
     END IF;
+    v_pol.active := ff_quota_fold(p_policy);
     DELETE FROM ff_quota_admission a WHERE a.quota_policy_id = p_policy AND a.expires_at_ms <= ff_now_ms();
     SELECT (SELECT count(*) FROM ff_execution x
             WHERE x.quota_policy_id = p_policy AND x.lifecycle_phase <> 'terminal'
@@ -543,6 +652,7 @@ BEGIN
         status := 'not_found';
         RETURN;
     END IF;
+    v_pol.active := ff_quota_fold(p_policy);
     IF EXISTS (SELECT 1 FROM ff_quota_admission a WHERE a.quota_policy_id = p_policy AND a.execution_id = p_execution
                AND (a.expires_at_ms IS NULL OR a.expires_at_ms > v_now)) THEN
         status := 'already_admitted';

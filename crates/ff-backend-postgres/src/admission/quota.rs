@@ -22,7 +22,9 @@ pub(crate) const CREATE_POLICY_SQL: &str = "WITH ins AS ( \
 
 /// A policy's limits and state.
 pub(crate) const POLICY_STATUS_SQL: &str = "SELECT p.window_ms, p.max_requests_per_window, p.max_concurrent, \
-       p.max_concurrent_per_key, p.jitter_ms, p.active, p.next_admit_at_ms, p.created_at_ms, \
+       p.max_concurrent_per_key, p.jitter_ms, p.next_admit_at_ms, p.created_at_ms, \
+       (p.active + (SELECT coalesce(sum(s.delta), 0) FROM ff_quota_stripe s \
+                    WHERE s.quota_policy_id = p.quota_policy_id))::integer AS active, \
        (SELECT count(*) FROM ff_quota_window w \
         WHERE w.quota_policy_id = p.quota_policy_id AND w.admitted_at_ms > ff_now_ms() - p.window_ms) AS in_window, \
        (SELECT count(*) FROM ff_execution x \
@@ -45,9 +47,14 @@ pub(crate) const PARTITION_POLICIES_SQL: &str =
 /// `ff_quota_recount` for one policy.
 pub(crate) const RECOUNT_SQL: &str = "SELECT ff_quota_recount($1)";
 
-/// Policies whose rate window has room for their waiters now (at most `$1`).
-pub(crate) const DUE_POLICIES_SQL: &str = "SELECT quota_policy_id FROM ff_quota_policy \
-     WHERE next_admit_at_ms <= ff_now_ms() ORDER BY next_admit_at_ms LIMIT $1";
+/// Policies to settle now (at most `$1` whose rate window has room for their waiters, and every
+/// one a release asked to settle; the requests are taken).
+pub(crate) const DUE_POLICIES_SQL: &str = "WITH asked AS ( \
+       DELETE FROM ff_quota_settle_request RETURNING quota_policy_id), \
+     due AS ( \
+       SELECT quota_policy_id FROM ff_quota_policy WHERE next_admit_at_ms <= ff_now_ms() \
+       ORDER BY next_admit_at_ms LIMIT $1) \
+     SELECT quota_policy_id FROM asked UNION SELECT quota_policy_id FROM due";
 
 /// Admits waiters of one policy into the room its window has.
 pub(crate) const ADMIT_SQL: &str = "SELECT ff_quota_apply($1, '[]'::jsonb)";
