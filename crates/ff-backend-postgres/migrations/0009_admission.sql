@@ -294,17 +294,60 @@ DECLARE
     v_keywait uuid[];
     v_newkey uuid[];
     v_detail text;
+    v_waiters boolean;
 BEGIN
-    SELECT * INTO v_pol FROM ff_quota_policy WHERE quota_policy_id = p_policy;
+    -- What the statement did, and whether anything may wait for a slot it frees (one probe of
+    -- the waiters' indexes when it only gave slots back).
+    SELECT p.max_concurrent IS NOT NULL OR p.window_ms IS NOT NULL, s.entering, s.released,
+           p_all_keys OR s.entering
+               OR EXISTS (SELECT 1 FROM ff_execution x WHERE x.quota_policy_id = p_policy
+                          AND x.eligibility_state = 'blocked_by_quota' AND x.admission_wait = 'key')
+               OR EXISTS (SELECT 1 FROM ff_execution x WHERE x.quota_policy_id = p_policy
+                          AND x.eligibility_state = 'blocked_by_quota' AND x.admission_wait = 'policy')
+    INTO v_bounded, v_entering, v_released, v_waiters
+    FROM ff_quota_policy p,
+         LATERAL (SELECT coalesce(bool_or((e->>3)::int < 2 AND (e->>4)::int = 2), false) AS entering,
+                         count(*) FILTER (WHERE (e->>3)::int = 2 AND (e->>4)::int < 2)::integer AS released
+                  FROM jsonb_array_elements(p_notes) e) s
+    WHERE p.quota_policy_id = p_policy;
     IF NOT FOUND THEN
         RETURN;
     END IF;
-    v_bounded := v_pol.max_concurrent IS NOT NULL OR v_pol.window_ms IS NOT NULL;
-    SELECT coalesce(bool_or((e->>3)::int < 2 AND (e->>4)::int = 2), false),
-           count(*) FILTER (WHERE (e->>3)::int = 2 AND (e->>4)::int < 2)
-    INTO v_entering, v_released FROM jsonb_array_elements(p_notes) e;
+    IF NOT v_waiters THEN
+        -- Only slots given back, and nothing waits for them (completions under caps that do
+        -- not bind): the key rows, locked in key order, and a stripe, in one statement.
+        WITH r AS (
+            SELECT e->>1 AS k, count(*)::integer AS c FROM jsonb_array_elements(p_notes) e
+            WHERE e->>1 IS NOT NULL AND (e->>3)::int >= 1 AND (e->>4)::int = 0 GROUP BY 1
+        ),
+        locked AS (
+            SELECT q.concurrency_key FROM ff_quota_key q
+            WHERE q.quota_policy_id = p_policy AND q.concurrency_key IN (SELECT r.k FROM r)
+            ORDER BY q.concurrency_key FOR UPDATE
+        ),
+        keys AS (
+            UPDATE ff_quota_key q SET held = greatest(q.held - r.c, 0)
+            FROM r, (SELECT count(*) FROM locked) l
+            WHERE q.quota_policy_id = p_policy AND q.concurrency_key = r.k
+            RETURNING 1
+        ),
+        stripe AS (
+            INSERT INTO ff_quota_stripe AS s (quota_policy_id, stripe, delta)
+            SELECT p_policy, (pg_backend_pid() % 16)::smallint, -v_released WHERE v_released > 0
+            ON CONFLICT (quota_policy_id, stripe) DO UPDATE SET delta = s.delta + EXCLUDED.delta
+        )
+        SELECT count(*) INTO v_n FROM keys;
+        -- Waiters parked by an admission that committed after this statement looked: the
+        -- reconciler settles the policy (this transaction holds rows that admission may want).
+        IF v_bounded AND ff_quota_has_waiters(p_policy) THEN
+            INSERT INTO ff_quota_settle_request (quota_policy_id) VALUES (p_policy);
+            PERFORM pg_notify('ff_quota_timer', v_now::text);
+        END IF;
+        RETURN;
+    END IF;
+    SELECT * INTO v_pol FROM ff_quota_policy WHERE quota_policy_id = p_policy;
     PERFORM set_config('ff.quota_settling', 'on', true);
-    v_locked := v_bounded AND (v_entering OR p_all_keys OR ff_quota_has_waiters(p_policy));
+    v_locked := v_bounded;
     IF v_locked THEN
         PERFORM 1 FROM ff_quota_policy WHERE quota_policy_id = p_policy FOR UPDATE;
     END IF;
@@ -321,17 +364,22 @@ BEGIN
             WHERE p_all_keys AND x.quota_policy_id = p_policy AND x.eligibility_state = 'blocked_by_quota'
               AND x.admission_wait = 'key'
         ) s;
-        IF v_keys IS NOT NULL THEN
+        -- (A statement that only gives back the slots of one key locks its row by updating it;
+        -- it exists, since the slot was taken.)
+        IF v_keys IS NOT NULL AND (v_entering OR p_all_keys OR cardinality(v_keys) > 1) THEN
             INSERT INTO ff_quota_key (quota_policy_id, concurrency_key, held)
             SELECT p_policy, k, 0 FROM unnest(v_keys) k ORDER BY k ON CONFLICT DO NOTHING;
             PERFORM 1 FROM ff_quota_key q WHERE q.quota_policy_id = p_policy AND q.concurrency_key = ANY (v_keys)
             ORDER BY q.concurrency_key FOR UPDATE;
+        END IF;
+        IF v_keys IS NOT NULL THEN
             WITH r AS (
                 SELECT e->>1 AS k, count(*) AS c FROM jsonb_array_elements(p_notes) e
                 WHERE e->>1 IS NOT NULL AND (e->>3)::int >= 1 AND (e->>4)::int = 0 GROUP BY 1
             ),
             upd AS (
-                UPDATE ff_quota_key q SET held = greatest(q.held - r.c, 0) FROM r
+                UPDATE ff_quota_key q SET held = greatest(q.held - r.c, 0)
+                FROM r
                 WHERE q.quota_policy_id = p_policy AND q.concurrency_key = r.k
                 RETURNING q.concurrency_key
             )
@@ -371,8 +419,9 @@ BEGIN
             FROM (SELECT (e->>2)::uuid AS id, min((e->>3)::int) AS from_hold FROM jsonb_array_elements(p_notes) e
                   WHERE (e->>3)::int < 2 AND (e->>4)::int = 2 GROUP BY 1) n
             JOIN ff_execution x ON x.execution_id = n.id
-            WHERE x.quota_policy_id = p_policy AND x.lifecycle_phase = 'runnable'
-              AND x.eligibility_state = 'eligible_now'
+            -- (Written so that no index matches these conditions: the rows are found by id, never
+            -- by scanning the policy's or the lane's executions.)
+            WHERE (x.lifecycle_phase = 'runnable' AND x.eligibility_state = 'eligible_now') IS TRUE
         ),
         keyed AS (
             SELECT e.*,
@@ -431,7 +480,7 @@ BEGIN
 
     -- Keys with room hand it to their waiters, best first: straight into the claimable set
     -- when the policy has no limit of its own, else into the policy's queue.
-    FOREACH v_key IN ARRAY coalesce(v_freed, '{}') LOOP
+    FOREACH v_key IN ARRAY CASE WHEN v_waiters THEN coalesce(v_freed, '{}') ELSE '{}' END LOOP
         SELECT q.held INTO v_held FROM ff_quota_key q WHERE q.quota_policy_id = p_policy AND q.concurrency_key = v_key;
         v_room := v_pol.max_concurrent_per_key - coalesce(v_held, 0);
         CONTINUE WHEN v_room <= 0;
@@ -520,7 +569,7 @@ BEGIN
         END IF;
         -- Waiters parked by an admission that committed after this release looked: the
         -- reconciler settles the policy (this transaction holds rows that admission may want).
-        IF v_bounded AND v_released > 0 AND ff_quota_has_waiters(p_policy) THEN
+        IF v_bounded AND (v_released > 0 OR v_freed IS NOT NULL) AND ff_quota_has_waiters(p_policy) THEN
             INSERT INTO ff_quota_settle_request (quota_policy_id) VALUES (p_policy);
             PERFORM pg_notify('ff_quota_timer', v_now::text);
         END IF;
@@ -542,9 +591,15 @@ CREATE FUNCTION ff_quota_settle() RETURNS trigger
 DECLARE
     v_notes jsonb := ('[' || rtrim(current_setting('ff.quota_notes', true), ',') || ']')::jsonb;
     v_policy uuid;
+    v_policies uuid[];
 BEGIN
     PERFORM set_config('ff.quota_notes', '', true);
-    FOR v_policy IN SELECT DISTINCT (n->>0)::uuid FROM jsonb_array_elements(v_notes) n ORDER BY 1 LOOP
+    SELECT array_agg(DISTINCT (n->>0)::uuid ORDER BY (n->>0)::uuid) INTO v_policies FROM jsonb_array_elements(v_notes) n;
+    IF cardinality(v_policies) = 1 THEN
+        PERFORM ff_quota_apply(v_policies[1], v_notes);
+        RETURN NULL;
+    END IF;
+    FOREACH v_policy IN ARRAY v_policies LOOP
         PERFORM ff_quota_apply(v_policy,
                                (SELECT jsonb_agg(n) FROM jsonb_array_elements(v_notes) n WHERE (n->>0)::uuid = v_policy));
     END LOOP;
@@ -1130,6 +1185,22 @@ BEGIN
         PERFORM pg_notify('ff_lane_ready', l) FROM unnest(v_lanes) l;
     END IF;
     RETURN v_n;
+END
+$$;
+
+-- A function that turns sequential scans off makes the planner price any unavoidable one (a
+-- tiny table, a set-returning function) at an enormous cost, and that cost triggers JIT
+-- compilation, hundreds of milliseconds on every execution. The engine's functions run short
+-- statements that never gain from JIT: those that already set planner options turn it off too.
+DO $$
+DECLARE
+    f regprocedure;
+BEGIN
+    FOR f IN SELECT p.oid::regprocedure FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+             WHERE n.nspname = current_schema() AND p.proname LIKE 'ff\_%' AND p.proconfig IS NOT NULL
+    LOOP
+        EXECUTE format('ALTER FUNCTION %s SET jit = off', f);
+    END LOOP;
 END
 $$;
 
