@@ -59,11 +59,12 @@ CREATE TABLE ff_quota_policy (
 CREATE INDEX ff_quota_policy_partition_idx ON ff_quota_policy (partition_key, quota_policy_id);
 CREATE INDEX ff_quota_policy_due_idx ON ff_quota_policy (next_admit_at_ms) WHERE next_admit_at_ms IS NOT NULL;
 
--- Slots held per concurrency key (claimable, active, or queued for the policy).
+-- A concurrency key's lock: admissions into a key (and hand-offs of its freed slots) hold its
+-- row. What a key holds is counted from the executions holding it (ff_execution_quota_holder_idx),
+-- so giving a slot back writes nothing here.
 CREATE TABLE ff_quota_key (
     quota_policy_id uuid NOT NULL,
     concurrency_key text NOT NULL,
-    held integer NOT NULL DEFAULT 0 CHECK (held >= 0),
     PRIMARY KEY (quota_policy_id, concurrency_key)
 );
 
@@ -91,9 +92,12 @@ CREATE INDEX ff_execution_quota_key_wait_idx
     WHERE eligibility_state = 'blocked_by_quota' AND admission_wait = 'key';
 CREATE INDEX ff_execution_quota_wait_idx ON ff_execution (quota_policy_id, (-priority), eligible_at_ms, seq)
     WHERE eligibility_state = 'blocked_by_quota' AND admission_wait = 'policy';
--- Recounts: the unfinished executions of a policy.
-CREATE INDEX ff_execution_quota_member_idx ON ff_execution (quota_policy_id, concurrency_key)
-    WHERE quota_policy_id IS NOT NULL AND lifecycle_phase <> 'terminal';
+-- The executions holding a slot of their policy: claimable or active (a policy slot and their key
+-- slot), or queued for the policy (their key slot). Counting a key's holders is a range of it.
+CREATE INDEX ff_execution_quota_holder_idx ON ff_execution (quota_policy_id, concurrency_key)
+    WHERE quota_policy_id IS NOT NULL
+      AND (lifecycle_phase = 'active' OR (lifecycle_phase = 'runnable' AND eligibility_state = 'eligible_now')
+           OR (eligibility_state = 'blocked_by_quota' AND admission_wait = 'policy'));
 -- Reservations, for the grant reaper.
 CREATE INDEX ff_execution_grant_idx ON ff_execution (grant_expires_at_ms) WHERE grant_expires_at_ms IS NOT NULL;
 
@@ -201,14 +205,15 @@ BEGIN
 END
 $$;
 
--- What settles a policy's slots reads and writes, in this lock order: the policy row (only to
--- admit within the policy's own limits), its key rows by key, its stripes.
+-- Settling a policy takes, in this order: the policy row (only to admit within the policy's own
+-- limits), its keys' rows by key, its stripes.
 --
--- Slot changes of a policy without a lock on its row, striped so that concurrent transactions
--- (completions, above all) do not queue on one row: slots held = ff_quota_policy.active + the
--- sum of the policy's stripes. Whoever admits within the policy's limits holds the policy row
--- and folds the stripes into it first, waiting for any uncommitted stripe change, so the count
--- it admits against includes every committed release.
+-- A policy's slots held = ff_quota_policy.active + the sum of its stripes. A statement that
+-- only gives slots back while nothing waits for them (completions under caps that do not bind)
+-- adds to the stripe of its session (backend pid mod 64), so concurrent transactions do not
+-- queue on one row; whoever admits within the policy's limits holds the policy row and folds
+-- the stripes no transaction is changing into it (a change in flight is a release not yet
+-- seen: the count is only ever too high, never too low).
 CREATE TABLE ff_quota_stripe (
     quota_policy_id uuid NOT NULL,
     stripe smallint NOT NULL,
@@ -216,17 +221,31 @@ CREATE TABLE ff_quota_stripe (
     PRIMARY KEY (quota_policy_id, stripe)
 );
 
--- A release that finds waiters it did not see before it gave its slot back (they were parked
--- by an admission that committed meanwhile) cannot take the policy row then (it holds rows the
--- admitter may want); it leaves the settlement to the admission reconciler, woken at once.
+CREATE FUNCTION ff_quota_policy_stripes() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    INSERT INTO ff_quota_stripe (quota_policy_id, stripe) SELECT NEW.quota_policy_id, g FROM generate_series(0, 63) g;
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER ff_quota_policy_stripes AFTER INSERT ON ff_quota_policy
+    FOR EACH ROW EXECUTE FUNCTION ff_quota_policy_stripes();
+
+-- An admission that parks executions (the policy or a key looked full) asks for the policy to be
+-- settled again once it has committed: a release that committed meanwhile, unseen by it and not
+-- seeing its waiters, may have made room. The admission reconciler (woken on ff_quota_timer)
+-- takes the requests.
 CREATE TABLE ff_quota_settle_request (
     quota_policy_id uuid NOT NULL,
     requested_at_ms bigint NOT NULL DEFAULT ff_now_ms()
 );
 CREATE INDEX ff_quota_settle_request_idx ON ff_quota_settle_request (quota_policy_id);
 
--- Folds a policy's stripes into its row; the caller holds the row. Returns the slots held.
-CREATE FUNCTION ff_quota_fold(p_policy uuid) RETURNS integer
+-- Folds the policy's idle stripes into its row; the caller holds the row (with p_wait, it waits
+-- for stripes in use, so the fold is complete). Returns the slots held.
+CREATE FUNCTION ff_quota_fold(p_policy uuid, p_wait boolean DEFAULT false) RETURNS integer
     LANGUAGE plpgsql
     SET plan_cache_mode = force_generic_plan
     AS $$
@@ -234,11 +253,25 @@ DECLARE
     v_sum integer;
     v_active integer;
 BEGIN
-    SELECT coalesce(sum(s.delta), 0) INTO v_sum
-    FROM (SELECT x.delta FROM ff_quota_stripe x WHERE x.quota_policy_id = p_policy
-          ORDER BY x.stripe FOR UPDATE) s;
-    IF v_sum <> 0 THEN
-        UPDATE ff_quota_stripe SET delta = 0 WHERE quota_policy_id = p_policy AND delta <> 0;
+    IF p_wait THEN
+        WITH f AS (
+            SELECT x.stripe, x.delta FROM ff_quota_stripe x WHERE x.quota_policy_id = p_policy
+            ORDER BY x.stripe FOR UPDATE
+        ),
+        z AS (
+            UPDATE ff_quota_stripe s SET delta = 0 FROM f
+            WHERE s.quota_policy_id = p_policy AND s.stripe = f.stripe AND f.delta <> 0
+        )
+        SELECT coalesce(sum(f.delta), 0) INTO v_sum FROM f;
+    ELSE
+        WITH f AS (
+            SELECT x.stripe, x.delta FROM ff_quota_stripe x WHERE x.quota_policy_id = p_policy AND x.delta <> 0
+            FOR UPDATE SKIP LOCKED
+        ),
+        z AS (
+            UPDATE ff_quota_stripe s SET delta = 0 FROM f WHERE s.quota_policy_id = p_policy AND s.stripe = f.stripe
+        )
+        SELECT coalesce(sum(f.delta), 0) INTO v_sum FROM f;
     END IF;
     UPDATE ff_quota_policy SET active = greatest(active + v_sum, 0) WHERE quota_policy_id = p_policy
     RETURNING active INTO v_active;
@@ -259,15 +292,21 @@ BEGIN
 END
 $$;
 
+-- The slots each of p_keys holds: its executions that are claimable, active, or queued for the
+-- policy (those of this transaction included).
+CREATE FUNCTION ff_quota_key_holders(p_policy uuid, p_keys text[]) RETURNS TABLE (concurrency_key text, holders integer)
+    LANGUAGE sql STABLE
+    AS $$
+    SELECT k.k, (SELECT count(*)::integer FROM ff_execution x
+                 WHERE x.quota_policy_id = p_policy AND x.concurrency_key = k.k
+                   AND (x.lifecycle_phase = 'active' OR (x.lifecycle_phase = 'runnable' AND x.eligibility_state = 'eligible_now')
+                        OR (x.eligibility_state = 'blocked_by_quota' AND x.admission_wait = 'policy')))
+    FROM unnest(p_keys) AS k(k)
+$$;
+
 -- Settles one policy: gives back the slots p_notes released, admits or parks what entered, and
 -- hands free slots to waiting executions (every key's waiters when p_all_keys, else those of
 -- the keys that gave slots back). Nothing is noted while this runs.
---
--- Admitting within the policy's own limits (a concurrency cap or a rate) takes the policy row;
--- a statement that only gives slots back while nothing waits (the common case: completions
--- under a cap that does not bind) does not, and records its release on a stripe. Per-key caps
--- are enforced under the key rows' locks, so a policy with only a per-key cap never takes its
--- row at all.
 CREATE FUNCTION ff_quota_apply(p_policy uuid, p_notes jsonb, p_all_keys boolean DEFAULT false) RETURNS void
     LANGUAGE plpgsql
     SET plan_cache_mode = force_generic_plan SET enable_seqscan = off
@@ -278,8 +317,8 @@ DECLARE
     v_bounded boolean;
     v_entering boolean;
     v_released integer;
-    v_locked boolean;
-    v_delta integer;
+    v_waiters boolean;
+    v_delta integer := 0;
     v_keys text[];
     v_freed text[];
     v_key text;
@@ -289,12 +328,10 @@ DECLARE
     v_lanes text[] := '{}';
     v_more text[];
     v_next bigint;
-    v_admit uuid[];
-    v_queue uuid[];
-    v_keywait uuid[];
-    v_newkey uuid[];
+    v_admit uuid[] := '{}';
+    v_queue uuid[] := '{}';
+    v_keywait uuid[] := '{}';
     v_detail text;
-    v_waiters boolean;
 BEGIN
     -- What the statement did, and whether anything may wait for a slot it frees (one probe of
     -- the waiters' indexes when it only gave slots back).
@@ -314,83 +351,18 @@ BEGIN
         RETURN;
     END IF;
     IF NOT v_waiters THEN
-        -- Only slots given back, and nothing waits for them (completions under caps that do
-        -- not bind): the key rows, locked in key order, and a stripe, in one statement.
-        WITH r AS (
-            SELECT e->>1 AS k, count(*)::integer AS c FROM jsonb_array_elements(p_notes) e
-            WHERE e->>1 IS NOT NULL AND (e->>3)::int >= 1 AND (e->>4)::int = 0 GROUP BY 1
-        ),
-        locked AS (
-            SELECT q.concurrency_key FROM ff_quota_key q
-            WHERE q.quota_policy_id = p_policy AND q.concurrency_key IN (SELECT r.k FROM r)
-            ORDER BY q.concurrency_key FOR UPDATE
-        ),
-        keys AS (
-            UPDATE ff_quota_key q SET held = greatest(q.held - r.c, 0)
-            FROM r, (SELECT count(*) FROM locked) l
-            WHERE q.quota_policy_id = p_policy AND q.concurrency_key = r.k
-            RETURNING 1
-        ),
-        stripe AS (
-            INSERT INTO ff_quota_stripe AS s (quota_policy_id, stripe, delta)
-            SELECT p_policy, (pg_backend_pid() % 16)::smallint, -v_released WHERE v_released > 0
-            ON CONFLICT (quota_policy_id, stripe) DO UPDATE SET delta = s.delta + EXCLUDED.delta
-        )
-        SELECT count(*) INTO v_n FROM keys;
-        -- Waiters parked by an admission that committed after this statement looked: the
-        -- reconciler settles the policy (this transaction holds rows that admission may want).
-        IF v_bounded AND ff_quota_has_waiters(p_policy) THEN
-            INSERT INTO ff_quota_settle_request (quota_policy_id) VALUES (p_policy);
-            PERFORM pg_notify('ff_quota_timer', v_now::text);
+        -- Only slots given back, and nothing waits for them: the session's stripe, and done.
+        IF v_released > 0 THEN
+            UPDATE ff_quota_stripe SET delta = delta - v_released
+            WHERE quota_policy_id = p_policy AND stripe = (pg_backend_pid() % 64)::smallint;
         END IF;
         RETURN;
     END IF;
-    SELECT * INTO v_pol FROM ff_quota_policy WHERE quota_policy_id = p_policy;
+
     PERFORM set_config('ff.quota_settling', 'on', true);
-    v_locked := v_bounded;
-    IF v_locked THEN
-        PERFORM 1 FROM ff_quota_policy WHERE quota_policy_id = p_policy FOR UPDATE;
-    END IF;
-
-    -- The key rows this settlement reads or changes, created if new and locked in key order: a
-    -- key's row serializes its admissions and releases.
-    IF v_pol.max_concurrent_per_key IS NOT NULL THEN
-        SELECT array_agg(DISTINCT s.k ORDER BY s.k) INTO v_keys FROM (
-            SELECT e->>1 AS k FROM jsonb_array_elements(p_notes) e
-            WHERE e->>1 IS NOT NULL AND (((e->>3)::int >= 1 AND (e->>4)::int = 0)
-                                        OR ((e->>3)::int = 0 AND (e->>4)::int = 2))
-            UNION ALL
-            SELECT x.concurrency_key FROM ff_execution x
-            WHERE p_all_keys AND x.quota_policy_id = p_policy AND x.eligibility_state = 'blocked_by_quota'
-              AND x.admission_wait = 'key'
-        ) s;
-        -- (A statement that only gives back the slots of one key locks its row by updating it;
-        -- it exists, since the slot was taken.)
-        IF v_keys IS NOT NULL AND (v_entering OR p_all_keys OR cardinality(v_keys) > 1) THEN
-            INSERT INTO ff_quota_key (quota_policy_id, concurrency_key, held)
-            SELECT p_policy, k, 0 FROM unnest(v_keys) k ORDER BY k ON CONFLICT DO NOTHING;
-            PERFORM 1 FROM ff_quota_key q WHERE q.quota_policy_id = p_policy AND q.concurrency_key = ANY (v_keys)
-            ORDER BY q.concurrency_key FOR UPDATE;
-        END IF;
-        IF v_keys IS NOT NULL THEN
-            WITH r AS (
-                SELECT e->>1 AS k, count(*) AS c FROM jsonb_array_elements(p_notes) e
-                WHERE e->>1 IS NOT NULL AND (e->>3)::int >= 1 AND (e->>4)::int = 0 GROUP BY 1
-            ),
-            upd AS (
-                UPDATE ff_quota_key q SET held = greatest(q.held - r.c, 0)
-                FROM r
-                WHERE q.quota_policy_id = p_policy AND q.concurrency_key = r.k
-                RETURNING q.concurrency_key
-            )
-            SELECT array_agg(u.concurrency_key) INTO v_freed FROM upd u;
-            IF p_all_keys THEN
-                v_freed := v_keys;
-            END IF;
-        END IF;
-    END IF;
-
-    IF v_locked THEN
+    IF v_bounded THEN
+        -- Admission within the policy's own limits: its row serializes it.
+        SELECT * INTO v_pol FROM ff_quota_policy WHERE quota_policy_id = p_policy FOR UPDATE;
         v_pol.active := greatest(ff_quota_fold(p_policy) - v_released, 0);
         IF v_pol.window_ms IS NOT NULL THEN
             WITH d AS (
@@ -403,15 +375,43 @@ BEGIN
         v_room := least(coalesce(v_pol.max_concurrent - v_pol.active, 2147483647),
                         coalesce(v_pol.max_requests_per_window - v_pol.window_count, 2147483647));
     ELSE
+        SELECT * INTO v_pol FROM ff_quota_policy WHERE quota_policy_id = p_policy;
         v_delta := -v_released;
         v_room := 2147483647;
+    END IF;
+
+    -- The keys this settlement admits into or frees, their rows created if new and locked in
+    -- key order.
+    IF v_pol.max_concurrent_per_key IS NOT NULL THEN
+        SELECT array_agg(DISTINCT s.k ORDER BY s.k) INTO v_keys FROM (
+            SELECT e->>1 AS k FROM jsonb_array_elements(p_notes) e
+            WHERE e->>1 IS NOT NULL AND (((e->>3)::int >= 1 AND (e->>4)::int = 0)
+                                        OR ((e->>3)::int = 0 AND (e->>4)::int = 2))
+            UNION ALL
+            SELECT x.concurrency_key FROM ff_execution x
+            WHERE p_all_keys AND x.quota_policy_id = p_policy AND x.eligibility_state = 'blocked_by_quota'
+              AND x.admission_wait = 'key'
+        ) s;
+        IF v_keys IS NOT NULL THEN
+            INSERT INTO ff_quota_key (quota_policy_id, concurrency_key)
+            SELECT p_policy, k FROM unnest(v_keys) k ORDER BY k ON CONFLICT DO NOTHING;
+            PERFORM 1 FROM ff_quota_key q WHERE q.quota_policy_id = p_policy AND q.concurrency_key = ANY (v_keys)
+            ORDER BY q.concurrency_key FOR UPDATE;
+            IF p_all_keys THEN
+                v_freed := v_keys;
+            ELSE
+                SELECT array_agg(DISTINCT e->>1) INTO v_freed FROM jsonb_array_elements(p_notes) e
+                WHERE e->>1 IS NOT NULL AND (e->>3)::int >= 1 AND (e->>4)::int = 0;
+            END IF;
+        END IF;
     END IF;
 
     -- What entered the claimable set in the statement, best first, set-based: per key, those
     -- beyond the key's room wait behind their key (holding nothing); of the rest, those beyond
     -- the policy's room (concurrency and rate) queue for the policy holding their key slot;
-    -- the others stay claimable. (One that was queued for the policy already holds its key
-    -- slot and only needs a policy slot.)
+    -- the others stay claimable. (The entering executions already count among their key's
+    -- holders; one that was queued for the policy keeps its key slot and only needs a policy
+    -- slot.)
     IF v_entering THEN
         WITH ent AS (
             SELECT x.execution_id AS id, x.concurrency_key AS k, n.from_hold, -x.priority AS np,
@@ -427,26 +427,21 @@ BEGIN
             SELECT e.*,
                    (v_pol.max_concurrent_per_key IS NULL OR e.k IS NULL OR e.from_hold = 1
                     OR row_number() OVER (PARTITION BY e.k, e.from_hold ORDER BY e.np, e.at, e.seq)
-                       <= v_pol.max_concurrent_per_key - coalesce(q.held, 0)) AS key_ok,
-                   v_pol.max_concurrent_per_key IS NOT NULL AND e.k IS NOT NULL AND e.from_hold = 0 AS takes_key
-            FROM ent e LEFT JOIN ff_quota_key q ON q.quota_policy_id = p_policy AND q.concurrency_key = e.k
+                       <= v_pol.max_concurrent_per_key
+                          - (h.holders - count(*) OVER (PARTITION BY e.k, e.from_hold))) AS key_ok
+            FROM ent e
+            LEFT JOIN ff_quota_key_holders(p_policy, (SELECT array_agg(DISTINCT k) FROM ent WHERE k IS NOT NULL)) h
+                   ON h.concurrency_key = e.k
         ),
         ranked AS (
             SELECT d.*, row_number() OVER (PARTITION BY d.key_ok ORDER BY d.np, d.at, d.seq) AS prank FROM keyed d
         )
         SELECT coalesce(array_agg(r.id) FILTER (WHERE r.key_ok AND r.prank <= v_room), '{}'),
                coalesce(array_agg(r.id) FILTER (WHERE r.key_ok AND r.prank > v_room), '{}'),
-               coalesce(array_agg(r.id) FILTER (WHERE NOT r.key_ok), '{}'),
-               coalesce(array_agg(r.id) FILTER (WHERE r.key_ok AND r.takes_key), '{}')
-        INTO v_admit, v_queue, v_keywait, v_newkey
+               coalesce(array_agg(r.id) FILTER (WHERE NOT r.key_ok), '{}')
+        INTO v_admit, v_queue, v_keywait
         FROM ranked r;
-        IF cardinality(v_newkey) > 0 THEN
-            UPDATE ff_quota_key q SET held = q.held + c.n
-            FROM (SELECT x.concurrency_key AS k, count(*) AS n FROM ff_execution x
-                  WHERE x.execution_id = ANY (v_newkey) GROUP BY 1) c
-            WHERE q.quota_policy_id = p_policy AND q.concurrency_key = c.k;
-        END IF;
-        IF v_locked THEN
+        IF v_bounded THEN
             v_pol.active := v_pol.active + cardinality(v_admit);
             IF v_pol.window_ms IS NOT NULL AND cardinality(v_admit) > 0 THEN
                 INSERT INTO ff_quota_window (quota_policy_id, admitted_at_ms, execution_id)
@@ -480,9 +475,9 @@ BEGIN
 
     -- Keys with room hand it to their waiters, best first: straight into the claimable set
     -- when the policy has no limit of its own, else into the policy's queue.
-    FOREACH v_key IN ARRAY CASE WHEN v_waiters THEN coalesce(v_freed, '{}') ELSE '{}' END LOOP
-        SELECT q.held INTO v_held FROM ff_quota_key q WHERE q.quota_policy_id = p_policy AND q.concurrency_key = v_key;
-        v_room := v_pol.max_concurrent_per_key - coalesce(v_held, 0);
+    FOR v_key, v_held IN SELECT h.concurrency_key, h.holders FROM ff_quota_key_holders(p_policy, v_freed) h
+                         ORDER BY h.concurrency_key LOOP
+        v_room := v_pol.max_concurrent_per_key - v_held;
         CONTINUE WHEN v_room <= 0;
         WITH w AS (
             SELECT x.execution_id FROM ff_execution x
@@ -503,16 +498,13 @@ BEGIN
             RETURNING e.lane_id
         )
         SELECT count(*), array_agg(DISTINCT u.lane_id) INTO v_n, v_more FROM upd u;
-        IF v_n > 0 THEN
-            UPDATE ff_quota_key q SET held = q.held + v_n WHERE q.quota_policy_id = p_policy AND q.concurrency_key = v_key;
-            IF NOT v_bounded THEN
-                v_delta := v_delta + v_n;
-                v_lanes := v_lanes || v_more;
-            END IF;
+        IF v_n > 0 AND NOT v_bounded THEN
+            v_delta := v_delta + v_n;
+            v_lanes := v_lanes || v_more;
         END IF;
     END LOOP;
 
-    IF v_locked THEN
+    IF v_bounded THEN
         -- The policy's queue takes the room there is (at most 1000 per settlement; the
         -- reconciler admits the rest).
         v_room := least(coalesce(v_pol.max_concurrent - v_pol.active, 1000),
@@ -561,20 +553,16 @@ BEGIN
         UPDATE ff_quota_policy SET active = v_pol.active, window_count = v_pol.window_count,
                next_admit_at_ms = v_next, updated_at_ms = v_now
         WHERE quota_policy_id = p_policy;
-    ELSE
-        IF v_delta <> 0 THEN
-            INSERT INTO ff_quota_stripe AS s (quota_policy_id, stripe, delta)
-            VALUES (p_policy, (pg_backend_pid() % 16)::smallint, v_delta)
-            ON CONFLICT (quota_policy_id, stripe) DO UPDATE SET delta = s.delta + EXCLUDED.delta;
-        END IF;
-        -- Waiters parked by an admission that committed after this release looked: the
-        -- reconciler settles the policy (this transaction holds rows that admission may want).
-        IF v_bounded AND (v_released > 0 OR v_freed IS NOT NULL) AND ff_quota_has_waiters(p_policy) THEN
-            INSERT INTO ff_quota_settle_request (quota_policy_id) VALUES (p_policy);
-            PERFORM pg_notify('ff_quota_timer', v_now::text);
-        END IF;
+    ELSIF v_delta <> 0 THEN
+        UPDATE ff_quota_stripe SET delta = delta + v_delta
+        WHERE quota_policy_id = p_policy AND stripe = (pg_backend_pid() % 64)::smallint;
     END IF;
 
+    -- Parked executions: settle again after commit, for a release this settlement did not see.
+    IF cardinality(v_keywait) > 0 OR cardinality(v_queue) > 0 THEN
+        INSERT INTO ff_quota_settle_request (quota_policy_id) VALUES (p_policy);
+        PERFORM pg_notify('ff_quota_timer', v_now::text);
+    END IF;
     IF cardinality(v_lanes) > 0 THEN
         SELECT array_agg(DISTINCT l) INTO v_lanes FROM unnest(v_lanes) l;
         PERFORM ff_bump_claim_generation(v_lanes);
@@ -635,55 +623,34 @@ CREATE TRIGGER ff_quota_settle_update AFTER UPDATE ON ff_execution
     WHEN (coalesce(current_setting('ff.quota_notes', true), '') <> '')
     EXECUTE FUNCTION ff_quota_settle();
 
--- Recounts a policy's slots from what holds them, drops lapsed admissions, and admits waiters
--- into any room. Returns how many counters were wrong.
+-- Recounts a policy's slots from what holds them (waiting for stripes in use, so no release is
+-- counted twice or missed), drops lapsed admissions, and admits waiters into any room. Returns
+-- whether the count was wrong.
 CREATE FUNCTION ff_quota_recount(p_policy uuid) RETURNS integer
     LANGUAGE plpgsql
     AS $$
 DECLARE
-    v_pol ff_quota_policy%ROWTYPE;
+    v_stored integer;
     v_active integer;
-    v_wrong integer := 0;
 BEGIN
-    SELECT * INTO v_pol FROM ff_quota_policy WHERE quota_policy_id = p_policy FOR UPDATE;
+    PERFORM 1 FROM ff_quota_policy WHERE quota_policy_id = p_policy FOR UPDATE;
     IF NOT FOUND THEN
         RETURN 0;
     END IF;
-    v_pol.active := ff_quota_fold(p_policy);
+    v_stored := ff_quota_fold(p_policy, true);
     DELETE FROM ff_quota_admission a WHERE a.quota_policy_id = p_policy AND a.expires_at_ms <= ff_now_ms();
     SELECT (SELECT count(*) FROM ff_execution x
-            WHERE x.quota_policy_id = p_policy AND x.lifecycle_phase <> 'terminal'
+            WHERE x.quota_policy_id = p_policy
+              AND (x.lifecycle_phase = 'active' OR (x.lifecycle_phase = 'runnable' AND x.eligibility_state = 'eligible_now')
+                   OR (x.eligibility_state = 'blocked_by_quota' AND x.admission_wait = 'policy'))
               AND ff_quota_hold(x.lifecycle_phase, x.eligibility_state, x.admission_wait) = 2)
          + (SELECT count(*) FROM ff_quota_admission a WHERE a.quota_policy_id = p_policy)
     INTO v_active;
-    IF v_active <> v_pol.active THEN
-        v_wrong := v_wrong + 1;
+    IF v_active <> v_stored THEN
         UPDATE ff_quota_policy SET active = v_active WHERE quota_policy_id = p_policy;
     END IF;
-    IF v_pol.max_concurrent_per_key IS NOT NULL THEN
-        WITH actual AS (
-            SELECT x.concurrency_key AS k, count(*)::integer AS held FROM ff_execution x
-            WHERE x.quota_policy_id = p_policy AND x.lifecycle_phase <> 'terminal' AND x.concurrency_key IS NOT NULL
-              AND ff_quota_hold(x.lifecycle_phase, x.eligibility_state, x.admission_wait) >= 1
-            GROUP BY 1
-        ),
-        diff AS (
-            SELECT coalesce(a.k, q.concurrency_key) AS k, coalesce(a.held, 0) AS held
-            FROM actual a FULL JOIN (SELECT * FROM ff_quota_key WHERE quota_policy_id = p_policy) q
-                 ON q.concurrency_key = a.k
-            WHERE coalesce(a.held, 0) IS DISTINCT FROM q.held
-        ),
-        fix AS (
-            INSERT INTO ff_quota_key AS q (quota_policy_id, concurrency_key, held)
-            SELECT p_policy, d.k, d.held FROM diff d ORDER BY d.k
-            ON CONFLICT (quota_policy_id, concurrency_key) DO UPDATE SET held = EXCLUDED.held
-            RETURNING 1
-        )
-        SELECT v_wrong + count(*) INTO v_wrong FROM fix;
-        DELETE FROM ff_quota_key q WHERE q.quota_policy_id = p_policy AND q.held = 0;
-    END IF;
     PERFORM ff_quota_apply(p_policy, '[]'::jsonb, true);
-    RETURN v_wrong;
+    RETURN (v_active <> v_stored)::integer;
 END
 $$;
 

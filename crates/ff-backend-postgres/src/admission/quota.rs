@@ -30,7 +30,13 @@ pub(crate) const POLICY_STATUS_SQL: &str = "SELECT p.window_ms, p.max_requests_p
        (SELECT count(*) FROM ff_execution x \
         WHERE x.quota_policy_id = p.quota_policy_id AND x.lifecycle_phase <> 'terminal' \
           AND x.eligibility_state = 'blocked_by_quota') AS waiting, \
-       (SELECT coalesce(max(k.held), 0) FROM ff_quota_key k WHERE k.quota_policy_id = p.quota_policy_id) AS busiest_key \
+       (SELECT coalesce(max(m.n), 0)::integer FROM ( \
+          SELECT count(*) AS n FROM ff_execution x \
+          WHERE x.quota_policy_id = p.quota_policy_id AND x.concurrency_key IS NOT NULL \
+            AND (x.lifecycle_phase = 'active' \
+                 OR (x.lifecycle_phase = 'runnable' AND x.eligibility_state = 'eligible_now') \
+                 OR (x.eligibility_state = 'blocked_by_quota' AND x.admission_wait = 'policy')) \
+          GROUP BY x.concurrency_key) m) AS busiest_key \
      FROM ff_quota_policy p WHERE p.quota_policy_id = $1";
 
 /// `ff_check_admission`.
