@@ -43,6 +43,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::database::Database;
 
+mod admission;
 mod suspension;
 
 /// Arguments of `ff demo`.
@@ -120,6 +121,10 @@ struct Tally {
     approved: u64,
     /// Suspended executions whose wait timed out, failing them.
     timed_out: u64,
+    /// Executions created while their budget was exhausted, held until it was reset.
+    held_for_budget: u64,
+    /// Concurrency keys seen running more executions at once than their limit.
+    over_key_limit: u64,
 }
 
 pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
@@ -255,7 +260,22 @@ async fn drive(
     };
     ids.extend([suspensions.approved, suspensions.timed_out]);
     let patience = Duration::from_secs(args.timeout_secs);
-    let mut approver = tokio::spawn(suspension::act(client.clone(), backend.clone(), suspensions, patience));
+    let admitted = match admission::submit(client, namespace, &mut expected, patience).await {
+        Ok(a) => a,
+        Err(e) => {
+            stop_pool(pool).await;
+            return Err(e);
+        }
+    };
+    ids.extend(admitted.ids.iter().copied());
+    let acts = (
+        suspension::act(client.clone(), backend.clone(), suspensions, patience),
+        admission::act(client.clone(), admitted.clone()),
+    );
+    let mut approver = tokio::spawn(async move {
+        let (suspended, admitted) = tokio::join!(acts.0, acts.1);
+        suspended.and(admitted)
+    });
     let mut approver_done = false;
     let total = ids.len() as u64;
     let ours: HashSet<ExecutionId> = ids.iter().copied().collect();
@@ -279,7 +299,7 @@ async fn drive(
                 if let Err(e) = acted.map_err(anyhow::Error::from).and_then(|r| r) {
                     bar.abandon();
                     stop_pool(pool).await;
-                    return Err(e.context("acting on the suspended executions"));
+                    return Err(e.context("acting on the suspended and the held executions"));
                 }
                 continue;
             }
@@ -354,6 +374,7 @@ async fn drive(
     }
     let ledger_snap = backend.describe_execution(&ledger).await?.context("the ledger sync vanished")?;
     suspension::observe(client, &suspensions, &mut seen).await?;
+    let admission_lines = admission::observe(&admitted, &mut seen);
 
     let mut flows_ok = true;
     let mut flow_lines = Vec::with_capacity(flows.len());
@@ -381,6 +402,9 @@ async fn drive(
     print_summary(&seen, &expected, total - 1, workload_done, &latency, &pool, server);
     for line in &flow_lines {
         println!("  flow         {line}");
+    }
+    for line in &admission_lines {
+        println!("  admission    {line}");
     }
     let ok = seen == expected && ledger_snap.lease_reclaim_count == 1 && flows_ok;
     if ok {
@@ -608,7 +632,10 @@ async fn start_pool_worker(
     namespace: &Namespace,
     n: u32,
 ) -> anyhow::Result<RunningWorker> {
-    let mut cfg = WorkerConfig::new("demo-pool", [MEDIA, EMAIL, REPORTS, FRAGILE, PIPELINE])?;
+    let mut cfg = WorkerConfig::new(
+        "demo-pool",
+        [MEDIA, EMAIL, REPORTS, FRAGILE, PIPELINE, admission::CUSTOMERS, admission::LLM],
+    )?;
     cfg.worker_instance_id = format!("{namespace}-pool-{n}");
     cfg.namespace = namespace.to_string();
     cfg.concurrency = args.concurrency as usize;
@@ -616,7 +643,7 @@ async fn start_pool_worker(
     cfg.claim_max_wait = Duration::from_millis(500);
     cfg.lease_ttl = Duration::from_millis(args.lease_ttl_ms);
     cfg.shutdown_grace = Duration::from_secs(5);
-    let worker = suspension::handle(Worker::new(HttpTransport::new(client.clone()), cfg, ()))
+    let worker = admission::handle(suspension::handle(Worker::new(HttpTransport::new(client.clone()), cfg, ())))
         .handle("thumbnail.render", |ctx: TaskContext<()>, job: Job| async move {
             transient_failures(&ctx, &job)?;
             for (pct, step) in [(30, "decode"), (70, "resize"), (100, "encode")] {
@@ -690,6 +717,8 @@ fn print_summary(
     row("replayed", seen.replayed, expected.replayed);
     row("approved", seen.approved, expected.approved);
     row("timed out", seen.timed_out, expected.timed_out);
+    row("held (budget)", seen.held_for_budget, expected.held_for_budget);
+    row("over key cap", seen.over_key_limit, expected.over_key_limit);
     let secs = wall.as_secs_f64().max(1e-9);
     println!(
         "\n  throughput   {total} submitted executions terminal in {secs:.2} s = {:.0}/s (first submit -> last terminal)",
