@@ -44,6 +44,12 @@ pub struct PostgresBackend {
     pub(crate) synchronous_claims: AtomicBool,
     pub(crate) claimers: Claimers,
     pub(crate) positions: Arc<ClaimPositions>,
+    leader: Option<tokio::sync::watch::Receiver<bool>>,
+}
+
+/// A leader id naming this process: host-independent, unique per backend.
+fn default_leader_id() -> String {
+    format!("pid{}-{}", std::process::id(), &uuid::Uuid::new_v4().simple().to_string()[..8])
 }
 
 struct Scanners {
@@ -88,7 +94,14 @@ impl PostgresBackend {
             synchronous_claims: AtomicBool::new(false),
             claimers: Claimers::default(),
             positions: Arc::default(),
+            leader: None,
         }
+    }
+
+    /// Whether this backend's reconcilers run now: it started them (`with_scanners`) and holds
+    /// the reconcilers' leader lease.
+    pub fn leads_reconcilers(&self) -> bool {
+        self.leader.as_ref().is_some_and(|l| *l.borrow())
     }
 
     /// Makes claims wait for their WAL flush before returning (off by default). A claim that is
@@ -166,8 +179,18 @@ impl PostgresBackend {
                 cfg.admission_recount_interval,
             ),
         ];
+        let (leading, leader) = tokio::sync::watch::channel(false);
+        tasks.spawn(crate::leader::run(
+            this.pool.clone(),
+            crate::leader::RECONCILERS,
+            cfg.leader_id.clone().unwrap_or_else(default_leader_id),
+            cfg.leader_lease_ttl,
+            leading,
+            cancel.clone(),
+        ));
+        this.leader = Some(leader.clone());
         for (r, interval) in jobs {
-            tasks.spawn(reconciler::drive(r, interval, cancel.clone()));
+            tasks.spawn(reconciler::drive_while_leading(r, interval, cancel.clone(), leader.clone()));
         }
         *slot = Some(Scanners { cancel, tasks });
         true
@@ -233,7 +256,7 @@ fn supports() -> Supports {
         subscribe_completions: true,
         flows: true,
         suspension: true,
-        budgets: false,
+        budgets: true,
         worker_registry: true,
     }
 }

@@ -101,6 +101,12 @@ pub struct PostgresScannerConfig {
     /// How often one quota partition's slots and one budget partition's exhaustion are
     /// recounted from the rows that hold them (a backstop).
     pub admission_recount_interval: Duration,
+    /// How long the reconcilers' leader lease lives without renewal: of the processes running
+    /// reconcilers on one database, only the lease's holder runs them, and another takes over
+    /// within about this long after the holder dies.
+    pub leader_lease_ttl: Duration,
+    /// This process's name in the leader lease (a random one when `None`).
+    pub leader_id: Option<String>,
     /// Rows handled per statement.
     pub batch_size: u32,
 }
@@ -117,6 +123,8 @@ impl Default for PostgresScannerConfig {
             suspension_interval: Duration::from_secs(1),
             admission_interval: Duration::from_secs(1),
             admission_recount_interval: Duration::from_secs(2),
+            leader_lease_ttl: Duration::from_secs(5),
+            leader_id: None,
             batch_size: 500,
         }
     }

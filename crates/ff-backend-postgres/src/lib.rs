@@ -20,6 +20,7 @@ mod event;
 mod execution;
 mod fence;
 mod flow;
+mod leader;
 mod lease;
 mod maintenance;
 pub mod metrics;

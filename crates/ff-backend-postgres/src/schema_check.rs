@@ -23,6 +23,8 @@ fn statements() -> Vec<(&'static str, String)> {
         };
     }
     let mut all = list![
+        crate::leader::ACQUIRE_LEADER_SQL,
+        crate::leader::RELEASE_LEADER_SQL,
         crate::admission::quota::CREATE_POLICY_SQL,
         crate::admission::quota::SET_LANE_POLICY_SQL,
         crate::admission::quota::LANE_POLICY_SQL,

@@ -8,14 +8,14 @@ use common::*;
 use ff_core::*;
 
 #[tokio::test]
-async fn postgres_reports_its_identity_and_what_it_does_not_support() {
+async fn postgres_reports_its_identity_and_what_it_supports() {
     let fx = Fixture::new().await;
     assert_eq!(fx.backend.backend_label(), "postgres");
     let caps = fx.backend.capabilities();
     assert_eq!(caps.identity.family, "postgres");
     assert!(caps.supports.claim && caps.supports.lease_reclaim && caps.supports.timeouts);
     assert!(caps.supports.flows);
-    assert!(caps.supports.suspension && !caps.supports.budgets);
+    assert!(caps.supports.suspension && caps.supports.budgets);
     fx.create("identity").await;
     let h = fx.claim("identity", "w").await;
     assert_eq!(h.backend, BackendTag::Postgres);

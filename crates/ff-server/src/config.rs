@@ -17,6 +17,7 @@ const DEFAULT_PG_CONNECT_TIMEOUT_MS: u64 = 10_000;
 const DEFAULT_LEASE_EXPIRY_INTERVAL_MS: u64 = 500;
 const DEFAULT_DELAYED_PROMOTER_INTERVAL_MS: u64 = 1000;
 const DEFAULT_TIMEOUT_INTERVAL_MS: u64 = 1000;
+const DEFAULT_LEADER_LEASE_TTL_MS: u64 = 5000;
 const DEFAULT_SHUTDOWN_GRACE_MS: u64 = 15_000;
 const DEFAULT_FLOW_PARTITIONS: u16 = 256;
 const DEFAULT_WAITPOINT_KID: &str = "k1";
@@ -97,6 +98,11 @@ pub struct ServerConfig {
     #[arg(long, env = "FF_TIMEOUT_INTERVAL_MS", default_value_t = DEFAULT_TIMEOUT_INTERVAL_MS)]
     pub timeout_interval_ms: u64,
 
+    /// Lifetime of the reconcilers' leader lease (ms): of the servers sharing a database, the
+    /// lease's holder runs the reconcilers; another takes over about this long after it dies.
+    #[arg(long, env = "FF_LEADER_LEASE_TTL_MS", default_value_t = DEFAULT_LEADER_LEASE_TTL_MS)]
+    pub leader_lease_ttl_ms: u64,
+
     /// How long shutdown waits for in-flight requests and reconcilers (ms).
     #[arg(long, env = "FF_SHUTDOWN_GRACE_MS", default_value_t = DEFAULT_SHUTDOWN_GRACE_MS)]
     pub shutdown_grace_ms: u64,
@@ -135,6 +141,7 @@ impl ServerConfig {
             lease_expiry_interval_ms: DEFAULT_LEASE_EXPIRY_INTERVAL_MS,
             delayed_promoter_interval_ms: DEFAULT_DELAYED_PROMOTER_INTERVAL_MS,
             timeout_interval_ms: DEFAULT_TIMEOUT_INTERVAL_MS,
+            leader_lease_ttl_ms: DEFAULT_LEADER_LEASE_TTL_MS,
             shutdown_grace_ms: DEFAULT_SHUTDOWN_GRACE_MS,
             flow_partitions: DEFAULT_FLOW_PARTITIONS,
             waitpoint_secret: None,
@@ -178,6 +185,7 @@ impl ServerConfig {
             lease_expiry_interval: Duration::from_millis(self.lease_expiry_interval_ms),
             delayed_promoter_interval: Duration::from_millis(self.delayed_promoter_interval_ms),
             timeout_interval: Duration::from_millis(self.timeout_interval_ms),
+            leader_lease_ttl: Duration::from_millis(self.leader_lease_ttl_ms),
             ..PostgresScannerConfig::default()
         }
     }
@@ -198,10 +206,17 @@ impl ServerConfig {
             ("FF_LEASE_EXPIRY_INTERVAL_MS", self.lease_expiry_interval_ms),
             ("FF_DELAYED_PROMOTER_INTERVAL_MS", self.delayed_promoter_interval_ms),
             ("FF_TIMEOUT_INTERVAL_MS", self.timeout_interval_ms),
+            ("FF_LEADER_LEASE_TTL_MS", self.leader_lease_ttl_ms.max(10)),
         ] {
             if !(10..=3_600_000).contains(&ms) {
                 return Err(EngineError::invalid(format!("{name} must be within 10..=3600000 ms, got {ms}")));
             }
+        }
+        if self.leader_lease_ttl_ms < 400 {
+            return Err(EngineError::invalid(format!(
+                "FF_LEADER_LEASE_TTL_MS must be at least 400 ms, got {}",
+                self.leader_lease_ttl_ms
+            )));
         }
         for (name, ms) in [
             ("FF_POOL_ACQUIRE_TIMEOUT_MS", self.pool_acquire_timeout_ms),

@@ -4,8 +4,10 @@
 //! [`Reconciler::run_once`], which handles at most one batch of due rows in one statement and
 //! reports how many it handled. [`drive`] is the one shared loop: it repeats `run_once` while
 //! full batches come back, then sleeps its interval (with jitter), or less when the pass knows
-//! when its next row is due or its wakeup fires, until cancelled. Tests call `run_once`
-//! directly. All timers compare against database time.
+//! when its next row is due or its wakeup fires, until cancelled. Started by
+//! `PostgresBackend::with_scanners`, they run only while this process holds the reconcilers'
+//! leader lease (see `leader`). Tests call `run_once` directly. All timers compare against
+//! database time.
 
 pub(crate) mod admission;
 pub(crate) mod delayed;
@@ -65,12 +67,29 @@ pub trait Reconciler: Send + Sync + 'static {
 /// due sooner or its wakeup fires, until `cancel` fires. Errors are logged and never stop the
 /// loop.
 pub async fn drive(r: Arc<dyn Reconciler>, interval: Duration, cancel: CancellationToken) {
+    let (_always, leader) = tokio::sync::watch::channel(true);
+    drive_while_leading(r, interval, cancel, leader).await;
+}
+
+/// [`drive`], running passes only while `leader` says this process leads (see `leader`).
+pub(crate) async fn drive_while_leading(
+    r: Arc<dyn Reconciler>,
+    interval: Duration,
+    cancel: CancellationToken,
+    mut leader: tokio::sync::watch::Receiver<bool>,
+) {
     let wakeup = r.wakeup().unwrap_or_default();
     loop {
+        if !crate::leader::wait_to_lead(&mut leader, &cancel).await {
+            return;
+        }
         let mut next_due = None;
         loop {
             if cancel.is_cancelled() {
                 return;
+            }
+            if !*leader.borrow() {
+                break;
             }
             match r.run_once().await {
                 Ok(report) if report.batch_full => continue,
