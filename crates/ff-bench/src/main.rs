@@ -27,6 +27,7 @@
 mod admission;
 mod fairness;
 mod latency;
+mod limit;
 mod s2;
 mod s4;
 mod s5;
@@ -120,6 +121,11 @@ struct S1Args {
     /// Concurrency keys the executions are spread over (`--admission keys`).
     #[arg(long, default_value_t = 1_000)]
     concurrency_keys: usize,
+    /// Also measure, in the same database after the run, the bare Postgres limit (a
+    /// single-table `SKIP LOCKED` claim + complete with the same workers, rows and batch, and
+    /// durable updates by key) and print S1 as a ratio to it.
+    #[arg(long)]
+    limit: bool,
 }
 
 /// How S1's second run is admitted.
@@ -198,6 +204,10 @@ async fn s1(args: S1Args) -> Result<()> {
     bench.db.checkpoint().await?;
     let first = run(&args, &bench.target, &pool, &lane, None).await?;
     first.print(&args, "");
+    if args.limit {
+        let limit = limit::measure(&bench.db.url, args.workers, args.tasks, args.payload_bytes, args.batch).await?;
+        limit.print(args.workers, args.batch, first.ops);
+    }
     if !args.backlog.is_empty() {
         let mut size = 0;
         for &kind in &args.backlog {
