@@ -16,6 +16,7 @@
 //! so any request a route accepts can be admitted when the server is otherwise idle.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::body::HttpBody;
@@ -39,6 +40,8 @@ struct Inner {
     telemetry: Arc<Telemetry>,
     /// Signalled each time the bytes in flight return to zero (see [`BodyBudget::drained`]).
     drained: Notify,
+    /// The most bytes in flight since [`BodyBudget::drained`] last returned.
+    high_water: AtomicUsize,
 }
 
 impl BodyBudget {
@@ -52,6 +55,7 @@ impl BodyBudget {
             wait,
             telemetry,
             drained: Notify::new(),
+            high_water: AtomicUsize::new(0),
         }))
     }
 
@@ -66,10 +70,11 @@ impl BodyBudget {
     }
 
     /// Resolves once the bytes in flight have returned to zero since the last call returned
-    /// (at once, if that happened while nobody waited): a cue that a burst of large requests
-    /// is over and the memory it used is free.
-    pub async fn drained(&self) {
+    /// (at once, if that happened while nobody waited): a cue that a burst of requests is over
+    /// and the memory it used is free. Returns the most bytes that were in flight meanwhile.
+    pub async fn drained(&self) -> usize {
         self.0.drained.notified().await;
+        self.0.high_water.swap(0, Ordering::Relaxed)
     }
 
     /// Reserves `bytes` (at most the budget), waiting at most the configured time.
@@ -82,6 +87,7 @@ impl BodyBudget {
         // The semaphore is never closed, so the only failure is the timeout.
         let permit = acquired.ok()?.ok()?;
         telemetry.body_bytes_in_flight(i64::from(bytes));
+        self.0.high_water.fetch_max(self.in_flight(), Ordering::Relaxed);
         Some(Reservation { budget: self.clone(), permit: Some(permit) })
     }
 }
