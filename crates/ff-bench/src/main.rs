@@ -19,7 +19,8 @@
 //! are the flow scenarios `s4` (chains: hop latency from one member's completion to its
 //! downstream's claim) and `s6` (quorum with sibling cancellation), `s5` (claims routed by
 //! capability across four worker classes) and `fairness` (a small concurrency key's wait behind
-//! a large one, with a per-key cap and in plain FIFO order).
+//! a large one, with a per-key cap and in plain FIFO order). `memory` reads the resident memory
+//! of an `ff serve` process before, during and after a burst of large submissions.
 //!
 //! The database is `DATABASE_URL`'s server (a database named `ff_bench` is dropped and
 //! recreated) or, when unset, the test kit's private throwaway cluster.
@@ -28,6 +29,7 @@ mod admission;
 mod fairness;
 mod latency;
 mod limit;
+mod memory;
 mod s2;
 mod s4;
 mod s5;
@@ -69,6 +71,8 @@ enum Scenario {
     S6(s6::S6Args),
     /// A small concurrency key behind a large one: per-key cap against plain FIFO.
     Fairness(fairness::FairnessArgs),
+    /// Resident memory of `ff serve` before, during and after a burst of large submissions.
+    Memory(memory::MemoryArgs),
 }
 
 #[derive(clap::Args, Clone)]
@@ -185,6 +189,7 @@ async fn main() -> Result<()> {
         Scenario::S5(args) => s5::run(args).await,
         Scenario::S6(args) => s6::run(args).await,
         Scenario::Fairness(args) => fairness::run(args).await,
+        Scenario::Memory(args) => memory::run(args).await,
     }
 }
 

@@ -5,6 +5,7 @@
 //! Configuration is read once, from flags and their environment variables (`ff <command>
 //! --help` lists both). Every command shuts down cleanly on Ctrl-C or SIGTERM.
 
+mod allocator;
 mod api;
 mod budgets;
 mod database;
@@ -19,11 +20,6 @@ mod workers;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-
-/// mimalloc: the HTTP path allocates per request; measured about 10% more executions/s than
-/// the system allocator on the S1 benchmark through the API.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// FlowFabric: a Postgres-native durable execution engine.
 #[derive(Parser)]

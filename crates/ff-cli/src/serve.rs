@@ -33,7 +33,9 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let served = async {
         let server = Server::start(cfg).await?;
         eprintln!("FlowFabric API on {} (Ctrl-C to stop)", server.url());
+        let releasing = tokio::spawn(crate::allocator::release_after_bursts(server.body_budget().clone()));
         signals.recv().await;
+        releasing.abort();
         eprintln!("Shutting down: draining requests and reconcilers...");
         server.shutdown().await?;
         Ok::<_, anyhow::Error>(())

@@ -21,6 +21,8 @@ const DEFAULT_LEADER_LEASE_TTL_MS: u64 = 5000;
 const DEFAULT_SHUTDOWN_GRACE_MS: u64 = 15_000;
 const DEFAULT_FLOW_PARTITIONS: u16 = 256;
 const DEFAULT_WAITPOINT_KID: &str = "k1";
+const DEFAULT_MAX_INFLIGHT_BODY_BYTES: usize = crate::http::DEFAULT_INFLIGHT_BODY_BYTES;
+const DEFAULT_INFLIGHT_WAIT_MS: u64 = crate::http::DEFAULT_INFLIGHT_WAIT.as_millis() as u64;
 
 /// What to do about the schema at boot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -77,6 +79,23 @@ pub struct ServerConfig {
     /// Comma-separated origins allowed by CORS, or `*` for any; empty = no CORS headers.
     #[arg(long, env = "FF_CORS_ORIGINS", value_delimiter = ',')]
     pub cors_origins: Vec<String>,
+
+    /// The server-wide budget of request-body bytes in flight: a request reserves its body's
+    /// declared length (its route's limit when undeclared) before the body is read, and gives
+    /// it back once answered. At least the largest route body limit (64 MiB, or
+    /// `--max-body-bytes`).
+    #[arg(long, env = "FF_MAX_INFLIGHT_BODY_BYTES", default_value_t = DEFAULT_MAX_INFLIGHT_BODY_BYTES)]
+    pub max_inflight_body_bytes: usize,
+
+    /// How long a request waits for its share of `--max-inflight-body-bytes` before it is
+    /// answered `503 server_busy` with `Retry-After` (ms; 0 = refuse at once).
+    #[arg(long, env = "FF_INFLIGHT_WAIT_MS", default_value_t = DEFAULT_INFLIGHT_WAIT_MS)]
+    pub inflight_wait_ms: u64,
+
+    /// Lowers every route's body limit to at most this many bytes (unset: each route's own
+    /// limit, 12 MiB for a submission or completion, 64 MiB for a batch).
+    #[arg(long, env = "FF_MAX_BODY_BYTES")]
+    pub max_body_bytes: Option<usize>,
 
     /// Maximum database connections.
     #[arg(long, env = "FF_POOL_SIZE", default_value_t = DEFAULT_POOL_SIZE)]
@@ -136,6 +155,9 @@ impl ServerConfig {
             listen: DEFAULT_LISTEN.parse().expect("valid default address"),
             api_token: None,
             cors_origins: Vec::new(),
+            max_inflight_body_bytes: DEFAULT_MAX_INFLIGHT_BODY_BYTES,
+            inflight_wait_ms: DEFAULT_INFLIGHT_WAIT_MS,
+            max_body_bytes: None,
             pool_size: DEFAULT_POOL_SIZE,
             migrate: MigratePolicy::Apply,
             lease_expiry_interval_ms: DEFAULT_LEASE_EXPIRY_INTERVAL_MS,
@@ -177,6 +199,11 @@ impl ServerConfig {
             partition_config: self.partitions(),
             ..BackendConfig::new(self.database_url.clone().unwrap_or_default())
         }
+    }
+
+    /// The longest wait of a request for its share of the body budget.
+    pub fn inflight_wait(&self) -> Duration {
+        Duration::from_millis(self.inflight_wait_ms)
     }
 
     /// Reconciler settings.
@@ -235,6 +262,28 @@ impl ServerConfig {
             parse_secret_hex(&key.secret_hex).map_err(|_| {
                 EngineError::invalid("FF_WAITPOINT_SECRET (--waitpoint-secret) must be 64 hex digits (32 bytes)")
             })?;
+        }
+        if let Some(cap) = self.max_body_bytes
+            && cap < crate::http::MIN_BODY_LIMIT
+        {
+            return Err(EngineError::invalid(format!(
+                "FF_MAX_BODY_BYTES (--max-body-bytes) must be at least {} bytes, got {cap}",
+                crate::http::MIN_BODY_LIMIT
+            )));
+        }
+        let largest = crate::http::largest_body_limit(self.max_body_bytes);
+        if self.max_inflight_body_bytes < largest {
+            return Err(EngineError::invalid(format!(
+                "FF_MAX_INFLIGHT_BODY_BYTES (--max-inflight-body-bytes) must be at least the largest route body \
+                 limit, {largest} bytes, got {}",
+                self.max_inflight_body_bytes
+            )));
+        }
+        if self.inflight_wait_ms > 60_000 {
+            return Err(EngineError::invalid(format!(
+                "FF_INFLIGHT_WAIT_MS (--inflight-wait-ms) must be within 0..=60000 ms, got {}",
+                self.inflight_wait_ms
+            )));
         }
         if self.cors_origins.iter().any(|o| o.trim().is_empty()) {
             return Err(EngineError::invalid("FF_CORS_ORIGINS (--cors-origins) contains an empty origin"));

@@ -27,7 +27,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use config::{MigratePolicy, ServerConfig};
-pub use http::{AppState, router};
+pub use http::{AppState, BodyBudget, router};
 pub use metrics::Telemetry;
 
 /// Why the server could not start or stop cleanly.
@@ -63,6 +63,7 @@ pub struct Server {
     stop: CancellationToken,
     serving: JoinHandle<Result<(), std::io::Error>>,
     grace: Duration,
+    body_budget: BodyBudget,
 }
 
 impl Server {
@@ -93,12 +94,14 @@ impl Server {
         if config.token().is_none() {
             tracing::warn!("FF_API_TOKEN is not set: every route is open to anyone who can reach {}", config.listen);
         }
+        let body_budget = BodyBudget::new(config.max_inflight_body_bytes, config.inflight_wait(), telemetry.clone());
         let state = AppState::new(
             backend.clone() as Arc<dyn EngineBackend>,
             partitions,
             config.token().map(str::to_owned),
             telemetry,
-        );
+        )
+        .with_body_budget(body_budget.clone(), config.max_body_bytes);
         let app = router(state, &config.cors_origins).map_err(ServerError::Config)?;
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
@@ -116,7 +119,15 @@ impl Server {
             }
         };
         tracing::info!(%addr, https, "serving the FlowFabric API");
-        Ok(Self { addr, https, backend, stop, serving, grace: Duration::from_millis(config.shutdown_grace_ms) })
+        Ok(Self {
+            addr,
+            https,
+            backend,
+            stop,
+            serving,
+            grace: Duration::from_millis(config.shutdown_grace_ms),
+            body_budget,
+        })
     }
 
     /// The bound address.
@@ -133,6 +144,11 @@ impl Server {
     /// The engine backend the server runs on.
     pub fn backend(&self) -> &Arc<PostgresBackend> {
         &self.backend
+    }
+
+    /// The budget of request-body bytes in flight (to watch it drain, for instance).
+    pub fn body_budget(&self) -> &BodyBudget {
+        &self.body_budget
     }
 
     /// Cancelled when shutdown begins; cancel it to begin shutdown.

@@ -1,14 +1,17 @@
 //! Prometheus metrics of one server: HTTP request counts and latencies (labelled by matched
 //! route, never by raw path, so cardinality stays bounded), the engine's counters (claims,
-//! completions, failures, retries, lease expiries...) and connection-pool usage, rendered in
-//! the Prometheus text format at scrape time.
+//! completions, failures, retries, lease expiries...), connection-pool usage, and the budget of
+//! request-body bytes in flight (bytes reserved, requests waiting, requests refused), rendered
+//! in the Prometheus text format at scrape time.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use ff_backend_postgres::Metrics;
-use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry};
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
 use sqlx::PgPool;
 
 type CounterOf = fn(&Metrics) -> &AtomicU64;
@@ -22,6 +25,10 @@ pub struct Telemetry {
     engine_counters: Vec<(IntCounter, CounterOf)>,
     pool: Option<PgPool>,
     pool_connections: IntGaugeVec,
+    body_budget: IntGauge,
+    body_in_flight: IntGauge,
+    body_waiting: IntGauge,
+    body_refused: IntCounter,
 }
 
 impl Telemetry {
@@ -60,13 +67,66 @@ impl Telemetry {
             .into_iter()
             .map(|(name, help, f)| (IntCounter::new(name, help).expect("valid metric"), f))
             .collect();
+        let body_budget = IntGauge::new("ff_http_body_budget_bytes", "The budget of request-body bytes in flight.")
+            .expect("valid metric");
+        let body_in_flight = IntGauge::new(
+            "ff_http_body_bytes_in_flight",
+            "Request-body bytes reserved by requests being read or handled now.",
+        )
+        .expect("valid metric");
+        let body_waiting = IntGauge::new(
+            "ff_http_body_budget_waiting_requests",
+            "Requests waiting for their body's bytes in the in-flight budget.",
+        )
+        .expect("valid metric");
+        let body_refused = IntCounter::new(
+            "ff_http_body_budget_refusals_total",
+            "Requests answered 503 server_busy because their body did not fit in the in-flight budget.",
+        )
+        .expect("valid metric");
+        for metric in [&body_budget, &body_in_flight, &body_waiting] {
+            registry.register(Box::new(metric.clone())).expect("unique metric");
+        }
+        registry.register(Box::new(body_refused.clone())).expect("unique metric");
         registry.register(Box::new(http_requests.clone())).expect("unique metric");
         registry.register(Box::new(http_duration.clone())).expect("unique metric");
         registry.register(Box::new(pool_connections.clone())).expect("unique metric");
         for (c, _) in &engine_counters {
             registry.register(Box::new(c.clone())).expect("unique metric");
         }
-        Self { registry, http_requests, http_duration, engine, engine_counters, pool, pool_connections }
+        Self {
+            registry,
+            http_requests,
+            http_duration,
+            engine,
+            engine_counters,
+            pool,
+            pool_connections,
+            body_budget,
+            body_in_flight,
+            body_waiting,
+            body_refused,
+        }
+    }
+
+    /// Records the size of the budget of request-body bytes in flight.
+    pub fn set_body_budget(&self, bytes: usize) {
+        self.body_budget.set(i64::try_from(bytes).unwrap_or(i64::MAX));
+    }
+
+    /// Adds `delta` (negative when given back) to the request-body bytes in flight.
+    pub fn body_bytes_in_flight(&self, delta: i64) {
+        self.body_in_flight.add(delta);
+    }
+
+    /// Adds `delta` to the requests waiting for body bytes.
+    pub fn body_budget_waiters(&self, delta: i64) {
+        self.body_waiting.add(delta);
+    }
+
+    /// Counts one request refused with `503 server_busy`.
+    pub fn body_budget_refused(&self) {
+        self.body_refused.inc();
     }
 
     /// Records one finished request.

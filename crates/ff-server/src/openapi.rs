@@ -251,10 +251,21 @@ fn error_statuses(op: &Operation, has_path_params: bool) -> BTreeMap<u16, String
         statuses.insert(415, "Content-Type is not application/json (`unsupported_media_type`)".into());
     }
     statuses.insert(500, "Internal error; the body carries no detail (`internal`, `corruption`)".into());
-    if op.backend {
-        statuses
-            .insert(503, "The database is unavailable or overloaded; retry (`transport`, `resource_exhausted`)".into());
-    }
+    match (op.backend, op.request.is_some()) {
+        (true, true) => statuses.insert(
+            503,
+            "The database is unavailable or overloaded, or the server is reading too many request bodies; retry \
+             (`transport`, `resource_exhausted`, `server_busy` with `Retry-After`)"
+                .into(),
+        ),
+        (true, false) => statuses
+            .insert(503, "The database is unavailable or overloaded; retry (`transport`, `resource_exhausted`)".into()),
+        (false, true) => statuses.insert(
+            503,
+            "The server is reading too many request bodies; retry after `Retry-After` (`server_busy`)".into(),
+        ),
+        (false, false) => None,
+    };
     for (status, description) in &op.errors {
         let entry = statuses.entry(*status).or_default();
         *entry = if entry.is_empty() { (*description).to_owned() } else { format!("{entry}; {description}") };

@@ -54,6 +54,26 @@ impl ApiError {
         }
     }
 
+    /// The 413 for a body over its route's limit.
+    pub fn payload_too_large() -> Self {
+        Self::Request {
+            status: StatusCode::PAYLOAD_TOO_LARGE,
+            code: "payload_too_large",
+            message: "request body exceeds this route's limit".into(),
+        }
+    }
+
+    /// The `503 server_busy` of a request whose body does not fit in the server's budget of
+    /// request-body bytes in flight within the admission wait (retryable; the response carries
+    /// `Retry-After`).
+    pub fn server_busy() -> Self {
+        Self::Request {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            code: "server_busy",
+            message: "the server is reading too many request bodies; retry after the Retry-After delay".into(),
+        }
+    }
+
     /// Status and body of this error.
     pub fn parts(&self) -> (StatusCode, ErrorBody) {
         match self {
@@ -187,5 +207,9 @@ mod tests {
         assert_eq!((s.as_u16(), body.code.as_str()), (401, "unauthorized"));
         let (s, body) = ApiError::worker_not_registered().parts();
         assert_eq!((s.as_u16(), body.code.as_str()), (404, "worker_not_registered"));
+        let (s, body) = ApiError::server_busy().parts();
+        assert_eq!((s.as_u16(), body.code.as_str(), body.retryable), (503, "server_busy", true));
+        let (s, body) = ApiError::payload_too_large().parts();
+        assert_eq!((s.as_u16(), body.code.as_str(), body.retryable), (413, "payload_too_large", false));
     }
 }

@@ -67,11 +67,7 @@ fn check_json(req: &Request) -> Result<(), ApiError> {
 async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
     Bytes::from_request(req, state).await.map_err(|r| {
         if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::Request {
-                status: StatusCode::PAYLOAD_TOO_LARGE,
-                code: "payload_too_large",
-                message: "request body exceeds this route's limit".into(),
-            }
+            ApiError::payload_too_large()
         } else {
             ApiError::bad_request("invalid_body", format!("could not read the request body: {}", r.body_text()))
         }

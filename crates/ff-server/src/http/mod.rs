@@ -3,7 +3,8 @@
 //! [`routes`]. [`router`] builds the router and the OpenAPI document from that one table, so the
 //! two cannot drift; the document is built once and served from [`AppState`]. Handlers are thin
 //! (extract, call the backend, map). Bearer-token auth (`/v1/*` and `/metrics`), per-route body
-//! limits, request metrics and CORS are layers. One route is open to the outside world: a
+//! limits, the server-wide budget of request-body bytes in flight ([`BodyBudget`], checked after
+//! auth and before any body is read), request metrics and CORS are layers. One route is open to the outside world: a
 //! signal to a waitpoint may be authorised by the waitpoint's own token instead of the bearer
 //! token; its handler reads who is calling with the [`Caller`] extractor, and the backend
 //! verifies the waitpoint token.
@@ -14,6 +15,7 @@ mod executions;
 mod extract;
 mod flows;
 mod grants;
+mod inflight;
 mod lanes;
 mod leases;
 mod operator;
@@ -26,7 +28,7 @@ mod tags;
 mod workers;
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Bytes;
@@ -41,6 +43,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 
 pub use error::ApiError;
+pub use inflight::BodyBudget;
 pub use route::{ApiRoute, RouteBuilder};
 
 use crate::metrics::Telemetry;
@@ -58,10 +61,16 @@ struct Inner {
     telemetry: Arc<Telemetry>,
     /// The OpenAPI document of the router serving this state, as JSON (set by [`router`]).
     openapi: Bytes,
+    /// The budget of request-body bytes in flight, shared by every route.
+    body_budget: BodyBudget,
+    /// Every route's body limit is lowered to this, when set.
+    max_body_bytes: Option<usize>,
 }
 
 impl AppState {
-    /// State over `backend`; `token` = the required bearer token (None = open).
+    /// State over `backend`; `token` = the required bearer token (None = open). Request bodies
+    /// share the default budget ([`DEFAULT_INFLIGHT_BODY_BYTES`], waiting at most
+    /// [`DEFAULT_INFLIGHT_WAIT`]); [`AppState::with_body_budget`] sets another.
     pub fn new(
         backend: Arc<dyn EngineBackend>,
         partitions: PartitionConfig,
@@ -69,7 +78,32 @@ impl AppState {
         telemetry: Arc<Telemetry>,
     ) -> Self {
         let token_digest = token.filter(|t| !t.is_empty()).map(|t| digest(&t));
-        Self(Arc::new(Inner { backend, partitions, token_digest, telemetry, openapi: Bytes::new() }))
+        let body_budget = BodyBudget::new(DEFAULT_INFLIGHT_BODY_BYTES, DEFAULT_INFLIGHT_WAIT, telemetry.clone());
+        Self(Arc::new(Inner {
+            backend,
+            partitions,
+            token_digest,
+            telemetry,
+            openapi: Bytes::new(),
+            body_budget,
+            max_body_bytes: None,
+        }))
+    }
+
+    /// The same state reading request bodies within `budget`, every route's body limit lowered
+    /// to `max_body_bytes` when given. The budget should be at least
+    /// [`largest_body_limit`]`(max_body_bytes)`; a body larger than the budget is refused with
+    /// `413`.
+    pub fn with_body_budget(self, budget: BodyBudget, max_body_bytes: Option<usize>) -> Self {
+        self.rebuild(|inner| {
+            inner.body_budget = budget;
+            inner.max_body_bytes = max_body_bytes;
+        })
+    }
+
+    /// The budget of request-body bytes in flight.
+    pub fn body_budget(&self) -> &BodyBudget {
+        &self.0.body_budget
     }
 
     fn backend(&self) -> &dyn EngineBackend {
@@ -78,14 +112,22 @@ impl AppState {
 
     /// The same state serving `document` at `/openapi.json`.
     fn with_openapi(self, document: &serde_json::Value) -> Self {
-        let Inner { backend, partitions, token_digest, telemetry, .. } = &*self.0;
-        Self(Arc::new(Inner {
+        self.rebuild(|inner| inner.openapi = Bytes::from(document.to_string()))
+    }
+
+    fn rebuild(self, change: impl FnOnce(&mut Inner)) -> Self {
+        let Inner { backend, partitions, token_digest, telemetry, openapi, body_budget, max_body_bytes } = &*self.0;
+        let mut inner = Inner {
             backend: backend.clone(),
             partitions: *partitions,
             token_digest: *token_digest,
             telemetry: telemetry.clone(),
-            openapi: Bytes::from(document.to_string()),
-        }))
+            openapi: openapi.clone(),
+            body_budget: body_budget.clone(),
+            max_body_bytes: *max_body_bytes,
+        };
+        change(&mut inner);
+        Self(Arc::new(inner))
     }
 }
 
@@ -95,6 +137,21 @@ const SUBMIT_LIMIT: usize = 12 * 1024 * 1024;
 const BATCH_LIMIT: usize = 64 * 1024 * 1024;
 const FRAME_LIMIT: usize = 256 * 1024;
 const SMALL_LIMIT: usize = 64 * 1024;
+
+/// The default budget of request-body bytes in flight: the largest route limit (a batch of
+/// submissions), so one request of any route can always be admitted.
+pub const DEFAULT_INFLIGHT_BODY_BYTES: usize = BATCH_LIMIT;
+/// The default longest wait of a request for its share of the budget.
+pub const DEFAULT_INFLIGHT_WAIT: Duration = Duration::from_millis(1000);
+/// The smallest accepted cap on route body limits (every route's small bodies must fit).
+pub const MIN_BODY_LIMIT: usize = SMALL_LIMIT;
+
+/// The largest body limit of any route, each lowered to `max_body_bytes` when given: the least
+/// budget of bytes in flight that admits one request of every route.
+pub fn largest_body_limit(max_body_bytes: Option<usize>) -> usize {
+    let largest = routes().iter().filter_map(|r| r.operation().request.map(|b| b.limit)).max().unwrap_or(SMALL_LIMIT);
+    max_body_bytes.map_or(largest, |cap| largest.min(cap))
+}
 
 /// Every route of the API, resource by resource.
 pub fn routes() -> Vec<ApiRoute> {
@@ -132,8 +189,13 @@ pub fn router(state: AppState, cors_origins: &[String]) -> Result<Router, Engine
     let mut app = Router::new();
     for route in routes {
         let (operation, handler) = route.into_parts();
-        let limit = operation.request.map_or(SMALL_LIMIT, |body| body.limit);
-        let mut handler = handler.layer(DefaultBodyLimit::max(limit));
+        let mut limit = operation.request.map_or(SMALL_LIMIT, |body| body.limit);
+        if let Some(cap) = state.0.max_body_bytes {
+            limit = limit.min(cap);
+        }
+        let budget = inflight::RouteBudget { budget: state.0.body_budget.clone(), limit };
+        let mut handler =
+            handler.layer(DefaultBodyLimit::max(limit)).layer(middleware::from_fn_with_state(budget, inflight::admit));
         if operation.auth == Auth::Bearer {
             handler = handler.layer(middleware::from_fn_with_state(state.clone(), require_token));
         }
