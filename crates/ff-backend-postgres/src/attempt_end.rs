@@ -207,6 +207,7 @@ impl AttemptEndBackend for PostgresBackend {
         let groups = self.completions.get_or_init(|| CompletionGroups::start(self.pool.clone()));
         if groups.complete(p.clone(), payload).await? {
             Metrics::add(&self.metrics.completions, 1);
+            self.announce_events();
             Ok(())
         } else {
             Err(self.rejected(&p).await)
@@ -234,6 +235,9 @@ impl AttemptEndBackend for PostgresBackend {
         }
         let done = if valid.is_empty() { Vec::new() } else { complete(&self.pool, &valid).await? };
         Metrics::add(&self.metrics.completions, done.iter().filter(|d| **d).count() as u64);
+        if done.iter().any(|d| *d) {
+            self.announce_events();
+        }
         let mut valid = valid.into_iter().zip(done);
         let mut out = Vec::with_capacity(results.len());
         for r in results {
@@ -255,6 +259,7 @@ impl AttemptEndBackend for PostgresBackend {
         let done = complete(&self.pool, &[(p.clone(), args.result_payload)]).await?;
         if done.first() == Some(&true) {
             Metrics::add(&self.metrics.completions, 1);
+            self.announce_events();
             Ok(CompleteExecutionResult::Completed {
                 execution_id: args.execution_id,
                 public_state: PublicState::Completed,
@@ -268,7 +273,10 @@ impl AttemptEndBackend for PostgresBackend {
         args.validate()?;
         let p = self.resolve_fence(&args.execution_id, args.attempt_index, args.fence.as_ref()).await?;
         match fail(&self.pool, &p, &args.failure_reason, args.failure_category).await? {
-            Some(outcome) => Ok(outcome),
+            Some(outcome) => {
+                self.announce_events();
+                Ok(outcome)
+            }
             None => Err(self.rejected(&p).await),
         }
     }
@@ -290,6 +298,7 @@ impl AttemptEndBackend for PostgresBackend {
                 if matches!(outcome, FailOutcome::RetryScheduled { .. }) {
                     Metrics::add(&self.metrics.retries, 1);
                 }
+                self.announce_events();
                 Ok(outcome)
             }
             None => Err(self.rejected(&p).await),
@@ -302,6 +311,7 @@ impl AttemptEndBackend for PostgresBackend {
         match cancel(&self.pool, &p, reason).await? {
             Some(()) => {
                 Metrics::add(&self.metrics.cancellations, 1);
+                self.announce_events();
                 Ok(())
             }
             None => Err(self.rejected(&p).await),
@@ -312,7 +322,10 @@ impl AttemptEndBackend for PostgresBackend {
         let p = self.decode(handle)?;
         delay_until.validate("delay_until")?;
         match delay(&self.pool, &p, delay_until).await? {
-            Some(()) => Ok(()),
+            Some(()) => {
+                self.announce_events();
+                Ok(())
+            }
             None => Err(self.rejected(&p).await),
         }
     }

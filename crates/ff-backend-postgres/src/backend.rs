@@ -41,6 +41,8 @@ pub struct PostgresBackend {
     pub(crate) completions: OnceLock<CompletionGroups>,
     pub(crate) claims: OnceLock<ClaimGroups>,
     pub(crate) wakeups: OnceLock<LaneWakeups>,
+    pub(crate) feeds: Arc<crate::pulse::Feeds>,
+    pulse: OnceLock<crate::pulse::Pulse>,
     pub(crate) synchronous_claims: AtomicBool,
     pub(crate) claimers: Claimers,
     pub(crate) positions: Arc<ClaimPositions>,
@@ -91,6 +93,8 @@ impl PostgresBackend {
             completions: OnceLock::new(),
             claims: OnceLock::new(),
             wakeups: OnceLock::new(),
+            feeds: Arc::default(),
+            pulse: OnceLock::new(),
             synchronous_claims: AtomicBool::new(false),
             claimers: Claimers::default(),
             positions: Arc::default(),
@@ -145,7 +149,7 @@ impl PostgresBackend {
                     this.pool.clone(),
                     batch,
                     cfg.delayed_promoter_interval,
-                    this.wakeups.get_or_init(|| LaneWakeups::start(this.pool.clone())).timer(),
+                    this.wakeups.get_or_init(|| LaneWakeups::start(this.pool.clone(), this.feeds.clone())).timer(),
                 )),
                 cfg.delayed_promoter_interval,
             ),
@@ -161,7 +165,9 @@ impl PostgresBackend {
                     this.pool.clone(),
                     batch,
                     cfg.suspension_interval,
-                    this.wakeups.get_or_init(|| LaneWakeups::start(this.pool.clone())).suspension_timer(),
+                    this.wakeups
+                        .get_or_init(|| LaneWakeups::start(this.pool.clone(), this.feeds.clone()))
+                        .suspension_timer(),
                 )),
                 cfg.suspension_interval,
             ),
@@ -170,7 +176,9 @@ impl PostgresBackend {
                     this.pool.clone(),
                     batch,
                     cfg.admission_interval,
-                    this.wakeups.get_or_init(|| LaneWakeups::start(this.pool.clone())).quota_timer(),
+                    this.wakeups
+                        .get_or_init(|| LaneWakeups::start(this.pool.clone(), this.feeds.clone()))
+                        .quota_timer(),
                 )),
                 cfg.admission_interval,
             ),
@@ -189,8 +197,17 @@ impl PostgresBackend {
             cancel.clone(),
         ));
         this.leader = Some(leader.clone());
+        let announcer =
+            this.pulse.get_or_init(|| crate::pulse::Pulse::start(this.pool.clone(), this.feeds.clone())).announcer();
+        let after_changes: reconciler::AfterChanges = Arc::new(move || announcer.events());
         for (r, interval) in jobs {
-            tasks.spawn(reconciler::drive_while_leading(r, interval, cancel.clone(), leader.clone()));
+            tasks.spawn(reconciler::drive_while_leading(
+                r,
+                interval,
+                cancel.clone(),
+                leader.clone(),
+                Some(after_changes.clone()),
+            ));
         }
         *slot = Some(Scanners { cancel, tasks });
         true
@@ -199,6 +216,31 @@ impl PostgresBackend {
     /// Reads the event log after `after` (see [`event::read_events`]).
     pub async fn read_events(&self, after: EventCursor, limit: u32) -> Result<Vec<event::EventLogEntry>, EngineError> {
         event::read_events(&self.pool, after, limit, None, &ScannerFilter::default()).await
+    }
+
+    /// This process's announcer of committed events and frames (started on first use).
+    pub(crate) fn pulse(&self) -> &crate::pulse::Pulse {
+        self.pulse.get_or_init(|| crate::pulse::Pulse::start(self.pool.clone(), self.feeds.clone()))
+    }
+
+    /// Tells followers that a committed write added events to the log.
+    pub(crate) fn announce_events(&self) {
+        self.pulse().events();
+    }
+
+    /// Passes `r` through, announcing events when it succeeded (for writes that may have added
+    /// events to the log).
+    pub(crate) fn announced<T>(&self, r: Result<T, EngineError>) -> Result<T, EngineError> {
+        if r.is_ok() {
+            self.announce_events();
+        }
+        r
+    }
+
+    /// The feeds followers wait on, with the listener that fills them running.
+    pub(crate) fn follow(&self) -> &Arc<crate::pulse::Feeds> {
+        self.wakeups.get_or_init(|| LaneWakeups::start(self.pool.clone(), self.feeds.clone()));
+        &self.feeds
     }
 
     pub(crate) fn decode(&self, handle: &Handle) -> Result<HandlePayload, EngineError> {

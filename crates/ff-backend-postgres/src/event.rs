@@ -1,17 +1,18 @@
-//! Reading the event log and subscribing to completions.
+//! Reading the event log, and the subscriptions that follow it: completions, lease history and
+//! instance tags (followed with `subscription::follow`, woken by `pulse`).
 //!
 //! The log is ordered by `(tx_id, event_id)`. A reader only returns events whose writing
 //! transaction is older than the oldest transaction still in flight, so an event that commits
 //! after a later one can never fall behind a reader's cursor: resuming from a cursor misses
 //! nothing and repeats nothing.
 
-use std::collections::VecDeque;
-use std::time::Duration;
-
 use async_trait::async_trait;
 use ff_core::backend::CompletionBackend;
 
-use ff_core::event::{CompletionEvent, CompletionOutcome, CompletionStream, EventCursor, ScannerFilter};
+use ff_core::event::{
+    CompletionEvent, CompletionOutcome, CompletionStream, EventCursor, InstanceTagChange, InstanceTagEvent,
+    InstanceTagStream, LeaseHistoryEvent, LeaseHistoryKind, LeaseHistoryStream, ScannerFilter,
+};
 use ff_core::{EngineError, ExecutionId, LaneId, Namespace, TimestampMs, ValidationKind};
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -19,6 +20,7 @@ use uuid::Uuid;
 use crate::backend::PostgresBackend;
 use crate::error::map_sqlx;
 use crate::row::col;
+use crate::subscription::{ReadBatch, follow};
 
 pub(crate) const HEAD_CURSOR_SQL: &str = "SELECT tx_id::text, event_id FROM ff_event WHERE tx_id < pg_snapshot_xmin(pg_current_snapshot()) \
          ORDER BY tx_id DESC, event_id DESC LIMIT 1";
@@ -44,11 +46,15 @@ pub struct EventLogEntry {
     pub lease_epoch: Option<u64>,
     /// When (database time).
     pub occurred_at: TimestampMs,
+    /// The worker instance involved (a lease's owner).
+    pub worker_instance_id: Option<String>,
+    /// Kind-specific detail (a tag event's key and value).
+    pub detail: Option<serde_json::Value>,
 }
 
 pub(crate) const READ_EVENTS_SQL: &str = "
 SELECT v.tx_id::text AS tx, v.event_id, v.kind::text AS kind, v.execution_id, v.partition_key, v.namespace, v.lane_id,
-       v.attempt_index, v.lease_epoch, v.occurred_at_ms
+       v.attempt_index, v.lease_epoch, v.occurred_at_ms, v.worker_instance_id, v.detail
 FROM ff_event v
 WHERE (v.tx_id, v.event_id) > ($1::text::xid8, $2)
   AND v.tx_id < pg_snapshot_xmin(pg_current_snapshot())
@@ -100,6 +106,8 @@ pub async fn read_events(
                 attempt_index: col::<Option<i32>>(r, "attempt_index")?.map(|i| i as u32),
                 lease_epoch: col::<Option<i64>>(r, "lease_epoch")?.map(|i| i as u64),
                 occurred_at: TimestampMs(col(r, "occurred_at_ms")?),
+                worker_instance_id: col(r, "worker_instance_id")?,
+                detail: col(r, "detail")?,
             })
         })
         .collect()
@@ -116,49 +124,100 @@ pub async fn head_cursor(pool: &PgPool) -> Result<EventCursor, EngineError> {
 
 const COMPLETION_KINDS: &[&str] = &["completed", "failed", "cancelled", "expired", "skipped"];
 
-/// How often an idle subscription polls the log.
-const POLL_INTERVAL: Duration = Duration::from_millis(50);
+const LEASE_KINDS: &[&str] = &["lease_acquired", "lease_reclaimed", "lease_expired", "lease_released", "lease_revoked"];
 
-/// A stream of completion events after `cursor`, polling the log.
-pub(crate) fn completion_stream(pool: PgPool, cursor: EventCursor, filter: ScannerFilter) -> CompletionStream {
-    struct State {
-        pool: PgPool,
-        cursor: EventCursor,
-        filter: ScannerFilter,
-        buffer: VecDeque<CompletionEvent>,
-    }
-    let state = State { pool, cursor, filter, buffer: VecDeque::new() };
-    Box::pin(futures::stream::unfold(state, |mut s| async move {
-        loop {
-            if let Some(ev) = s.buffer.pop_front() {
-                return Some((Ok(ev), s));
-            }
-            match read_events(&s.pool, s.cursor, 256, Some(COMPLETION_KINDS), &s.filter).await {
-                Err(e) => return Some((Err(e), s)),
-                Ok(entries) if entries.is_empty() => tokio::time::sleep(POLL_INTERVAL).await,
-                Ok(entries) => {
-                    for e in entries {
-                        s.cursor = e.cursor;
-                        let outcome = match e.kind.as_str() {
-                            "completed" => CompletionOutcome::Success,
-                            "failed" => CompletionOutcome::Failure,
-                            "cancelled" => CompletionOutcome::Cancelled,
-                            "skipped" => CompletionOutcome::Skipped,
-                            _ => CompletionOutcome::Expired,
-                        };
-                        s.buffer.push_back(CompletionEvent {
-                            cursor: e.cursor,
-                            execution_id: e.execution_id,
-                            outcome,
-                            namespace: e.namespace,
-                            lane_id: e.lane_id,
-                            at: e.occurred_at,
-                        });
-                    }
+const TAG_KINDS: &[&str] = &["tag_attached", "tag_cleared"];
+
+/// Entries of `kinds` matching `filter`, mapped by `map` (which may drop an entry).
+fn log_reader<T: Send + 'static>(
+    pool: PgPool,
+    kinds: &'static [&'static str],
+    filter: ScannerFilter,
+    map: fn(EventLogEntry) -> Result<Option<T>, EngineError>,
+) -> ReadBatch<T> {
+    Box::new(move |after| {
+        let (pool, filter) = (pool.clone(), filter.clone());
+        Box::pin(async move {
+            let entries = read_events(&pool, after, 256, Some(kinds), &filter).await?;
+            let mut out = Vec::with_capacity(entries.len());
+            for e in entries {
+                if let Some(t) = map(e)? {
+                    out.push(t);
                 }
             }
-        }
+            Ok(out)
+        })
+    })
+}
+
+fn completion(e: EventLogEntry) -> Result<Option<CompletionEvent>, EngineError> {
+    let outcome = match e.kind.as_str() {
+        "completed" => CompletionOutcome::Success,
+        "failed" => CompletionOutcome::Failure,
+        "cancelled" => CompletionOutcome::Cancelled,
+        "skipped" => CompletionOutcome::Skipped,
+        _ => CompletionOutcome::Expired,
+    };
+    Ok(Some(CompletionEvent {
+        cursor: e.cursor,
+        execution_id: e.execution_id,
+        outcome,
+        namespace: e.namespace,
+        lane_id: e.lane_id,
+        at: e.occurred_at,
     }))
+}
+
+fn lease_change(e: EventLogEntry) -> Result<Option<LeaseHistoryEvent>, EngineError> {
+    let owner = e.worker_instance_id;
+    let kind = match e.kind.as_str() {
+        "lease_acquired" => LeaseHistoryKind::Acquired { worker_instance_id: owner },
+        "lease_reclaimed" => LeaseHistoryKind::Reclaimed { new_owner: owner },
+        "lease_expired" => LeaseHistoryKind::Expired { prev_owner: owner },
+        "lease_released" => LeaseHistoryKind::Released { worker_instance_id: owner },
+        _ => LeaseHistoryKind::Revoked { prev_owner: owner },
+    };
+    Ok(Some(LeaseHistoryEvent {
+        cursor: e.cursor,
+        execution_id: e.execution_id,
+        namespace: e.namespace,
+        lane_id: e.lane_id,
+        attempt_index: e.attempt_index,
+        lease_epoch: e.lease_epoch,
+        kind,
+        at: e.occurred_at,
+    }))
+}
+
+fn tag_change(e: EventLogEntry) -> Result<Option<InstanceTagEvent>, EngineError> {
+    let corrupt =
+        || EngineError::validation(ValidationKind::Corruption, format!("tag event {} without its tag", e.cursor));
+    let detail = e.detail.as_ref().ok_or_else(corrupt)?;
+    let key = detail.get("key").and_then(|k| k.as_str()).ok_or_else(corrupt)?.to_owned();
+    let change = if e.kind == "tag_attached" {
+        let value = detail.get("value").and_then(|v| v.as_str()).ok_or_else(corrupt)?.to_owned();
+        InstanceTagChange::Attached { value }
+    } else {
+        InstanceTagChange::Cleared
+    };
+    Ok(Some(InstanceTagEvent {
+        cursor: e.cursor,
+        execution_id: e.execution_id,
+        namespace: e.namespace,
+        key,
+        change,
+        at: e.occurred_at,
+    }))
+}
+
+/// A stream of completion events after `cursor`.
+pub(crate) fn completion_stream(
+    backend: &PostgresBackend,
+    cursor: EventCursor,
+    filter: ScannerFilter,
+) -> CompletionStream {
+    let woken = backend.follow().events();
+    follow(cursor, woken, log_reader(backend.pool.clone(), COMPLETION_KINDS, filter, completion), |e| e.cursor)
 }
 
 #[async_trait]
@@ -169,7 +228,7 @@ impl CompletionBackend for PostgresBackend {
 
     async fn subscribe_completions_filtered(&self, filter: &ScannerFilter) -> Result<CompletionStream, EngineError> {
         let head = head_cursor(&self.pool).await?;
-        Ok(completion_stream(self.pool.clone(), head, filter.clone()))
+        Ok(completion_stream(self, head, filter.clone()))
     }
 
     async fn subscribe_completions_from(
@@ -177,6 +236,26 @@ impl CompletionBackend for PostgresBackend {
         cursor: EventCursor,
         filter: &ScannerFilter,
     ) -> Result<CompletionStream, EngineError> {
-        Ok(completion_stream(self.pool.clone(), cursor, filter.clone()))
+        Ok(completion_stream(self, cursor, filter.clone()))
+    }
+
+    async fn subscribe_lease_history(
+        &self,
+        cursor: EventCursor,
+        filter: &ScannerFilter,
+    ) -> Result<LeaseHistoryStream, EngineError> {
+        let woken = self.follow().events();
+        let read = log_reader(self.pool.clone(), LEASE_KINDS, filter.clone(), lease_change);
+        Ok(follow(cursor, woken, read, |e| e.cursor))
+    }
+
+    async fn event_log_head(&self) -> Result<EventCursor, EngineError> {
+        head_cursor(&self.pool).await
+    }
+
+    async fn subscribe_instance_tags(&self, cursor: EventCursor) -> Result<InstanceTagStream, EngineError> {
+        let woken = self.follow().events();
+        let read = log_reader(self.pool.clone(), TAG_KINDS, ScannerFilter::default(), tag_change);
+        Ok(follow(cursor, woken, read, |e| e.cursor))
     }
 }

@@ -26,12 +26,14 @@ mod maintenance;
 pub mod metrics;
 pub mod migrate;
 mod operator;
+mod pulse;
 pub mod reconciler;
 mod route;
 mod row;
 #[cfg(test)]
 mod schema_check;
 mod stream;
+mod subscription;
 mod suspension;
 mod wakeup;
 mod worker;

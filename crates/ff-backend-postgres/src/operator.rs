@@ -114,10 +114,13 @@ impl OperatorBackend for PostgresBackend {
             .await
             .map_err(map_sqlx)?;
         match outcome.as_str() {
-            "cancelled" => Ok(CancelExecutionResult::Cancelled {
-                execution_id: args.execution_id,
-                public_state: PublicState::Cancelled,
-            }),
+            "cancelled" => {
+                self.announce_events();
+                Ok(CancelExecutionResult::Cancelled {
+                    execution_id: args.execution_id,
+                    public_state: PublicState::Cancelled,
+                })
+            }
             other => Err(refusal(other)),
         }
     }
@@ -138,6 +141,7 @@ impl OperatorBackend for PostgresBackend {
         match (outcome.as_str(), lease, epoch) {
             ("revoked", Some(lease), Some(epoch)) => {
                 Metrics::add(&self.metrics.lease_revocations, 1);
+                self.announce_events();
                 Ok(RevokeLeaseResult::Revoked {
                     lease_id: LeaseId(lease),
                     lease_epoch: LeaseEpoch(non_negative("lease_epoch", epoch)?),
@@ -162,11 +166,14 @@ impl OperatorBackend for PostgresBackend {
             .await
             .map_err(map_sqlx)?;
         match (outcome.as_str(), old) {
-            ("changed", Some(old_priority)) => Ok(ChangePriorityResult::Changed {
-                execution_id: args.execution_id,
-                old_priority,
-                new_priority: args.new_priority,
-            }),
+            ("changed", Some(old_priority)) => {
+                self.announce_events();
+                Ok(ChangePriorityResult::Changed {
+                    execution_id: args.execution_id,
+                    old_priority,
+                    new_priority: args.new_priority,
+                })
+            }
             (other, _) => Err(refusal(other)),
         }
     }
@@ -194,6 +201,7 @@ impl OperatorBackend for PostgresBackend {
             .map_err(map_sqlx)?;
         let public_state = derive_public_state(&state_vector(&row)?);
         tx.commit().await.map_err(map_sqlx)?;
+        self.announce_events();
         Ok(ReplayExecutionResult::Replayed { public_state, replay_count })
     }
 

@@ -64,9 +64,12 @@ pub(crate) struct LaneWakeups {
     _stop: DropGuard,
 }
 
+/// What the listener feeds besides lanes and timers.
+type Followers = Arc<crate::pulse::Feeds>;
+
 impl LaneWakeups {
     /// Starts the listener on the current runtime.
-    pub(crate) fn start(pool: PgPool) -> Self {
+    pub(crate) fn start(pool: PgPool, feeds: Followers) -> Self {
         let lanes: Arc<Lanes> = Arc::default();
         let timer = Arc::new(TimerWakeup { planned_at_ms: AtomicI64::new(i64::MAX), ..TimerWakeup::default() });
         let suspension_timer =
@@ -77,6 +80,7 @@ impl LaneWakeups {
             pool,
             lanes.clone(),
             [timer.clone(), suspension_timer.clone(), quota_timer.clone()],
+            feeds,
             stop.clone(),
         ));
         Self { lanes, timer, suspension_timer, quota_timer, _stop: stop.drop_guard() }
@@ -110,12 +114,27 @@ impl LaneWakeups {
     }
 }
 
-async fn listen(pool: PgPool, lanes: Arc<Lanes>, timers: [Arc<TimerWakeup>; 3], stop: CancellationToken) {
+async fn listen(
+    pool: PgPool,
+    lanes: Arc<Lanes>,
+    timers: [Arc<TimerWakeup>; 3],
+    feeds: Followers,
+    stop: CancellationToken,
+) {
     let [timer, suspension_timer, quota_timer] = timers;
     while !stop.is_cancelled() && !pool.is_closed() {
         let connected = async {
             let mut listener = PgListener::connect_with(&pool).await?;
-            listener.listen_all([CHANNEL, TIMER_CHANNEL, SUSPENSION_TIMER_CHANNEL, QUOTA_TIMER_CHANNEL]).await?;
+            listener
+                .listen_all([
+                    CHANNEL,
+                    TIMER_CHANNEL,
+                    SUSPENSION_TIMER_CHANNEL,
+                    QUOTA_TIMER_CHANNEL,
+                    crate::pulse::EVENT_CHANNEL,
+                    crate::pulse::FRAME_CHANNEL,
+                ])
+                .await?;
             Ok::<_, sqlx::Error>(listener)
         };
         let mut listener = tokio::select! {
@@ -126,6 +145,7 @@ async fn listen(pool: PgPool, lanes: Arc<Lanes>, timers: [Arc<TimerWakeup>; 3], 
                     timer.announce(None);
                     suspension_timer.announce(None);
                     quota_timer.announce(None);
+                    feeds.everything_arrived();
                     l
                 }
                 Err(e) => {
@@ -144,6 +164,8 @@ async fn listen(pool: PgPool, lanes: Arc<Lanes>, timers: [Arc<TimerWakeup>; 3], 
                 Ok(n) if n.channel() == TIMER_CHANNEL => timer.announce(n.payload().parse().ok()),
                 Ok(n) if n.channel() == SUSPENSION_TIMER_CHANNEL => suspension_timer.announce(n.payload().parse().ok()),
                 Ok(n) if n.channel() == QUOTA_TIMER_CHANNEL => quota_timer.announce(n.payload().parse().ok()),
+                Ok(n) if n.channel() == crate::pulse::EVENT_CHANNEL => feeds.event_arrived(),
+                Ok(n) if n.channel() == crate::pulse::FRAME_CHANNEL => feeds.frame_announced(n.payload()),
                 Ok(n) => {
                     let waiters =
                         lanes.lock().unwrap_or_else(|p| p.into_inner()).get(n.payload()).and_then(Weak::upgrade);

@@ -68,6 +68,7 @@ async fn nul_in_lease_holder_text_is_refused_and_nothing_is_written() {
         kind: FrameKind::Stdout,
         frame_type: frame_type.into(),
         correlation_id: correlation_id.map(Into::into),
+        mode: StreamMode::Durable,
     };
     assert_refused(f.backend.append_frame(&h, frame("log", Some(NUL))).await, "nul_in_text", "correlation id");
     assert_refused(f.backend.append_frame(&h, frame(NUL, None)).await, "invalid_frame_type", "frame type");

@@ -84,3 +84,92 @@ pub struct ScannerFilter {
 
 /// A live stream of completion events.
 pub type CompletionStream = Pin<Box<dyn Stream<Item = Result<CompletionEvent, EngineError>> + Send>>;
+
+/// What happened to a lease.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum LeaseHistoryKind {
+    /// A worker claimed the execution (a fresh attempt, or a resumed one).
+    Acquired {
+        /// The claiming worker instance.
+        worker_instance_id: Option<String>,
+    },
+    /// A worker took over an attempt whose lease had lapsed.
+    Reclaimed {
+        /// The new owner.
+        new_owner: Option<String>,
+    },
+    /// The lease lapsed without being renewed.
+    Expired {
+        /// The owner that stopped renewing.
+        prev_owner: Option<String>,
+    },
+    /// The holder gave the lease up without ending the execution (delay, suspension, retry
+    /// backoff, waiting for children).
+    Released {
+        /// The owner that released it.
+        worker_instance_id: Option<String>,
+    },
+    /// An operator or the worker registry revoked it.
+    Revoked {
+        /// The owner that lost it.
+        prev_owner: Option<String>,
+    },
+}
+
+/// One lease change from the event log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct LeaseHistoryEvent {
+    /// Resume after this event by passing this cursor.
+    pub cursor: EventCursor,
+    /// Execution.
+    pub execution_id: ExecutionId,
+    /// Namespace.
+    pub namespace: Namespace,
+    /// Lane.
+    pub lane_id: LaneId,
+    /// Attempt involved.
+    pub attempt_index: Option<u32>,
+    /// Lease epoch involved.
+    pub lease_epoch: Option<u64>,
+    /// What happened.
+    pub kind: LeaseHistoryKind,
+    /// When it happened.
+    pub at: TimestampMs,
+}
+
+/// A live stream of lease changes.
+pub type LeaseHistoryStream = Pin<Box<dyn Stream<Item = Result<LeaseHistoryEvent, EngineError>> + Send>>;
+
+/// What happened to an execution's tag.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum InstanceTagChange {
+    /// The tag was set (or overwritten) to `value`.
+    Attached {
+        /// New value.
+        value: String,
+    },
+    /// The tag was removed.
+    Cleared,
+}
+
+/// One tag change from the event log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct InstanceTagEvent {
+    /// Resume after this event by passing this cursor.
+    pub cursor: EventCursor,
+    /// Execution.
+    pub execution_id: ExecutionId,
+    /// Namespace.
+    pub namespace: Namespace,
+    /// Tag key.
+    pub key: String,
+    /// What happened.
+    pub change: InstanceTagChange,
+    /// When it happened.
+    pub at: TimestampMs,
+}
+
+/// A live stream of tag changes.
+pub type InstanceTagStream = Pin<Box<dyn Stream<Item = Result<InstanceTagEvent, EngineError>> + Send>>;

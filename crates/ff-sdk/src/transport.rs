@@ -312,6 +312,7 @@ impl WorkerTransport for HttpTransport {
             text: None,
             bytes_base64: Some(encode_bytes(&frame.bytes)),
             correlation_id: frame.correlation_id,
+            mode: Some(frame.mode),
         };
         self.client.append_frame(&task.execution_id, &req).await
     }

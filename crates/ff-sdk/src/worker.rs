@@ -31,9 +31,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use ff_core::{
-    AppendFrameOutcome, AttemptIndex, ExecutionId, FailOutcome, FailureClass, FailureReason, Frame, FrameKind, Handle,
-    HandleKind, HeartbeatWorkerArgs, HeartbeatWorkerOutcome, LaneId, MarkWorkerDeadArgs, MarkWorkerDeadOutcome,
-    Namespace, TimestampMs, WorkerId, WorkerInstanceId,
+    AppendFrameOutcome, AttemptIndex, EngineError, ExecutionId, FailOutcome, FailureClass, FailureReason, Frame,
+    FrameKind, Handle, HandleKind, HeartbeatWorkerArgs, HeartbeatWorkerOutcome, LaneId, MarkWorkerDeadArgs,
+    MarkWorkerDeadOutcome, Namespace, StreamMode, TimestampMs, WorkerId, WorkerInstanceId,
 };
 use futures::FutureExt;
 use serde::Serialize;
@@ -217,7 +217,54 @@ impl<S> TaskContext<S> {
         frame_type: &str,
         bytes: Vec<u8>,
     ) -> Result<AppendFrameOutcome, SdkError> {
-        let frame = Frame { bytes, kind, frame_type: frame_type.to_owned(), correlation_id: None };
+        self.append(Frame {
+            bytes,
+            kind,
+            frame_type: frame_type.to_owned(),
+            correlation_id: None,
+            mode: StreamMode::Durable,
+        })
+        .await
+    }
+
+    /// Merges `patch` (a JSON object, RFC 7396; `null` deletes a key) into this attempt's
+    /// summary document, keeping the patch as a durable frame of `frame_type`.
+    pub async fn update_summary(
+        &self,
+        frame_type: &str,
+        patch: &serde_json::Value,
+    ) -> Result<AppendFrameOutcome, SdkError> {
+        let bytes = serde_json::to_vec(patch).map_err(|e| SdkError::from(EngineError::invalid(e.to_string())))?;
+        self.append(Frame {
+            bytes,
+            kind: FrameKind::Event,
+            frame_type: frame_type.to_owned(),
+            correlation_id: None,
+            mode: StreamMode::durable_summary(),
+        })
+        .await
+    }
+
+    /// Appends a best-effort live frame: watchers see it, but the stream keeps only about the
+    /// frames of the last `ttl` (never trimming durable frames).
+    pub async fn append_live_frame(
+        &self,
+        frame_type: &str,
+        text: &str,
+        ttl: std::time::Duration,
+    ) -> Result<AppendFrameOutcome, SdkError> {
+        self.append(Frame {
+            bytes: text.as_bytes().to_vec(),
+            kind: FrameKind::Event,
+            frame_type: frame_type.to_owned(),
+            correlation_id: None,
+            mode: StreamMode::best_effort_live(ttl.as_millis().clamp(1, 86_400_000) as u64),
+        })
+        .await
+    }
+
+    /// Appends any frame.
+    pub async fn append(&self, frame: Frame) -> Result<AppendFrameOutcome, SdkError> {
         self.inner.transport.append_frame(&self.inner.task, frame).await
     }
 }

@@ -95,13 +95,8 @@ impl Server {
             tracing::warn!("FF_API_TOKEN is not set: every route is open to anyone who can reach {}", config.listen);
         }
         let body_budget = BodyBudget::new(config.max_inflight_body_bytes, config.inflight_wait(), telemetry.clone());
-        let state = AppState::new(
-            backend.clone() as Arc<dyn EngineBackend>,
-            partitions,
-            config.token().map(str::to_owned),
-            telemetry,
-        )
-        .with_body_budget(body_budget.clone(), config.max_body_bytes);
+        let state = AppState::new(backend.clone(), partitions, config.token().map(str::to_owned), telemetry)
+            .with_body_budget(body_budget.clone(), config.max_body_bytes);
         let app = router(state, &config.cors_origins).map_err(ServerError::Config)?;
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await

@@ -77,7 +77,11 @@ impl ExecutionBackend for PostgresBackend {
     }
 
     async fn set_execution_tag(&self, id: &ExecutionId, key: &str, value: &str) -> Result<(), EngineError> {
-        read::set_tag(&self.pool, &self.partitions, id, key, value).await
+        self.announced(read::set_tag(&self.pool, &self.partitions, id, key, value).await)
+    }
+
+    async fn clear_execution_tag(&self, id: &ExecutionId, key: &str) -> Result<bool, EngineError> {
+        self.announced(read::clear_tag(&self.pool, &self.partitions, id, key).await)
     }
 
     async fn get_execution_tag(&self, id: &ExecutionId, key: &str) -> Result<Option<String>, EngineError> {

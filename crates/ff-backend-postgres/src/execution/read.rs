@@ -17,9 +17,20 @@ use crate::error::map_sqlx;
 use crate::fence::{check_id, check_partition};
 use crate::row::{STATE_COLUMNS, col, non_negative, state_vector, u32_col};
 
-pub(crate) const SET_TAG_SQL: &str = "UPDATE ff_execution SET tags = jsonb_set(tags, ARRAY[$3], to_jsonb($4::text)) \
+/// Sets a tag and logs it (for followers of instance tags), in one statement.
+pub(crate) const SET_TAG_SQL: &str = "WITH t AS (UPDATE ff_execution SET tags = jsonb_set(tags, ARRAY[$3], to_jsonb($4::text)) \
          WHERE execution_id = $1 AND partition_key = $2 \
-           AND (tags ? $3 OR (SELECT count(*) FROM jsonb_object_keys(tags)) < $5)";
+           AND (tags ? $3 OR (SELECT count(*) FROM jsonb_object_keys(tags)) < $5) \
+         RETURNING execution_id, partition_key, namespace, lane_id) \
+     INSERT INTO ff_event (kind, execution_id, partition_key, namespace, lane_id, detail) \
+     SELECT 'tag_attached', execution_id, partition_key, namespace, lane_id, jsonb_build_object('key', $3::text, 'value', $4::text) FROM t";
+
+/// Removes a tag and logs it, in one statement.
+pub(crate) const CLEAR_TAG_SQL: &str = "WITH t AS (UPDATE ff_execution SET tags = tags - $3::text \
+         WHERE execution_id = $1 AND partition_key = $2 AND tags ? $3 \
+         RETURNING execution_id, partition_key, namespace, lane_id) \
+     INSERT INTO ff_event (kind, execution_id, partition_key, namespace, lane_id, detail) \
+     SELECT 'tag_cleared', execution_id, partition_key, namespace, lane_id, jsonb_build_object('key', $3::text) FROM t";
 
 pub(crate) const GET_TAG_SQL: &str =
     "SELECT tags ->> $3 FROM ff_execution WHERE execution_id = $1 AND partition_key = $2";
@@ -300,6 +311,32 @@ pub(crate) async fn set_tag(
     match fetch(pool, cfg, id, "1 AS present").await? {
         None => Err(EngineError::NotFound { entity: "execution" }),
         Some(_) => Err(EngineError::invalid(format!("execution {id} already has {} tags", ff_core::tag::MAX_TAGS))),
+    }
+}
+
+/// `clear_execution_tag`.
+pub(crate) async fn clear_tag(
+    pool: &PgPool,
+    cfg: &PartitionConfig,
+    id: &ExecutionId,
+    key: &str,
+) -> Result<bool, EngineError> {
+    ff_core::tag::validate_tag_key(key)?;
+    check_id(id, cfg)?;
+    let cleared = sqlx::query(CLEAR_TAG_SQL)
+        .bind(id.uuid())
+        .bind(id.partition_index() as i16)
+        .bind(key)
+        .execute(pool)
+        .await
+        .map_err(map_sqlx)?
+        .rows_affected();
+    if cleared == 1 {
+        return Ok(true);
+    }
+    match fetch(pool, cfg, id, "1 AS present").await? {
+        None => Err(EngineError::NotFound { entity: "execution" }),
+        Some(_) => Ok(false),
     }
 }
 

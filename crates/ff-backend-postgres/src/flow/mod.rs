@@ -75,7 +75,7 @@ impl FlowBackend for PostgresBackend {
     async fn wait_children(&self, handle: &Handle) -> Result<(), EngineError> {
         let p = self.decode(handle)?;
         match resolve::wait_children(&self.pool, &p).await? {
-            Some(_) => Ok(()),
+            Some(_) => self.announced(Ok(())),
             None => Err(self.rejected(&p).await),
         }
     }
@@ -113,7 +113,7 @@ impl FlowBackend for PostgresBackend {
     }
 
     async fn cancel_flow(&self, args: CancelFlowArgs, wait: CancelFlowWait) -> Result<CancelFlowResult, EngineError> {
-        cancel::cancel_flow(&self.pool, &self.partitions, &args, wait).await
+        self.announced(cancel::cancel_flow(&self.pool, &self.partitions, &args, wait).await)
     }
 
     async fn cancel_flow_header(&self, args: CancelFlowArgs) -> Result<CancelFlowHeader, EngineError> {
@@ -121,7 +121,7 @@ impl FlowBackend for PostgresBackend {
     }
 
     async fn ack_cancel_member(&self, flow_id: &FlowId, execution_id: &ExecutionId) -> Result<(), EngineError> {
-        cancel::ack(&self.pool, flow_id, execution_id).await
+        self.announced(cancel::ack(&self.pool, flow_id, execution_id).await)
     }
 
     async fn drain_sibling_cancel_group(

@@ -41,6 +41,7 @@ impl PostgresBackend {
             let armed = poll.arm();
             if let Some(c) = groups.claim(key.clone(), policy.worker_instance_id.clone()).await? {
                 Metrics::add(&self.metrics.claims, 1);
+                self.announce_events();
                 return Ok(Some(c));
             }
             if !poll.wait(armed).await {
@@ -65,13 +66,16 @@ impl PostgresBackend {
         let wake = self.lane_wakeup(lane, policy.max_wait);
         let claimed = claim::claim_lane(&self.pool, &key, &policy, max, wake, &self.positions).await?;
         Metrics::add(&self.metrics.claims, claimed.len() as u64);
+        if !claimed.is_empty() {
+            self.announce_events();
+        }
         Ok(claimed)
     }
 
     /// The lane's wakeup when `max_wait` asks for a long-poll (starts the listener on first use).
     fn lane_wakeup(&self, lane: &LaneId, max_wait: Option<Duration>) -> Option<Arc<tokio::sync::Notify>> {
         max_wait?;
-        Some(self.wakeups.get_or_init(|| LaneWakeups::start(self.pool.clone())).lane(lane.as_str()))
+        Some(self.wakeups.get_or_init(|| LaneWakeups::start(self.pool.clone(), self.feeds.clone())).lane(lane.as_str()))
     }
 }
 
@@ -160,6 +164,7 @@ impl LeaseBackend for PostgresBackend {
         let out = reclaim::reclaim_execution(&self.pool, &args).await?;
         if matches!(out, ReclaimExecutionOutcome::Claimed { .. }) {
             Metrics::add(&self.metrics.claims, 1);
+            self.announce_events();
         }
         Ok(out)
     }

@@ -68,8 +68,11 @@ pub trait Reconciler: Send + Sync + 'static {
 /// loop.
 pub async fn drive(r: Arc<dyn Reconciler>, interval: Duration, cancel: CancellationToken) {
     let (_always, leader) = tokio::sync::watch::channel(true);
-    drive_while_leading(r, interval, cancel, leader).await;
+    drive_while_leading(r, interval, cancel, leader, None).await;
 }
+
+/// Called after a pass that changed rows (it may have added events to the log).
+pub(crate) type AfterChanges = Arc<dyn Fn() + Send + Sync>;
 
 /// [`drive`], running passes only while `leader` says this process leads (see `leader`).
 pub(crate) async fn drive_while_leading(
@@ -77,6 +80,7 @@ pub(crate) async fn drive_while_leading(
     interval: Duration,
     cancel: CancellationToken,
     mut leader: tokio::sync::watch::Receiver<bool>,
+    after_changes: Option<AfterChanges>,
 ) {
     let wakeup = r.wakeup().unwrap_or_default();
     loop {
@@ -91,7 +95,13 @@ pub(crate) async fn drive_while_leading(
             if !*leader.borrow() {
                 break;
             }
-            match r.run_once().await {
+            let pass = r.run_once().await;
+            if let (Ok(report), Some(hook)) = (&pass, &after_changes)
+                && report.processed > 0
+            {
+                hook();
+            }
+            match pass {
                 Ok(report) if report.batch_full => continue,
                 Ok(report) => {
                     next_due = report.next_due;

@@ -2,9 +2,6 @@
 //! `(tx_id, seq)`, and a reader only returns rows whose transaction is older than every
 //! transaction still in flight, so resuming from a cursor misses nothing and repeats nothing.
 
-use std::collections::VecDeque;
-use std::time::Duration;
-
 use ff_core::event::{EventCursor, ScannerFilter};
 use ff_core::*;
 use sqlx::PgPool;
@@ -20,9 +17,6 @@ pub(crate) const READ_DELIVERIES_SQL: &str = "SELECT s.tx_id::text AS tx, s.seq,
      WHERE (s.tx_id, s.seq) > ($1::text::xid8, $2) AND s.tx_id < pg_snapshot_xmin(pg_current_snapshot()) \
        AND ($4::text IS NULL OR s.namespace = $4) \
      ORDER BY s.tx_id, s.seq LIMIT $3";
-
-/// How often an idle subscription polls.
-const POLL_INTERVAL: Duration = Duration::from_millis(50);
 
 async fn read(
     pool: &PgPool,
@@ -54,30 +48,17 @@ async fn read(
         .collect()
 }
 
-/// A stream of deliveries after `cursor`.
-pub(crate) fn stream(pool: PgPool, cursor: EventCursor, filter: ScannerFilter) -> SignalDeliveryStream {
-    struct State {
-        pool: PgPool,
-        cursor: EventCursor,
-        filter: ScannerFilter,
-        buffer: VecDeque<SignalDeliveryEvent>,
-    }
-    let state = State { pool, cursor, filter, buffer: VecDeque::new() };
-    Box::pin(futures::stream::unfold(state, |mut s| async move {
-        loop {
-            if let Some(ev) = s.buffer.pop_front() {
-                return Some((Ok(ev), s));
-            }
-            match read(&s.pool, s.cursor, &s.filter).await {
-                Err(e) => return Some((Err(e), s)),
-                Ok(batch) if batch.is_empty() => tokio::time::sleep(POLL_INTERVAL).await,
-                Ok(batch) => {
-                    if let Some(last) = batch.last() {
-                        s.cursor = last.cursor;
-                    }
-                    s.buffer.extend(batch);
-                }
-            }
-        }
-    }))
+/// A stream of deliveries after `cursor`, woken by the event feed (a delivery's transaction
+/// announces events like every transition).
+pub(crate) fn stream(
+    backend: &crate::backend::PostgresBackend,
+    cursor: EventCursor,
+    filter: ScannerFilter,
+) -> SignalDeliveryStream {
+    let pool = backend.pool.clone();
+    let reader: crate::subscription::ReadBatch<SignalDeliveryEvent> = Box::new(move |after| {
+        let (pool, filter) = (pool.clone(), filter.clone());
+        Box::pin(async move { read(&pool, after, &filter).await })
+    });
+    crate::subscription::follow(cursor, backend.follow().events(), reader, |e| e.cursor)
 }

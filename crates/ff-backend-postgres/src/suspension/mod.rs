@@ -32,7 +32,7 @@ impl SuspensionBackend for PostgresBackend {
     async fn suspend(&self, handle: &Handle, args: SuspendArgs) -> Result<SuspendOutcome, EngineError> {
         let p = self.decode(handle)?;
         match suspend::suspend(&self.pool, &p, &args).await? {
-            Some(outcome) => Ok(outcome),
+            Some(outcome) => self.announced(Ok(outcome)),
             None => Err(self.rejected(&p).await),
         }
     }
@@ -46,7 +46,7 @@ impl SuspensionBackend for PostgresBackend {
     ) -> Result<SuspendOutcome, EngineError> {
         let p = self.resolve_fence(&execution_id, attempt_index, Some(&fence)).await?;
         match suspend::suspend(&self.pool, &p, &args).await? {
-            Some(outcome) => Ok(outcome),
+            Some(outcome) => self.announced(Ok(outcome)),
             None => Err(self.rejected(&p).await),
         }
     }
@@ -77,14 +77,14 @@ impl SuspensionBackend for PostgresBackend {
     }
 
     async fn deliver_signal(&self, args: DeliverSignalArgs) -> Result<DeliverSignalResult, EngineError> {
-        signal::deliver(&self.pool, &self.partitions, &args).await
+        self.announced(signal::deliver(&self.pool, &self.partitions, &args).await)
     }
 
     async fn deliver_approval_signal(
         &self,
         args: DeliverApprovalSignalArgs,
     ) -> Result<DeliverSignalResult, EngineError> {
-        signal::approve(&self.pool, &self.partitions, &args).await
+        self.announced(signal::approve(&self.pool, &self.partitions, &args).await)
     }
 
     async fn observe_signals(&self, handle: &Handle) -> Result<Vec<ResumeSignal>, EngineError> {
@@ -99,7 +99,7 @@ impl SuspensionBackend for PostgresBackend {
         args.policy.validate()?;
         crate::fence::check_id(&args.execution_id, &self.partitions)?;
         match crate::lease::claim::claim_one(&self.pool, &args.execution_id, &args.policy, ById::Resumed).await? {
-            Some(handle) => Ok(ClaimResumedExecutionResult::Claimed { handle }),
+            Some(handle) => self.announced(Ok(ClaimResumedExecutionResult::Claimed { handle })),
             None => Err(EngineError::Contention(ContentionKind::NotAResumedExecution)),
         }
     }
@@ -120,15 +120,15 @@ impl SuspensionBackend for PostgresBackend {
         let handle =
             crate::lease::claim::claim_one(&mut *tx, &token.execution_id, &token.policy, ById::Resumed).await?;
         tx.commit().await.map_err(map_sqlx)?;
-        Ok(handle)
+        self.announced(Ok(handle))
     }
 
     async fn resume_execution(&self, args: ResumeExecutionArgs) -> Result<ResumeExecutionResult, EngineError> {
-        resume::resume(&self.pool, &self.partitions, &args).await
+        self.announced(resume::resume(&self.pool, &self.partitions, &args).await)
     }
 
     async fn expire_suspension(&self, partition: Partition, execution_id: &ExecutionId) -> Result<(), EngineError> {
-        resume::expire(&self.pool, partition, execution_id).await
+        self.announced(resume::expire(&self.pool, partition, execution_id).await)
     }
 
     async fn close_waitpoint(&self, execution_id: &ExecutionId, waitpoint_id: &WaitpointId) -> Result<(), EngineError> {
@@ -149,7 +149,7 @@ impl SuspensionBackend for PostgresBackend {
         cursor: ff_core::event::EventCursor,
         filter: &ff_core::event::ScannerFilter,
     ) -> Result<SignalDeliveryStream, EngineError> {
-        Ok(delivery::stream(self.pool.clone(), cursor, filter.clone()))
+        Ok(delivery::stream(self, cursor, filter.clone()))
     }
 
     async fn seed_waitpoint_hmac_secret(&self, args: SeedWaitpointHmacSecretArgs) -> Result<SeedOutcome, EngineError> {

@@ -66,6 +66,10 @@ pub trait ExecutionBackend: Send + Sync {
     /// Sets one tag; `NotFound` when the execution is absent.
     async fn set_execution_tag(&self, id: &ExecutionId, key: &str, value: &str) -> Result<(), EngineError>;
 
+    /// Removes a tag; `true` when it was set. Followers of instance tags see it cleared.
+    /// `NotFound` when the execution is absent.
+    async fn clear_execution_tag(&self, id: &ExecutionId, key: &str) -> Result<bool, EngineError>;
+
     /// Reads one tag; `Ok(None)` when the tag or the execution is absent.
     async fn get_execution_tag(&self, id: &ExecutionId, key: &str) -> Result<Option<String>, EngineError>;
 

@@ -49,7 +49,7 @@ pub use worker::WorkerRegistryBackend;
 
 use crate::capability::Capabilities;
 use crate::error::EngineError;
-use crate::event::{CompletionStream, EventCursor, ScannerFilter};
+use crate::event::{CompletionStream, EventCursor, InstanceTagStream, LeaseHistoryStream, ScannerFilter};
 
 /// Every backend trait, for `use ff_core::backend::prelude::*`.
 pub mod prelude {
@@ -122,4 +122,18 @@ pub trait CompletionBackend: Send + Sync + 'static {
         cursor: EventCursor,
         filter: &ScannerFilter,
     ) -> Result<CompletionStream, EngineError>;
+
+    /// Lease changes (acquired, reclaimed, expired, released, revoked) matching `filter` after
+    /// `cursor`, in commit order; resumable like completions.
+    async fn subscribe_lease_history(
+        &self,
+        cursor: EventCursor,
+        filter: &ScannerFilter,
+    ) -> Result<LeaseHistoryStream, EngineError>;
+
+    /// The cursor just after the newest event readers can see now (to follow from now on).
+    async fn event_log_head(&self) -> Result<EventCursor, EngineError>;
+
+    /// Tag changes of executions (set, cleared) after `cursor`, in commit order; resumable.
+    async fn subscribe_instance_tags(&self, cursor: EventCursor) -> Result<InstanceTagStream, EngineError>;
 }

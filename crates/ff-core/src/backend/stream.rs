@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use crate::error::EngineError;
 use crate::handle::Handle;
 use crate::id::{AttemptIndex, ExecutionId};
-use crate::stream::{AppendFrameOutcome, Frame, StreamCursor, StreamFrames};
+use crate::stream::{AppendFrameOutcome, Frame, StreamCursor, StreamFrames, SummaryDocument, TailVisibility};
 
 /// Appending to and reading attempt streams.
 #[async_trait]
@@ -23,4 +23,27 @@ pub trait StreamBackend: Send + Sync {
         to: StreamCursor,
         count_limit: u64,
     ) -> Result<StreamFrames, EngineError>;
+
+    /// Frames after `after` (exclusive; `Start` = from the beginning, `End` = only frames
+    /// appended from now on), at most `count_limit`. With `block_ms` > 0 (at most
+    /// [`MAX_TAIL_BLOCK_MS`](crate::stream::MAX_TAIL_BLOCK_MS)) and nothing to return yet, waits
+    /// up to that long for a frame or for the attempt to end, without holding a database
+    /// connection; an empty, open result means the time ran out.
+    #[allow(clippy::too_many_arguments)]
+    async fn tail_stream(
+        &self,
+        execution_id: &ExecutionId,
+        attempt_index: AttemptIndex,
+        after: StreamCursor,
+        block_ms: u64,
+        count_limit: u64,
+        visibility: TailVisibility,
+    ) -> Result<StreamFrames, EngineError>;
+
+    /// The attempt's summary document, if a summary frame was ever appended.
+    async fn read_summary(
+        &self,
+        execution_id: &ExecutionId,
+        attempt_index: AttemptIndex,
+    ) -> Result<Option<SummaryDocument>, EngineError>;
 }

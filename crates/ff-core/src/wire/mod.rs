@@ -451,6 +451,9 @@ pub struct AppendFrameRequest {
     #[serde(default)]
     #[schemars(length(min = 1, max = MAX_NAME_BYTES), pattern(NAME_PATTERN))]
     pub correlation_id: Option<String>,
+    /// How the stream keeps the frame (default durable).
+    #[serde(default)]
+    pub mode: Option<crate::stream::StreamMode>,
 }
 
 /// `POST /v1/executions/{id}/complete`.

@@ -235,6 +235,7 @@ async fn append_frame(
         kind: req.kind.unwrap_or(FrameKind::Event),
         frame_type: req.frame_type,
         correlation_id: req.correlation_id,
+        mode: req.mode.unwrap_or_default(),
     };
     Ok(Json(state.backend().append_frame(&handle, frame).await?))
 }

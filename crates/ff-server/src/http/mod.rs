@@ -1,4 +1,4 @@
-//! The HTTP API: each resource module (`executions`, `streams`, `tags`, `lanes`, `leases`,
+//! The HTTP API: each resource module (`executions`, `streams`, `events`, `tags`, `lanes`, `leases`,
 //! `flows`, `suspension`, `operator`, `workers`, `budgets`, `quotas`, `grants`, `ops`) exports its routes as a table of [`ApiRoute`]s (handler plus description), merged by
 //! [`routes`]. [`router`] builds the router and the OpenAPI document from that one table, so the
 //! two cannot drift; the document is built once and served from [`AppState`]. Handlers are thin
@@ -11,6 +11,7 @@
 
 mod budgets;
 mod error;
+mod events;
 mod executions;
 mod extract;
 mod flows;
@@ -37,7 +38,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use ff_core::{EngineBackend, EngineError, PartitionConfig};
+use ff_core::{CompletionBackend, EngineBackend, EngineError, PartitionConfig};
 use subtle::ConstantTimeEq;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
@@ -55,6 +56,7 @@ pub struct AppState(Arc<Inner>);
 
 struct Inner {
     backend: Arc<dyn EngineBackend>,
+    completions: Arc<dyn CompletionBackend>,
     partitions: PartitionConfig,
     /// SHA-256 of the required bearer token.
     token_digest: Option<[u8; 32]>,
@@ -71,8 +73,8 @@ impl AppState {
     /// State over `backend`; `token` = the required bearer token (None = open). Request bodies
     /// share the default budget ([`DEFAULT_INFLIGHT_BODY_BYTES`], waiting at most
     /// [`DEFAULT_INFLIGHT_WAIT`]); [`AppState::with_body_budget`] sets another.
-    pub fn new(
-        backend: Arc<dyn EngineBackend>,
+    pub fn new<B: EngineBackend + CompletionBackend>(
+        backend: Arc<B>,
         partitions: PartitionConfig,
         token: Option<String>,
         telemetry: Arc<Telemetry>,
@@ -80,7 +82,8 @@ impl AppState {
         let token_digest = token.filter(|t| !t.is_empty()).map(|t| digest(&t));
         let body_budget = BodyBudget::new(DEFAULT_INFLIGHT_BODY_BYTES, DEFAULT_INFLIGHT_WAIT, telemetry.clone());
         Self(Arc::new(Inner {
-            backend,
+            backend: backend.clone(),
+            completions: backend,
             partitions,
             token_digest,
             telemetry,
@@ -110,15 +113,27 @@ impl AppState {
         self.0.backend.as_ref()
     }
 
+    /// The backend, owned (for responses that outlive the handler, such as event streams).
+    fn shared_backend(&self) -> Arc<dyn EngineBackend> {
+        self.0.backend.clone()
+    }
+
+    /// The backend's event-log subscriptions.
+    fn completions(&self) -> &dyn CompletionBackend {
+        self.0.completions.as_ref()
+    }
+
     /// The same state serving `document` at `/openapi.json`.
     fn with_openapi(self, document: &serde_json::Value) -> Self {
         self.rebuild(|inner| inner.openapi = Bytes::from(document.to_string()))
     }
 
     fn rebuild(self, change: impl FnOnce(&mut Inner)) -> Self {
-        let Inner { backend, partitions, token_digest, telemetry, openapi, body_budget, max_body_bytes } = &*self.0;
+        let Inner { backend, completions, partitions, token_digest, telemetry, openapi, body_budget, max_body_bytes } =
+            &*self.0;
         let mut inner = Inner {
             backend: backend.clone(),
+            completions: completions.clone(),
             partitions: *partitions,
             token_digest: *token_digest,
             telemetry: telemetry.clone(),
@@ -159,6 +174,7 @@ pub fn routes() -> Vec<ApiRoute> {
         ops::routes(),
         executions::routes(),
         streams::routes(),
+        events::routes(),
         tags::routes(),
         lanes::routes(),
         leases::routes(),

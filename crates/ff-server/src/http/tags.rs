@@ -1,4 +1,4 @@
-//! Reading and writing one tag of an execution.
+//! Reading, writing and clearing one tag of an execution.
 
 use axum::Json;
 use axum::extract::State;
@@ -24,6 +24,10 @@ pub(super) fn routes() -> Vec<ApiRoute> {
             .empty(204, "Set")
             .error(404, "No such execution (`not_found`)")
             .to(axum::routing::put(set_tag)),
+        ApiRoute::delete("/v1/executions/{id}/tags/{key}", "Clear one tag")
+            .empty(204, "Cleared")
+            .error(404, "No such execution or tag (`not_found`)")
+            .to(axum::routing::delete(clear_tag)),
     ]
 }
 
@@ -50,4 +54,16 @@ async fn set_tag(
 ) -> Result<StatusCode, ApiError> {
     state.backend().set_execution_tag(&id, &key, &body.value).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+async fn clear_tag(
+    State(state): State<AppState>,
+    ExecutionPath(id): ExecutionPath,
+    ApiPath(KeySegment { key }): ApiPath<KeySegment>,
+) -> Result<StatusCode, ApiError> {
+    if state.backend().clear_execution_tag(&id, &key).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found("tag"))
+    }
 }

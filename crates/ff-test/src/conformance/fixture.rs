@@ -145,7 +145,13 @@ pub fn retry_policy(max_retries: u32, delay_ms: u64) -> ExecutionPolicy {
 
 /// A frame of `kind` carrying `bytes`.
 pub fn frame(bytes: &[u8], kind: FrameKind) -> Frame {
-    Frame { bytes: bytes.to_vec(), kind, frame_type: "chunk".into(), correlation_id: Some("c-1".into()) }
+    Frame {
+        bytes: bytes.to_vec(),
+        kind,
+        frame_type: "chunk".into(),
+        correlation_id: Some("c-1".into()),
+        mode: StreamMode::Durable,
+    }
 }
 
 /// A backend tag other than `tag`, for handles "from another backend".

@@ -163,6 +163,9 @@ macro_rules! conformance_suite {
                 frames_append_in_order_and_read_back_verbatim,
                 fenced_append_after_reclaim_is_rejected,
                 stream_bad_input_is_rejected,
+                a_tail_waits_for_the_next_frame_and_for_the_end,
+                summary_frames_merge_into_the_summary_document,
+                best_effort_frames_are_trimmed_and_durable_ones_kept,
             }
             ingress {
                 create_sets_the_initial_state_from_the_state_machine,
@@ -235,6 +238,9 @@ macro_rules! conformance_suite {
             }
             completions {
                 completions_are_delivered_resumable_and_filtered,
+                lease_history_follows_every_lease_change,
+                instance_tags_follow_set_and_clear,
+                a_waiting_subscriber_is_woken_by_a_completion,
             }
             flow {
                 chain_releases_each_hop_in_the_completing_transaction,

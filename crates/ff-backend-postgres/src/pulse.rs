@@ -1,0 +1,238 @@
+//! Wake-ups for readers that follow the event log and attempt streams.
+//!
+//! A writer's transaction never sends `NOTIFY` itself: PostgreSQL serialises the commits of
+//! notifying transactions (each holds a cluster-wide lock through its WAL flush), which would
+//! cap the hot path at one commit per flush. Instead, after a write that added events or
+//! frames has committed, the writing process records it in its [`Pulse`], and one task per
+//! process announces what it gathered in one out-of-band statement on its own connection
+//! (`NOTIFY ff_event` / `NOTIFY ff_frame, '<execution uuid>:<attempt>'`), at most once per
+//! [`COALESCE_WINDOW`]. That statement writes no WAL, so it holds the lock for microseconds.
+//!
+//! Readers wait on [`Feeds`]: a version counter for the event log and one per followed attempt
+//! stream. The feeds are bumped by the listener connection (from any process's announcements)
+//! and, without a round trip, by this process's own pulse. A wake-up is only a hint: followers
+//! also re-read on a slow timer, so a lost announcement costs latency, never correctness.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use sqlx::postgres::PgConnection;
+use sqlx::{Connection, PgPool};
+use tokio::sync::{Notify, watch};
+use tokio_util::sync::{CancellationToken, DropGuard};
+use uuid::Uuid;
+
+/// The channel announcing new events in the log (no payload).
+pub(crate) const EVENT_CHANNEL: &str = "ff_event";
+/// The channel announcing new frames; the payload is `<execution uuid>:<attempt index>`.
+pub(crate) const FRAME_CHANNEL: &str = "ff_frame";
+/// Shortest time between two announcements of one process.
+pub(crate) const COALESCE_WINDOW: Duration = Duration::from_millis(1);
+
+const ANNOUNCE_SQL: &str = "SELECT pg_notify(c, p) FROM unnest($1::text[], $2::text[]) AS n(c, p)";
+
+/// An attempt stream's key.
+pub(crate) type StreamKey = (Uuid, i32);
+
+type StreamFeeds = Mutex<HashMap<StreamKey, Weak<watch::Sender<u64>>>>;
+
+/// Version counters readers wait on.
+pub(crate) struct Feeds {
+    events: watch::Sender<u64>,
+    streams: StreamFeeds,
+}
+
+impl Default for Feeds {
+    fn default() -> Self {
+        Self { events: watch::channel(0).0, streams: Mutex::default() }
+    }
+}
+
+impl Feeds {
+    /// A receiver that changes whenever events may have been added to the log.
+    pub(crate) fn events(&self) -> watch::Receiver<u64> {
+        self.events.subscribe()
+    }
+
+    /// The feed of one attempt stream; kept while the returned sender lives.
+    pub(crate) fn stream(&self, key: StreamKey) -> Arc<watch::Sender<u64>> {
+        let mut streams = self.streams.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(s) = streams.get(&key).and_then(Weak::upgrade) {
+            return s;
+        }
+        streams.retain(|_, w| w.strong_count() > 0);
+        let s = Arc::new(watch::channel(0).0);
+        streams.insert(key, Arc::downgrade(&s));
+        s
+    }
+
+    /// Events may have been added.
+    pub(crate) fn event_arrived(&self) {
+        self.events.send_modify(|v| *v = v.wrapping_add(1));
+    }
+
+    /// A frame may have been appended to `key`'s stream.
+    pub(crate) fn frame_arrived(&self, key: StreamKey) {
+        let feed = self.streams.lock().unwrap_or_else(|p| p.into_inner()).get(&key).and_then(Weak::upgrade);
+        if let Some(f) = feed {
+            f.send_modify(|v| *v = v.wrapping_add(1));
+        }
+    }
+
+    /// Parses a frame announcement's payload and bumps its stream.
+    pub(crate) fn frame_announced(&self, payload: &str) {
+        if let Some(key) = parse_stream_key(payload) {
+            self.frame_arrived(key);
+        }
+    }
+
+    /// Anything may have happened (the listener was away): wake every reader.
+    pub(crate) fn everything_arrived(&self) {
+        self.event_arrived();
+        let feeds: Vec<_> =
+            self.streams.lock().unwrap_or_else(|p| p.into_inner()).values().filter_map(Weak::upgrade).collect();
+        for f in feeds {
+            f.send_modify(|v| *v = v.wrapping_add(1));
+        }
+    }
+}
+
+fn parse_stream_key(payload: &str) -> Option<StreamKey> {
+    let (id, attempt) = payload.split_once(':')?;
+    Some((id.parse().ok()?, attempt.parse().ok()?))
+}
+
+#[derive(Default)]
+struct Pending {
+    events: bool,
+    frames: HashSet<StreamKey>,
+}
+
+struct Shared {
+    pending: Mutex<Pending>,
+    wake: Notify,
+    feeds: Arc<Feeds>,
+}
+
+/// This process's announcer; its task stops when this is dropped.
+pub(crate) struct Pulse {
+    shared: Arc<Shared>,
+    _stop: DropGuard,
+}
+
+impl Pulse {
+    /// Starts the announcer on the current runtime.
+    pub(crate) fn start(pool: PgPool, feeds: Arc<Feeds>) -> Self {
+        let shared = Arc::new(Shared { pending: Mutex::default(), wake: Notify::new(), feeds });
+        let stop = CancellationToken::new();
+        tokio::spawn(announce(pool, shared.clone(), stop.clone()));
+        Self { shared, _stop: stop.drop_guard() }
+    }
+
+    /// A write that added events has committed.
+    pub(crate) fn events(&self) {
+        self.shared.events();
+    }
+
+    /// A frame was appended to `key`'s stream (and committed).
+    pub(crate) fn frame(&self, key: StreamKey) {
+        self.shared.feeds.frame_arrived(key);
+        self.shared.pending.lock().unwrap_or_else(|p| p.into_inner()).frames.insert(key);
+        self.shared.wake.notify_one();
+    }
+
+    /// A handle that announces events for as long as this pulse runs.
+    pub(crate) fn announcer(&self) -> Announcer {
+        Announcer(self.shared.clone())
+    }
+}
+
+/// Announces events on behalf of a [`Pulse`] (for tasks that outlive a borrow of it).
+pub(crate) struct Announcer(Arc<Shared>);
+
+impl Announcer {
+    /// A write that added events has committed.
+    pub(crate) fn events(&self) {
+        self.0.events();
+    }
+}
+
+impl Shared {
+    fn events(&self) {
+        self.feeds.event_arrived();
+        self.pending.lock().unwrap_or_else(|p| p.into_inner()).events = true;
+        self.wake.notify_one();
+    }
+}
+
+async fn announce(pool: PgPool, shared: Arc<Shared>, stop: CancellationToken) {
+    let mut conn: Option<PgConnection> = None;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = shared.wake.notified() => {}
+        }
+        let pending = std::mem::take(&mut *shared.pending.lock().unwrap_or_else(|p| p.into_inner()));
+        let mut channels = Vec::with_capacity(pending.frames.len() + 1);
+        let mut payloads = Vec::with_capacity(pending.frames.len() + 1);
+        if pending.events {
+            channels.push(EVENT_CHANNEL.to_owned());
+            payloads.push(String::new());
+        }
+        for (id, attempt) in pending.frames {
+            channels.push(FRAME_CHANNEL.to_owned());
+            payloads.push(format!("{id}:{attempt}"));
+        }
+        if channels.is_empty() || pool.is_closed() {
+            continue;
+        }
+        if conn.is_none() {
+            match PgConnection::connect_with(&pool.connect_options()).await {
+                Ok(c) => conn = Some(c),
+                Err(e) => tracing::debug!(error = %e, "announcer could not connect; readers fall back to their timers"),
+            }
+        }
+        if let Some(c) = conn.as_mut() {
+            let sent = sqlx::query(ANNOUNCE_SQL).bind(&channels).bind(&payloads).execute(&mut *c).await;
+            if let Err(e) = sent {
+                tracing::debug!(error = %e, "announcer lost its connection; reconnecting");
+                conn = None;
+            }
+        }
+        tokio::time::sleep(COALESCE_WINDOW).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_keys_round_trip() {
+        let id = Uuid::new_v4();
+        assert_eq!(parse_stream_key(&format!("{id}:3")), Some((id, 3)));
+        for bad in ["", "x:1", &format!("{id}"), &format!("{id}:x")] {
+            assert_eq!(parse_stream_key(bad), None, "{bad}");
+        }
+    }
+
+    #[tokio::test]
+    async fn feeds_wake_their_readers() {
+        let feeds = Feeds::default();
+        let mut events = feeds.events();
+        feeds.event_arrived();
+        assert!(events.has_changed().unwrap());
+        events.borrow_and_update();
+        let key = (Uuid::new_v4(), 1);
+        let stream = feeds.stream(key);
+        let mut rx = stream.subscribe();
+        feeds.frame_arrived((Uuid::new_v4(), 1));
+        assert!(!rx.has_changed().unwrap());
+        feeds.frame_announced(&format!("{}:1", key.0));
+        assert!(rx.has_changed().unwrap());
+        rx.borrow_and_update();
+        feeds.everything_arrived();
+        assert!(rx.has_changed().unwrap() && events.has_changed().unwrap());
+    }
+}

@@ -1,0 +1,83 @@
+//! Following a commit-ordered log from a cursor: the one loop behind every subscription
+//! (completions, lease history, instance tags, signal deliveries).
+//!
+//! A follower reads a batch after its cursor, hands the entries out one by one, and when it has
+//! caught up waits for the event feed (see `pulse`) or a slow re-check. Right after a wake-up
+//! that found nothing it re-reads a few times at short intervals: an announced event becomes
+//! visible to readers only once every older transaction has finished (the log's commit-safe
+//! order), which can lag its announcement by a moment.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::time::Duration;
+
+use ff_core::EngineError;
+use ff_core::event::EventCursor;
+use futures::Stream;
+use futures::future::BoxFuture;
+use tokio::sync::watch;
+
+/// How long a caught-up follower waits without a wake-up before reading again.
+pub(crate) const IDLE_RECHECK: Duration = Duration::from_secs(1);
+
+/// Re-reads after a wake-up that found nothing.
+const AFTER_WAKE: [Duration; 3] = [Duration::from_millis(2), Duration::from_millis(10), Duration::from_millis(50)];
+
+/// Reads up to one batch of entries after a cursor.
+pub(crate) type ReadBatch<T> = Box<dyn FnMut(EventCursor) -> BoxFuture<'static, Result<Vec<T>, EngineError>> + Send>;
+
+/// A boxed stream of entries.
+pub(crate) type Follower<T> = Pin<Box<dyn Stream<Item = Result<T, EngineError>> + Send>>;
+
+/// Follows the log after `cursor`: `read` fetches a batch, `position` names an entry's cursor,
+/// `woken` changes when entries may have been added.
+pub(crate) fn follow<T: Send + 'static>(
+    cursor: EventCursor,
+    woken: watch::Receiver<u64>,
+    read: ReadBatch<T>,
+    position: fn(&T) -> EventCursor,
+) -> Follower<T> {
+    struct State<T> {
+        cursor: EventCursor,
+        woken: watch::Receiver<u64>,
+        read: ReadBatch<T>,
+        position: fn(&T) -> EventCursor,
+        buffer: VecDeque<T>,
+        empty_reads: usize,
+    }
+    let state = State { cursor, woken, read, position, buffer: VecDeque::new(), empty_reads: AFTER_WAKE.len() };
+    Box::pin(futures::stream::unfold(state, |mut s| async move {
+        loop {
+            if let Some(entry) = s.buffer.pop_front() {
+                return Some((Ok(entry), s));
+            }
+            s.woken.borrow_and_update();
+            match (s.read)(s.cursor).await {
+                Err(e) => return Some((Err(e), s)),
+                Ok(batch) if batch.is_empty() => {
+                    if let Some(pause) = AFTER_WAKE.get(s.empty_reads) {
+                        s.empty_reads += 1;
+                        tokio::time::sleep(*pause).await;
+                        continue;
+                    }
+                    tokio::select! {
+                        changed = s.woken.changed() => {
+                            if changed.is_err() {
+                                tokio::time::sleep(IDLE_RECHECK).await;
+                            }
+                            s.empty_reads = 0;
+                        }
+                        _ = tokio::time::sleep(IDLE_RECHECK) => {}
+                    }
+                }
+                Ok(batch) => {
+                    if let Some(last) = batch.last() {
+                        s.cursor = (s.position)(last);
+                    }
+                    s.buffer.extend(batch);
+                    s.empty_reads = AFTER_WAKE.len();
+                }
+            }
+        }
+    }))
+}
