@@ -35,6 +35,7 @@ mod s4;
 mod s5;
 mod s6;
 mod setup;
+mod tail;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -73,6 +74,8 @@ enum Scenario {
     Fairness(fairness::FairnessArgs),
     /// Resident memory of `ff serve` before, during and after a burst of large submissions.
     Memory(memory::MemoryArgs),
+    /// How soon frames reach a live tail, and completions a subscriber, across two backends.
+    Tail(tail::TailArgs),
 }
 
 #[derive(clap::Args, Clone)]
@@ -190,6 +193,7 @@ async fn main() -> Result<()> {
         Scenario::S6(args) => s6::run(args).await,
         Scenario::Fairness(args) => fairness::run(args).await,
         Scenario::Memory(args) => memory::run(args).await,
+        Scenario::Tail(args) => tail::run(args).await,
     }
 }
 

@@ -35,7 +35,7 @@ use ff_core::{
     AppendFrameOutcome, AttemptIndex, CreateExecutionResult, ExecutionId, ExecutionInfo, ExecutionSnapshot,
     FailOutcome, HeartbeatWorkerArgs, HeartbeatWorkerOutcome, LeaseRenewal, ListExecutionsPage, ListWorkersArgs,
     ListWorkersResult, MarkWorkerDeadArgs, MarkWorkerDeadOutcome, PartitionConfig, PublicState, RegisterWorkerArgs,
-    RegisterWorkerOutcome, StreamFrames, WorkerId, WorkerInstanceId,
+    RegisterWorkerOutcome, StreamFrames, SummaryDocument, TailVisibility, WorkerId, WorkerInstanceId,
 };
 use reqwest::{Method, RequestBuilder};
 use serde::Serialize;
@@ -238,6 +238,50 @@ impl Client {
             enc(to)
         );
         Self::json(self.request(Method::GET, &path)).await
+    }
+
+    /// Frames of an attempt after `after` (`-` start, `+` only new ones, or a frame id), waiting
+    /// up to `block_ms` (at most 30,000) for one to arrive or the attempt to end.
+    pub async fn tail_stream(
+        &self,
+        id: &ExecutionId,
+        attempt_index: u32,
+        after: &str,
+        block_ms: u64,
+        limit: u32,
+        visibility: TailVisibility,
+    ) -> Result<StreamFrames, SdkError> {
+        let visibility = match visibility {
+            TailVisibility::All => "all",
+            TailVisibility::ExcludeBestEffort => "exclude_best_effort",
+        };
+        let path = format!(
+            "/v1/executions/{}/attempts/{attempt_index}/stream/tail?after={}&block_ms={block_ms}&limit={limit}&visibility={visibility}",
+            enc(&id.to_string()),
+            enc(after),
+        );
+        let timeout = REQUEST_TIMEOUT + Duration::from_millis(block_ms);
+        Self::json(self.request(Method::GET, &path).timeout(timeout)).await
+    }
+
+    /// An attempt's summary document; `None` before its first summary frame.
+    pub async fn read_summary(
+        &self,
+        id: &ExecutionId,
+        attempt_index: u32,
+    ) -> Result<Option<SummaryDocument>, SdkError> {
+        let path = format!("/v1/executions/{}/attempts/{attempt_index}/summary", enc(&id.to_string()));
+        self.get_optional(&path).await
+    }
+
+    /// Removes a tag; `false` when it was not set.
+    pub async fn clear_tag(&self, id: &ExecutionId, key: &str) -> Result<bool, SdkError> {
+        let path = format!("/v1/executions/{}/tags/{}", enc(&id.to_string()), enc(key));
+        match Self::send(self.request(Method::DELETE, &path)).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.code() == Some("not_found") => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     /// One page of a partition's executions.
