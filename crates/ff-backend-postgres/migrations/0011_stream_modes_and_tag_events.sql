@@ -127,4 +127,13 @@ BEGIN
 END
 $$;
 
+-- Processes with someone following the event log or a stream: writers announce their commits
+-- (out of band, see the engine's pulse) only while a row here is live, so a deployment nobody
+-- watches pays nothing for the announcements. A process renews its row while it has followers
+-- and deletes it when it has none; a row of a dead process lapses.
+CREATE TABLE ff_follower (
+    process_id text PRIMARY KEY,
+    expires_at_ms bigint NOT NULL
+);
+
 UPDATE ff_schema SET version = 11;

@@ -43,6 +43,7 @@ pub struct PostgresBackend {
     pub(crate) wakeups: OnceLock<LaneWakeups>,
     pub(crate) feeds: Arc<crate::pulse::Feeds>,
     pulse: OnceLock<crate::pulse::Pulse>,
+    presence: OnceLock<tokio_util::sync::DropGuard>,
     pub(crate) synchronous_claims: AtomicBool,
     pub(crate) claimers: Claimers,
     pub(crate) positions: Arc<ClaimPositions>,
@@ -95,6 +96,7 @@ impl PostgresBackend {
             wakeups: OnceLock::new(),
             feeds: Arc::default(),
             pulse: OnceLock::new(),
+            presence: OnceLock::new(),
             synchronous_claims: AtomicBool::new(false),
             claimers: Claimers::default(),
             positions: Arc::default(),
@@ -238,8 +240,20 @@ impl PostgresBackend {
     }
 
     /// The feeds followers wait on, with the listener that fills them running.
+    /// Starts the listener that fills them and the task that records this process's followers
+    /// (see `pulse`) on first use.
     pub(crate) fn follow(&self) -> &Arc<crate::pulse::Feeds> {
         self.wakeups.get_or_init(|| LaneWakeups::start(self.pool.clone(), self.feeds.clone()));
+        self.presence.get_or_init(|| {
+            let stop = CancellationToken::new();
+            tokio::spawn(crate::pulse::run_presence(
+                self.pool.clone(),
+                self.feeds.clone(),
+                default_leader_id(),
+                stop.clone(),
+            ));
+            stop.drop_guard()
+        });
         &self.feeds
     }
 

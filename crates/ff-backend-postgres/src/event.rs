@@ -216,8 +216,9 @@ pub(crate) fn completion_stream(
     cursor: EventCursor,
     filter: ScannerFilter,
 ) -> CompletionStream {
-    let woken = backend.follow().events();
-    follow(cursor, woken, log_reader(backend.pool.clone(), COMPLETION_KINDS, filter, completion), |e| e.cursor)
+    follow(cursor, backend.follow(), log_reader(backend.pool.clone(), COMPLETION_KINDS, filter, completion), |e| {
+        e.cursor
+    })
 }
 
 #[async_trait]
@@ -244,9 +245,8 @@ impl CompletionBackend for PostgresBackend {
         cursor: EventCursor,
         filter: &ScannerFilter,
     ) -> Result<LeaseHistoryStream, EngineError> {
-        let woken = self.follow().events();
         let read = log_reader(self.pool.clone(), LEASE_KINDS, filter.clone(), lease_change);
-        Ok(follow(cursor, woken, read, |e| e.cursor))
+        Ok(follow(cursor, self.follow(), read, |e| e.cursor))
     }
 
     async fn event_log_head(&self) -> Result<EventCursor, EngineError> {
@@ -254,8 +254,7 @@ impl CompletionBackend for PostgresBackend {
     }
 
     async fn subscribe_instance_tags(&self, cursor: EventCursor) -> Result<InstanceTagStream, EngineError> {
-        let woken = self.follow().events();
         let read = log_reader(self.pool.clone(), TAG_KINDS, ScannerFilter::default(), tag_change);
-        Ok(follow(cursor, woken, read, |e| e.cursor))
+        Ok(follow(cursor, self.follow(), read, |e| e.cursor))
     }
 }

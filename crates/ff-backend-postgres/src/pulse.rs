@@ -12,10 +12,16 @@
 //! stream. The feeds are bumped by the listener connection (from any process's announcements)
 //! and, without a round trip, by this process's own pulse. A wake-up is only a hint: followers
 //! also re-read on a slow timer, so a lost announcement costs latency, never correctness.
+//!
+//! Announcements cost the database a statement each, so they are sent only while somebody
+//! follows: a process with followers keeps a live row in `ff_follower` ([`run_presence`]), and
+//! the announcer checks for live rows at most every [`PRESENCE_RECHECK`]. A follower that appears
+//! is announced to within that time; until then its own re-reads find what was written.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sqlx::postgres::PgConnection;
 use sqlx::{Connection, PgPool};
@@ -30,26 +36,64 @@ pub(crate) const FRAME_CHANNEL: &str = "ff_frame";
 /// Shortest time between two announcements of one process.
 pub(crate) const COALESCE_WINDOW: Duration = Duration::from_millis(1);
 
-const ANNOUNCE_SQL: &str = "SELECT pg_notify(c, p) FROM unnest($1::text[], $2::text[]) AS n(c, p)";
+/// How often the announcer looks again for followers anywhere.
+pub(crate) const PRESENCE_RECHECK: Duration = Duration::from_secs(1);
+/// How often a process with followers renews its presence row.
+const PRESENCE_RENEW: Duration = Duration::from_secs(5);
+/// How long a presence row lives without renewal, in ms.
+const PRESENCE_TTL_MS: i64 = 15_000;
+
+pub(crate) const ANNOUNCE_SQL: &str = "SELECT pg_notify(c, p) FROM unnest($1::text[], $2::text[]) AS n(c, p)";
+pub(crate) const ANYONE_FOLLOWS_SQL: &str =
+    "SELECT EXISTS (SELECT 1 FROM ff_follower WHERE expires_at_ms > ff_now_ms())";
+pub(crate) const PRESENT_SQL: &str = "INSERT INTO ff_follower (process_id, expires_at_ms) VALUES ($1, ff_now_ms() + $2) \
+     ON CONFLICT (process_id) DO UPDATE SET expires_at_ms = EXCLUDED.expires_at_ms";
+pub(crate) const ABSENT_SQL: &str = "DELETE FROM ff_follower WHERE process_id = $1";
 
 /// An attempt stream's key.
 pub(crate) type StreamKey = (Uuid, i32);
 
 type StreamFeeds = Mutex<HashMap<StreamKey, Weak<watch::Sender<u64>>>>;
 
-/// Version counters readers wait on.
+/// Version counters readers wait on, and how many readers this process has.
 pub(crate) struct Feeds {
     events: watch::Sender<u64>,
     streams: StreamFeeds,
+    followers: AtomicUsize,
+    presence_changed: Notify,
 }
 
 impl Default for Feeds {
     fn default() -> Self {
-        Self { events: watch::channel(0).0, streams: Mutex::default() }
+        Self {
+            events: watch::channel(0).0,
+            streams: Mutex::default(),
+            followers: AtomicUsize::new(0),
+            presence_changed: Notify::new(),
+        }
+    }
+}
+
+/// One follower of this process, counted while it lives.
+pub(crate) struct Following(Arc<Feeds>);
+
+impl Drop for Following {
+    fn drop(&mut self) {
+        if self.0.followers.fetch_sub(1, Ordering::Relaxed) == 1 {
+            self.0.presence_changed.notify_one();
+        }
     }
 }
 
 impl Feeds {
+    /// Counts a follower until the returned guard drops.
+    pub(crate) fn following(self: &Arc<Self>) -> Following {
+        if self.followers.fetch_add(1, Ordering::Relaxed) == 0 {
+            self.presence_changed.notify_one();
+        }
+        Following(self.clone())
+    }
+
     /// A receiver that changes whenever events may have been added to the log.
     pub(crate) fn events(&self) -> watch::Receiver<u64> {
         self.events.subscribe()
@@ -95,6 +139,34 @@ impl Feeds {
         for f in feeds {
             f.send_modify(|v| *v = v.wrapping_add(1));
         }
+    }
+}
+
+/// Keeps this process's presence row live while it has followers (see the module docs); stops
+/// when `stop` fires, deleting the row.
+pub(crate) async fn run_presence(pool: PgPool, feeds: Arc<Feeds>, process_id: String, stop: CancellationToken) {
+    let mut present = false;
+    loop {
+        let wanted = feeds.followers.load(Ordering::Relaxed) > 0;
+        let written = if wanted {
+            sqlx::query(PRESENT_SQL).bind(&process_id).bind(PRESENCE_TTL_MS).execute(&pool).await.map(|_| true)
+        } else if present {
+            sqlx::query(ABSENT_SQL).bind(&process_id).execute(&pool).await.map(|_| false)
+        } else {
+            Ok(false)
+        };
+        match written {
+            Ok(p) => present = p,
+            Err(e) => tracing::debug!(error = %e, "could not record this process's followers; retrying"),
+        }
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = feeds.presence_changed.notified() => {}
+            _ = tokio::time::sleep(PRESENCE_RENEW) => {}
+        }
+    }
+    if present && !pool.is_closed() {
+        let _ = sqlx::query(ABSENT_SQL).bind(&process_id).execute(&pool).await;
     }
 }
 
@@ -168,6 +240,8 @@ impl Shared {
 
 async fn announce(pool: PgPool, shared: Arc<Shared>, stop: CancellationToken) {
     let mut conn: Option<PgConnection> = None;
+    let mut anyone_follows = false;
+    let mut checked_at: Option<Instant> = None;
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
@@ -194,10 +268,25 @@ async fn announce(pool: PgPool, shared: Arc<Shared>, stop: CancellationToken) {
             }
         }
         if let Some(c) = conn.as_mut() {
-            let sent = sqlx::query(ANNOUNCE_SQL).bind(&channels).bind(&payloads).execute(&mut *c).await;
-            if let Err(e) = sent {
-                tracing::debug!(error = %e, "announcer lost its connection; reconnecting");
-                conn = None;
+            if checked_at.is_none_or(|at| at.elapsed() >= PRESENCE_RECHECK) {
+                match sqlx::query_scalar::<_, bool>(ANYONE_FOLLOWS_SQL).fetch_one(&mut *c).await {
+                    Ok(any) => {
+                        anyone_follows = any;
+                        checked_at = Some(Instant::now());
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, "announcer lost its connection; reconnecting");
+                        conn = None;
+                        continue;
+                    }
+                }
+            }
+            if anyone_follows {
+                let sent = sqlx::query(ANNOUNCE_SQL).bind(&channels).bind(&payloads).execute(&mut *c).await;
+                if let Err(e) = sent {
+                    tracing::debug!(error = %e, "announcer lost its connection; reconnecting");
+                    conn = None;
+                }
             }
         }
         tokio::time::sleep(COALESCE_WINDOW).await;

@@ -253,8 +253,11 @@ pub(crate) async fn tail(
     let pool = &backend.pool;
     // Subscribe before the first read, so a frame appended between the read and the wait
     // still wakes this tail.
-    let feed = (block_ms > 0).then(|| backend.follow().stream((id.uuid(), attempt.0 as i32)));
-    let mut woken = feed.as_ref().map(|f| f.subscribe());
+    let following = (block_ms > 0).then(|| {
+        let feeds = backend.follow();
+        (feeds.following(), feeds.stream((id.uuid(), attempt.0 as i32)))
+    });
+    let mut woken = following.as_ref().map(|(_, feed)| feed.subscribe());
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(block_ms);
     let after_seq = match after {
         StreamCursor::Start => 0,

@@ -9,6 +9,7 @@
 
 use std::collections::VecDeque;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use ff_core::EngineError;
@@ -16,6 +17,8 @@ use ff_core::event::EventCursor;
 use futures::Stream;
 use futures::future::BoxFuture;
 use tokio::sync::watch;
+
+use crate::pulse::{Feeds, Following};
 
 /// How long a caught-up follower waits without a wake-up before reading again.
 pub(crate) const IDLE_RECHECK: Duration = Duration::from_secs(1);
@@ -29,15 +32,16 @@ pub(crate) type ReadBatch<T> = Box<dyn FnMut(EventCursor) -> BoxFuture<'static, 
 /// A boxed stream of entries.
 pub(crate) type Follower<T> = Pin<Box<dyn Stream<Item = Result<T, EngineError>> + Send>>;
 
-/// Follows the log after `cursor`: `read` fetches a batch, `position` names an entry's cursor,
-/// `woken` changes when entries may have been added.
+/// Follows the log after `cursor`: `read` fetches a batch, `position` names an entry's cursor;
+/// the follower is counted in `feeds` (so writers announce) and woken by its event feed.
 pub(crate) fn follow<T: Send + 'static>(
     cursor: EventCursor,
-    woken: watch::Receiver<u64>,
+    feeds: &Arc<Feeds>,
     read: ReadBatch<T>,
     position: fn(&T) -> EventCursor,
 ) -> Follower<T> {
     struct State<T> {
+        _following: Following,
         cursor: EventCursor,
         woken: watch::Receiver<u64>,
         read: ReadBatch<T>,
@@ -45,7 +49,15 @@ pub(crate) fn follow<T: Send + 'static>(
         buffer: VecDeque<T>,
         empty_reads: usize,
     }
-    let state = State { cursor, woken, read, position, buffer: VecDeque::new(), empty_reads: AFTER_WAKE.len() };
+    let state = State {
+        _following: feeds.following(),
+        cursor,
+        woken: feeds.events(),
+        read,
+        position,
+        buffer: VecDeque::new(),
+        empty_reads: AFTER_WAKE.len(),
+    };
     Box::pin(futures::stream::unfold(state, |mut s| async move {
         loop {
             if let Some(entry) = s.buffer.pop_front() {

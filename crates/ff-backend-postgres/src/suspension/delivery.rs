@@ -60,5 +60,5 @@ pub(crate) fn stream(
         let (pool, filter) = (pool.clone(), filter.clone());
         Box::pin(async move { read(&pool, after, &filter).await })
     });
-    crate::subscription::follow(cursor, backend.follow().events(), reader, |e| e.cursor)
+    crate::subscription::follow(cursor, backend.follow(), reader, |e| e.cursor)
 }
