@@ -15,8 +15,10 @@
 //!
 //! Announcements cost the database a statement each, so they are sent only while somebody
 //! follows: a process with followers keeps a live row in `ff_follower` ([`run_presence`]), and
-//! the announcer checks for live rows at most every [`PRESENCE_RECHECK`]. A follower that appears
-//! is announced to within that time; until then its own re-reads find what was written.
+//! the announcer, while it has something to announce, checks for live rows at most every
+//! [`ABSENCE_RECHECK`] while it knows of none and every [`PRESENCE_RECHECK`] while it knows of
+//! some. A follower that appears is announced to within the first; until then its own re-reads
+//! find what was written.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -36,8 +38,10 @@ pub(crate) const FRAME_CHANNEL: &str = "ff_frame";
 /// Shortest time between two announcements of one process.
 pub(crate) const COALESCE_WINDOW: Duration = Duration::from_millis(1);
 
-/// How often the announcer looks again for followers anywhere.
+/// How often the announcer looks again for followers while it knows of some.
 pub(crate) const PRESENCE_RECHECK: Duration = Duration::from_secs(1);
+/// How often it looks while it knows of none (so a new follower is served soon).
+pub(crate) const ABSENCE_RECHECK: Duration = Duration::from_millis(100);
 /// How often a process with followers renews its presence row.
 const PRESENCE_RENEW: Duration = Duration::from_secs(5);
 /// How long a presence row lives without renewal, in ms.
@@ -268,7 +272,8 @@ async fn announce(pool: PgPool, shared: Arc<Shared>, stop: CancellationToken) {
             }
         }
         if let Some(c) = conn.as_mut() {
-            if checked_at.is_none_or(|at| at.elapsed() >= PRESENCE_RECHECK) {
+            let recheck = if anyone_follows { PRESENCE_RECHECK } else { ABSENCE_RECHECK };
+            if checked_at.is_none_or(|at| at.elapsed() >= recheck) {
                 match sqlx::query_scalar::<_, bool>(ANYONE_FOLLOWS_SQL).fetch_one(&mut *c).await {
                     Ok(any) => {
                         anyone_follows = any;
