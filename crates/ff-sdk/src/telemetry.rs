@@ -188,7 +188,7 @@ pub fn handler_span(task: &ClaimedTask) -> tracing::Span {
         HANDLER_SPAN,
         otel.kind = "consumer",
         ff.execution_id = %task.execution_id,
-        ff.attempt_index = task.attempt_index.0,
+        ff.attempt_index = i64::from(task.attempt_index.0),
         ff.execution_kind = %task.execution_kind,
         ff.lane_id = %task.lane_id.as_str(),
         ff.claim_kind = task.claim_kind.as_str(),

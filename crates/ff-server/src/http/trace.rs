@@ -65,7 +65,7 @@ pub(super) async fn request_span(req: Request, next: Next) -> Response {
         }
     }
     let response = next.run(req).instrument(span.clone()).await;
-    span.record("http.response.status_code", response.status().as_u16());
+    span.record("http.response.status_code", i64::from(response.status().as_u16()));
     response
 }
 
