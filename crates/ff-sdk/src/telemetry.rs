@@ -99,14 +99,17 @@ impl Drop for Telemetry {
 }
 
 /// Installs the process-wide `tracing` subscriber: stderr logs under `RUST_LOG` (else
-/// `default_filter`), plus OTLP export when an endpoint is configured. Call once, early in
+/// `default_filter`), plus OTLP export, under the same filter, when an endpoint is configured. Call once, early in
 /// `main`, and keep the returned value until exit.
 pub fn install(config: &TelemetryConfig) -> Result<Telemetry, SdkError> {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.default_filter));
-    let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_filter(filter);
+    let filter = || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.default_filter));
+    let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_filter(filter());
     let provider =
         if config.exports() { Some(otlp_provider(&config.service_name, config.explicit_endpoint())?) } else { None };
-    let spans = provider.as_ref().map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer("flowfabric")));
+    // The same filter keeps dependencies' debug spans out of the export.
+    let spans = provider
+        .as_ref()
+        .map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer("flowfabric")).with_filter(filter()));
     tracing_subscriber::registry()
         .with(logs)
         .with(spans)
