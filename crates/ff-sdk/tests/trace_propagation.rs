@@ -284,6 +284,9 @@ async fn a_traceparent_header_parents_the_handler_spans() {
     env.server.shutdown().await.unwrap();
 }
 
+/// Request headers as name and value.
+type Headers<'a> = Vec<(&'a str, &'a str)>;
+
 /// A malformed trace context, in a header or a body, on either route, is `400 invalid_input`
 /// and writes nothing.
 #[tokio::test]
@@ -293,7 +296,7 @@ async fn a_malformed_trace_context_is_refused_and_nothing_is_written() {
     let submission = serde_json::to_value(SubmitRequest::json("l", "k", json!(1))).unwrap();
     let mut bad_body = submission.clone();
     bad_body["trace_context"] = json!({"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01"});
-    let cases: Vec<(&str, Vec<(&str, &str)>, serde_json::Value)> = vec![
+    let cases: Vec<(&str, Headers, serde_json::Value)> = vec![
         ("/v1/executions", vec![("traceparent", "garbage")], submission.clone()),
         ("/v1/executions", vec![("traceparent", &good[..54])], submission.clone()),
         ("/v1/executions", vec![("tracestate", "k=v")], submission.clone()),
