@@ -35,7 +35,7 @@ use ff_core::{
     AppendFrameOutcome, AttemptIndex, CreateExecutionResult, ExecutionId, ExecutionInfo, ExecutionSnapshot,
     FailOutcome, HeartbeatWorkerArgs, HeartbeatWorkerOutcome, LeaseRenewal, ListExecutionsPage, ListWorkersArgs,
     ListWorkersResult, MarkWorkerDeadArgs, MarkWorkerDeadOutcome, PartitionConfig, PublicState, RegisterWorkerArgs,
-    RegisterWorkerOutcome, StreamFrames, WorkerId, WorkerInstanceId,
+    RegisterWorkerOutcome, StreamFrames, TraceContext, WorkerId, WorkerInstanceId,
 };
 use reqwest::{Method, RequestBuilder};
 use serde::Serialize;
@@ -203,8 +203,14 @@ impl Client {
         async {
             match (&req.trace_context, crate::telemetry::current_trace_context()) {
                 (None, Some(trace)) => {
-                    let req = SubmitRequest { trace_context: Some(trace), ..req.clone() };
-                    self.post("/v1/executions", &req).await
+                    /// The request with a trace context added, without copying its input.
+                    #[derive(Serialize)]
+                    struct Traced<'a> {
+                        #[serde(flatten)]
+                        req: &'a SubmitRequest,
+                        trace_context: TraceContext,
+                    }
+                    self.post("/v1/executions", &Traced { req, trace_context: trace }).await
                 }
                 _ => self.post("/v1/executions", req).await,
             }
