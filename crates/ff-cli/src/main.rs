@@ -3,7 +3,9 @@
 //! `ff quotas ...`, over the HTTP API).
 //!
 //! Configuration is read once, from flags and their environment variables (`ff <command>
-//! --help` lists both). Every command shuts down cleanly on Ctrl-C or SIGTERM.
+//! --help` lists both). Every command shuts down cleanly on Ctrl-C or SIGTERM. Logs go to
+//! stderr (`RUST_LOG`); spans are exported over OTLP when `OTEL_EXPORTER_OTLP_ENDPOINT` is set
+//! (`ff_sdk::telemetry`).
 
 mod allocator;
 mod api;
@@ -58,13 +60,21 @@ fn main() -> ExitCode {
         }
         _ => "info",
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    // Logs on stderr; spans exported over OTLP only when OTEL_EXPORTER_OTLP_ENDPOINT is set.
+    let service = match cli.command {
+        Command::Serve(_) => "flowfabric-server",
+        _ => "ff",
+    };
+    let telemetry = match ff_sdk::telemetry::install(&ff_sdk::telemetry::TelemetryConfig {
+        default_filter: default_level.to_owned(),
+        ..ff_sdk::telemetry::TelemetryConfig::new(service)
+    }) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: cannot set up tracing: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -83,6 +93,8 @@ fn main() -> ExitCode {
             Command::Quotas(args) => quotas::run(args).await,
         }
     });
+    drop(runtime);
+    telemetry.shutdown();
     match result {
         Ok(code) => code,
         Err(e) => {

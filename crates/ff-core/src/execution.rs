@@ -12,6 +12,7 @@ use crate::id::{
 use crate::operator::CancelSource;
 use crate::policy::ExecutionPolicy;
 use crate::state::{PublicState, StateVector};
+use crate::trace::TraceContext;
 
 /// Largest input or result payload in bytes (8 MiB).
 pub const MAX_PAYLOAD_BYTES: usize = 8 * 1024 * 1024;
@@ -111,6 +112,9 @@ pub struct CreateExecutionArgs {
     /// Expires (terminal `expired`) if not finished by this time.
     #[serde(default)]
     pub execution_deadline_at: Option<TimestampMs>,
+    /// The submitter's trace context, handed to every worker that claims the execution.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_context: Option<TraceContext>,
 }
 
 impl CreateExecutionArgs {
@@ -135,6 +139,7 @@ impl CreateExecutionArgs {
             policy: None,
             delay_until: None,
             execution_deadline_at: None,
+            trace_context: None,
         }
     }
 
@@ -386,6 +391,9 @@ pub struct ExecutionContext {
     pub execution_kind: String,
     /// Tags.
     pub tags: BTreeMap<String, String>,
+    /// The submitter's trace context, when it gave one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_context: Option<TraceContext>,
 }
 
 /// One page of `list_executions`.

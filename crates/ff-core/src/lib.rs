@@ -23,6 +23,7 @@ pub mod state;
 pub mod stream;
 pub mod suspension;
 pub mod tag;
+pub mod trace;
 pub mod wire;
 pub mod worker;
 
@@ -45,4 +46,5 @@ pub use policy::*;
 pub use state::*;
 pub use stream::*;
 pub use suspension::*;
+pub use trace::TraceContext;
 pub use worker::*;

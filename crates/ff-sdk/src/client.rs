@@ -35,12 +35,13 @@ use ff_core::{
     AppendFrameOutcome, AttemptIndex, CreateExecutionResult, ExecutionId, ExecutionInfo, ExecutionSnapshot,
     FailOutcome, HeartbeatWorkerArgs, HeartbeatWorkerOutcome, LeaseRenewal, ListExecutionsPage, ListWorkersArgs,
     ListWorkersResult, MarkWorkerDeadArgs, MarkWorkerDeadOutcome, PartitionConfig, PublicState, RegisterWorkerArgs,
-    RegisterWorkerOutcome, StreamFrames, SummaryDocument, TailVisibility, WorkerId, WorkerInstanceId,
+    RegisterWorkerOutcome, StreamFrames, SummaryDocument, TailVisibility, TraceContext, WorkerId, WorkerInstanceId,
 };
 use reqwest::{Method, RequestBuilder};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::OnceCell;
+use tracing::Instrument;
 
 use crate::error::SdkError;
 
@@ -134,8 +135,16 @@ impl Client {
         self.partitions.get_or_try_init(|| Self::json(self.request(Method::GET, "/v1/partitions"))).await.copied()
     }
 
+    /// A request to `path`, with the bearer token and, when the current span is traced, its
+    /// `traceparent` / `tracestate` headers (the server's request span is its child).
     fn request(&self, method: Method, path: &str) -> RequestBuilder {
-        let req = self.http.request(method, format!("{}{path}", self.base)).timeout(REQUEST_TIMEOUT);
+        let mut req = self.http.request(method, format!("{}{path}", self.base)).timeout(REQUEST_TIMEOUT);
+        if let Some(trace) = crate::telemetry::current_trace_context() {
+            req = req.header("traceparent", trace.traceparent());
+            if let Some(state) = trace.tracestate() {
+                req = req.header("tracestate", state);
+            }
+        }
         match &self.token {
             Some(t) => req.bearer_auth(t),
             None => req,
@@ -186,15 +195,50 @@ impl Client {
 
     // ----- submission and reads --------------------------------------------------------------
 
-    /// Submits one execution; `Duplicate` when its id or idempotency key already exists.
+    /// Submits one execution; `Duplicate` when its id or idempotency key already exists. Runs in
+    /// an `ff.submit` span; a request without a trace context carries that span's, so the
+    /// handler span of every attempt is its child.
     pub async fn submit(&self, req: &SubmitRequest) -> Result<CreateExecutionResult, SdkError> {
-        self.post("/v1/executions", req).await
+        let span = crate::telemetry::submit_span(&req.lane_id, &req.execution_kind, 1);
+        async {
+            match (&req.trace_context, crate::telemetry::current_trace_context()) {
+                (None, Some(trace)) => {
+                    /// The request with a trace context added, without copying its input.
+                    #[derive(Serialize)]
+                    struct Traced<'a> {
+                        #[serde(flatten)]
+                        req: &'a SubmitRequest,
+                        trace_context: TraceContext,
+                    }
+                    self.post("/v1/executions", &Traced { req, trace_context: trace }).await
+                }
+                _ => self.post("/v1/executions", req).await,
+            }
+        }
+        .instrument(span)
+        .await
     }
 
-    /// Submits many executions atomically; results in input order.
-    pub async fn submit_batch(&self, executions: Vec<SubmitRequest>) -> Result<Vec<CreateExecutionResult>, SdkError> {
-        let resp: SubmitBatchResponse = self.post("/v1/executions/batch", &SubmitBatchRequest { executions }).await?;
-        Ok(resp.results)
+    /// Submits many executions atomically; results in input order. Like [`Client::submit`], in
+    /// an `ff.submit` span whose trace context goes with each execution that carries none.
+    pub async fn submit_batch(
+        &self,
+        mut executions: Vec<SubmitRequest>,
+    ) -> Result<Vec<CreateExecutionResult>, SdkError> {
+        let first = executions.first().map(|e| (e.lane_id.clone(), e.execution_kind.clone())).unwrap_or_default();
+        let span = crate::telemetry::submit_span(&first.0, &first.1, executions.len());
+        async {
+            if let Some(trace) = crate::telemetry::current_trace_context() {
+                for e in executions.iter_mut().filter(|e| e.trace_context.is_none()) {
+                    e.trace_context = Some(trace.clone());
+                }
+            }
+            let resp: SubmitBatchResponse =
+                self.post("/v1/executions/batch", &SubmitBatchRequest { executions }).await?;
+            Ok(resp.results)
+        }
+        .instrument(span)
+        .await
     }
 
     /// Snapshot; `None` when absent.

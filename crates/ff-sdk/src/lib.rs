@@ -22,6 +22,9 @@
 //!   [`SubmitRequest::quota_policy`], [`SubmitRequest::concurrency_key`]); a handler charges
 //!   what it used with [`TaskContext::report_usage`]. A strict budget that runs out holds its
 //!   executions back (`rate_limited`, `waiting_for_budget`) until it is reset or raised.
+//! - Tracing ([`telemetry`]): a submission carries the current span's W3C trace context, and
+//!   the handler of every attempt runs in a span (`ff.handle`) that is its child;
+//!   [`telemetry::install`] exports spans over OTLP when `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
 //!
 //! ```no_run
 //! use ff_sdk::{Client, HttpTransport, Worker, WorkerConfig, TaskContext, HandlerError};
@@ -44,6 +47,7 @@
 
 pub mod client;
 pub mod error;
+pub mod telemetry;
 pub mod transport;
 pub mod worker;
 

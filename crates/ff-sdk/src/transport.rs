@@ -16,7 +16,7 @@ use ff_core::{
     FailOutcome, FailureClass, FailureReason, Frame, Handle, HandleKind, HandlePayload, HeartbeatWorkerArgs,
     HeartbeatWorkerOutcome, LaneId, LeaseRenewal, LeasedExecution, MarkWorkerDeadArgs, MarkWorkerDeadOutcome,
     PendingWaitpoint, RegisterWorkerArgs, RegisterWorkerOutcome, ReportUsageResult, ResumeSignal, SuspendArgs,
-    SuspendOutcome, TimestampMs, UsageDimensions, WorkerId,
+    SuspendOutcome, TimestampMs, TraceContext, UsageDimensions, WorkerId,
 };
 
 use crate::client::Client;
@@ -43,6 +43,8 @@ pub struct ClaimedTask {
     pub input: Vec<u8>,
     /// Tags.
     pub tags: BTreeMap<String, String>,
+    /// The submitter's trace context: the handler's span is its child.
+    pub trace_context: Option<TraceContext>,
 }
 
 impl ClaimedTask {
@@ -60,6 +62,7 @@ impl ClaimedTask {
             execution_kind: context.execution_kind,
             input: context.input_payload,
             tags: context.tags,
+            trace_context: context.trace_context,
             handle,
         })
     }
@@ -81,6 +84,7 @@ impl TryFrom<ClaimedExecution> for ClaimedTask {
             execution_kind: c.execution_kind,
             input: decode_bytes("input_base64", &c.input_base64)?,
             tags: c.tags,
+            trace_context: c.trace_context,
         })
     }
 }

@@ -41,6 +41,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::error::SdkError;
 use crate::transport::{ClaimArgs, ClaimedTask, WorkerTransport};
@@ -499,7 +500,8 @@ impl<S: Send + Sync + 'static> Runtime<S> {
             tokio::select! {
                 next = rx.recv() => match next {
                     Some((task, permit)) => {
-                        running.spawn(self.clone().run_task(task, permit, release.clone()));
+                        let span = crate::telemetry::handler_span(&task);
+                        running.spawn(self.clone().run_task(task, permit, release.clone()).instrument(span));
                     }
                     None => break,
                 },
@@ -674,6 +676,14 @@ impl<S: Send + Sync + 'static> Runtime<S> {
                 }
             }
         };
+        tracing::Span::current().record(
+            "ff.outcome",
+            match &outcome {
+                None => "released",
+                Some(Ok(_)) => "completed",
+                Some(Err(_)) => "error",
+            },
+        );
         self.end(&ctx, outcome).await;
     }
 

@@ -14,7 +14,7 @@ use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
 use ff_backend_postgres::{MIGRATOR, PostgresBackend};
 use ff_core::wire::{ClaimResponse, ClaimedExecution};
-use ff_core::{BudgetId, EngineBackend, ExecutionId, LaneId, PartitionConfig, QuotaPolicyId};
+use ff_core::{BudgetId, ExecutionId, LaneId, PartitionConfig, QuotaPolicyId};
 use ff_server::{AppState, Telemetry, router};
 use ff_test::TestDb;
 use serde_json::{Value, json};
@@ -35,7 +35,7 @@ impl App {
         let backend = PostgresBackend::from_pool(db.pool().clone(), PartitionConfig::default());
         let telemetry = Arc::new(Telemetry::new(backend.metrics().clone(), None));
         let state = AppState::new(
-            backend as Arc<dyn EngineBackend>,
+            backend,
             PartitionConfig::default(),
             Some(TOKEN.to_owned()),
             telemetry,

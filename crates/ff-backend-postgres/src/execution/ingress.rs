@@ -24,11 +24,11 @@ WITH raw_input AS (
     SELECT * FROM unnest($1::uuid[], $2::smallint[], $3::text[], $4::text[], $5::text[], $6::int[], $7::text[],
                          $8::text[], $9::text[], $10::bytea[], $11::jsonb[], $12::text[], $13::jsonb[], $14::int[],
                          $15::int[], $16::bigint[], $17::bigint[], $18::bigint[], $19::bigint[], $20::uuid[],
-                         $21::text[], $22::text[])
+                         $21::text[], $22::text[], $23::jsonb[])
         WITH ORDINALITY AS i(execution_id, partition_key, namespace, lane_id, execution_kind, priority, creator_identity,
                              idempotency_key, payload_encoding, input_payload, tags, capabilities, policy, max_retries,
                              max_reclaim_count, attempt_timeout_ms, delay_until, deadline_at, deadline_rel_ms,
-                             own_quota_policy_id, concurrency_key, budgets, ord)
+                             own_quota_policy_id, concurrency_key, budgets, trace_context, ord)
 ),
 -- An execution without a quota policy of its own takes its lane's.
 input AS (
@@ -50,7 +50,8 @@ ins AS (
     INSERT INTO ff_execution (execution_id, partition_key, namespace, lane_id, execution_kind, priority, creator_identity,
         idempotency_key, payload_encoding, input_payload, tags, required_capabilities, policy, max_retries,
         max_reclaim_count, attempt_timeout_ms, lifecycle_phase, ownership_state, eligibility_state, blocking_reason,
-        terminal_outcome, attempt_state, eligible_at_ms, deadline_at_ms, quota_policy_id, concurrency_key, budget_ids)
+        terminal_outcome, attempt_state, eligible_at_ms, deadline_at_ms, quota_policy_id, concurrency_key, budget_ids,
+        trace_context)
     SELECT execution_id, partition_key, namespace, lane_id, execution_kind, priority, creator_identity,
         idempotency_key, payload_encoding, input_payload, tags, r.required, policy, max_retries,
         max_reclaim_count, attempt_timeout_ms, 'runnable', 'unowned',
@@ -62,7 +63,7 @@ ins AS (
               ELSE 'waiting_for_worker' END)::ff_blocking_reason,
         'none', 'pending_first_attempt', greatest(coalesce(delay_until, 0), ff_now_ms()),
         coalesce(deadline_at, ff_now_ms() + deadline_rel_ms), quota_policy_id, concurrency_key,
-        string_to_array(nullif(budgets, ''), ',')::uuid[]
+        string_to_array(nullif(budgets, ''), ',')::uuid[], trace_context
     FROM input CROSS JOIN refs,
          LATERAL (SELECT c.required, ff_route_covered(lane_id, c.required) AS covered
                   FROM (SELECT coalesce(string_to_array(nullif(capabilities, ''), ','), '{}') AS required) c) r
@@ -147,6 +148,7 @@ pub(crate) async fn create<'e>(
     let mut quota_policies = Vec::with_capacity(n);
     let mut concurrency_keys = Vec::with_capacity(n);
     let mut budgets = Vec::with_capacity(n);
+    let mut traces = Vec::with_capacity(n);
     for (i, a) in batch.iter().enumerate() {
         a.validate().map_err(|e| prefix(e, i, n))?;
         partitions.check_execution_partition(a.execution_id.partition_index()).map_err(|e| prefix(e, i, n))?;
@@ -174,6 +176,13 @@ pub(crate) async fn create<'e>(
         quota_policies.push(policy.quota_policy_id.map(|q| q.0));
         concurrency_keys.push(policy.concurrency_key.clone());
         budgets.push(policy.budget_ids.iter().map(|b| b.to_string()).collect::<Vec<_>>().join(","));
+        traces.push(
+            a.trace_context
+                .as_ref()
+                .map(serde_json::to_value)
+                .transpose()
+                .map_err(|e| EngineError::Internal(e.to_string()))?,
+        );
         policies.push(serde_json::to_value(&policy).map_err(|e| EngineError::Internal(e.to_string()))?);
     }
     let rows = sqlx::query(CREATE_SQL)
@@ -199,6 +208,7 @@ pub(crate) async fn create<'e>(
         .bind(&quota_policies)
         .bind(&concurrency_keys)
         .bind(&budgets)
+        .bind(&traces)
         .fetch_all(exec)
         .await
         .map_err(map_sqlx)?;

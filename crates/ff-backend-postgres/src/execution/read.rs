@@ -7,7 +7,7 @@ use ff_core::{
     AttemptId, AttemptIndex, AttemptSummary, EngineError, ExecutionContext, ExecutionId, ExecutionInfo,
     ExecutionSnapshot, LaneId, LeaseEpoch, LeaseId, LeaseSummary, ListExecutionsPage, ListLanesPage, MAX_LIST_LIMIT,
     Namespace, OwnershipState, Partition, PartitionConfig, PartitionFamily, PartitionKey, PublicState, TimestampMs,
-    ValidationKind, WorkerInstanceId,
+    TraceContext, ValidationKind, WorkerInstanceId,
 };
 use sqlx::PgPool;
 use sqlx::postgres::PgRow;
@@ -66,6 +66,14 @@ pub(crate) fn tags(row: &PgRow) -> Result<BTreeMap<String, String>, EngineError>
         .map_err(|e| EngineError::validation(ValidationKind::Corruption, format!("stored tags: {e}")))
 }
 
+/// Decodes the `trace_context` column of a row (NULL: none was given).
+pub(crate) fn trace_context(row: &PgRow) -> Result<Option<TraceContext>, EngineError> {
+    col::<Option<serde_json::Value>>(row, "trace_context")?
+        .map(serde_json::from_value)
+        .transpose()
+        .map_err(|e| EngineError::validation(ValidationKind::Corruption, format!("stored trace context: {e}")))
+}
+
 /// Columns `describe_execution` reads.
 pub(crate) static DESCRIBE_COLUMNS: LazyLock<String> = LazyLock::new(|| {
     format!(
@@ -84,7 +92,7 @@ pub(crate) static INFO_COLUMNS: LazyLock<String> = LazyLock::new(|| {
 });
 
 /// Columns `read_execution_context` reads.
-pub(crate) const CONTEXT_COLUMNS: &str = "input_payload, execution_kind, tags";
+pub(crate) const CONTEXT_COLUMNS: &str = "input_payload, execution_kind, tags, trace_context";
 
 /// `describe_execution`.
 pub(crate) async fn describe(
@@ -183,6 +191,7 @@ pub(crate) async fn context(
         input_payload: col(&row, "input_payload")?,
         execution_kind: col(&row, "execution_kind")?,
         tags: tags(&row)?,
+        trace_context: trace_context(&row)?,
     })
 }
 

@@ -134,6 +134,7 @@ where
                     input_payload: col(r, "input_payload")?,
                     execution_kind: col(r, "execution_kind")?,
                     tags: crate::execution::read::tags(r)?,
+                    trace_context: crate::execution::read::trace_context(r)?,
                 })
             } else {
                 None

@@ -90,6 +90,7 @@ fn member_request(args: &CreateExecutionArgs) -> SubmitRequest {
         policy: args.policy.clone(),
         delay_until: args.delay_until,
         execution_deadline_at: args.execution_deadline_at,
+        trace_context: args.trace_context.clone(),
     }
 }
 

@@ -37,6 +37,7 @@ use crate::partition::PartitionConfig;
 use crate::policy::{ExecutionPolicy, LEASE_TTL_MAX_MS, LEASE_TTL_MIN_MS, MAX_CAPABILITIES, PRIORITY_MAX};
 use crate::stream::{FRAME_TYPE_PATTERN, FrameKind, MAX_FRAME_BYTES, MAX_FRAME_TYPE_BYTES};
 use crate::tag::{TAG_VALUE_MAX_BYTES, tags_schema};
+use crate::trace::TraceContext;
 use crate::worker::{
     MAX_DEATH_REASON_BYTES, MAX_WORKER_LANES, RegisterWorkerArgs, WORKER_TTL_MAX_MS, WORKER_TTL_MIN_MS,
 };
@@ -147,6 +148,10 @@ pub struct SubmitRequest {
     /// Expires if not finished by this time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub execution_deadline_at: Option<TimestampMs>,
+    /// The submitter's W3C trace context; a request's `traceparent` / `tracestate` headers
+    /// give it to an execution that carries none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_context: Option<TraceContext>,
 }
 
 impl SubmitRequest {
@@ -184,6 +189,7 @@ impl SubmitRequest {
         args.policy = self.policy;
         args.delay_until = self.delay_until;
         args.execution_deadline_at = self.execution_deadline_at;
+        args.trace_context = self.trace_context;
         args.validate()?;
         Ok(args)
     }
@@ -284,6 +290,9 @@ pub struct ClaimedExecution {
     pub input_base64: String,
     /// Tags.
     pub tags: BTreeMap<String, String>,
+    /// The submitter's trace context: the handler's span is its child.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_context: Option<TraceContext>,
 }
 
 impl ClaimedExecution {
@@ -304,6 +313,7 @@ impl ClaimedExecution {
             execution_kind: context.execution_kind,
             input_base64: encode_bytes(&context.input_payload),
             tags: context.tags,
+            trace_context: context.trace_context,
         })
     }
 }

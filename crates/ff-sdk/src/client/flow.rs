@@ -93,11 +93,15 @@ impl FlowBuilder<'_> {
     pub async fn create(self) -> Result<FlowGraphOutcome, SdkError> {
         let partitions = self.client.partitions().await?;
         let flow_id = self.flow.flow_id;
+        let trace = crate::telemetry::current_trace_context();
         let mut ids = BTreeMap::new();
         let mut members = Vec::with_capacity(self.members.len());
         for (key, mut execution) in self.members {
             let id = *execution.execution_id.get_or_insert_with(|| ExecutionId::for_flow(&flow_id, &partitions));
             execution.namespace.get_or_insert_with(|| self.flow.namespace.clone());
+            if execution.trace_context.is_none() {
+                execution.trace_context = trace.clone();
+            }
             if ids.insert(key.clone(), id).is_some() {
                 return Err(EngineError::invalid(format!("flow member {key:?} is added twice")).into());
             }

@@ -1,4 +1,5 @@
-//! Submission, reads and listings of executions.
+//! Submission, reads and listings of executions. A submission's `traceparent` / `tracestate`
+//! headers give their trace context to the executions whose body carries none.
 
 use axum::Json;
 use axum::extract::State;
@@ -16,6 +17,7 @@ use serde_json::json;
 use super::error::ApiError;
 use super::extract::{ApiJson, ApiQuery, ExecutionPath};
 use super::route::ApiRoute;
+use super::trace::TraceHeaders;
 use super::{AppState, BATCH_LIMIT, SUBMIT_LIMIT};
 use crate::openapi::QuerySchema;
 
@@ -69,7 +71,12 @@ pub(super) fn routes() -> Vec<ApiRoute> {
     ]
 }
 
-async fn submit(State(state): State<AppState>, ApiJson(req): ApiJson<SubmitRequest>) -> Result<Response, ApiError> {
+async fn submit(
+    State(state): State<AppState>,
+    TraceHeaders(trace): TraceHeaders,
+    ApiJson(mut req): ApiJson<SubmitRequest>,
+) -> Result<Response, ApiError> {
+    req.trace_context = req.trace_context.or(trace);
     let args = req.into_args(&state.0.partitions)?;
     let result = state.backend().create_execution(args).await?;
     let status = match result {
@@ -81,13 +88,15 @@ async fn submit(State(state): State<AppState>, ApiJson(req): ApiJson<SubmitReque
 
 async fn submit_batch(
     State(state): State<AppState>,
+    TraceHeaders(trace): TraceHeaders,
     ApiJson(req): ApiJson<SubmitBatchRequest>,
 ) -> Result<Json<SubmitBatchResponse>, ApiError> {
     let args = req
         .executions
         .into_iter()
         .enumerate()
-        .map(|(i, r)| {
+        .map(|(i, mut r)| {
+            r.trace_context = r.trace_context.or_else(|| trace.clone());
             r.into_args(&state.0.partitions)
                 .map_err(|e| ApiError::bad_request("invalid_input", format!("executions[{i}]: {e}")))
         })

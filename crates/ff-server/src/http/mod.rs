@@ -4,7 +4,8 @@
 //! two cannot drift; the document is built once and served from [`AppState`]. Handlers are thin
 //! (extract, call the backend, map). Bearer-token auth (`/v1/*` and `/metrics`), per-route body
 //! limits, the server-wide budget of request-body bytes in flight ([`BodyBudget`], checked after
-//! auth and before any body is read), request metrics and CORS are layers. One route is open to the outside world: a
+//! auth and before any body is read), request metrics, request spans (`trace`) and CORS are
+//! layers. One route is open to the outside world: a
 //! signal to a waitpoint may be authorised by the waitpoint's own token instead of the bearer
 //! token; its handler reads who is calling with the [`Caller`] extractor, and the backend
 //! verifies the waitpoint token.
@@ -26,6 +27,7 @@ mod route;
 mod streams;
 mod suspension;
 mod tags;
+mod trace;
 mod workers;
 
 use std::sync::Arc;
@@ -221,6 +223,7 @@ pub fn router(state: AppState, cors_origins: &[String]) -> Result<Router, Engine
         .fallback(unknown_route)
         .method_not_allowed_fallback(wrong_method)
         .layer(middleware::from_fn_with_state(state.clone(), record_request))
+        .layer(middleware::from_fn(trace::request_span))
         .layer(CatchPanicLayer::custom(panicked))
         .with_state(state);
     Ok(match cors(cors_origins)? {
@@ -237,6 +240,8 @@ fn cors(origins: &[String]) -> Result<Option<CorsLayer>, EngineError> {
         header::CONTENT_TYPE,
         header::AUTHORIZATION,
         header::HeaderName::from_static(ff_core::wire::WAITPOINT_TOKEN_HEADER),
+        header::HeaderName::from_static("traceparent"),
+        header::HeaderName::from_static("tracestate"),
     ]);
     if origins.iter().any(|o| o.trim() == "*") {
         return Ok(Some(layer.allow_origin(Any)));

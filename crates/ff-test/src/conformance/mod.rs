@@ -39,6 +39,7 @@
 //!   release, bad input.
 //! - [`grant`] — claim grants (reserve, claim with the key, refusals, lapse), the operator's
 //!   immediate claim, the block primitives fenced by reason.
+//! - [`trace`] — a submitter's trace context travels with every claim of its execution.
 //! - [`worker_registry`] — registration, heartbeats, listings; a dead or lapsed worker's
 //!   leases are revoked at once; bad input.
 //!
@@ -93,6 +94,7 @@ pub mod state_machine;
 pub mod stream;
 pub mod suspension;
 pub mod timeouts;
+pub mod trace;
 pub mod worker_registry;
 
 pub use fixture::Fixture;
@@ -145,6 +147,9 @@ macro_rules! conformance_suite {
                 permanent_failure_is_terminal_despite_retries_left,
                 no_retry_policy_means_first_failure_is_terminal,
                 exponential_backoff_grows_and_is_capped,
+            }
+            trace {
+                the_trace_context_travels_with_every_claim,
             }
             reclaim {
                 plain_claim_reclaims_an_expired_lease,
