@@ -88,6 +88,7 @@ pub async fn read_events(
         .fetch_all(pool)
         .await
         .map_err(map_sqlx)?;
+    crate::retention::check_cursor(pool, after).await?;
     rows.iter()
         .map(|r| {
             let partition: i16 = col(r, "partition_key")?;

@@ -27,6 +27,7 @@ pub mod metrics;
 pub mod migrate;
 mod operator;
 pub mod reconciler;
+mod retention;
 mod route;
 mod row;
 #[cfg(test)]
