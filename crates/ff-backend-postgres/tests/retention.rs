@@ -102,14 +102,8 @@ async fn budget(fx: &Fixture) -> BudgetId {
 /// suspended on a waitpoint, was resumed by a signal and completed; plus the grant and dedup rows
 /// a crash could leave behind.
 async fn rich_execution(fx: &Fixture, lane: &str, b: BudgetId) -> ExecutionId {
-    let id = fx
-        .create_with(lane, |a| {
-            a.policy = Some(ExecutionPolicy {
-                budget_ids: vec![b],
-                ..retry_policy(1, 0)
-            })
-        })
-        .await;
+    let id =
+        fx.create_with(lane, |a| a.policy = Some(ExecutionPolicy { budget_ids: vec![b], ..retry_policy(1, 0) })).await;
     let h = fx.claim(lane, "w").await;
     assert_eq!(payload(&h).execution_id, id);
     fx.backend.append_frame(&h, frame(b"one")).await.unwrap();

@@ -95,6 +95,7 @@ impl RetentionScope {
 
 /// Arguments of `set_retention_policy`: the window of a lane or a namespace.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct SetRetentionPolicyArgs {
     /// What the window applies to.
     pub scope: RetentionScope,
@@ -119,6 +120,13 @@ pub struct RetentionPolicy {
     pub retention_ms: i64,
     /// When it was last set (database time).
     pub updated_at: TimestampMs,
+}
+
+/// Every retention override (`GET /v1/retention`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct RetentionPolicies {
+    /// Lanes first, then namespaces, each by name.
+    pub policies: Vec<RetentionPolicy>,
 }
 
 /// Arguments of `trim_retention`: one batch of one lane.

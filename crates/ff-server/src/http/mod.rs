@@ -21,6 +21,7 @@ mod leases;
 mod operator;
 mod ops;
 mod quotas;
+mod retention;
 mod route;
 mod streams;
 mod suspension;
@@ -169,6 +170,7 @@ pub fn routes() -> Vec<ApiRoute> {
         budgets::routes(),
         quotas::routes(),
         grants::routes(),
+        retention::routes(),
     ]
     .into_iter()
     .flatten()

@@ -46,6 +46,11 @@ impl ApiRoute {
         RouteBuilder::new(Method::PUT, path, summary)
     }
 
+    /// A `DELETE` route.
+    pub fn delete(path: &'static str, summary: &'static str) -> RouteBuilder {
+        RouteBuilder::new(Method::DELETE, path, summary)
+    }
+
     /// What the OpenAPI document says about this route.
     pub fn operation(&self) -> &Operation {
         &self.operation
