@@ -6,8 +6,8 @@
 //! does), the retention reconciler every `--interval-s` seconds with a window of `--window-s`
 //! seconds for executions and events alike. Every `--sample-s` seconds the run reads
 //! `pg_total_relation_size` (table, TOAST and indexes) of every `ff_` table and the rows of the
-//! busiest ones, and prints them as one line; at the end, each table's size once two windows
-//! have passed beside its final size. Sizes that level off once the window has passed a few
+//! busiest ones, and prints them as one line; at the end, each table's size halfway through
+//! beside its final size. Sizes that level off once the window has passed a few
 //! times, instead of growing with the executions created, are what the run shows; how soon
 //! freed space is reused depends on autovacuum, whose settings are printed with the figures.
 //!
@@ -199,7 +199,7 @@ pub async fn run(args: RetentionArgs) -> Result<()> {
     while let Some(done) = tasks.join_next().await {
         done??;
     }
-    summarize(&samples, window);
+    summarize(&samples);
     Ok(())
 }
 
@@ -222,7 +222,10 @@ fn mib(bytes: i64) -> f64 {
 }
 
 fn print_header() {
-    print!("{:>6} {:>9} {:>9} | {:>9} {:>10} {:>10} |", "t(s)", "created", "done", "exec_rows", "event_rows", "frame_rows");
+    print!(
+        "{:>6} {:>9} {:>9} | {:>9} {:>10} {:>10} |",
+        "t(s)", "created", "done", "exec_rows", "event_rows", "frame_rows"
+    );
     for t in SHOWN {
         print!(" {t:>12}");
     }
@@ -245,40 +248,39 @@ fn print_sample(s: &Sample) {
     println!(" {:>12.2}", mib(s.sizes.values().sum()));
 }
 
-/// Each table's size at the first sample two windows in, beside its final size.
-fn summarize(samples: &[Sample], window: Duration) {
+/// Each table's size halfway through the run beside its final size: once the window and an
+/// autovacuum cycle have passed, the second half adds executions but not storage.
+fn summarize(samples: &[Sample]) {
     let Some(last) = samples.last() else { return };
-    let Some(settled) = samples.iter().find(|s| s.at >= window * 2) else {
-        println!("the run was shorter than two windows: no steady-state comparison");
-        return;
-    };
+    let Some(half) = samples.iter().find(|s| s.at >= last.at / 2) else { return };
     println!(
-        "\nper table: size at t={}s (two windows in) and at t={}s (end); executions created meanwhile: {}",
-        settled.at.as_secs(),
+        "\nper table: size at t={}s (halfway) and at t={}s (end); executions created in between: {}",
+        half.at.as_secs(),
         last.at.as_secs(),
-        last.created - settled.created
+        last.created - half.created
     );
-    println!("{:<28} {:>12} {:>12} {:>8}", "table", "MiB then", "MiB end", "ratio");
+    println!("{:<28} {:>12} {:>12} {:>8}", "table", "MiB half", "MiB end", "ratio");
     for (table, &end) in &last.sizes {
-        let then = settled.sizes.get(table).copied().unwrap_or(0);
-        if end == then && end <= 32 * 1024 {
+        let then = half.sizes.get(table).copied().unwrap_or(0);
+        if end == then && end <= 64 * 1024 {
             continue;
         }
         let ratio = if then > 0 { format!("{:.2}", end as f64 / then as f64) } else { "-".into() };
         println!("{table:<28} {:>12.2} {:>12.2} {ratio:>8}", mib(then), mib(end));
     }
-    let (then, end): (i64, i64) = (settled.sizes.values().sum(), last.sizes.values().sum());
+    let (then, end): (i64, i64) = (half.sizes.values().sum(), last.sizes.values().sum());
     println!(
-        "{:<28} {:>12.2} {:>12.2} {:>8.2}\nrows at the end: {} executions, {} events, {} frames \
-         (of {} executions created, {} completed)",
+        "{:<28} {:>12.2} {:>12.2} {:>8.2}\nexecutions created: {} by halfway, {} at the end ({:.2}x); rows at the end: \
+         {} executions, {} events, {} frames",
         "all ff_ tables",
         mib(then),
         mib(end),
         end as f64 / then.max(1) as f64,
+        half.created,
+        last.created,
+        last.created as f64 / half.created.max(1) as f64,
         last.executions,
         last.events,
-        last.frames,
-        last.created,
-        last.completed
+        last.frames
     );
 }
