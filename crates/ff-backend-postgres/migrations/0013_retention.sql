@@ -48,13 +48,12 @@ $$;
 -- log is pruned on its own, in cursor order (ff_prune_events). Explicit quota admissions and rate
 -- window entries stay too: they are the quota policy's accounting and age out with it.
 CREATE FUNCTION ff_trim_retention(p_lane text, p_default_ms bigint, p_batch integer,
-                                  OUT executions integer, OUT flows integer, OUT candidates integer)
+                                  OUT executions integer, OUT flows integer)
     LANGUAGE plpgsql
     AS $$
 DECLARE
     v_now bigint := ff_now_ms();
     v_min bigint;
-    v_due uuid[];
     v_solo uuid[];
     v_flows uuid[];
     v_gone_flows uuid[] := '{}';
@@ -85,10 +84,9 @@ BEGIN
         ORDER BY x.completed_at_ms
         LIMIT p_batch
         FOR UPDATE OF x SKIP LOCKED)
-    SELECT array_agg(d.execution_id), array_agg(d.execution_id) FILTER (WHERE d.flow_id IS NULL),
+    SELECT array_agg(d.execution_id) FILTER (WHERE d.flow_id IS NULL),
            array_agg(DISTINCT d.flow_id) FILTER (WHERE d.flow_id IS NOT NULL)
-    INTO v_due, v_solo, v_flows FROM due d;
-    candidates := coalesce(cardinality(v_due), 0);
+    INTO v_solo, v_flows FROM due d;
     v_ids := coalesce(v_solo, '{}');
 
     -- A flow goes whole or not at all: its row and every member locked (or skipped when busy),

@@ -30,7 +30,7 @@ use crate::event;
 use crate::row::col;
 
 /// One batch of one lane: `$1` lane, `$2` default window, `$3` batch size.
-pub(crate) const TRIM_SQL: &str = "SELECT executions, flows, candidates FROM ff_trim_retention($1, $2, $3)";
+pub(crate) const TRIM_SQL: &str = "SELECT executions, flows FROM ff_trim_retention($1, $2, $3)";
 
 /// One batch of the event log: `$1` window, `$2` batch size.
 pub(crate) const PRUNE_EVENTS_SQL: &str = "SELECT pruned, horizon_tx, horizon_id FROM ff_prune_events($1, $2)";
@@ -86,7 +86,7 @@ pub(crate) async fn horizon(pool: &PgPool) -> Result<EventCursor, EngineError> {
 /// One `trim_retention` batch (validated first).
 pub(crate) async fn trim(pool: &PgPool, args: &TrimRetentionArgs) -> Result<TrimRetentionOutcome, EngineError> {
     args.validate()?;
-    let (executions, flows, candidates): (i32, i32, i32) = sqlx::query_as(TRIM_SQL)
+    let (executions, flows): (i32, i32) = sqlx::query_as(TRIM_SQL)
         .bind(args.lane.as_str())
         .bind(args.default_retention_ms)
         .bind(args.batch_size as i32)
@@ -96,7 +96,9 @@ pub(crate) async fn trim(pool: &PgPool, args: &TrimRetentionArgs) -> Result<Trim
     Ok(TrimRetentionOutcome {
         executions: executions.max(0) as u32,
         flows: flows.max(0) as u32,
-        batch_full: candidates.max(0) as u32 >= args.batch_size,
+        // Full only when as many went as were asked for: executions skipped because another
+        // transaction held them wait for the next pass instead of being retried at once.
+        batch_full: executions.max(0) as u32 >= args.batch_size,
     })
 }
 

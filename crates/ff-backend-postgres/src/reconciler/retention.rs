@@ -67,19 +67,28 @@ impl Reconciler for RetentionReconciler {
         "retention"
     }
 
-    /// One batch of every lane, then one batch of the event log.
+    /// One batch of every lane, then one batch of the event log. A lane that fails is logged and
+    /// the others still get their pass; the first failure is the pass's error.
     async fn run_once(&self) -> Result<ReconcileReport, EngineError> {
         let mut processed = 0u64;
         let mut batch_full = false;
+        let mut failed = None;
         for lane in retention::lanes(&self.pool).await? {
             let args = TrimRetentionArgs {
                 lane,
                 default_retention_ms: ms(self.config.default_retention),
                 batch_size: self.config.batch_size,
             };
-            let trimmed = retention::trim(&self.pool, &args).await?;
-            processed += u64::from(trimmed.executions);
-            batch_full |= trimmed.batch_full;
+            match retention::trim(&self.pool, &args).await {
+                Ok(trimmed) => {
+                    processed += u64::from(trimmed.executions);
+                    batch_full |= trimmed.batch_full;
+                }
+                Err(e) => {
+                    tracing::warn!(lane = %args.lane, error = %e, "retention pass of a lane failed");
+                    failed.get_or_insert(e);
+                }
+            }
         }
         let args =
             PruneEventLogArgs { retention_ms: ms(self.config.event_retention), batch_size: self.config.batch_size };
@@ -89,6 +98,9 @@ impl Reconciler for RetentionReconciler {
         if processed > 0 {
             tracing::debug!(rows = processed, "retention deleted aged-out executions and events");
         }
-        Ok(ReconcileReport { processed, batch_full, next_due: None })
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(ReconcileReport { processed, batch_full, next_due: None }),
+        }
     }
 }
