@@ -22,7 +22,8 @@ use crate::lease::position::ClaimPositions;
 use crate::metrics::Metrics;
 use crate::reconciler::{
     self, AdmissionReconciler, AdmissionRecountReconciler, DelayedPromoter, DependencyReconciler, FlowCancelReconciler,
-    LeaseExpiryReconciler, Reconciler, SuspensionReconciler, TimeoutReconciler, WorkerLivenessReconciler,
+    LeaseExpiryReconciler, Reconciler, RetentionReconciler, SuspensionReconciler, TimeoutReconciler,
+    WorkerLivenessReconciler,
 };
 use crate::route::Claimers;
 use crate::wakeup::LaneWakeups;
@@ -129,8 +130,7 @@ impl PostgresBackend {
 
     /// Starts the reconcilers (lease expiry, delayed promotion, timeouts, worker liveness, flow
     /// cancellation, dependency repair, suspension timeouts and waitpoint expiry, admission's
-    /// timers and recounts) as
-    /// background tasks.
+    /// timers and recounts, retention) as background tasks.
     /// Returns `false` (and starts nothing) when the `Arc` is shared or reconcilers already run.
     pub fn with_scanners(self: &mut Arc<Self>, cfg: PostgresScannerConfig) -> bool {
         let Some(this) = Arc::get_mut(self) else { return false };
@@ -141,7 +141,7 @@ impl PostgresBackend {
         let cancel = CancellationToken::new();
         let mut tasks = JoinSet::new();
         let batch = cfg.batch_size;
-        let jobs: [(Arc<dyn Reconciler>, Duration); 9] = [
+        let mut jobs: Vec<(Arc<dyn Reconciler>, Duration)> = vec![
             (
                 Arc::new(LeaseExpiryReconciler::new(this.pool.clone(), batch, this.metrics.clone())),
                 cfg.lease_expiry_interval,
@@ -189,6 +189,10 @@ impl PostgresBackend {
                 cfg.admission_recount_interval,
             ),
         ];
+        match RetentionReconciler::new(this.pool.clone(), cfg.retention.clone()) {
+            Ok(r) => jobs.push((Arc::new(r), cfg.retention_interval)),
+            Err(e) => tracing::error!(error = %e, "retention reconciler not started: invalid configuration"),
+        }
         let (leading, leader) = tokio::sync::watch::channel(false);
         tasks.spawn(crate::leader::run(
             this.pool.clone(),

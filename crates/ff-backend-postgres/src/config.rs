@@ -5,6 +5,7 @@ use std::time::Duration;
 use ff_core::{EngineError, PartitionConfig};
 
 use crate::connection::{RootCert, SslMode};
+use crate::reconciler::RetentionConfig;
 
 /// How to reach Postgres.
 #[derive(Clone, Debug)]
@@ -105,6 +106,10 @@ pub struct PostgresScannerConfig {
     /// reconcilers on one database, only the lease's holder runs them, and another takes over
     /// within about this long after the holder dies.
     pub leader_lease_ttl: Duration,
+    /// How often aged-out terminal executions are deleted and the event log pruned.
+    pub retention_interval: Duration,
+    /// What the retention reconciler keeps (windows) and deletes per batch.
+    pub retention: RetentionConfig,
     /// This process's name in the leader lease (a random one when `None`).
     pub leader_id: Option<String>,
     /// Rows handled per statement.
@@ -124,6 +129,8 @@ impl Default for PostgresScannerConfig {
             admission_interval: Duration::from_secs(1),
             admission_recount_interval: Duration::from_secs(2),
             leader_lease_ttl: Duration::from_secs(5),
+            retention_interval: Duration::from_secs(60),
+            retention: RetentionConfig::default(),
             leader_id: None,
             batch_size: 500,
         }

@@ -20,7 +20,7 @@ use uuid::Uuid;
 use crate::backend::PostgresBackend;
 use crate::error::map_sqlx;
 use crate::row::col;
-use crate::subscription::{ReadBatch, follow};
+use crate::subscription::{Batch, ReadBatch, follow};
 
 pub(crate) const HEAD_CURSOR_SQL: &str = "SELECT tx_id::text, event_id FROM ff_event WHERE tx_id < pg_snapshot_xmin(pg_current_snapshot()) \
          ORDER BY tx_id DESC, event_id DESC LIMIT 1";
@@ -52,18 +52,31 @@ pub struct EventLogEntry {
     pub detail: Option<serde_json::Value>,
 }
 
+/// Up to `$3` matching events after the cursor (`$1`, `$2`), and in the same snapshot the newest
+/// visible event of any kind (so a filtered reader that saw everything visible can move past
+/// what did not match). One row without event columns when nothing matches.
 pub(crate) const READ_EVENTS_SQL: &str = "
-SELECT v.tx_id::text AS tx, v.event_id, v.kind::text AS kind, v.execution_id, v.partition_key, v.namespace, v.lane_id,
-       v.attempt_index, v.lease_epoch, v.occurred_at_ms, v.worker_instance_id, v.detail
-FROM ff_event v
-WHERE (v.tx_id, v.event_id) > ($1::text::xid8, $2)
-  AND v.tx_id < pg_snapshot_xmin(pg_current_snapshot())
-  AND ($4::text[] IS NULL OR v.kind::text = ANY($4))
-  AND ($5::text IS NULL OR v.namespace = $5)
-  AND ($6::text IS NULL OR EXISTS (SELECT 1 FROM ff_execution x WHERE x.execution_id = v.execution_id
-                                   AND x.tags ->> $6 = $7))
-ORDER BY v.tx_id, v.event_id
-LIMIT $3";
+WITH hits AS (
+    SELECT v.tx_id, v.event_id, v.kind::text AS kind, v.execution_id, v.partition_key, v.namespace, v.lane_id,
+           v.attempt_index, v.lease_epoch, v.occurred_at_ms, v.worker_instance_id, v.detail
+    FROM ff_event v
+    WHERE (v.tx_id, v.event_id) > ($1::text::xid8, $2)
+      AND v.tx_id < pg_snapshot_xmin(pg_current_snapshot())
+      AND ($4::text[] IS NULL OR v.kind::text = ANY($4))
+      AND ($5::text IS NULL OR v.namespace = $5)
+      AND ($6::text IS NULL OR EXISTS (SELECT 1 FROM ff_execution x WHERE x.execution_id = v.execution_id
+                                       AND x.tags ->> $6 = $7))
+    ORDER BY v.tx_id, v.event_id
+    LIMIT $3
+), head AS (
+    SELECT tx_id, event_id FROM ff_event WHERE tx_id < pg_snapshot_xmin(pg_current_snapshot())
+    ORDER BY tx_id DESC, event_id DESC LIMIT 1
+)
+SELECT hits.tx_id::text AS tx, hits.event_id, hits.kind, hits.execution_id, hits.partition_key, hits.namespace,
+       hits.lane_id, hits.attempt_index, hits.lease_epoch, hits.occurred_at_ms, hits.worker_instance_id, hits.detail,
+       head.tx_id::text AS head_tx, head.event_id AS head_id
+FROM (SELECT 1) AS one LEFT JOIN hits ON true LEFT JOIN head ON true
+ORDER BY hits.tx_id, hits.event_id";
 
 /// A cursor from a stored transaction id (as text) and a sequence number.
 pub(crate) fn cursor(tx: &str, id: i64) -> Result<EventCursor, EngineError> {
@@ -79,6 +92,19 @@ pub async fn read_events(
     kinds: Option<&[&str]>,
     filter: &ScannerFilter,
 ) -> Result<Vec<EventLogEntry>, EngineError> {
+    Ok(read_events_scanning(pool, after, limit, kinds, filter).await?.0)
+}
+
+/// [`read_events`], also returning how far the read looked: when it returned fewer than
+/// `limit` events it saw every visible event, so a follower may resume after the newest visible
+/// one, matching or not (a filtered follower then never falls behind the log's retention).
+pub(crate) async fn read_events_scanning(
+    pool: &PgPool,
+    after: EventCursor,
+    limit: u32,
+    kinds: Option<&[&str]>,
+    filter: &ScannerFilter,
+) -> Result<(Vec<EventLogEntry>, Option<EventCursor>), EngineError> {
     let (tag_key, tag_value) = match &filter.instance_tag {
         Some((k, v)) => (Some(k.as_str()), Some(v.as_str())),
         None => (None, None),
@@ -94,23 +120,30 @@ pub async fn read_events(
         .fetch_all(pool)
         .await
         .map_err(map_sqlx)?;
-    rows.iter()
-        .map(|r| {
-            let partition: i16 = col(r, "partition_key")?;
-            Ok(EventLogEntry {
-                cursor: cursor(&col::<String>(r, "tx")?, col(r, "event_id")?)?,
-                kind: col(r, "kind")?,
-                execution_id: ExecutionId::from_parts(partition as u16, col::<Uuid>(r, "execution_id")?),
-                namespace: Namespace(col(r, "namespace")?),
-                lane_id: LaneId::try_new(col::<String>(r, "lane_id")?)?,
-                attempt_index: col::<Option<i32>>(r, "attempt_index")?.map(|i| i as u32),
-                lease_epoch: col::<Option<i64>>(r, "lease_epoch")?.map(|i| i as u64),
-                occurred_at: TimestampMs(col(r, "occurred_at_ms")?),
-                worker_instance_id: col(r, "worker_instance_id")?,
-                detail: col(r, "detail")?,
-            })
-        })
-        .collect()
+    crate::retention::check_cursor(pool, after).await?;
+    let mut entries = Vec::with_capacity(rows.len());
+    let mut head = None;
+    for r in &rows {
+        if let Some(tx) = col::<Option<String>>(r, "head_tx")? {
+            head = Some(cursor(&tx, col(r, "head_id")?)?);
+        }
+        let Some(tx) = col::<Option<String>>(r, "tx")? else { continue };
+        let partition: i16 = col(r, "partition_key")?;
+        entries.push(EventLogEntry {
+            cursor: cursor(&tx, col(r, "event_id")?)?,
+            kind: col(r, "kind")?,
+            execution_id: ExecutionId::from_parts(partition as u16, col::<Uuid>(r, "execution_id")?),
+            namespace: Namespace(col(r, "namespace")?),
+            lane_id: LaneId::try_new(col::<String>(r, "lane_id")?)?,
+            attempt_index: col::<Option<i32>>(r, "attempt_index")?.map(|i| i as u32),
+            lease_epoch: col::<Option<i64>>(r, "lease_epoch")?.map(|i| i as u64),
+            occurred_at: TimestampMs(col(r, "occurred_at_ms")?),
+            worker_instance_id: col(r, "worker_instance_id")?,
+            detail: col(r, "detail")?,
+        });
+    }
+    let scanned_to = if entries.len() < limit as usize { head.filter(|h| *h > after) } else { None };
+    Ok((entries, scanned_to))
 }
 
 /// The cursor just after the newest event visible now.
@@ -138,14 +171,14 @@ fn log_reader<T: Send + 'static>(
     Box::new(move |after| {
         let (pool, filter) = (pool.clone(), filter.clone());
         Box::pin(async move {
-            let entries = read_events(&pool, after, 256, Some(kinds), &filter).await?;
+            let (entries, scanned_to) = read_events_scanning(&pool, after, 256, Some(kinds), &filter).await?;
             let mut out = Vec::with_capacity(entries.len());
             for e in entries {
                 if let Some(t) = map(e)? {
                     out.push(t);
                 }
             }
-            Ok(out)
+            Ok(Batch { entries: out, scanned_to })
         })
     })
 }

@@ -28,6 +28,7 @@ pub mod migrate;
 mod operator;
 mod pulse;
 pub mod reconciler;
+mod retention;
 mod route;
 mod row;
 #[cfg(test)]

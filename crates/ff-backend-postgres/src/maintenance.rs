@@ -1,6 +1,7 @@
 //! Maintenance hooks: the per-execution timer transitions reconcilers run in batches, callable
 //! one at a time. Each checks the id's partition, then runs the same statement its reconciler
-//! uses, so a hook and a reconciler pass can never disagree about what is due.
+//! uses, so a hook and a reconciler pass can never disagree about what is due. The retention
+//! passes run the retention reconciler's statements (see `retention`).
 
 use async_trait::async_trait;
 use ff_core::backend::{ExpirePhase, MaintenanceBackend};
@@ -9,7 +10,7 @@ use ff_core::*;
 use crate::backend::PostgresBackend;
 use crate::fence::check_partition;
 use crate::metrics::Metrics;
-use crate::{lease, reconciler};
+use crate::{lease, reconciler, retention};
 
 #[async_trait]
 impl MaintenanceBackend for PostgresBackend {
@@ -45,5 +46,13 @@ impl MaintenanceBackend for PostgresBackend {
             Metrics::add(&self.metrics.expirations, 1);
         }
         Ok(())
+    }
+
+    async fn trim_retention(&self, args: TrimRetentionArgs) -> Result<TrimRetentionOutcome, EngineError> {
+        retention::trim(&self.pool, &args).await
+    }
+
+    async fn prune_event_log(&self, args: PruneEventLogArgs) -> Result<PruneEventLogOutcome, EngineError> {
+        retention::prune_events(&self.pool, &args).await
     }
 }

@@ -26,8 +26,17 @@ pub(crate) const IDLE_RECHECK: Duration = Duration::from_secs(1);
 /// Re-reads after a wake-up that found nothing.
 const AFTER_WAKE: [Duration; 3] = [Duration::from_millis(2), Duration::from_millis(10), Duration::from_millis(50)];
 
+/// One read: the entries after the cursor, and (when the read saw everything visible) the
+/// position it looked up to, which may be past the last entry.
+pub(crate) struct Batch<T> {
+    /// Entries in order.
+    pub(crate) entries: Vec<T>,
+    /// Resume after this, when later than the last entry.
+    pub(crate) scanned_to: Option<EventCursor>,
+}
+
 /// Reads up to one batch of entries after a cursor.
-pub(crate) type ReadBatch<T> = Box<dyn FnMut(EventCursor) -> BoxFuture<'static, Result<Vec<T>, EngineError>> + Send>;
+pub(crate) type ReadBatch<T> = Box<dyn FnMut(EventCursor) -> BoxFuture<'static, Result<Batch<T>, EngineError>> + Send>;
 
 /// A boxed stream of entries.
 pub(crate) type Follower<T> = Pin<Box<dyn Stream<Item = Result<T, EngineError>> + Send>>;
@@ -66,7 +75,10 @@ pub(crate) fn follow<T: Send + 'static>(
             s.woken.borrow_and_update();
             match (s.read)(s.cursor).await {
                 Err(e) => return Some((Err(e), s)),
-                Ok(batch) if batch.is_empty() => {
+                Ok(Batch { entries, scanned_to }) if entries.is_empty() => {
+                    if let Some(to) = scanned_to {
+                        s.cursor = s.cursor.max(to);
+                    }
                     if let Some(pause) = AFTER_WAKE.get(s.empty_reads) {
                         s.empty_reads += 1;
                         tokio::time::sleep(*pause).await;
@@ -82,11 +94,14 @@ pub(crate) fn follow<T: Send + 'static>(
                         _ = tokio::time::sleep(IDLE_RECHECK) => {}
                     }
                 }
-                Ok(batch) => {
-                    if let Some(last) = batch.last() {
+                Ok(Batch { entries, scanned_to }) => {
+                    if let Some(last) = entries.last() {
                         s.cursor = (s.position)(last);
                     }
-                    s.buffer.extend(batch);
+                    if let Some(to) = scanned_to {
+                        s.cursor = s.cursor.max(to);
+                    }
+                    s.buffer.extend(entries);
                     s.empty_reads = AFTER_WAKE.len();
                 }
             }

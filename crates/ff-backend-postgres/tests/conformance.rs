@@ -9,7 +9,7 @@ use ff_backend_postgres::reconciler::{Reconciler, WorkerLivenessReconciler};
 use ff_backend_postgres::{MIGRATOR, PostgresBackend, check_schema_version};
 use ff_core::{CompletionBackend, EngineBackend, ExecutionId, PartitionConfig, WorkerInstanceId};
 use ff_test::TestDb;
-use ff_test::conformance::{ConformanceHarness, Timer};
+use ff_test::conformance::{AGED_BY_MS, ConformanceHarness, Timer};
 
 /// A fresh database and a backend over it, without background reconcilers.
 struct PgHarness {
@@ -44,6 +44,7 @@ impl ConformanceHarness for PgHarness {
             Timer::WaitpointExpiry => ("ff_waitpoint", "expires_at_ms", "state = 'pending'"),
             Timer::ClaimGrant => ("ff_claim_grant", "expires_at_ms", "true"),
             Timer::QuotaWindow => ("ff_quota_window", "admitted_at_ms", "true"),
+            Timer::Completion => return self.age(id).await,
         };
         // A window entry ages out a whole window later; move it far enough.
         let past = if timer == Timer::QuotaWindow { "0" } else { "ff_now_ms() - 1" };
@@ -94,6 +95,24 @@ impl ConformanceHarness for PgHarness {
         let pass = WorkerLivenessReconciler::new(self.db.pool().clone(), 100, self.backend.metrics().clone());
         let report = pass.run_once().await.expect("worker liveness pass");
         assert_eq!(report.processed, 1, "the lapsed worker is retired");
+    }
+}
+
+impl PgHarness {
+    /// Moves a terminal execution's end, and its events, [`AGED_BY_MS`] into the past.
+    async fn age(&self, id: &ExecutionId) {
+        let moved = sqlx::query(
+            "WITH events AS (UPDATE ff_event SET occurred_at_ms = occurred_at_ms - $2 WHERE execution_id = $1) \
+             UPDATE ff_execution SET completed_at_ms = completed_at_ms - $2 \
+             WHERE execution_id = $1 AND lifecycle_phase = 'terminal'",
+        )
+        .bind(id.uuid())
+        .bind(AGED_BY_MS)
+        .execute(self.db.pool())
+        .await
+        .expect("move the end into the past")
+        .rows_affected();
+        assert_eq!(moved, 1, "{id} is not terminal");
     }
 }
 

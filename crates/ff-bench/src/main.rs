@@ -20,7 +20,8 @@
 //! downstream's claim) and `s6` (quorum with sibling cancellation), `s5` (claims routed by
 //! capability across four worker classes) and `fairness` (a small concurrency key's wait behind
 //! a large one, with a per-key cap and in plain FIFO order). `memory` reads the resident memory
-//! of an `ff serve` process before, during and after a burst of large submissions.
+//! of an `ff serve` process before, during and after a burst of large submissions. `retention`
+//! samples the engine's table sizes under steady load with a short retention window.
 //!
 //! The database is `DATABASE_URL`'s server (a database named `ff_bench` is dropped and
 //! recreated) or, when unset, the test kit's private throwaway cluster.
@@ -30,6 +31,7 @@ mod fairness;
 mod latency;
 mod limit;
 mod memory;
+mod retention;
 mod s2;
 mod s4;
 mod s5;
@@ -76,6 +78,8 @@ enum Scenario {
     Memory(memory::MemoryArgs),
     /// How soon frames reach a live tail, and completions a subscriber, across two backends.
     Tail(tail::TailArgs),
+    /// Table sizes under steady load with a short retention window: they level off.
+    Retention(retention::RetentionArgs),
 }
 
 #[derive(clap::Args, Clone)]
@@ -194,6 +198,7 @@ async fn main() -> Result<()> {
         Scenario::Fairness(args) => fairness::run(args).await,
         Scenario::Memory(args) => memory::run(args).await,
         Scenario::Tail(args) => tail::run(args).await,
+        Scenario::Retention(args) => retention::run(args).await,
     }
 }
 

@@ -23,8 +23,13 @@ pub struct BenchDatabase {
 impl BenchDatabase {
     /// Drops and recreates `ff_bench`, connects `max_connections` (at least one) and migrates.
     pub async fn create(max_connections: u32) -> Result<Self> {
+        Self::create_named("ff_bench", max_connections).await
+    }
+
+    /// [`Self::create`] for a database named `name`.
+    pub async fn create_named(name: &str, max_connections: u32) -> Result<Self> {
         let admin = ff_test::admin_url().await.map_err(anyhow::Error::msg)?;
-        let url = ff_test::create_database(&admin, "ff_bench", true).await.map_err(anyhow::Error::msg)?;
+        let url = ff_test::create_database(&admin, name, true).await.map_err(anyhow::Error::msg)?;
         let pool = PgPoolOptions::new()
             .max_connections(max_connections.max(1))
             .connect(&url)

@@ -160,6 +160,10 @@ coded_enum!(
         InvalidBudgetSpec => "invalid_budget_spec",
         /// A blocking reason that the operation does not accept.
         InvalidBlockingReason => "invalid_blocking_reason",
+        /// An event-log cursor lies before the retention horizon: events after it were pruned,
+        /// so reading on from it would skip them. Start again from `EventCursor::BEGINNING`
+        /// (the oldest event retained) or from the head.
+        CursorExpired => "cursor_expired",
     }
 );
 

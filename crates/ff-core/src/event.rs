@@ -23,7 +23,8 @@ pub struct EventCursor {
 }
 
 impl EventCursor {
-    /// Before every event.
+    /// Before every event still retained: a read from it is never `cursor_expired`, and starts
+    /// at the oldest event the retention passes have not pruned.
     pub const BEGINNING: Self = Self { tx: 0, id: 0 };
 
     /// Parses `"<tx>-<id>"`.

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use ff_backend_postgres::reconciler::RetentionConfig;
 use ff_backend_postgres::{BackendConfig, PostgresScannerConfig, RootCert, SslMode};
 use ff_core::suspension::token::{parse_secret_hex, validate_kid};
 use ff_core::{EngineError, PartitionConfig, SeedWaitpointHmacSecretArgs};
@@ -18,6 +19,9 @@ const DEFAULT_LEASE_EXPIRY_INTERVAL_MS: u64 = 500;
 const DEFAULT_DELAYED_PROMOTER_INTERVAL_MS: u64 = 1000;
 const DEFAULT_TIMEOUT_INTERVAL_MS: u64 = 1000;
 const DEFAULT_LEADER_LEASE_TTL_MS: u64 = 5000;
+const DEFAULT_RETENTION_MS: u64 = ff_core::DEFAULT_RETENTION_MS as u64;
+const DEFAULT_RETENTION_INTERVAL_MS: u64 = 60_000;
+const DEFAULT_RETENTION_BATCH: u32 = 500;
 const DEFAULT_SHUTDOWN_GRACE_MS: u64 = 15_000;
 const DEFAULT_FLOW_PARTITIONS: u16 = 256;
 const DEFAULT_WAITPOINT_KID: &str = "k1";
@@ -122,6 +126,24 @@ pub struct ServerConfig {
     #[arg(long, env = "FF_LEADER_LEASE_TTL_MS", default_value_t = DEFAULT_LEADER_LEASE_TTL_MS)]
     pub leader_lease_ttl_ms: u64,
 
+    /// How long a terminal execution is kept after it ended (ms; default 7 days), unless its
+    /// lane or namespace has an override (`PUT /v1/retention`).
+    #[arg(long, env = "FF_RETENTION_MS", default_value_t = DEFAULT_RETENTION_MS)]
+    pub retention_ms: u64,
+
+    /// How long an event is kept in the event log (ms; default 7 days). A reader whose cursor
+    /// falls further behind gets `cursor_expired`.
+    #[arg(long, env = "FF_EVENT_RETENTION_MS", default_value_t = DEFAULT_RETENTION_MS)]
+    pub event_retention_ms: u64,
+
+    /// How often the retention reconciler deletes what has aged out (ms).
+    #[arg(long, env = "FF_RETENTION_INTERVAL_MS", default_value_t = DEFAULT_RETENTION_INTERVAL_MS)]
+    pub retention_interval_ms: u64,
+
+    /// Executions per lane, and events, the retention reconciler deletes per transaction.
+    #[arg(long, env = "FF_RETENTION_BATCH", default_value_t = DEFAULT_RETENTION_BATCH)]
+    pub retention_batch: u32,
+
     /// How long shutdown waits for in-flight requests and reconcilers (ms).
     #[arg(long, env = "FF_SHUTDOWN_GRACE_MS", default_value_t = DEFAULT_SHUTDOWN_GRACE_MS)]
     pub shutdown_grace_ms: u64,
@@ -164,6 +186,10 @@ impl ServerConfig {
             delayed_promoter_interval_ms: DEFAULT_DELAYED_PROMOTER_INTERVAL_MS,
             timeout_interval_ms: DEFAULT_TIMEOUT_INTERVAL_MS,
             leader_lease_ttl_ms: DEFAULT_LEADER_LEASE_TTL_MS,
+            retention_ms: DEFAULT_RETENTION_MS,
+            event_retention_ms: DEFAULT_RETENTION_MS,
+            retention_interval_ms: DEFAULT_RETENTION_INTERVAL_MS,
+            retention_batch: DEFAULT_RETENTION_BATCH,
             shutdown_grace_ms: DEFAULT_SHUTDOWN_GRACE_MS,
             flow_partitions: DEFAULT_FLOW_PARTITIONS,
             waitpoint_secret: None,
@@ -213,6 +239,12 @@ impl ServerConfig {
             delayed_promoter_interval: Duration::from_millis(self.delayed_promoter_interval_ms),
             timeout_interval: Duration::from_millis(self.timeout_interval_ms),
             leader_lease_ttl: Duration::from_millis(self.leader_lease_ttl_ms),
+            retention_interval: Duration::from_millis(self.retention_interval_ms),
+            retention: RetentionConfig {
+                default_retention: Duration::from_millis(self.retention_ms),
+                event_retention: Duration::from_millis(self.event_retention_ms),
+                batch_size: self.retention_batch,
+            },
             ..PostgresScannerConfig::default()
         }
     }
@@ -234,10 +266,26 @@ impl ServerConfig {
             ("FF_DELAYED_PROMOTER_INTERVAL_MS", self.delayed_promoter_interval_ms),
             ("FF_TIMEOUT_INTERVAL_MS", self.timeout_interval_ms),
             ("FF_LEADER_LEASE_TTL_MS", self.leader_lease_ttl_ms.max(10)),
+            ("FF_RETENTION_INTERVAL_MS", self.retention_interval_ms),
         ] {
             if !(10..=3_600_000).contains(&ms) {
                 return Err(EngineError::invalid(format!("{name} must be within 10..=3600000 ms, got {ms}")));
             }
+        }
+        for (name, ms) in [("FF_RETENTION_MS", self.retention_ms), ("FF_EVENT_RETENTION_MS", self.event_retention_ms)] {
+            if !(1..=ff_core::MAX_RETENTION_MS as u64).contains(&ms) {
+                return Err(EngineError::invalid(format!(
+                    "{name} must be within 1..={} ms, got {ms}",
+                    ff_core::MAX_RETENTION_MS
+                )));
+            }
+        }
+        if !(1..=ff_core::MAX_RETENTION_BATCH).contains(&self.retention_batch) {
+            return Err(EngineError::invalid(format!(
+                "FF_RETENTION_BATCH (--retention-batch) must be within 1..={}, got {}",
+                ff_core::MAX_RETENTION_BATCH,
+                self.retention_batch
+            )));
         }
         if self.leader_lease_ttl_ms < 400 {
             return Err(EngineError::invalid(format!(

@@ -34,12 +34,7 @@ impl App {
         let db = TestDb::new(&MIGRATOR).await;
         let backend = PostgresBackend::from_pool(db.pool().clone(), PartitionConfig::default());
         let telemetry = Arc::new(Telemetry::new(backend.metrics().clone(), None));
-        let state = AppState::new(
-            backend,
-            PartitionConfig::default(),
-            Some(TOKEN.to_owned()),
-            telemetry,
-        );
+        let state = AppState::new(backend, PartitionConfig::default(), Some(TOKEN.to_owned()), telemetry);
         Self { db, router: router(state, &[]).expect("router") }
     }
 

@@ -58,7 +58,10 @@ pub(crate) fn stream(
     let pool = backend.pool.clone();
     let reader: crate::subscription::ReadBatch<SignalDeliveryEvent> = Box::new(move |after| {
         let (pool, filter) = (pool.clone(), filter.clone());
-        Box::pin(async move { read(&pool, after, &filter).await })
+        Box::pin(async move {
+            let entries = read(&pool, after, &filter).await?;
+            Ok(crate::subscription::Batch { entries, scanned_to: None })
+        })
     });
     crate::subscription::follow(cursor, backend.follow(), reader, |e| e.cursor)
 }

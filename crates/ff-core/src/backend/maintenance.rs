@@ -1,12 +1,14 @@
 //! Maintenance: the per-execution hooks reconcilers call when a timer fires. Each compares
 //! against the backend's clock and is a no-op when the timer is not due, so calling one early,
-//! twice, or from two places at once is harmless.
+//! twice, or from two places at once is harmless. The retention passes (`trim_retention`,
+//! `prune_event_log`) delete what has aged out, one batch per call, each batch one transaction.
 
 use async_trait::async_trait;
 
 use crate::error::EngineError;
 use crate::id::{ExecutionId, LaneId};
 use crate::partition::Partition;
+use crate::retention::{PruneEventLogArgs, PruneEventLogOutcome, TrimRetentionArgs, TrimRetentionOutcome};
 
 /// Which timer expired an execution.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -54,4 +56,14 @@ pub trait MaintenanceBackend: Send + Sync {
         execution_id: &ExecutionId,
         phase: ExpirePhase,
     ) -> Result<(), EngineError>;
+
+    /// Deletes one batch of the lane's terminal executions whose retention window has passed
+    /// (oldest first), with every row of theirs; a flow member only together with its whole
+    /// flow, once no member is live or within its window. Never touches a non-terminal
+    /// execution. Loop while `batch_full`.
+    async fn trim_retention(&self, args: TrimRetentionArgs) -> Result<TrimRetentionOutcome, EngineError>;
+
+    /// Prunes one batch of events older than the window from the oldest end of the event log,
+    /// and moves the horizon (the newest pruned cursor) with them. Loop while `batch_full`.
+    async fn prune_event_log(&self, args: PruneEventLogArgs) -> Result<PruneEventLogOutcome, EngineError>;
 }

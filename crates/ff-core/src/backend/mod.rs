@@ -7,7 +7,7 @@
 //! waitpoints, signals, the waitpoint keystore), [`stream`] (frames), [`maintenance`] (the hooks reconcilers call),
 //! [`worker`] (the worker registry), [`operator`] (operator controls), [`quota`] (quota policies
 //! and admission), [`budget`] (budgets and usage), [`scheduling`] (claim grants and admission
-//! blocks).
+//! blocks), [`retention`] (per-lane and per-namespace retention windows).
 //! `EngineBackend` keeps the seed's method names, so a caller holding `&dyn EngineBackend`
 //! reaches every operation; import [`prelude`] (or `ff_core::*`) to bring the sub-traits into
 //! scope.
@@ -25,6 +25,7 @@ pub mod lease;
 pub mod maintenance;
 pub mod operator;
 pub mod quota;
+pub mod retention;
 pub mod scheduling;
 pub mod stream;
 pub mod suspension;
@@ -42,6 +43,7 @@ pub use lease::LeaseBackend;
 pub use maintenance::{ExpirePhase, MaintenanceBackend};
 pub use operator::OperatorBackend;
 pub use quota::QuotaBackend;
+pub use retention::RetentionBackend;
 pub use scheduling::SchedulingBackend;
 pub use stream::StreamBackend;
 pub use suspension::SuspensionBackend;
@@ -55,8 +57,8 @@ use crate::event::{CompletionStream, EventCursor, InstanceTagStream, LeaseHistor
 pub mod prelude {
     pub use super::{
         AttemptEndBackend, BudgetBackend, CompletionBackend, EngineBackend, ExecutionBackend, FlowBackend,
-        LeaseBackend, MaintenanceBackend, OperatorBackend, QuotaBackend, SchedulingBackend, StreamBackend,
-        SuspensionBackend, WorkerRegistryBackend,
+        LeaseBackend, MaintenanceBackend, OperatorBackend, QuotaBackend, RetentionBackend, SchedulingBackend,
+        StreamBackend, SuspensionBackend, WorkerRegistryBackend,
     };
 }
 
@@ -83,6 +85,7 @@ pub trait EngineBackend:
     + QuotaBackend
     + BudgetBackend
     + SchedulingBackend
+    + RetentionBackend
     + Send
     + Sync
     + 'static

@@ -109,6 +109,8 @@ fn engine_parts(e: &EngineError) -> (StatusCode, ErrorBody) {
             tracing::error!(error = %e, "stored data could not be decoded");
             (StatusCode::INTERNAL_SERVER_ERROR, body("internal server error".into()))
         }
+        // The events after the reader's cursor were pruned: the position is gone for good.
+        EngineError::Validation { kind: ValidationKind::CursorExpired, .. } => (StatusCode::GONE, body(e.to_string())),
         EngineError::Validation { .. } => (StatusCode::BAD_REQUEST, body(e.to_string())),
         EngineError::Contention(_) | EngineError::Conflict(_) | EngineError::State(_) => {
             (StatusCode::CONFLICT, body(e.to_string()))
@@ -157,6 +159,7 @@ mod tests {
             ),
             (EngineError::validation(ValidationKind::InvalidTagKey, "x"), 400, "invalid_tag_key", false),
             (EngineError::validation(ValidationKind::PayloadTooLarge, "x"), 413, "payload_too_large", false),
+            (EngineError::validation(ValidationKind::CursorExpired, "x"), 410, "cursor_expired", false),
             (EngineError::Contention(ContentionKind::LeaseConflict), 409, "lease_conflict", true),
             (EngineError::Conflict(ConflictKind::ExecutionAlreadyExists), 409, "execution_already_exists", false),
             (EngineError::Conflict(ConflictKind::WorkerInstanceReassigned), 409, "worker_instance_reassigned", false),

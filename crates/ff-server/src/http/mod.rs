@@ -23,6 +23,7 @@ mod leases;
 mod operator;
 mod ops;
 mod quotas;
+mod retention;
 mod route;
 mod streams;
 mod suspension;
@@ -187,6 +188,7 @@ pub fn routes() -> Vec<ApiRoute> {
         budgets::routes(),
         quotas::routes(),
         grants::routes(),
+        retention::routes(),
     ]
     .into_iter()
     .flatten()

@@ -28,7 +28,13 @@ pub enum Timer {
     /// The execution's admissions into its quota policy's rate window: afterwards they no
     /// longer count against the window (the next `reconcile_quota_counters` admits waiters).
     QuotaWindow,
+    /// When the terminal execution ended, and when each of its events was logged: moved
+    /// [`AGED_BY_MS`] into the past, so every retention window shorter than that has passed.
+    Completion,
 }
+
+/// How far [`Timer::Completion`] moves an execution's end into the past: one day.
+pub const AGED_BY_MS: i64 = 86_400_000;
 
 /// One backend under test. A backend's test crate implements this once and runs the whole
 /// suite with [`conformance_suite!`](crate::conformance_suite).

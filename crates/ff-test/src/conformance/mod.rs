@@ -40,6 +40,9 @@
 //! - [`grant`] — claim grants (reserve, claim with the key, refusals, lapse), the operator's
 //!   immediate claim, the block primitives fenced by reason.
 //! - [`trace`] — a submitter's trace context travels with every claim of its execution.
+//! - [`retention`] — aged terminal executions and flows deleted whole, young and live work
+//!   untouched, overrides by lane then namespace, batches, event pruning and `cursor_expired`,
+//!   bad input.
 //! - [`worker_registry`] — registration, heartbeats, listings; a dead or lapsed worker's
 //!   leases are revoked at once; bad input.
 //!
@@ -88,6 +91,7 @@ pub mod operator;
 pub mod quota;
 pub mod reads;
 pub mod reclaim;
+pub mod retention;
 pub mod retry;
 pub mod route;
 pub mod state_machine;
@@ -98,7 +102,7 @@ pub mod trace;
 pub mod worker_registry;
 
 pub use fixture::Fixture;
-pub use harness::{ConformanceHarness, Timer};
+pub use harness::{AGED_BY_MS, ConformanceHarness, Timer};
 
 /// Expands to one `#[tokio::test]` per conformance case, run against the given
 /// [`ConformanceHarness`](crate::conformance::ConformanceHarness) type. Invoke it once, at the
@@ -277,6 +281,14 @@ macro_rules! conformance_suite {
                 listings_and_waitpoint_expiry,
                 signal_deliveries_are_followed_from_a_cursor,
                 resumed_attempts_are_claimed_by_id_or_grant,
+            }
+            retention {
+                old_terminal_executions_go_and_young_or_live_ones_stay,
+                overrides_lane_over_namespace_over_default,
+                trimming_loops_in_batches_and_is_idempotent,
+                a_flow_goes_whole_once_every_member_is_old,
+                pruned_events_expire_older_cursors,
+                bad_retention_input_is_refused_and_writes_nothing,
             }
         }
     };
