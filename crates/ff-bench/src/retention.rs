@@ -173,6 +173,7 @@ pub async fn run(args: RetentionArgs) -> Result<()> {
                         kind: FrameKind::Stdout,
                         frame_type: "chunk".into(),
                         correlation_id: None,
+                        mode: StreamMode::Durable,
                     };
                     backend.append_frame(&h, frame).await?;
                 }
