@@ -25,7 +25,13 @@ const DAY_MS: i64 = 86_400_000;
 const KEPT_ON_PURPOSE: &[&str] = &["ff_event", "ff_quota_admission", "ff_quota_window"];
 
 fn frame(bytes: &[u8]) -> Frame {
-    Frame { bytes: bytes.to_vec(), kind: FrameKind::Stdout, frame_type: "chunk".into(), correlation_id: None, mode: StreamMode::Durable }
+    Frame {
+        bytes: bytes.to_vec(),
+        kind: FrameKind::Stdout,
+        frame_type: "chunk".into(),
+        correlation_id: None,
+        mode: StreamMode::Durable,
+    }
 }
 
 fn trim(lane: &str, batch_size: u32) -> TrimRetentionArgs {

@@ -77,14 +77,14 @@ async fn frames(
     args: &TailArgs,
 ) -> Result<Latency> {
     let id = ExecutionId::solo(lane, &PartitionConfig::default());
-    writer.create_execution(CreateExecutionArgs::new(id.clone(), lane.clone(), "bench.tail", Vec::new())).await?;
+    writer.create_execution(CreateExecutionArgs::new(id, lane.clone(), "bench.tail", Vec::new())).await?;
     let h = writer
         .claim(lane, &CapabilitySet::empty(), ClaimPolicy::new("bench", "writer", 600_000))
         .await?
         .context("the execution to claim")?;
     let received: Arrivals<u64> = Arc::default();
     let follower = tokio::spawn({
-        let (reader, id, received, total) = (reader.clone(), id.clone(), received.clone(), args.frames as u64);
+        let (reader, id, received, total) = (reader.clone(), id, received.clone(), args.frames as u64);
         async move {
             let mut after = StreamCursor::Start;
             let mut seen = 0;
@@ -151,7 +151,7 @@ async fn completions(
     let mut sent = HashMap::with_capacity(args.completions);
     for _ in 0..args.completions {
         let id = ExecutionId::solo(lane, &PartitionConfig::default());
-        writer.create_execution(CreateExecutionArgs::new(id.clone(), lane.clone(), "bench.tail", Vec::new())).await?;
+        writer.create_execution(CreateExecutionArgs::new(id, lane.clone(), "bench.tail", Vec::new())).await?;
         let h = writer
             .claim(lane, &CapabilitySet::empty(), ClaimPolicy::new("bench", "writer", 60_000))
             .await?

@@ -80,7 +80,7 @@ async fn running(api: &Api, lane: &str) -> (ExecutionId, Handle) {
     let lane = LaneId::try_new(lane).unwrap();
     let id = ExecutionId::solo(&lane, &PartitionConfig::default());
     let backend = api.server.backend();
-    backend.create_execution(CreateExecutionArgs::new(id.clone(), lane.clone(), "k", b"in".to_vec())).await.unwrap();
+    backend.create_execution(CreateExecutionArgs::new(id, lane.clone(), "k", b"in".to_vec())).await.unwrap();
     let h = backend
         .claim(&lane, &CapabilitySet::empty(), ClaimPolicy::new("pool", "w1", 30_000))
         .await

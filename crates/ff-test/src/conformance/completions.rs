@@ -74,7 +74,7 @@ pub async fn lease_history_follows_every_lease_change<H: ConformanceHarness>() {
     fx.claim("lease-history", "w1").await;
     fx.lose_lease(&id).await;
     fx.claim("lease-history", "w2").await;
-    fx.backend.revoke_lease(RevokeLeaseArgs::new(id.clone(), "operator")).await.unwrap();
+    fx.backend.revoke_lease(RevokeLeaseArgs::new(id, "operator")).await.unwrap();
 
     let acquired = next_of(&mut sub).await;
     assert_eq!(acquired.execution_id, id);

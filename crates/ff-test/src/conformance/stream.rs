@@ -94,9 +94,8 @@ pub async fn a_tail_waits_for_the_next_frame_and_for_the_end<H: ConformanceHarne
     assert!(peek.frames.is_empty() && peek.closed_at.is_none() && peek.last_seq == 0);
 
     let backend = fx.backend.clone();
-    let waiting = tokio::spawn({
-        let id = id.clone();
-        async move { backend.tail_stream(&id, a0, StreamCursor::Start, 20_000, 10, TailVisibility::All).await }
+    let waiting = tokio::spawn(async move {
+        backend.tail_stream(&id, a0, StreamCursor::Start, 20_000, 10, TailVisibility::All).await
     });
     tokio::task::yield_now().await;
     fx.backend.append_frame(&h, frame(b"first", FrameKind::Stdout)).await.unwrap();
@@ -114,7 +113,6 @@ pub async fn a_tail_waits_for_the_next_frame_and_for_the_end<H: ConformanceHarne
 
     let backend = fx.backend.clone();
     let waiting = tokio::spawn({
-        let id = id.clone();
         async move {
             let after = StreamCursor::At { ms: 0, seq: 2 };
             backend.tail_stream(&id, a0, after, 20_000, 10, TailVisibility::All).await
