@@ -26,6 +26,27 @@ use crate::error::map_sqlx;
 /// Pause between attempts while [`connect_pool`] waits for the database.
 const CONNECT_RETRY_PAUSE: Duration = Duration::from_millis(100);
 
+/// When this process started, the origin of [`RECYCLE_BEFORE_MS`].
+static PROCESS_START: std::sync::LazyLock<std::time::Instant> = std::sync::LazyLock::new(std::time::Instant::now);
+/// Pooled connections opened before this many ms after [`PROCESS_START`] are closed instead of
+/// reused (0: none).
+static RECYCLE_BEFORE_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Asks every pool of this process to replace the connections it holds now, each the next time
+/// it is released or handed out. A connection keeps its read and write buffers at the size of
+/// the largest message it carried, so after a burst of large payloads the pool would otherwise
+/// hold that memory for as long as the connections live.
+pub fn recycle_connections() {
+    let now = (PROCESS_START.elapsed().as_millis() as u64).max(1);
+    RECYCLE_BEFORE_MS.fetch_max(now, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Whether a connection of this `age` was opened before the last [`recycle_connections`].
+fn due_for_recycling(age: Duration) -> bool {
+    let mark = RECYCLE_BEFORE_MS.load(std::sync::atomic::Ordering::Relaxed);
+    mark > 0 && PROCESS_START.elapsed().saturating_sub(age) < Duration::from_millis(mark)
+}
+
 /// Whether and how the connection to Postgres is encrypted and the server verified (libpq's
 /// `sslmode`, without `allow`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -251,15 +272,17 @@ impl BackendConfig {
         })
     }
 
-    /// Pool options: sizes, the acquire timeout, and a liveness check of idle connections
-    /// before they are handed out (so connections that died in an outage are replaced, not
-    /// returned).
+    /// Pool options: sizes, the acquire timeout, a liveness check of idle connections before
+    /// they are handed out (so connections that died in an outage are replaced, not returned),
+    /// and the replacement of connections opened before a [`recycle_connections`] call.
     pub fn pool_options(&self) -> PgPoolOptions {
         PgPoolOptions::new()
             .max_connections(self.max_connections)
             .min_connections(self.min_connections)
             .acquire_timeout(self.acquire_timeout)
             .test_before_acquire(true)
+            .before_acquire(|_, meta| Box::pin(async move { Ok(!due_for_recycling(meta.age)) }))
+            .after_release(|_, meta| Box::pin(async move { Ok(!due_for_recycling(meta.age)) }))
     }
 }
 
