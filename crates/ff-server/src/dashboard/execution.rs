@@ -74,7 +74,8 @@ pub(super) async fn page(
     } else {
         vec![]
     };
-    let tail_attempt = (info.current_attempt_index.0 > 0).then_some(info.current_attempt_index.0);
+    // The current attempt's index, once an attempt was ever claimed (indices start at 0).
+    let tail_attempt = snapshot.as_ref().and_then(|s| s.current_attempt.as_ref()).map(|a| a.attempt_index.0);
     let leased = snapshot.as_ref().and_then(|s| s.current_lease.as_ref()).is_some();
     render(
         "execution.html",

@@ -1,0 +1,361 @@
+//! The operator dashboard in a real browser: headless Chromium driven over WebDriver
+//! (chromedriver, started by each test on a free port and killed at its end) against a server
+//! on a fresh database, behind an API token. An operator logs in and sees the executions of two
+//! lanes; a frame appended while an execution's page is open shows up on it live; a waiting
+//! execution is cancelled with the button and the API agrees; a wrong token is refused; an
+//! action without the CSRF token (or from another site) is refused and changes nothing.
+//!
+//! Needs Debian's `chromium` and `chromium-driver` packages (`/usr/bin/chromium`,
+//! `/usr/bin/chromedriver`); `FF_CHROMEDRIVER` and `FF_CHROMIUM` name other binaries. Without
+//! chromedriver the tests fail and say how to install it.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use ff_backend_postgres::{MIGRATOR, PostgresBackend};
+use ff_core::{
+    CapabilitySet, ClaimPolicy, ExecutionBackend, ExecutionId, Frame, FrameKind, Handle, LaneId, LeaseBackend,
+    PublicState, StreamBackend,
+};
+use ff_server::{Server, ServerConfig};
+use ff_test::TestDb;
+use hyper_util::client::legacy::connect::HttpConnector;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tokio::process::{Child, Command};
+
+const TOKEN: &str = "dashboard-test-token";
+/// The longest wait for the browser to show something (a bound on a wait, not a timing check).
+const PATIENCE: Duration = Duration::from_secs(20);
+
+/// A server with an API token, on its own fresh database.
+struct Site {
+    _db: TestDb,
+    server: Server,
+    http: reqwest::Client,
+}
+
+impl Site {
+    async fn start() -> Self {
+        let db = TestDb::new(&MIGRATOR).await;
+        let mut cfg = ServerConfig::new(db.url());
+        cfg.listen = "127.0.0.1:0".parse().unwrap();
+        cfg.pool_size = 4;
+        cfg.shutdown_grace_ms = 2_000;
+        cfg.api_token = Some(TOKEN.into());
+        let server = Server::start(cfg).await.expect("server starts");
+        let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+        Self { _db: db, server, http }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.server.url())
+    }
+
+    fn backend(&self) -> &Arc<PostgresBackend> {
+        self.server.backend()
+    }
+
+    /// Submits an execution through the API; returns its id.
+    async fn submit(&self, lane: &str, kind: &str) -> ExecutionId {
+        let body = json!({"lane_id": lane, "execution_kind": kind, "input": {"to": "ops@example.com"}});
+        let resp = self.http.post(self.url("/v1/executions")).bearer_auth(TOKEN).json(&body).send().await.unwrap();
+        assert_eq!(resp.status(), StatusCode::CREATED);
+        let created: Value = resp.json().await.unwrap();
+        ExecutionId::parse(created["execution_id"].as_str().unwrap()).unwrap()
+    }
+
+    /// Claims the next execution of `lane` as worker instance `instance`.
+    async fn claim(&self, lane: &str, instance: &str) -> Handle {
+        let policy = ClaimPolicy::new("dashboard-test", instance, 600_000);
+        self.backend()
+            .claim(&LaneId::try_new(lane).unwrap(), &CapabilitySet::empty(), policy)
+            .await
+            .unwrap()
+            .expect("an execution to claim")
+    }
+
+    async fn append(&self, handle: &Handle, text: &str) {
+        let frame =
+            Frame { bytes: text.as_bytes().to_vec(), kind: FrameKind::Stdout, frame_type: "log".into(), correlation_id: None };
+        self.backend().append_frame(handle, frame).await.unwrap();
+    }
+
+    async fn state(&self, id: &ExecutionId) -> PublicState {
+        self.backend().read_execution_state(id).await.unwrap().expect("execution exists")
+    }
+
+    fn execution_path(id: &ExecutionId) -> String {
+        format!("/dashboard/executions/{}", encode(&id.to_string()))
+    }
+}
+
+/// Headless Chromium behind a chromedriver of its own, both ended on drop.
+struct Browser {
+    client: Client,
+    _driver: Child,
+}
+
+impl Browser {
+    async fn start() -> Self {
+        let driver_path = chromedriver();
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let driver = Command::new(&driver_path)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", driver_path.display()));
+        let webdriver = format!("http://127.0.0.1:{port}");
+        let mut options = json!({
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1440,1000"],
+        });
+        if let Some(chromium) = chromium() {
+            options["binary"] = json!(chromium);
+        }
+        let mut caps = serde_json::Map::new();
+        caps.insert("goog:chromeOptions".into(), options);
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        let client = loop {
+            match ClientBuilder::new(HttpConnector::new()).capabilities(caps.clone()).connect(&webdriver).await {
+                Ok(client) => break client,
+                Err(e) if tokio::time::Instant::now() < deadline => {
+                    let _ = e;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("chromedriver at {webdriver} did not start a Chromium session: {e}"),
+            }
+        };
+        Self { client, _driver: driver }
+    }
+
+    async fn goto(&self, url: &str) {
+        self.client.goto(url).await.unwrap();
+    }
+
+    async fn text(&self, css: &str) -> String {
+        self.client.wait().at_most(PATIENCE).for_element(Locator::Css(css)).await.unwrap().text().await.unwrap()
+    }
+
+    async fn path(&self) -> String {
+        self.client.current_url().await.unwrap().path().to_owned()
+    }
+
+    /// Waits until the page's text contains `needle`; returns the text.
+    async fn wait_for_text(&self, css: &str, needle: &str) -> String {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let text = match self.client.find(Locator::Css(css)).await {
+                Ok(e) => e.text().await.unwrap_or_default(),
+                Err(_) => String::new(),
+            };
+            if text.contains(needle) {
+                return text;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                let page = self.client.source().await.unwrap_or_default();
+                panic!("{css} never showed {needle:?}; it shows {text:?}; the page:\n{page}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn log_in(&self, site: &Site, token: &str) {
+        self.goto(&site.url("/dashboard/login")).await;
+        let field = self.client.wait().at_most(PATIENCE).for_element(Locator::Id("token")).await.unwrap();
+        field.send_keys(token).await.unwrap();
+        self.client.find(Locator::Id("login")).await.unwrap().click().await.unwrap();
+    }
+
+    async fn finish(self) {
+        self.client.close().await.unwrap();
+    }
+}
+
+/// The chromedriver to use, or a failure that says how to install it.
+fn chromedriver() -> PathBuf {
+    let candidates = std::env::var_os("FF_CHROMEDRIVER")
+        .map(PathBuf::from)
+        .into_iter()
+        .chain(["/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver", "/usr/local/bin/chromedriver"].map(PathBuf::from));
+    for path in candidates {
+        if path.is_file() {
+            return path;
+        }
+    }
+    panic!(
+        "chromedriver not found: the dashboard's browser tests need headless Chromium and its WebDriver. \
+         Install them with `apt-get install -y chromium chromium-driver` (Debian; .ci/run does this), \
+         or set FF_CHROMEDRIVER (and FF_CHROMIUM) to the binaries."
+    );
+}
+
+fn chromium() -> Option<String> {
+    std::env::var("FF_CHROMIUM").ok().or_else(|| Path::new("/usr/bin/chromium").is_file().then(|| "/usr/bin/chromium".into()))
+}
+
+fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| if b.is_ascii_alphanumeric() || b == b'-' { (b as char).to_string() } else { format!("%{b:02X}") })
+        .collect()
+}
+
+#[tokio::test]
+async fn an_operator_logs_in_and_sees_the_executions_of_two_lanes() {
+    let site = Site::start().await;
+    let mut mail = vec![];
+    for _ in 0..3 {
+        mail.push(site.submit("mail", "send_email").await);
+    }
+    let report = site.submit("reports", "build_report").await;
+    site.submit("reports", "build_report").await;
+    let _running = site.claim("reports", "worker-1").await;
+    let browser = Browser::start().await;
+
+    // Not logged in: every page leads to the login form.
+    browser.goto(&site.url("/dashboard/executions")).await;
+    assert_eq!(browser.path().await, "/dashboard/login");
+    browser.log_in(&site, TOKEN).await;
+    let lanes = browser.text("#lanes").await;
+    assert_eq!(browser.path().await, "/dashboard/lanes");
+    assert!(lanes.contains("mail") && lanes.contains("reports"), "{lanes}");
+    let cookies = browser.client.get_all_cookies().await.unwrap();
+    let session = cookies.iter().find(|c| c.name() == ff_server::dashboard::SESSION_COOKIE).expect("session cookie");
+    assert_eq!(session.http_only(), Some(true));
+    assert_eq!(format!("{:?}", session.same_site()), "Some(Strict)");
+    assert_ne!(session.value(), TOKEN, "the token itself is not stored in the browser");
+    let mail_row = browser.text("tr[data-lane='mail']").await;
+    assert!(mail_row.split_whitespace().any(|w| w == "3"), "three waiting on mail: {mail_row}");
+
+    browser.goto(&site.url("/dashboard/executions")).await;
+    let rows = browser.client.find_all(Locator::Css("tr.execution")).await.unwrap();
+    assert_eq!(rows.len(), 5);
+    let listed = browser.text("#executions").await;
+    for id in mail.iter().chain([&report]) {
+        assert!(listed.contains(&id.to_string()), "{id} listed");
+    }
+    browser.goto(&site.url("/dashboard/executions?lane=mail")).await;
+    assert_eq!(browser.client.find_all(Locator::Css("tr.execution")).await.unwrap().len(), 3);
+    browser.goto(&site.url("/dashboard/executions?lane=reports&state=active")).await;
+    let active = browser.client.find_all(Locator::Css("tr.execution")).await.unwrap();
+    assert_eq!(active.len(), 1);
+    assert_eq!(active[0].attr("data-state").await.unwrap().as_deref(), Some("active"));
+    browser.finish().await;
+}
+
+#[tokio::test]
+async fn a_frame_appended_while_the_page_is_open_arrives_live() {
+    let site = Site::start().await;
+    site.submit("mail", "send_email").await;
+    let id = site.submit("reports", "build_report").await;
+    let handle = site.claim("reports", "worker-7").await;
+    site.append(&handle, "loading 1,204 rows").await;
+    let browser = Browser::start().await;
+    browser.log_in(&site, TOKEN).await;
+    browser.text("#lanes").await;
+    browser.goto(&site.url(&Site::execution_path(&id))).await;
+    browser.wait_for_text("#frame-rows", "loading 1,204 rows").await;
+    assert!(browser.text("#attempts").await.contains("worker-7"));
+    // Mark this page load: a reload would lose the mark.
+    browser.client.execute("window.ffMark = 'same page'; return null;", vec![]).await.unwrap();
+    site.append(&handle, "rendered page 3 of 9").await;
+    let frames = browser.wait_for_text("#frame-rows", "rendered page 3 of 9").await;
+    assert!(frames.contains("loading 1,204 rows"), "{frames}");
+    let mark = browser.client.execute("return window.ffMark;", vec![]).await.unwrap();
+    assert_eq!(mark, json!("same page"), "the frame arrived without a reload");
+    assert_eq!(browser.client.find_all(Locator::Css("#frame-rows tr.frame")).await.unwrap().len(), 2);
+
+    let png = browser.client.screenshot().await.unwrap();
+    let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/dashboard.png");
+    std::fs::write(&docs, png).unwrap();
+    browser.finish().await;
+}
+
+#[tokio::test]
+async fn cancelling_a_waiting_execution_with_the_button() {
+    let site = Site::start().await;
+    let id = site.submit("mail", "send_email").await;
+    let browser = Browser::start().await;
+    browser.log_in(&site, TOKEN).await;
+    browser.text("#lanes").await;
+    browser.goto(&site.url(&Site::execution_path(&id))).await;
+    assert_eq!(browser.text("#public-state").await, "waiting");
+    browser.client.find(Locator::Id("cancel")).await.unwrap().click().await.unwrap();
+    browser.client.accept_alert().await.unwrap();
+    browser.wait_for_text("#notice", "cancelled").await;
+    assert_eq!(browser.text("#public-state").await, "cancelled");
+    assert_eq!(site.state(&id).await, PublicState::Cancelled);
+    let resp = site.http.get(site.url(&format!("/v1/executions/{id}/state"))).bearer_auth(TOKEN).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let body = resp.text().await.unwrap();
+    assert!(body.contains("cancelled"), "{body}");
+    browser.finish().await;
+}
+
+#[tokio::test]
+async fn a_wrong_token_is_refused() {
+    let site = Site::start().await;
+    let browser = Browser::start().await;
+    browser.log_in(&site, "not-the-token").await;
+    let error = browser.text("#login-error").await;
+    assert!(error.contains("Wrong token"), "{error}");
+    assert!(browser.client.get_all_cookies().await.unwrap().is_empty(), "no cookie is set");
+    for page in ["/dashboard/lanes", "/dashboard/executions", "/dashboard/workers"] {
+        browser.goto(&site.url(page)).await;
+        assert_eq!(browser.path().await, "/dashboard/login", "{page}");
+    }
+    browser.finish().await;
+    // Over plain HTTP: 401, no Set-Cookie; the health check stays open.
+    let resp = site.http.post(site.url("/dashboard/login")).form(&[("token", "nope")]).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    assert!(resp.headers().get("set-cookie").is_none());
+    let health = site.http.get(site.url("/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn an_action_without_the_csrf_token_or_from_another_site_is_refused() {
+    let site = Site::start().await;
+    let id = site.submit("mail", "send_email").await;
+    let resp = site.http.post(site.url("/dashboard/login")).form(&[("token", TOKEN)]).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    let set_cookie = resp.headers()["set-cookie"].to_str().unwrap().to_owned();
+    for attribute in ["HttpOnly", "SameSite=Strict", "Path=/dashboard"] {
+        assert!(set_cookie.contains(attribute), "{set_cookie}");
+    }
+    let cookie = set_cookie.split(';').next().unwrap().to_owned();
+    let page = site.http.get(site.url(&Site::execution_path(&id))).header("cookie", &cookie).send().await.unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    let html = page.text().await.unwrap();
+    let csrf = html.split("name=\"csrf\" value=\"").nth(1).and_then(|s| s.split('"').next()).unwrap().to_owned();
+    let cancel = site.url(&format!("{}/cancel", Site::execution_path(&id)));
+    let post = |form: Vec<(&'static str, String)>, origin: Option<&'static str>, cookie: Option<String>| {
+        let mut req = site.http.post(&cancel).form(&form);
+        if let Some(c) = cookie {
+            req = req.header("cookie", c);
+        }
+        if let Some(o) = origin {
+            req = req.header("origin", o);
+        }
+        req.send()
+    };
+    let refusals = [
+        (vec![], None, Some(cookie.clone()), StatusCode::FORBIDDEN),
+        (vec![("csrf", "0".repeat(64))], None, Some(cookie.clone()), StatusCode::FORBIDDEN),
+        (vec![("csrf", csrf.clone())], Some("https://evil.example"), Some(cookie.clone()), StatusCode::FORBIDDEN),
+        (vec![("csrf", csrf.clone())], None, None, StatusCode::UNAUTHORIZED),
+    ];
+    for (form, origin, cookie, want) in refusals {
+        let resp = post(form.clone(), origin, cookie).await.unwrap();
+        assert_eq!(resp.status(), want, "{form:?} {origin:?}");
+        assert_eq!(site.state(&id).await, PublicState::Waiting, "a refused action changes nothing");
+    }
+    let resp = post(vec![("csrf", csrf)], None, Some(cookie)).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    assert_eq!(site.state(&id).await, PublicState::Cancelled);
+}
