@@ -66,7 +66,11 @@ async fn the_state_filter_matches_the_derivation_on_every_vector() {
                         .fetch_one(fx.pool())
                         .await
                         .unwrap();
-                    assert_eq!(matched, derived == state, "{phase}/{eligibility}/{outcome} derives {derived:?}, filter {state:?}");
+                    assert_eq!(
+                        matched,
+                        derived == state,
+                        "{phase}/{eligibility}/{outcome} derives {derived:?}, filter {state:?}"
+                    );
                     checked += 1;
                 }
             }
@@ -141,7 +145,8 @@ async fn the_search_narrows_by_each_filter_and_pages_newest_first() {
         .await
         .unwrap();
     assert_eq!(ids(&by_tag), [mail[3], mail[1]]);
-    let tag_key = fx.backend.search_executions(&search(&|s| s.tag = Some(("app.customer".into(), None)))).await.unwrap();
+    let tag_key =
+        fx.backend.search_executions(&search(&|s| s.tag = Some(("app.customer".into(), None)))).await.unwrap();
     assert_eq!(tag_key.rows.len(), 5);
     let by_ns = fx.backend.search_executions(&search(&|s| s.namespace = Some("acme".into()))).await.unwrap();
     assert_eq!(ids(&by_ns), [other]);
@@ -177,7 +182,8 @@ async fn attempts_and_events_of_one_execution_are_listed_in_order() {
     assert_eq!(summary.len(), 2, "{attempts:?}");
     assert_eq!(summary.last().unwrap().1, "w2");
     assert_eq!(attempts.last().unwrap().state, "ended_success");
-    let events: Vec<String> = fx.backend.list_execution_events(&id, 100).await.unwrap().into_iter().map(|e| e.kind).collect();
+    let events: Vec<String> =
+        fx.backend.list_execution_events(&id, 100).await.unwrap().into_iter().map(|e| e.kind).collect();
     assert_eq!(events.first().map(String::as_str), Some("lease_acquired"));
     assert_eq!(events.last().map(String::as_str), Some("completed"));
     assert!(events.contains(&"lease_revoked".to_owned()), "{events:?}");

@@ -80,8 +80,12 @@ impl Site {
     }
 
     async fn append(&self, handle: &Handle, text: &str) {
-        let frame =
-            Frame { bytes: text.as_bytes().to_vec(), kind: FrameKind::Stdout, frame_type: "log".into(), correlation_id: None };
+        let frame = Frame {
+            bytes: text.as_bytes().to_vec(),
+            kind: FrameKind::Stdout,
+            frame_type: "log".into(),
+            correlation_id: None,
+        };
         self.backend().append_frame(handle, frame).await.unwrap();
     }
 
@@ -179,10 +183,9 @@ impl Browser {
 
 /// The chromedriver to use, or a failure that says how to install it.
 fn chromedriver() -> PathBuf {
-    let candidates = std::env::var_os("FF_CHROMEDRIVER")
-        .map(PathBuf::from)
-        .into_iter()
-        .chain(["/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver", "/usr/local/bin/chromedriver"].map(PathBuf::from));
+    let candidates = std::env::var_os("FF_CHROMEDRIVER").map(PathBuf::from).into_iter().chain(
+        ["/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver", "/usr/local/bin/chromedriver"].map(PathBuf::from),
+    );
     for path in candidates {
         if path.is_file() {
             return path;
@@ -196,7 +199,9 @@ fn chromedriver() -> PathBuf {
 }
 
 fn chromium() -> Option<String> {
-    std::env::var("FF_CHROMIUM").ok().or_else(|| Path::new("/usr/bin/chromium").is_file().then(|| "/usr/bin/chromium".into()))
+    std::env::var("FF_CHROMIUM")
+        .ok()
+        .or_else(|| Path::new("/usr/bin/chromium").is_file().then(|| "/usr/bin/chromium".into()))
 }
 
 fn encode(s: &str) -> String {

@@ -157,9 +157,14 @@ pub(super) struct LoginForm {
 }
 
 /// `POST /dashboard/login`: sets the session cookie when the token is the API's.
-pub(super) async fn login(State(state): State<DashboardState>, headers: HeaderMap, Form(form): Form<LoginForm>) -> Response {
+pub(super) async fn login(
+    State(state): State<DashboardState>,
+    headers: HeaderMap,
+    Form(form): Form<LoginForm>,
+) -> Response {
     if !same_origin(&headers) {
-        return PageError::status(StatusCode::FORBIDDEN, "refused: the request comes from another site").into_response();
+        return PageError::status(StatusCode::FORBIDDEN, "refused: the request comes from another site")
+            .into_response();
     }
     let auth = state.auth();
     if !auth.required {

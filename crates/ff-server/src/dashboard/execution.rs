@@ -19,8 +19,8 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use ff_backend_postgres::PostgresBackend;
 use ff_core::wire::{ChangePriorityRequest, OperatorCancelRequest, RevokeLeaseRequest};
 use ff_core::{
-    AttemptIndex, EngineError, ExecutionBackend, OperatorBackend, StreamBackend, SuspensionBackend, ExecutionId, ListPendingWaitpointsArgs, PublicState,
-    ReplayExecutionArgs, StreamCursor, StreamFrame,
+    AttemptIndex, EngineError, ExecutionBackend, ExecutionId, ListPendingWaitpointsArgs, OperatorBackend, PublicState,
+    ReplayExecutionArgs, StreamBackend, StreamCursor, StreamFrame, SuspensionBackend,
 };
 use futures::Stream;
 use minijinja::context;
@@ -68,7 +68,7 @@ pub(super) async fn page(
     });
     let waitpoints = if info.public_state == PublicState::Suspended {
         backend
-            .list_pending_waitpoints(ListPendingWaitpointsArgs { execution_id: id.clone(), after: None, limit: None })
+            .list_pending_waitpoints(ListPendingWaitpointsArgs { execution_id: id, after: None, limit: None })
             .await?
             .entries
     } else {
@@ -116,22 +116,23 @@ pub(super) async fn frames(
 ) -> Result<Response, PageError> {
     let id = parse_id(&raw)?;
     let after = headers.get("last-event-id").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()).unwrap_or(0);
-    let events = futures::StreamExt::map(frame_tail(state.backend().clone(), id, AttemptIndex(q.attempt), after), |item| {
-        Ok::<_, Infallible>(match item {
-            TailItem::Frame(f) => Event::default().event("frame").id(f.seq.to_string()).data(
-                serde_json::json!({
-                    "seq": f.seq,
-                    "kind": f.kind.as_str(),
-                    "frame_type": f.frame_type,
-                    "text": String::from_utf8_lossy(&f.bytes),
-                    "appended_at": super::utc(f.appended_at),
-                })
-                .to_string(),
-            ),
-            TailItem::Closed(reason) => Event::default().event("end").data(reason),
-            TailItem::Failed(message) => Event::default().event("failed").data(message),
-        })
-    });
+    let events =
+        futures::StreamExt::map(frame_tail(state.backend().clone(), id, AttemptIndex(q.attempt), after), |item| {
+            Ok::<_, Infallible>(match item {
+                TailItem::Frame(f) => Event::default().event("frame").id(f.seq.to_string()).data(
+                    serde_json::json!({
+                        "seq": f.seq,
+                        "kind": f.kind.as_str(),
+                        "frame_type": f.frame_type,
+                        "text": String::from_utf8_lossy(&f.bytes),
+                        "appended_at": super::utc(f.appended_at),
+                    })
+                    .to_string(),
+                ),
+                TailItem::Closed(reason) => Event::default().event("end").data(reason),
+                TailItem::Failed(message) => Event::default().event("failed").data(message),
+            })
+        });
     Ok(Sse::new(events).keep_alive(KeepAlive::default()).into_response())
 }
 
@@ -213,9 +214,10 @@ pub(super) async fn cancel(
     Form(form): Form<ActionForm>,
 ) -> Result<Response, PageError> {
     let id = checked(&session, &headers, &form, &raw)?;
-    let reason = Some(form.reason.trim().to_owned()).filter(|r| !r.is_empty()).unwrap_or("cancelled from the dashboard".into());
+    let reason =
+        Some(form.reason.trim().to_owned()).filter(|r| !r.is_empty()).unwrap_or("cancelled from the dashboard".into());
     let req = OperatorCancelRequest { reason, source: Default::default(), fence: None };
-    let done = state.backend().cancel_execution(req.into_args(id.clone())).await?;
+    let done = state.backend().cancel_execution(req.into_args(id)).await?;
     Ok(back(&id, &format!("Cancel: {}", status_of(&done))))
 }
 
@@ -228,7 +230,7 @@ pub(super) async fn replay(
     Form(form): Form<ActionForm>,
 ) -> Result<Response, PageError> {
     let id = checked(&session, &headers, &form, &raw)?;
-    let done = state.backend().replay_execution(ReplayExecutionArgs { execution_id: id.clone() }).await?;
+    let done = state.backend().replay_execution(ReplayExecutionArgs { execution_id: id }).await?;
     Ok(back(&id, &format!("Replay: {}", status_of(&done))))
 }
 
@@ -245,7 +247,7 @@ pub(super) async fn change_priority(
         PageError::status(StatusCode::BAD_REQUEST, format!("priority {:?} is not a whole number", form.priority))
     })?;
     let req = ChangePriorityRequest { new_priority, lane_id: None };
-    let done = state.backend().change_priority(req.into_args(id.clone())).await?;
+    let done = state.backend().change_priority(req.into_args(id)).await?;
     Ok(back(&id, &format!("Priority: {}", status_of(&done))))
 }
 
@@ -259,8 +261,12 @@ pub(super) async fn revoke_lease(
 ) -> Result<Response, PageError> {
     let id = checked(&session, &headers, &form, &raw)?;
     let reason = Some(form.reason.trim().to_owned()).filter(|r| !r.is_empty());
-    let req = RevokeLeaseRequest { expected_lease_id: None, worker_instance_id: None, reason: reason.or(Some("revoked from the dashboard".into())) };
-    let done = state.backend().revoke_lease(req.into_args(id.clone())).await?;
+    let req = RevokeLeaseRequest {
+        expected_lease_id: None,
+        worker_instance_id: None,
+        reason: reason.or(Some("revoked from the dashboard".into())),
+    };
+    let done = state.backend().revoke_lease(req.into_args(id)).await?;
     Ok(back(&id, &format!("Revoke lease: {}", status_of(&done))))
 }
 
@@ -276,8 +282,7 @@ fn parse_id(raw: &str) -> Result<ExecutionId, PageError> {
 
 /// Back to the execution's page, with what happened.
 fn back(id: &ExecutionId, notice: &str) -> Response {
-    let target =
-        format!("/dashboard/executions/{}?notice={}", percent_encode(&id.to_string()), percent_encode(notice));
+    let target = format!("/dashboard/executions/{}?notice={}", percent_encode(&id.to_string()), percent_encode(notice));
     Redirect::to(&target).into_response()
 }
 

@@ -40,9 +40,10 @@ impl Filters {
         let text = |s: &str| Some(s.trim().to_owned()).filter(|s| !s.is_empty());
         let state = match text(&self.state) {
             None => None,
-            Some(s) => Some(PublicState::parse(&s).map_err(|_| {
-                PageError::status(StatusCode::BAD_REQUEST, format!("unknown state {s:?}"))
-            })?),
+            Some(s) => Some(
+                PublicState::parse(&s)
+                    .map_err(|_| PageError::status(StatusCode::BAD_REQUEST, format!("unknown state {s:?}")))?,
+            ),
         };
         let tag = text(&self.tag).map(|t| match t.split_once('=') {
             Some((k, v)) => (k.trim().to_owned(), Some(v.trim().to_owned())),

@@ -38,7 +38,10 @@ pub(super) async fn list(
         .list_flows(ListFlowsArgs { partition: None, namespace: None, cursor, limit: Some(200) })
         .await?;
     let next = page.next_cursor.map(|c| format!("/dashboard/flows?after={}", percent_encode(&c.0.to_string())));
-    render("flows.html", context! { nav => "flows", session => session_ctx(&session), flows => page.flows, next => next })
+    render(
+        "flows.html",
+        context! { nav => "flows", session => session_ctx(&session), flows => page.flows, next => next },
+    )
 }
 
 /// `GET /dashboard/flows/{id}`.
@@ -56,7 +59,7 @@ pub(super) async fn page(
     let members = backend.search_executions(&search).await?.rows;
     let mut edges = Vec::new();
     for member in &members {
-        let from = EdgeDirection::Outgoing { from_node: member.execution_id.clone() };
+        let from = EdgeDirection::Outgoing { from_node: member.execution_id };
         edges.extend(backend.list_edges(&flow_id, from).await?);
     }
     let graph = layout(&members, &edges);

@@ -8,8 +8,8 @@ use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
 use ff_backend_postgres::dashboard::LaneOverview;
-use futures::Stream;
 use ff_core::EngineBackend;
+use futures::Stream;
 use minijinja::context;
 
 use super::auth::Session;
@@ -53,9 +53,11 @@ fn lane_events(state: DashboardState) -> impl Stream<Item = Result<Event, Infall
     futures::stream::unfold(state, |state| async move {
         tokio::time::sleep(REFRESH).await;
         let html = match (state.backend().lane_overview().await, state.backend().server_time_ms().await) {
-            (Ok(lanes), Ok(now)) => render("lane_rows.html", context! { columns => COLUMNS, rows => rows(&lanes, now as i64) })
-                .map(|h| h.0)
-                .unwrap_or_default(),
+            (Ok(lanes), Ok(now)) => {
+                render("lane_rows.html", context! { columns => COLUMNS, rows => rows(&lanes, now as i64) })
+                    .map(|h| h.0)
+                    .unwrap_or_default()
+            }
             (Err(e), _) | (_, Err(e)) => {
                 tracing::warn!(error = %e, "dashboard lane refresh failed");
                 return Some((Ok(Event::default().comment("refresh failed")), state));
@@ -72,7 +74,8 @@ fn rows(lanes: &[LaneOverview], now_ms: i64) -> Vec<minijinja::Value> {
         .map(|lane| {
             let counts: Vec<u64> = COLUMNS.iter().map(|c| lane.counts.get(*c).copied().unwrap_or(0)).collect();
             let total: u64 = lane.counts.values().sum();
-            let oldest_wait_s = lane.oldest_waiting_since.map(|t| ((now_ms - t.0).max(0) as f64 / 1000.0).round() as i64);
+            let oldest_wait_s =
+                lane.oldest_waiting_since.map(|t| ((now_ms - t.0).max(0) as f64 / 1000.0).round() as i64);
             context! {
                 lane_id => lane.lane_id,
                 counts => counts,

@@ -31,7 +31,7 @@ pub(super) async fn page(
     for entry in page.entries {
         let waitpoints = backend
             .list_pending_waitpoints(ListPendingWaitpointsArgs {
-                execution_id: entry.execution_id.clone(),
+                execution_id: entry.execution_id,
                 after: None,
                 limit: None,
             })
@@ -45,5 +45,8 @@ pub(super) async fn page(
         });
     }
     let next = page.next_cursor.map(|c| format!("/dashboard/suspensions?after={}", percent_encode(&c.to_string())));
-    render("suspensions.html", context! { nav => "suspensions", session => session_ctx(&session), rows => rows, next => next })
+    render(
+        "suspensions.html",
+        context! { nav => "suspensions", session => session_ctx(&session), rows => rows, next => next },
+    )
 }

@@ -3,7 +3,7 @@
 
 use axum::extract::{Query, State};
 use axum::response::Html;
-use ff_core::{EngineBackend, ListWorkersArgs, WorkerRegistryBackend, Namespace, WorkerInstanceId};
+use ff_core::{EngineBackend, ListWorkersArgs, Namespace, WorkerInstanceId, WorkerRegistryBackend};
 use minijinja::context;
 use serde::Deserialize;
 
