@@ -18,8 +18,8 @@ use std::time::Duration;
 use fantoccini::{Client, ClientBuilder, Locator};
 use ff_backend_postgres::{MIGRATOR, PostgresBackend};
 use ff_core::{
-    CapabilitySet, ClaimPolicy, ExecutionBackend, ExecutionId, Frame, FrameKind, Handle, LaneId, LeaseBackend,
-    PublicState, StreamBackend,
+    CapabilitySet, ClaimPolicy, ExecutionBackend, ExecutionId, FlowId, Frame, FrameKind, Handle, LaneId, LeaseBackend,
+    PartitionConfig, PublicState, StreamBackend, WaitpointId,
 };
 use ff_server::{Server, ServerConfig};
 use ff_test::TestDb;
@@ -67,6 +67,19 @@ impl Site {
         assert_eq!(resp.status(), StatusCode::CREATED);
         let created: Value = resp.json().await.unwrap();
         ExecutionId::parse(created["execution_id"].as_str().unwrap()).unwrap()
+    }
+
+    /// Calls the API with the bearer token; returns the status and the JSON body (`Null` when
+    /// empty).
+    async fn api(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let mut req = self.http.request(method, self.url(path)).bearer_auth(TOKEN);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status();
+        let text = resp.text().await.unwrap();
+        (status, if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap() })
     }
 
     /// Claims the next execution of `lane` as worker instance `instance`.
@@ -236,16 +249,30 @@ async fn an_operator_logs_in_and_sees_the_executions_of_two_lanes() {
     assert_ne!(session.value(), TOKEN, "the token itself is not stored in the browser");
     let mail_row = browser.text("tr[data-lane='mail']").await;
     assert!(mail_row.split_whitespace().any(|w| w == "3"), "three waiting on mail: {mail_row}");
+    // The counts follow live: a fourth submission shows up without a reload.
+    browser.client.execute("window.ffMark = 'same page'; return null;", vec![]).await.unwrap();
+    mail.push(site.submit("mail", "send_email").await);
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let row = browser.text("tr[data-lane='mail']").await;
+        if row.split_whitespace().any(|w| w == "4") {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the mail row never showed 4: {row}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mark = browser.client.execute("return window.ffMark;", vec![]).await.unwrap();
+    assert_eq!(mark, json!("same page"), "the counts changed without a reload");
 
     browser.goto(&site.url("/dashboard/executions")).await;
     let rows = browser.client.find_all(Locator::Css("tr.execution")).await.unwrap();
-    assert_eq!(rows.len(), 5);
+    assert_eq!(rows.len(), 6);
     let listed = browser.text("#executions").await;
     for id in mail.iter().chain([&report]) {
         assert!(listed.contains(&id.to_string()), "{id} listed");
     }
     browser.goto(&site.url("/dashboard/executions?lane=mail")).await;
-    assert_eq!(browser.client.find_all(Locator::Css("tr.execution")).await.unwrap().len(), 3);
+    assert_eq!(browser.client.find_all(Locator::Css("tr.execution")).await.unwrap().len(), 4);
     browser.goto(&site.url("/dashboard/executions?lane=reports&state=active")).await;
     let active = browser.client.find_all(Locator::Css("tr.execution")).await.unwrap();
     assert_eq!(active.len(), 1);
@@ -363,4 +390,121 @@ async fn an_action_without_the_csrf_token_or_from_another_site_is_refused() {
     let resp = post(vec![("csrf", csrf)], None, Some(cookie)).await.unwrap();
     assert_eq!(resp.status(), StatusCode::SEE_OTHER);
     assert_eq!(site.state(&id).await, PublicState::Cancelled);
+}
+
+#[tokio::test]
+async fn priority_revoke_and_replay_from_the_execution_page() {
+    let site = Site::start().await;
+    let id = site.submit("mail", "send_email").await;
+    let _held = site.claim("mail", "worker-3").await;
+    let browser = Browser::start().await;
+    browser.log_in(&site, TOKEN).await;
+    browser.text("#lanes").await;
+    let page = site.url(&Site::execution_path(&id));
+    browser.goto(&page).await;
+
+    let priority = browser.client.find(Locator::Css("input[name=priority]")).await.unwrap();
+    priority.clear().await.unwrap();
+    priority.send_keys("70").await.unwrap();
+    browser.client.find(Locator::Id("change-priority")).await.unwrap().click().await.unwrap();
+    browser.wait_for_text("#notice", "Priority: changed").await;
+    assert_eq!(browser.text("#priority").await, "70");
+    let info = site.backend().read_execution_info(&id).await.unwrap().unwrap();
+    assert_eq!(info.priority, 70);
+
+    browser.client.find(Locator::Id("revoke-lease")).await.unwrap().click().await.unwrap();
+    browser.client.accept_alert().await.unwrap();
+    browser.wait_for_text("#notice", "Revoke lease: revoked").await;
+    let snapshot = site.backend().describe_execution(&id).await.unwrap().unwrap();
+    assert!(snapshot.current_lease.is_none(), "{snapshot:?}");
+
+    browser.client.find(Locator::Id("cancel")).await.unwrap().click().await.unwrap();
+    browser.client.accept_alert().await.unwrap();
+    browser.wait_for_text("#notice", "Cancel: cancelled").await;
+    browser.client.find(Locator::Id("replay")).await.unwrap().click().await.unwrap();
+    browser.wait_for_text("#notice", "Replay: replayed").await;
+    assert_eq!(site.state(&id).await, PublicState::Waiting);
+
+    // A refused action says why, with the API's status: a replay of a live execution.
+    let csrf =
+        browser.client.find(Locator::Css("input[name=csrf]")).await.unwrap().prop("value").await.unwrap().unwrap();
+    let cookie = browser.client.get_named_cookie(ff_server::dashboard::SESSION_COOKIE).await.unwrap();
+    let resp = site
+        .http
+        .post(format!("{page}/replay"))
+        .header("cookie", format!("{}={}", cookie.name(), cookie.value()))
+        .form(&[("csrf", csrf)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::CONFLICT);
+    assert!(resp.text().await.unwrap().contains("execution_not_terminal"));
+    browser.finish().await;
+}
+
+#[tokio::test]
+async fn the_workers_flows_and_suspensions_pages() {
+    let site = Site::start().await;
+    let registration =
+        json!({"worker_instance_id": "media-1", "lanes": ["media"], "capabilities": ["gpu"], "liveness_ttl_ms": 30000});
+    let (status, body) = site.api(reqwest::Method::POST, "/v1/workers/transcoders/instances", Some(registration)).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+
+    // A diamond: 0 fans out to 1 and 2, which fan in to 3.
+    let flow = FlowId::new();
+    let ids: Vec<ExecutionId> = (0..4).map(|_| ExecutionId::for_flow(&flow, &PartitionConfig::default())).collect();
+    let members: Vec<Value> = ids
+        .iter()
+        .zip(["extract", "transform_a", "transform_b", "load"])
+        .map(|(id, kind)| json!({"execution_id": id, "lane_id": "etl", "execution_kind": kind, "input": {}}))
+        .collect();
+    let edges: Vec<Value> = [(0, 1), (0, 2), (1, 3), (2, 3)]
+        .iter()
+        .map(|&(u, d): &(usize, usize)| json!({"upstream_execution_id": ids[u], "downstream_execution_id": ids[d]}))
+        .collect();
+    let graph = json!({"flow": {"flow_id": flow, "flow_kind": "etl.nightly"}, "members": members, "edges": edges});
+    let (status, body) = site.api(reqwest::Method::POST, "/v1/flows/graph", Some(graph)).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+
+    // One execution suspended on a waitpoint `approval`.
+    let waiting = site.submit("approvals", "publish").await;
+    let claim = json!({"lane_id": "approvals", "worker_instance_id": "w1", "lease_ttl_ms": 600000});
+    let (status, claimed) = site.api(reqwest::Method::POST, "/v1/workers/pool/claim", Some(claim)).await;
+    assert_eq!(status, StatusCode::OK, "{claimed}");
+    let c = &claimed["claimed"][0];
+    let suspension = json!({
+        "waitpoints": [{"fresh": {"waitpoint_id": WaitpointId::new().to_string(), "waitpoint_key": "approval"}}],
+        "resume_condition": {"single": {"waitpoint_key": "approval", "matcher": {"by_name": "approved"}}},
+        "reason_code": "waiting_for_approval",
+    });
+    let path = format!("/v1/executions/{waiting}/attempts/{}/suspend", c["attempt_index"]);
+    let (status, out) =
+        site.api(reqwest::Method::POST, &path, Some(json!({"handle": c["handle"], "suspension": suspension}))).await;
+    assert_eq!(status, StatusCode::OK, "{out}");
+
+    let browser = Browser::start().await;
+    browser.log_in(&site, TOKEN).await;
+    browser.text("#lanes").await;
+    browser.goto(&site.url("/dashboard/workers")).await;
+    let workers = browser.text("#workers").await;
+    assert!(workers.contains("media-1") && workers.contains("transcoders") && workers.contains("gpu"), "{workers}");
+
+    browser.goto(&site.url("/dashboard/flows")).await;
+    assert!(browser.text("#flows").await.contains("etl.nightly"));
+    browser.client.find(Locator::Css("#flows a")).await.unwrap().click().await.unwrap();
+    browser.client.wait().at_most(PATIENCE).for_element(Locator::Id("flow-graph")).await.unwrap();
+    assert_eq!(browser.client.find_all(Locator::Css("#flow-graph g.node")).await.unwrap().len(), 4);
+    assert_eq!(browser.client.find_all(Locator::Css("#flow-graph line.edge")).await.unwrap().len(), 4);
+    let graph = browser.text("#flow-graph").await;
+    for kind in ["extract", "transform_a", "transform_b", "load"] {
+        assert!(graph.contains(kind), "{kind} drawn: {graph}");
+    }
+
+    browser.goto(&site.url("/dashboard/suspensions")).await;
+    let suspended = browser.text("#suspensions").await;
+    assert!(suspended.contains(&waiting.to_string()) && suspended.contains("approval"), "{suspended}");
+    assert!(suspended.contains("approved"), "the signal it waits for: {suspended}");
+    browser.goto(&site.url(&Site::execution_path(&waiting))).await;
+    assert_eq!(browser.text("#public-state").await, "suspended");
+    browser.finish().await;
 }

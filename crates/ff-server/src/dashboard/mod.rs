@@ -225,8 +225,9 @@ mod tests {
 
     #[test]
     fn every_template_parses() {
-        for name in ["base.html", "login.html", "lanes.html", "execution.html", "flow.html"] {
+        for name in TEMPLATES.templates().map(|(name, _)| name) {
             assert!(TEMPLATES.get_template(name).is_ok(), "{name}");
         }
+        assert_eq!(TEMPLATES.templates().count(), 11);
     }
 }
