@@ -39,13 +39,14 @@ pub struct DashboardState(Arc<Inner>);
 struct Inner {
     backend: Arc<PostgresBackend>,
     auth: auth::Auth,
+    lane_cache: lanes::OverviewCache,
 }
 
 impl DashboardState {
     /// State over `backend`, behind `token` (the API's bearer token; `None`: open, like the API).
     /// `secure` marks the session cookie `Secure` (set it when serving HTTPS).
     pub fn new(backend: Arc<PostgresBackend>, token: Option<&str>, secure: bool) -> Self {
-        Self(Arc::new(Inner { backend, auth: auth::Auth::new(token, secure) }))
+        Self(Arc::new(Inner { backend, auth: auth::Auth::new(token, secure), lane_cache: Default::default() }))
     }
 
     fn backend(&self) -> &Arc<PostgresBackend> {
@@ -54,6 +55,10 @@ impl DashboardState {
 
     fn auth(&self) -> &auth::Auth {
         &self.0.auth
+    }
+
+    fn lane_cache(&self) -> &lanes::OverviewCache {
+        &self.0.lane_cache
     }
 }
 
