@@ -1,7 +1,8 @@
 //! Read-only queries behind the operator dashboard: per-lane counts by public state with
 //! throughput and the oldest wait, a filtered and paged search over executions (lane, state,
-//! kind, tag, namespace, flow; newest first), and one execution's attempts and events. Nothing here
-//! writes; each call is one statement, so each answer is one consistent snapshot.
+//! kind, tag, namespace, flow; newest first), and one execution's attempts and events. Nothing
+//! here writes. The overview and the search each read `ff_execution` in one pass, without an
+//! index of their own: the claim path pays nothing for the dashboard, the dashboard pays a scan.
 //!
 //! The public-state filter is the SQL image of [`derive_public_state`]: a row matches
 //! [`public_state_predicate`]`(s)` exactly when its state vector derives `s` (a test checks
@@ -27,7 +28,7 @@ pub struct LaneOverview {
     pub lane_id: String,
     /// Executions by public state label (labels with none are absent).
     pub counts: BTreeMap<String, u64>,
-    /// Executions that completed successfully in the last minute (from the event log).
+    /// Executions that completed successfully in the last minute.
     pub completed_last_minute: u64,
     /// Since when the longest-waiting claimable execution has been claimable.
     pub oldest_waiting_since: Option<TimestampMs>,
@@ -143,9 +144,15 @@ impl PostgresBackend {
     /// Every lane that has executions or is registered, in name order, with its counts by
     /// public state, its successful completions in the last minute and its oldest wait.
     pub async fn lane_overview(&self) -> Result<Vec<LaneOverview>, EngineError> {
+        // One pass over the executions: counts by state vector (derived to public states
+        // here, by the one derivation), the oldest claimable wait, and the successful
+        // completions of the last minute (by completion time, so a replayed execution that
+        // completes again counts once).
         let sql = format!(
             "SELECT lane_id, {STATE_COLUMNS}, count(*) AS n, \
-                    min(eligible_at_ms) FILTER (WHERE {waiting}) AS oldest \
+                    min(eligible_at_ms) FILTER (WHERE {waiting}) AS oldest, \
+                    count(*) FILTER (WHERE terminal_outcome = 'success' AND completed_at_ms > ff_now_ms() - 60000) \
+                        AS completed_last_minute \
              FROM ff_execution GROUP BY lane_id, lifecycle_phase, ownership_state, eligibility_state, \
                     blocking_reason, terminal_outcome, attempt_state",
             waiting = public_state_predicate(PublicState::Waiting),
@@ -157,24 +164,14 @@ impl PostgresBackend {
             let state = derive_public_state(&state_vector(row)?);
             let n: i64 = col(row, "n")?;
             let oldest: Option<i64> = col(row, "oldest")?;
+            let completed: i64 = col(row, "completed_last_minute")?;
             let entry = lanes.entry(lane.clone()).or_insert_with(|| empty_lane(lane));
             *entry.counts.entry(state.as_str().to_owned()).or_default() += n as u64;
+            entry.completed_last_minute += completed as u64;
             if let Some(t) = oldest {
                 entry.oldest_waiting_since =
                     Some(entry.oldest_waiting_since.map_or(TimestampMs(t), |o| TimestampMs(o.0.min(t))));
             }
-        }
-        let throughput = sqlx::query(
-            "SELECT lane_id, count(*) AS n FROM ff_event \
-             WHERE kind = 'completed' AND occurred_at_ms > ff_now_ms() - 60000 GROUP BY lane_id",
-        )
-        .fetch_all(&self.pool)
-        .await
-        .map_err(map_sqlx)?;
-        for row in &throughput {
-            let lane: String = col(row, "lane_id")?;
-            let n: i64 = col(row, "n")?;
-            lanes.entry(lane.clone()).or_insert_with(|| empty_lane(lane)).completed_last_minute = n as u64;
         }
         let registered: Vec<String> =
             sqlx::query_scalar("SELECT lane_id FROM ff_lane").fetch_all(&self.pool).await.map_err(map_sqlx)?;
