@@ -41,12 +41,17 @@ struct Site {
 
 impl Site {
     async fn start() -> Self {
+        Self::start_with(Some(TOKEN)).await
+    }
+
+    /// A server behind `token` (`None`: open).
+    async fn start_with(token: Option<&str>) -> Self {
         let db = TestDb::new(&MIGRATOR).await;
         let mut cfg = ServerConfig::new(db.url());
         cfg.listen = "127.0.0.1:0".parse().unwrap();
         cfg.pool_size = 4;
         cfg.shutdown_grace_ms = 2_000;
-        cfg.api_token = Some(TOKEN.into());
+        cfg.api_token = token.map(str::to_owned);
         let server = Server::start(cfg).await.expect("server starts");
         let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
         Self { _db: db, server, http }
@@ -507,4 +512,74 @@ async fn the_workers_flows_and_suspensions_pages() {
     browser.goto(&site.url(&Site::execution_path(&waiting))).await;
     assert_eq!(browser.text("#public-state").await, "suspended");
     browser.finish().await;
+}
+
+/// Logs in over plain HTTP; returns the session cookie (`name=value`).
+async fn session_cookie(site: &Site) -> String {
+    let resp = site.http.post(site.url("/dashboard/login")).form(&[("token", TOKEN)]).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    resp.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_clear_error_page() {
+    let site = Site::start().await;
+    let id = site.submit("mail", "send_email").await;
+    let cookie = session_cookie(&site).await;
+    let missing = ExecutionId::for_flow(&FlowId::new(), &PartitionConfig::default());
+    let cases = [
+        ("/dashboard/executions?state=sleeping".to_owned(), StatusCode::BAD_REQUEST, "unknown state"),
+        ("/dashboard/executions?limit=0".to_owned(), StatusCode::BAD_REQUEST, "page size 0"),
+        ("/dashboard/executions?before=x".to_owned(), StatusCode::BAD_REQUEST, ""),
+        ("/dashboard/executions/not-an-id".to_owned(), StatusCode::BAD_REQUEST, "not-an-id"),
+        (Site::execution_path(&missing), StatusCode::NOT_FOUND, "no execution"),
+        ("/dashboard/flows/not-a-flow".to_owned(), StatusCode::BAD_REQUEST, ""),
+        (format!("/dashboard/flows/{}", FlowId::new()), StatusCode::NOT_FOUND, "no flow"),
+        (format!("{}/frames?attempt=7", Site::execution_path(&id)), StatusCode::OK, "event: failed"),
+        ("/dashboard/assets/secret.txt".to_owned(), StatusCode::NOT_FOUND, "no such asset"),
+    ];
+    for (path, want, says) in cases {
+        let resp = site.http.get(site.url(&path)).header("cookie", &cookie).send().await.unwrap();
+        assert_eq!(resp.status(), want, "{path}");
+        let body = resp.text().await.unwrap();
+        assert!(body.contains(says), "{path}: {body}");
+    }
+    let csrf = {
+        let html = site.http.get(site.url("/dashboard/lanes")).header("cookie", &cookie).send().await.unwrap();
+        let html = html.text().await.unwrap();
+        html.split("name=\"csrf\" value=\"").nth(1).and_then(|s| s.split('"').next()).unwrap().to_owned()
+    };
+    let priority = site.url(&format!("{}/priority", Site::execution_path(&id)));
+    for (value, want, says) in [
+        ("high", StatusCode::BAD_REQUEST, "not a whole number"),
+        ("9001", StatusCode::BAD_REQUEST, "priority_out_of_range"),
+    ] {
+        let form = [("csrf", csrf.as_str()), ("priority", value)];
+        let resp = site.http.post(&priority).header("cookie", &cookie).form(&form).send().await.unwrap();
+        assert_eq!(resp.status(), want, "{value}");
+        assert!(resp.text().await.unwrap().contains(says), "{value}");
+    }
+    let info = site.backend().read_execution_info(&id).await.unwrap().unwrap();
+    assert_eq!(info.priority, 0, "a refused change writes nothing");
+}
+
+#[tokio::test]
+async fn without_a_token_the_dashboard_is_open_but_actions_still_need_the_csrf_token() {
+    let site = Site::start_with(None).await;
+    let id = site.submit("mail", "send_email").await;
+    let page = site.http.get(site.url("/dashboard/lanes")).send().await.unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    let html = page.text().await.unwrap();
+    assert!(html.contains("without an API token"), "the warning banner");
+    let csrf = html.split("name=\"csrf\" value=\"").nth(1).and_then(|s| s.split('"').next()).map(str::to_owned);
+    assert!(csrf.is_none(), "no logout form when there is no login");
+    let page = site.http.get(site.url(&Site::execution_path(&id))).send().await.unwrap().text().await.unwrap();
+    let csrf = page.split("name=\"csrf\" value=\"").nth(1).and_then(|s| s.split('"').next()).unwrap().to_owned();
+    let cancel = site.url(&format!("{}/cancel", Site::execution_path(&id)));
+    let resp = site.http.post(&cancel).form(&[("reason", "no csrf")]).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    assert_eq!(site.state(&id).await, PublicState::Waiting);
+    let resp = site.http.post(&cancel).form(&[("csrf", csrf)]).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    assert_eq!(site.state(&id).await, PublicState::Cancelled);
 }

@@ -19,9 +19,9 @@ use super::auth::Session;
 use super::{DashboardState, PageError, render, session_ctx};
 
 /// How often the live table is refreshed.
-const REFRESH: Duration = Duration::from_secs(1);
+const REFRESH: Duration = Duration::from_secs(2);
 /// How long one reading of the overview is shown to every viewer.
-const SHARED_FOR: Duration = Duration::from_millis(900);
+const SHARED_FOR: Duration = Duration::from_millis(1800);
 
 /// One reading of the overview: the lanes, and the database time in ms it was read at.
 type Reading = Arc<(Vec<LaneOverview>, i64)>;
