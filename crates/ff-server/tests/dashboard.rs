@@ -116,10 +116,30 @@ impl Site {
     }
 }
 
-/// Headless Chromium behind a chromedriver of its own, both ended on drop.
+/// Headless Chromium behind a chromedriver of its own, both ended on drop (the browser runs
+/// in chromedriver's process group, and its profile in a directory of its own).
 struct Browser {
     client: Client,
-    _driver: Child,
+    driver: Child,
+    profile: PathBuf,
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        // chromedriver leads a process group holding Chromium and its helpers: end all of them,
+        // whether the test finished or panicked, then remove the profile.
+        if let Some(pid) = self.driver.id() {
+            let _ = std::process::Command::new("kill").arg("-KILL").arg(format!("-{pid}")).status();
+        }
+        let _ = self.driver.start_kill();
+        // The killed processes may still be closing files in the profile for a moment.
+        for _ in 0..40 {
+            if std::fs::remove_dir_all(&self.profile).is_ok() || !self.profile.exists() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
 }
 
 impl Browser {
@@ -128,14 +148,23 @@ impl Browser {
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let driver = Command::new(&driver_path)
             .arg(format!("--port={port}"))
+            .process_group(0)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .kill_on_drop(true)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", driver_path.display()));
         let webdriver = format!("http://127.0.0.1:{port}");
+        let profile = std::env::temp_dir().join(format!("ff-dashboard-chromium-{}-{port}", std::process::id()));
         let mut options = json!({
-            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1440,1000"],
+            "args": [
+                "--headless=new",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-dev-shm-usage",
+                "--window-size=1440,1000",
+                format!("--user-data-dir={}", profile.display()),
+            ],
         });
         if let Some(chromium) = chromium() {
             options["binary"] = json!(chromium);
@@ -146,14 +175,14 @@ impl Browser {
         let client = loop {
             match ClientBuilder::new(HttpConnector::new()).capabilities(caps.clone()).connect(&webdriver).await {
                 Ok(client) => break client,
-                Err(e) if tokio::time::Instant::now() < deadline => {
-                    let _ = e;
+                // chromedriver may not be listening yet.
+                Err(_) if tokio::time::Instant::now() < deadline => {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
                 Err(e) => panic!("chromedriver at {webdriver} did not start a Chromium session: {e}"),
             }
         };
-        Self { client, _driver: driver }
+        Self { client, driver, profile }
     }
 
     async fn goto(&self, url: &str) {
@@ -195,7 +224,7 @@ impl Browser {
     }
 
     async fn finish(self) {
-        self.client.close().await.unwrap();
+        self.client.clone().close().await.unwrap();
     }
 }
 
