@@ -4,11 +4,12 @@
 //! here writes. The overview and the search each read `ff_execution` in one pass, without an
 //! index of their own: the claim path pays nothing for the dashboard, the dashboard pays a scan.
 //!
-//! The public-state filter is the SQL image of [`derive_public_state`]: a row matches
-//! [`public_state_predicate`]`(s)` exactly when its state vector derives `s` (a test checks
-//! every label against the derivation).
+//! The public-state filter uses [`PUBLIC_STATE_SQL`], the SQL image of [`derive_public_state`]:
+//! over a row's columns it gives the label the row's state vector derives (a test checks it on
+//! every vector). The statements are static items, checked against the schema like every other.
 
 use std::collections::BTreeMap;
+use std::sync::LazyLock;
 
 use ff_core::{EngineError, ExecutionId, PublicState, TimestampMs, ValidationKind, derive_public_state};
 use sqlx::postgres::PgRow;
@@ -140,24 +141,67 @@ pub struct EventRow {
     pub occurred_at: TimestampMs,
 }
 
+/// The public state label of an `ff_execution` row, as SQL over its columns: the image of
+/// [`derive_public_state`] (which never derives `resumable`).
+pub const PUBLIC_STATE_SQL: &str = "(CASE lifecycle_phase \
+    WHEN 'terminal' THEN CASE terminal_outcome WHEN 'success' THEN 'completed' WHEN 'cancelled' THEN 'cancelled' \
+        WHEN 'expired' THEN 'expired' WHEN 'skipped' THEN 'skipped' ELSE 'failed' END \
+    WHEN 'suspended' THEN 'suspended' \
+    WHEN 'active' THEN 'active' \
+    WHEN 'runnable' THEN CASE eligibility_state WHEN 'not_eligible_until_time' THEN 'delayed' \
+        WHEN 'blocked_by_dependencies' THEN 'waiting_children' WHEN 'blocked_by_budget' THEN 'rate_limited' \
+        WHEN 'blocked_by_quota' THEN 'rate_limited' ELSE 'waiting' END \
+    ELSE 'waiting' END)";
+
+/// Counts by state vector per lane, the oldest claimable wait, and the successful completions
+/// of the last minute (by completion time, so a replayed execution that completes again
+/// counts once), in one pass.
+pub(crate) static OVERVIEW_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT lane_id, {STATE_COLUMNS}, count(*) AS n, \
+                min(eligible_at_ms) FILTER (WHERE {PUBLIC_STATE_SQL} = 'waiting') AS oldest, \
+                count(*) FILTER (WHERE terminal_outcome = 'success' AND completed_at_ms > ff_now_ms() - 60000) \
+                    AS completed_last_minute \
+         FROM ff_execution GROUP BY lane_id, lifecycle_phase, ownership_state, eligibility_state, \
+                blocking_reason, terminal_outcome, attempt_state"
+    )
+});
+
+/// Every registered lane.
+pub(crate) const REGISTERED_LANES_SQL: &str = "SELECT lane_id FROM ff_lane";
+
+/// One page of executions, newest first; every filter is optional (`NULL`: any).
+pub(crate) static SEARCH_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT execution_id, partition_key, seq, namespace, lane_id, execution_kind, priority, \
+                total_attempt_count, created_at_ms, last_mutation_at_ms, tags, {STATE_COLUMNS} \
+         FROM ff_execution \
+         WHERE ($1::text IS NULL OR lane_id = $1) AND ($2::text IS NULL OR execution_kind = $2) \
+           AND ($3::text IS NULL OR namespace = $3) \
+           AND ($4::text IS NULL OR tags ? $4) AND ($5::text IS NULL OR tags ->> $4 = $5) \
+           AND ($6::bigint IS NULL OR seq < $6) AND ($8::uuid IS NULL OR flow_id = $8) \
+           AND ($9::text IS NULL OR {PUBLIC_STATE_SQL} = $9) \
+         ORDER BY seq DESC LIMIT $7"
+    )
+});
+
+/// An execution's attempts, oldest first.
+pub(crate) const ATTEMPTS_SQL: &str = "SELECT attempt_index, attempt_type::text AS attempt_type, state::text AS state, \
+        lease_id, lease_epoch, worker_id, worker_instance_id, started_at_ms, ended_at_ms, failure_class, \
+        failure_message, frame_count \
+     FROM ff_attempt WHERE execution_id = $1 ORDER BY attempt_index";
+
+/// The most recent `$2` events of an execution, oldest first.
+pub(crate) const EVENTS_SQL: &str = "SELECT * FROM (\
+        SELECT kind::text AS kind, attempt_index, lease_epoch, worker_instance_id, occurred_at_ms, tx_id, event_id \
+        FROM ff_event WHERE execution_id = $1 ORDER BY tx_id DESC, event_id DESC LIMIT $2) e \
+     ORDER BY tx_id, event_id";
+
 impl PostgresBackend {
     /// Every lane that has executions or is registered, in name order, with its counts by
     /// public state, its successful completions in the last minute and its oldest wait.
     pub async fn lane_overview(&self) -> Result<Vec<LaneOverview>, EngineError> {
-        // One pass over the executions: counts by state vector (derived to public states
-        // here, by the one derivation), the oldest claimable wait, and the successful
-        // completions of the last minute (by completion time, so a replayed execution that
-        // completes again counts once).
-        let sql = format!(
-            "SELECT lane_id, {STATE_COLUMNS}, count(*) AS n, \
-                    min(eligible_at_ms) FILTER (WHERE {waiting}) AS oldest, \
-                    count(*) FILTER (WHERE terminal_outcome = 'success' AND completed_at_ms > ff_now_ms() - 60000) \
-                        AS completed_last_minute \
-             FROM ff_execution GROUP BY lane_id, lifecycle_phase, ownership_state, eligibility_state, \
-                    blocking_reason, terminal_outcome, attempt_state",
-            waiting = public_state_predicate(PublicState::Waiting),
-        );
-        let rows = sqlx::query(&sql).fetch_all(&self.pool).await.map_err(map_sqlx)?;
+        let rows = sqlx::query(&OVERVIEW_SQL).fetch_all(&self.pool).await.map_err(map_sqlx)?;
         let mut lanes: BTreeMap<String, LaneOverview> = BTreeMap::new();
         for row in &rows {
             let lane: String = col(row, "lane_id")?;
@@ -174,7 +218,7 @@ impl PostgresBackend {
             }
         }
         let registered: Vec<String> =
-            sqlx::query_scalar("SELECT lane_id FROM ff_lane").fetch_all(&self.pool).await.map_err(map_sqlx)?;
+            sqlx::query_scalar(REGISTERED_LANES_SQL).fetch_all(&self.pool).await.map_err(map_sqlx)?;
         for lane in registered {
             lanes.entry(lane.clone()).or_insert_with(|| empty_lane(lane));
         }
@@ -189,22 +233,11 @@ impl PostgresBackend {
                 format!("page size {} outside 1..={MAX_SEARCH_PAGE}", search.limit),
             ));
         }
-        let state = search.state.map_or("true", public_state_predicate);
-        let sql = format!(
-            "SELECT execution_id, partition_key, seq, namespace, lane_id, execution_kind, priority, \
-                    total_attempt_count, created_at_ms, last_mutation_at_ms, tags, {STATE_COLUMNS} \
-             FROM ff_execution \
-             WHERE ($1::text IS NULL OR lane_id = $1) AND ($2::text IS NULL OR execution_kind = $2) \
-               AND ($3::text IS NULL OR namespace = $3) \
-               AND ($4::text IS NULL OR tags ? $4) AND ($5::text IS NULL OR tags ->> $4 = $5) \
-               AND ($6::bigint IS NULL OR seq < $6) AND ($8::uuid IS NULL OR flow_id = $8) AND ({state}) \
-             ORDER BY seq DESC LIMIT $7"
-        );
         let (tag_key, tag_value) = match &search.tag {
             Some((k, v)) => (Some(k.as_str()), v.as_deref()),
             None => (None, None),
         };
-        let rows = sqlx::query(&sql)
+        let rows = sqlx::query(&SEARCH_SQL)
             .bind(search.lane_id.as_deref())
             .bind(search.kind.as_deref())
             .bind(search.namespace.as_deref())
@@ -213,6 +246,7 @@ impl PostgresBackend {
             .bind(search.before.map(|c| c.seq))
             .bind(search.limit as i64 + 1)
             .bind(search.flow_id)
+            .bind(search.state.as_ref().map(PublicState::as_str))
             .fetch_all(&self.pool)
             .await
             .map_err(map_sqlx)?;
@@ -229,16 +263,7 @@ impl PostgresBackend {
 
     /// An execution's attempts, oldest first.
     pub async fn list_attempts(&self, id: &ExecutionId) -> Result<Vec<AttemptRow>, EngineError> {
-        let rows = sqlx::query(
-            "SELECT attempt_index, attempt_type::text AS attempt_type, state::text AS state, lease_id, lease_epoch, \
-                    worker_id, worker_instance_id, started_at_ms, ended_at_ms, failure_class, failure_message, \
-                    frame_count \
-             FROM ff_attempt WHERE execution_id = $1 ORDER BY attempt_index",
-        )
-        .bind(id.uuid())
-        .fetch_all(&self.pool)
-        .await
-        .map_err(map_sqlx)?;
+        let rows = sqlx::query(ATTEMPTS_SQL).bind(id.uuid()).fetch_all(&self.pool).await.map_err(map_sqlx)?;
         rows.iter()
             .map(|row| {
                 Ok(AttemptRow {
@@ -261,17 +286,12 @@ impl PostgresBackend {
 
     /// The most recent `limit` events of an execution's log, oldest first.
     pub async fn list_execution_events(&self, id: &ExecutionId, limit: usize) -> Result<Vec<EventRow>, EngineError> {
-        let rows = sqlx::query(
-            "SELECT * FROM (SELECT kind::text AS kind, attempt_index, lease_epoch, worker_instance_id, occurred_at_ms, \
-                                   tx_id, event_id \
-                            FROM ff_event WHERE execution_id = $1 ORDER BY tx_id DESC, event_id DESC LIMIT $2) e \
-             ORDER BY tx_id, event_id",
-        )
-        .bind(id.uuid())
-        .bind(limit.min(MAX_SEARCH_PAGE) as i64)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(map_sqlx)?;
+        let rows = sqlx::query(EVENTS_SQL)
+            .bind(id.uuid())
+            .bind(limit.min(MAX_SEARCH_PAGE) as i64)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map_sqlx)?;
         rows.iter()
             .map(|row| {
                 Ok(EventRow {
@@ -283,31 +303,6 @@ impl PostgresBackend {
                 })
             })
             .collect()
-    }
-}
-
-/// The SQL condition, over `ff_execution`'s columns, under which a row derives `state`.
-pub fn public_state_predicate(state: PublicState) -> &'static str {
-    match state {
-        PublicState::Waiting => {
-            "(lifecycle_phase = 'submitted' OR (lifecycle_phase = 'runnable' AND eligibility_state IN \
-             ('eligible_now', 'blocked_by_route', 'blocked_by_lane_state', 'blocked_by_operator', 'not_applicable')))"
-        }
-        PublicState::Delayed => "(lifecycle_phase = 'runnable' AND eligibility_state = 'not_eligible_until_time')",
-        PublicState::WaitingChildren => {
-            "(lifecycle_phase = 'runnable' AND eligibility_state = 'blocked_by_dependencies')"
-        }
-        PublicState::RateLimited => {
-            "(lifecycle_phase = 'runnable' AND eligibility_state IN ('blocked_by_budget', 'blocked_by_quota'))"
-        }
-        PublicState::Active => "(lifecycle_phase = 'active')",
-        PublicState::Suspended => "(lifecycle_phase = 'suspended')",
-        PublicState::Resumable => "false",
-        PublicState::Completed => "(lifecycle_phase = 'terminal' AND terminal_outcome = 'success')",
-        PublicState::Failed => "(lifecycle_phase = 'terminal' AND terminal_outcome IN ('failed', 'none'))",
-        PublicState::Cancelled => "(lifecycle_phase = 'terminal' AND terminal_outcome = 'cancelled')",
-        PublicState::Expired => "(lifecycle_phase = 'terminal' AND terminal_outcome = 'expired')",
-        PublicState::Skipped => "(lifecycle_phase = 'terminal' AND terminal_outcome = 'skipped')",
     }
 }
 

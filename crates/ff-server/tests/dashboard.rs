@@ -421,9 +421,23 @@ async fn an_action_without_the_csrf_token_or_from_another_site_is_refused() {
         assert_eq!(resp.status(), want, "{form:?} {origin:?}");
         assert_eq!(site.state(&id).await, PublicState::Waiting, "a refused action changes nothing");
     }
-    let resp = post(vec![("csrf", csrf)], None, Some(cookie)).await.unwrap();
+    let resp = post(vec![("csrf", csrf.clone())], None, Some(cookie.clone())).await.unwrap();
     assert_eq!(resp.status(), StatusCode::SEE_OTHER);
     assert_eq!(site.state(&id).await, PublicState::Cancelled);
+
+    // Pages may not be framed by another site, nor run inline script.
+    let page = site.http.get(site.url("/dashboard/lanes")).header("cookie", &cookie).send().await.unwrap();
+    assert_eq!(page.headers()["x-frame-options"], "DENY");
+    let csp = page.headers()["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("frame-ancestors 'none'") && csp.contains("script-src 'self'"), "{csp}");
+    // Logging out needs the CSRF token too, and clears the cookie.
+    let logout = site.url("/dashboard/logout");
+    let resp = site.http.post(&logout).header("cookie", &cookie).form(&[("csrf", "")]).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    let resp = site.http.post(&logout).header("cookie", &cookie).form(&[("csrf", csrf)]).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    let cleared = resp.headers()["set-cookie"].to_str().unwrap();
+    assert!(cleared.starts_with("ff_dashboard_session=;") && cleared.contains("Max-Age=0"), "{cleared}");
 }
 
 #[tokio::test]

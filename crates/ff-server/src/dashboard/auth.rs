@@ -170,7 +170,7 @@ pub(super) async fn login(
     if !auth.required {
         return Redirect::to(&safe_next(form.next.as_deref())).into_response();
     }
-    if !auth.matches_token(form.token.trim()) {
+    if !auth.matches_token(&form.token) {
         return login_page(
             StatusCode::UNAUTHORIZED,
             form.next.as_deref(),

@@ -38,7 +38,18 @@ function tailFrames(table) {
   source.addEventListener("failed", stop("failed"));
 }
 
+// Forms that change something drastic ask first (`data-confirm`); no inline handlers, so the
+// page's Content-Security-Policy can forbid inline script.
+function confirmForms() {
+  for (const form of document.querySelectorAll("form[data-confirm]")) {
+    form.addEventListener("submit", (e) => {
+      if (!window.confirm(form.dataset.confirm)) e.preventDefault();
+    });
+  }
+}
+
 document.addEventListener("DOMContentLoaded", () => {
+  confirmForms();
   const lanes = document.querySelector("table[data-live]");
   if (lanes) liveLanes(lanes);
   const frames = document.querySelector("table[data-tail]");
