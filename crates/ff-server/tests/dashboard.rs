@@ -128,8 +128,12 @@ impl Drop for Browser {
     fn drop(&mut self) {
         // chromedriver leads a process group holding Chromium and its helpers: end all of them,
         // whether the test finished or panicked, then remove the profile.
-        if let Some(pid) = self.driver.id() {
-            let _ = std::process::Command::new("kill").arg("-KILL").arg(format!("-{pid}")).status();
+        if let Some(pid) = self.driver.id().and_then(|pid| i32::try_from(pid).ok()).filter(|pid| *pid > 1) {
+            // SAFETY: kill(2) with a negative pid signals exactly the process group `pid`, which
+            // chromedriver leads (it was started with `process_group(0)`); no memory is shared.
+            unsafe {
+                libc::kill(-pid, libc::SIGKILL);
+            }
         }
         let _ = self.driver.start_kill();
         // The killed processes may still be closing files in the profile for a moment.
@@ -146,16 +150,20 @@ impl Browser {
     async fn start() -> Self {
         let driver_path = chromedriver();
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        // Chromium's profile and scratch files all go in one directory, removed on drop.
+        let profile = std::env::temp_dir().join(format!("ff-dashboard-chromium-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&profile).unwrap();
         let driver = Command::new(&driver_path)
             .arg(format!("--port={port}"))
+            .env("TMPDIR", &profile)
             .process_group(0)
+            .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .kill_on_drop(true)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", driver_path.display()));
         let webdriver = format!("http://127.0.0.1:{port}");
-        let profile = std::env::temp_dir().join(format!("ff-dashboard-chromium-{}-{port}", std::process::id()));
         let mut options = json!({
             "args": [
                 "--headless=new",
@@ -163,7 +171,7 @@ impl Browser {
                 "--disable-gpu",
                 "--disable-dev-shm-usage",
                 "--window-size=1440,1000",
-                format!("--user-data-dir={}", profile.display()),
+                format!("--user-data-dir={}", profile.join("profile").display()),
             ],
         });
         if let Some(chromium) = chromium() {
@@ -189,8 +197,21 @@ impl Browser {
         self.client.goto(url).await.unwrap();
     }
 
+    /// The text of the element `css` names, once there is one. Live updates replace elements
+    /// under the reader's feet, so a reading of a replaced element is taken again.
     async fn text(&self, css: &str) -> String {
-        self.client.wait().at_most(PATIENCE).for_element(Locator::Css(css)).await.unwrap().text().await.unwrap()
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let read = match self.client.find(Locator::Css(css)).await {
+                Ok(e) => e.text().await,
+                Err(e) => Err(e),
+            };
+            match read {
+                Ok(text) => return text,
+                Err(e) if tokio::time::Instant::now() >= deadline => panic!("no readable {css}: {e}"),
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
     }
 
     async fn path(&self) -> String {
