@@ -15,6 +15,7 @@ mod backend;
 mod coalesce;
 mod config;
 pub mod connection;
+pub mod dashboard;
 pub mod error;
 mod event;
 mod execution;

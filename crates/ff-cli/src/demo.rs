@@ -17,6 +17,9 @@
 //! load needs three of four transforms, runs, and that flow completes. Two handlers suspend
 //! for an approval: the demo approves one as an operator, which then completes; the other's
 //! short wait times out and fails it (`demo/suspension.rs`).
+//!
+//! It prints the URL of the operator dashboard and the API token to log in with; `--keep`
+//! keeps the server, its dashboard and the database up after the workload until Ctrl-C.
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -67,6 +70,12 @@ pub(crate) struct DemoArgs {
     /// Give up when the workload has not finished after this many seconds.
     #[arg(long, default_value_t = 300)]
     timeout_secs: u64,
+    /// Keep the server (and its dashboard) and the database up after the workload, until Ctrl-C.
+    #[arg(long)]
+    keep: bool,
+    /// Where the server listens (default: a free port on 127.0.0.1).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: std::net::SocketAddr,
 }
 
 /// Lanes of the workload and what runs on them.
@@ -155,7 +164,7 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
 async fn run_on(args: &DemoArgs, url: &str, stop: &CancellationToken) -> anyhow::Result<bool> {
     let token = uuid::Uuid::new_v4().simple().to_string();
     let mut cfg = ServerConfig::new(url);
-    cfg.listen = "127.0.0.1:0".parse()?;
+    cfg.listen = args.listen;
     cfg.api_token = Some(token.clone());
     cfg.lease_expiry_interval_ms = 200;
     cfg.delayed_promoter_interval_ms = 200;
@@ -163,11 +172,16 @@ async fn run_on(args: &DemoArgs, url: &str, stop: &CancellationToken) -> anyhow:
     cfg.shutdown_grace_ms = 5_000;
     let server = Server::start(cfg).await.context("starting the server")?;
     eprintln!("FlowFabric API on {} (bearer token required)", server.url());
-    let client = Client::new(server.url())?.with_token(token);
+    eprintln!("Dashboard on {}/dashboard; log in with the API token {token}", server.url());
+    let client = Client::new(server.url())?.with_token(token.clone());
     let backend = server.backend().clone();
     let namespace = Namespace::new(format!("demo-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]));
 
     let result = drive(args, &server, &client, &backend, &namespace, stop).await;
+    if args.keep && !stop.is_cancelled() {
+        eprintln!("\nStill serving: dashboard on {}/dashboard (API token {token}). Ctrl-C stops.", server.url());
+        stop.cancelled().await;
+    }
     server.shutdown().await.context("stopping the server")?;
     result
 }

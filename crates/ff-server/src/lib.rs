@@ -1,6 +1,7 @@
 //! FlowFabric's HTTP server: the JSON API (`/v1/...`) over a Postgres engine backend, with
 //! bearer-token auth, per-route body limits, CORS, `/healthz`, Prometheus `/metrics` and an
-//! OpenAPI document generated from the route table.
+//! OpenAPI document generated from the route table; beside it, the operator dashboard
+//! ([`dashboard`], under `/dashboard`).
 //!
 //! Boot ([`Server::start_with_metrics`]): validate the configuration, load the HTTPS certificate
 //! if one is configured, apply (or check) the schema migrations, connect, start the
@@ -11,6 +12,7 @@
 #![warn(missing_docs)]
 
 pub mod config;
+pub mod dashboard;
 pub mod http;
 pub mod metrics;
 pub mod openapi;
@@ -97,7 +99,8 @@ impl Server {
         let body_budget = BodyBudget::new(config.max_inflight_body_bytes, config.inflight_wait(), telemetry.clone());
         let state = AppState::new(backend.clone(), partitions, config.token().map(str::to_owned), telemetry)
             .with_body_budget(body_budget.clone(), config.max_body_bytes);
-        let app = router(state, &config.cors_origins).map_err(ServerError::Config)?;
+        let dashboard = dashboard::DashboardState::new(backend.clone(), config.token(), tls.is_some());
+        let app = router(state, &config.cors_origins).map_err(ServerError::Config)?.merge(dashboard::router(dashboard));
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .map_err(|source| ServerError::Bind { addr: config.listen, source })?;
