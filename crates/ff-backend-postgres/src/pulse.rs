@@ -265,28 +265,30 @@ async fn announce(pool: PgPool, shared: Arc<Shared>, stop: CancellationToken) {
         if channels.is_empty() || pool.is_closed() {
             continue;
         }
-        if conn.is_none() {
-            match PgConnection::connect_with(&pool.connect_options()).await {
-                Ok(c) => conn = Some(c),
-                Err(e) => tracing::debug!(error = %e, "announcer could not connect; readers fall back to their timers"),
+        // Whether anyone follows is asked through the pool (a few times a second at most), so a
+        // process nobody follows holds no announcing connection.
+        let recheck = if anyone_follows { PRESENCE_RECHECK } else { ABSENCE_RECHECK };
+        if checked_at.is_none_or(|at| at.elapsed() >= recheck) {
+            match sqlx::query_scalar::<_, bool>(ANYONE_FOLLOWS_SQL).fetch_one(&pool).await {
+                Ok(any) => {
+                    anyone_follows = any;
+                    checked_at = Some(Instant::now());
+                }
+                Err(e) => tracing::debug!(error = %e, "announcer could not look for followers"),
             }
         }
-        if let Some(c) = conn.as_mut() {
-            let recheck = if anyone_follows { PRESENCE_RECHECK } else { ABSENCE_RECHECK };
-            if checked_at.is_none_or(|at| at.elapsed() >= recheck) {
-                match sqlx::query_scalar::<_, bool>(ANYONE_FOLLOWS_SQL).fetch_one(&mut *c).await {
-                    Ok(any) => {
-                        anyone_follows = any;
-                        checked_at = Some(Instant::now());
-                    }
+        if !anyone_follows {
+            conn = None;
+        } else {
+            if conn.is_none() {
+                match PgConnection::connect_with(&pool.connect_options()).await {
+                    Ok(c) => conn = Some(c),
                     Err(e) => {
-                        tracing::debug!(error = %e, "announcer lost its connection; reconnecting");
-                        conn = None;
-                        continue;
+                        tracing::debug!(error = %e, "announcer could not connect; readers fall back to their timers")
                     }
                 }
             }
-            if anyone_follows {
+            if let Some(c) = conn.as_mut() {
                 let sent = sqlx::query(ANNOUNCE_SQL).bind(&channels).bind(&payloads).execute(&mut *c).await;
                 if let Err(e) = sent {
                     tracing::debug!(error = %e, "announcer lost its connection; reconnecting");
