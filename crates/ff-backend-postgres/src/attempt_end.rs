@@ -12,12 +12,12 @@ use async_trait::async_trait;
 use ff_core::backend::AttemptEndBackend;
 use ff_core::{Handle, MAX_CLAIM_BATCH};
 
+use crate::db::Db;
 use ff_core::{
     AttemptIndex, CompleteExecutionArgs, CompleteExecutionResult, EngineError, ExecutionPolicy, FailExecutionArgs,
     FailExecutionResult, FailOutcome, FailureClass, FailureReason, HandlePayload, PublicState, TimestampMs,
     ValidationKind,
 };
-use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::backend::PostgresBackend;
@@ -33,10 +33,7 @@ use crate::row::{col, u32_col};
 pub(crate) const COMPLETE_SQL: &str = "SELECT execution_id, lease_id FROM ff_complete($1, $2, $3, $4, $5)";
 
 /// Completes every item whose fence holds; returns, per item in order, whether it completed.
-pub(crate) async fn complete(
-    pool: &PgPool,
-    items: &[(HandlePayload, Option<Vec<u8>>)],
-) -> Result<Vec<bool>, EngineError> {
+pub(crate) async fn complete(pool: &Db, items: &[(HandlePayload, Option<Vec<u8>>)]) -> Result<Vec<bool>, EngineError> {
     let mut ids = Vec::with_capacity(items.len());
     let mut leases = Vec::with_capacity(items.len());
     let mut epochs = Vec::with_capacity(items.len());
@@ -149,20 +146,20 @@ where
 }
 
 /// Cancels; `None` when the fence failed.
-pub(crate) async fn cancel(pool: &PgPool, p: &HandlePayload, reason: &str) -> Result<Option<()>, EngineError> {
+pub(crate) async fn cancel(pool: &Db, p: &HandlePayload, reason: &str) -> Result<Option<()>, EngineError> {
     let args = EndingArgs { message: Some(reason), ..Default::default() };
     Ok(end_attempt(pool, Ending::Cancel, p, args).await?.map(|_| ()))
 }
 
 /// Parks until `until`; `None` when the fence failed.
-pub(crate) async fn delay(pool: &PgPool, p: &HandlePayload, until: TimestampMs) -> Result<Option<()>, EngineError> {
+pub(crate) async fn delay(pool: &Db, p: &HandlePayload, until: TimestampMs) -> Result<Option<()>, EngineError> {
     let args = EndingArgs { ms: Some(until.0), ..Default::default() };
     Ok(end_attempt(pool, Ending::Delay, p, args).await?.map(|_| ()))
 }
 
 /// Fails the attempt, deciding retry from the stored policy; `None` when the fence failed.
 pub(crate) async fn fail(
-    pool: &PgPool,
+    pool: &Db,
     p: &HandlePayload,
     reason: &FailureReason,
     class: FailureClass,

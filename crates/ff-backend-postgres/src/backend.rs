@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use crate::db::Db;
 use async_trait::async_trait;
 use ff_core::backend::PrepareOutcome;
 use ff_core::event::{EventCursor, ScannerFilter};
@@ -35,7 +36,7 @@ pub(crate) const SERVER_TIME_SQL: &str = "SELECT (extract(epoch FROM clock_times
 
 /// The PostgreSQL engine backend.
 pub struct PostgresBackend {
-    pub(crate) pool: PgPool,
+    pub(crate) pool: Db,
     pub(crate) partitions: PartitionConfig,
     pub(crate) metrics: Arc<Metrics>,
     scanners: Mutex<Option<Scanners>>,
@@ -76,17 +77,25 @@ impl PostgresBackend {
     ) -> Result<Arc<Self>, EngineError> {
         config.validate()?;
         let pool = connection::connect_pool(&config).await?;
-        migrate::check_schema_version(&pool).await?;
-        Ok(Arc::new(Self::build(pool, partition_config, metrics)))
+        let db =
+            if config.transaction_pooling { Db::transaction_pooled(pool, config.poll_interval) } else { Db::new(pool) };
+        migrate::check_schema_version(&db).await?;
+        Ok(Arc::new(Self::build(db, partition_config, metrics)))
     }
 
-    /// Wraps an existing pool. No I/O: call [`migrate::check_schema_version`] or `prepare` to verify
-    /// the schema.
+    /// Wraps an existing pool of direct connections. No I/O: call
+    /// [`migrate::check_schema_version`] or `prepare` to verify the schema.
     pub fn from_pool(pool: PgPool, partition_config: PartitionConfig) -> Arc<Self> {
-        Arc::new(Self::build(pool, partition_config, Arc::new(Metrics::default())))
+        Self::from_db(Db::new(pool), partition_config)
     }
 
-    fn build(pool: PgPool, partitions: PartitionConfig, metrics: Arc<Metrics>) -> Self {
+    /// Wraps an existing pool used as `db` says (directly, or through a transaction-pooling
+    /// pooler). No I/O.
+    pub fn from_db(db: Db, partition_config: PartitionConfig) -> Arc<Self> {
+        Arc::new(Self::build(db, partition_config, Arc::new(Metrics::default())))
+    }
+
+    fn build(pool: Db, partitions: PartitionConfig, metrics: Arc<Metrics>) -> Self {
         Self {
             pool,
             partitions,
@@ -120,6 +129,12 @@ impl PostgresBackend {
 
     /// The connection pool.
     pub fn pool(&self) -> &PgPool {
+        self.pool.pool()
+    }
+
+    /// The pool and how statements use it: run a statement through `&backend.db()` to have it
+    /// work behind a transaction-pooling pooler too.
+    pub fn db(&self) -> &Db {
         &self.pool
     }
 
@@ -248,6 +263,10 @@ impl PostgresBackend {
     /// (see `pulse`) on first use.
     pub(crate) fn follow(&self) -> &Arc<crate::pulse::Feeds> {
         self.wakeups.get_or_init(|| LaneWakeups::start(self.pool.clone(), self.feeds.clone()));
+        if self.pool.transaction_pooling() {
+            // Followers here are woken by polling: no process needs to announce to them.
+            return &self.feeds;
+        }
         self.presence.get_or_init(|| {
             let stop = CancellationToken::new();
             tokio::spawn(crate::pulse::run_presence(
@@ -362,7 +381,7 @@ impl EngineBackend for PostgresBackend {
                 s.tasks.abort_all();
             }
         }
-        self.pool.close().await;
+        self.pool.pool().close().await;
         Ok(())
     }
 }

@@ -14,8 +14,8 @@
 use std::future::Future;
 use std::sync::Arc;
 
+use crate::db::Db;
 use ff_core::{EngineError, HandlePayload, WorkerInstanceId};
-use sqlx::PgPool;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::attempt_end;
@@ -34,9 +34,9 @@ struct Groups<T> {
 
 impl<T: Send + 'static> Groups<T> {
     /// Starts the flusher on the current runtime; it stops when the queue is dropped.
-    fn start<F, Fut>(pool: PgPool, flush: F) -> Self
+    fn start<F, Fut>(pool: Db, flush: F) -> Self
     where
-        F: Fn(PgPool, Vec<T>) -> Fut + Send + Sync + 'static,
+        F: Fn(Db, Vec<T>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
         let (tx, mut rx) = mpsc::unbounded_channel::<T>();
@@ -82,7 +82,7 @@ pub(crate) struct CompletionGroups(Groups<CompleteItem>);
 
 impl CompletionGroups {
     /// Starts the flusher on the current runtime.
-    pub(crate) fn start(pool: PgPool) -> Self {
+    pub(crate) fn start(pool: Db) -> Self {
         Self(Groups::start(pool, flush_completions))
     }
 
@@ -92,7 +92,7 @@ impl CompletionGroups {
     }
 }
 
-async fn flush_completions(pool: PgPool, group: Vec<CompleteItem>) {
+async fn flush_completions(pool: Db, group: Vec<CompleteItem>) {
     let mut items = Vec::with_capacity(group.len());
     let mut replies = Vec::with_capacity(group.len());
     for CompleteItem { payload, result, reply } in group {
@@ -126,7 +126,7 @@ pub(crate) struct ClaimGroups(Groups<ClaimItem>);
 
 impl ClaimGroups {
     /// Starts the flusher on the current runtime.
-    pub(crate) fn start(pool: PgPool, positions: Arc<ClaimPositions>) -> Self {
+    pub(crate) fn start(pool: Db, positions: Arc<ClaimPositions>) -> Self {
         Self(Groups::start(pool, move |pool, group| flush_claims(pool, group, positions.clone())))
     }
 
@@ -142,7 +142,7 @@ impl ClaimGroups {
 
 /// One statement per distinct claim key, in arrival order; slot n of a statement is the n-th
 /// waiting worker of that key.
-async fn flush_claims(pool: PgPool, group: Vec<ClaimItem>, positions: Arc<ClaimPositions>) {
+async fn flush_claims(pool: Db, group: Vec<ClaimItem>, positions: Arc<ClaimPositions>) {
     let mut by_key: Vec<(ClaimKey, Vec<ClaimItem>)> = Vec::new();
     for item in group {
         match by_key.iter_mut().find(|(k, _)| *k == item.key) {

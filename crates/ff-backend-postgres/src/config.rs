@@ -29,6 +29,14 @@ pub struct BackendConfig {
     pub connect_timeout: Duration,
     /// Partition layout.
     pub partition_config: PartitionConfig,
+    /// The URL reaches Postgres through a pooler in transaction mode (PgBouncer's
+    /// `pool_mode = transaction`): no statement outlives its transaction, nothing is prepared
+    /// under a name, no `LISTEN` (wakeups by polling every [`Self::poll_interval`]). Migrations
+    /// need a direct connection.
+    pub transaction_pooling: bool,
+    /// With [`Self::transaction_pooling`]: how often waiting claims, timers and stream and event
+    /// followers look for work they would otherwise be woken for.
+    pub poll_interval: Duration,
 }
 
 impl BackendConfig {
@@ -44,8 +52,13 @@ impl BackendConfig {
             acquire_timeout: Self::DEFAULT_ACQUIRE_TIMEOUT,
             connect_timeout: Self::DEFAULT_CONNECT_TIMEOUT,
             partition_config: PartitionConfig::default(),
+            transaction_pooling: false,
+            poll_interval: Self::DEFAULT_POLL_INTERVAL,
         }
     }
+
+    /// Default of [`Self::poll_interval`].
+    pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(100);
 
     /// Default of [`Self::acquire_timeout`].
     pub const DEFAULT_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(1);
@@ -58,6 +71,9 @@ impl BackendConfig {
             return Err(EngineError::invalid("database url must start with postgres:// or postgresql://"));
         }
         self.connect_options().map_err(|e| EngineError::invalid(e.to_string()))?;
+        if self.poll_interval.is_zero() {
+            return Err(EngineError::invalid("poll interval must be positive"));
+        }
         if self.acquire_timeout.is_zero() || self.connect_timeout.is_zero() {
             return Err(EngineError::invalid("acquire and connect timeouts must be positive"));
         }

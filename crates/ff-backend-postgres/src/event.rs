@@ -9,12 +9,12 @@
 use async_trait::async_trait;
 use ff_core::backend::CompletionBackend;
 
+use crate::db::Db;
 use ff_core::event::{
     CompletionEvent, CompletionOutcome, CompletionStream, EventCursor, InstanceTagChange, InstanceTagEvent,
     InstanceTagStream, LeaseHistoryEvent, LeaseHistoryKind, LeaseHistoryStream, ScannerFilter,
 };
 use ff_core::{EngineError, ExecutionId, LaneId, Namespace, TimestampMs, ValidationKind};
-use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::backend::PostgresBackend;
@@ -86,7 +86,7 @@ pub(crate) fn cursor(tx: &str, id: i64) -> Result<EventCursor, EngineError> {
 
 /// Reads up to `limit` events after `after`, optionally restricted to `kinds` and `filter`.
 pub async fn read_events(
-    pool: &PgPool,
+    pool: &Db,
     after: EventCursor,
     limit: u32,
     kinds: Option<&[&str]>,
@@ -99,7 +99,7 @@ pub async fn read_events(
 /// `limit` events it saw every visible event, so a follower may resume after the newest visible
 /// one, matching or not (a filtered follower then never falls behind the log's retention).
 pub(crate) async fn read_events_scanning(
-    pool: &PgPool,
+    pool: &Db,
     after: EventCursor,
     limit: u32,
     kinds: Option<&[&str]>,
@@ -147,7 +147,7 @@ pub(crate) async fn read_events_scanning(
 }
 
 /// The cursor just after the newest event visible now.
-pub async fn head_cursor(pool: &PgPool) -> Result<EventCursor, EngineError> {
+pub async fn head_cursor(pool: &Db) -> Result<EventCursor, EngineError> {
     let row: Option<(String, i64)> = sqlx::query_as(HEAD_CURSOR_SQL).fetch_optional(pool).await.map_err(map_sqlx)?;
     match row {
         None => Ok(EventCursor::BEGINNING),
@@ -163,7 +163,7 @@ const TAG_KINDS: &[&str] = &["tag_attached", "tag_cleared"];
 
 /// Entries of `kinds` matching `filter`, mapped by `map` (which may drop an entry).
 fn log_reader<T: Send + 'static>(
-    pool: PgPool,
+    pool: Db,
     kinds: &'static [&'static str],
     filter: ScannerFilter,
     map: fn(EventLogEntry) -> Result<Option<T>, EngineError>,

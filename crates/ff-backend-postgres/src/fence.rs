@@ -5,13 +5,13 @@
 //! lease expired, lease revoked, execution no longer active (a replay by the same lease), or a
 //! stale lease (someone newer owns it).
 
+use crate::db::Db;
 use ff_core::error::ExecutionNotActiveDetail;
 use ff_core::{
     AttemptId, AttemptIndex, BackendTag, ContentionKind, EngineError, ExecutionId, Handle, HandlePayload, LaneId,
     LeaseEpoch, LeaseFence, LeaseId, LifecyclePhase, OwnershipState, Partition, PartitionConfig, PartitionFamily,
     StateKind, TerminalOutcome, WorkerInstanceId,
 };
-use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::error::map_sqlx;
@@ -30,13 +30,13 @@ pub(crate) fn decode(handle: &Handle, partitions: &PartitionConfig) -> Result<Ha
 }
 
 /// Explains why a fenced write for `p` matched no row.
-pub(crate) async fn diagnose(pool: &PgPool, p: &HandlePayload) -> EngineError {
+pub(crate) async fn diagnose(pool: &Db, p: &HandlePayload) -> EngineError {
     match diagnose_inner(pool, p).await {
         Ok(e) | Err(e) => e,
     }
 }
 
-async fn diagnose_inner(pool: &PgPool, p: &HandlePayload) -> Result<EngineError, EngineError> {
+async fn diagnose_inner(pool: &Db, p: &HandlePayload) -> Result<EngineError, EngineError> {
     let row = sqlx::query(DIAGNOSE_SQL)
         .bind(p.execution_id.uuid())
         .bind(p.execution_id.partition_index() as i16)
@@ -116,7 +116,7 @@ pub(crate) const CURRENT_LEASE_SQL: &str = "SELECT lane_id, lease_id, lease_epoc
 /// the writing statement checks the lease again. What this adds is the attempt id, which the
 /// writes do not compare: a fence naming the current lease with another attempt id is stale.
 pub(crate) async fn resolve(
-    pool: &PgPool,
+    pool: &Db,
     partitions: &PartitionConfig,
     execution_id: &ExecutionId,
     attempt_index: AttemptIndex,

@@ -15,7 +15,7 @@
 
 use std::time::Duration;
 
-use sqlx::PgPool;
+use crate::db::Db;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -43,7 +43,7 @@ pub(crate) const RELEASE_LEADER_SQL: &str =
 /// Keeps (or waits for) the lease `name` for `holder` until `cancel` fires, publishing whether
 /// this process is the leader now; gives the lease up on the way out.
 pub(crate) async fn run(
-    pool: PgPool,
+    pool: Db,
     name: &'static str,
     holder: String,
     ttl: Duration,

@@ -27,7 +27,10 @@ pub async fn apply_migrations(pool: &PgPool) -> Result<(), EngineError> {
 }
 
 /// The version recorded in the database, or `None` when the engine schema is absent.
-pub async fn read_schema_version(pool: &PgPool) -> Result<Option<i32>, EngineError> {
+pub async fn read_schema_version<'c, E>(pool: E) -> Result<Option<i32>, EngineError>
+where
+    E: sqlx::Executor<'c, Database = sqlx::Postgres> + Copy,
+{
     let exists: bool = sqlx::query_scalar(SCHEMA_EXISTS_SQL).fetch_one(pool).await.map_err(map_sqlx)?;
     if !exists {
         return Ok(None);
@@ -36,7 +39,10 @@ pub async fn read_schema_version(pool: &PgPool) -> Result<Option<i32>, EngineErr
 }
 
 /// Fails unless the database's schema version is exactly [`SCHEMA_VERSION`].
-pub async fn check_schema_version(pool: &PgPool) -> Result<(), EngineError> {
+pub async fn check_schema_version<'c, E>(pool: E) -> Result<(), EngineError>
+where
+    E: sqlx::Executor<'c, Database = sqlx::Postgres> + Copy,
+{
     match read_schema_version(pool).await? {
         Some(v) if v == SCHEMA_VERSION => Ok(()),
         Some(v) => Err(EngineError::invalid(format!(

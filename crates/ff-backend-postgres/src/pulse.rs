@@ -25,8 +25,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
+use sqlx::Connection;
 use sqlx::postgres::PgConnection;
-use sqlx::{Connection, PgPool};
+
+use crate::db::Db;
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::{CancellationToken, DropGuard};
 use uuid::Uuid;
@@ -148,7 +150,7 @@ impl Feeds {
 
 /// Keeps this process's presence row live while it has followers (see the module docs); stops
 /// when `stop` fires, deleting the row.
-pub(crate) async fn run_presence(pool: PgPool, feeds: Arc<Feeds>, process_id: String, stop: CancellationToken) {
+pub(crate) async fn run_presence(pool: Db, feeds: Arc<Feeds>, process_id: String, stop: CancellationToken) {
     let mut present = false;
     loop {
         let wanted = feeds.followers.load(Ordering::Relaxed) > 0;
@@ -169,7 +171,7 @@ pub(crate) async fn run_presence(pool: PgPool, feeds: Arc<Feeds>, process_id: St
             _ = tokio::time::sleep(PRESENCE_RENEW) => {}
         }
     }
-    if present && !pool.is_closed() {
+    if present && !pool.pool().is_closed() {
         let _ = sqlx::query(ABSENT_SQL).bind(&process_id).execute(&pool).await;
     }
 }
@@ -199,7 +201,7 @@ pub(crate) struct Pulse {
 
 impl Pulse {
     /// Starts the announcer on the current runtime.
-    pub(crate) fn start(pool: PgPool, feeds: Arc<Feeds>) -> Self {
+    pub(crate) fn start(pool: Db, feeds: Arc<Feeds>) -> Self {
         let shared = Arc::new(Shared { pending: Mutex::default(), wake: Notify::new(), feeds });
         let stop = CancellationToken::new();
         tokio::spawn(announce(pool, shared.clone(), stop.clone()));
@@ -242,7 +244,7 @@ impl Shared {
     }
 }
 
-async fn announce(pool: PgPool, shared: Arc<Shared>, stop: CancellationToken) {
+async fn announce(pool: Db, shared: Arc<Shared>, stop: CancellationToken) {
     let mut conn: Option<PgConnection> = None;
     let mut anyone_follows = false;
     let mut checked_at: Option<Instant> = None;
@@ -262,7 +264,7 @@ async fn announce(pool: PgPool, shared: Arc<Shared>, stop: CancellationToken) {
             channels.push(FRAME_CHANNEL.to_owned());
             payloads.push(format!("{id}:{attempt}"));
         }
-        if channels.is_empty() || pool.is_closed() {
+        if channels.is_empty() || pool.pool().is_closed() {
             continue;
         }
         // Whether anyone follows is asked through the pool (a few times a second at most), so a
@@ -279,9 +281,15 @@ async fn announce(pool: PgPool, shared: Arc<Shared>, stop: CancellationToken) {
         }
         if !anyone_follows {
             conn = None;
+        } else if pool.transaction_pooling() {
+            // Behind a transaction pooler a connection of its own would be one more pooled
+            // client; the statement goes through the pool like any other.
+            if let Err(e) = sqlx::query(ANNOUNCE_SQL).bind(&channels).bind(&payloads).execute(&pool).await {
+                tracing::debug!(error = %e, "announcer could not announce; readers fall back to their timers");
+            }
         } else {
             if conn.is_none() {
-                match PgConnection::connect_with(&pool.connect_options()).await {
+                match PgConnection::connect_with(&pool.pool().connect_options()).await {
                     Ok(c) => conn = Some(c),
                     Err(e) => {
                         tracing::debug!(error = %e, "announcer could not connect; readers fall back to their timers")

@@ -14,6 +14,7 @@
 //! so a horizon at or before the cursor seen after the read was also there when the read took
 //! its snapshot, and the read missed nothing.
 
+use crate::db::Db;
 use async_trait::async_trait;
 use ff_core::backend::RetentionBackend;
 use ff_core::event::EventCursor;
@@ -21,7 +22,6 @@ use ff_core::{
     EngineError, LaneId, PruneEventLogArgs, PruneEventLogOutcome, RetentionPolicy, RetentionScope,
     SetRetentionPolicyArgs, TimestampMs, TrimRetentionArgs, TrimRetentionOutcome, ValidationKind,
 };
-use sqlx::PgPool;
 use sqlx::postgres::PgRow;
 
 use crate::backend::PostgresBackend;
@@ -57,7 +57,7 @@ pub(crate) const CLEAR_POLICY_SQL: &str = "DELETE FROM ff_retention_policy WHERE
 /// Fails with `cursor_expired` when `cursor` lies before the event log's horizon (events after
 /// it were pruned). [`EventCursor::BEGINNING`] never expires. Call it after reading (see the
 /// module documentation).
-pub(crate) async fn check_cursor(pool: &PgPool, cursor: EventCursor) -> Result<(), EngineError> {
+pub(crate) async fn check_cursor(pool: &Db, cursor: EventCursor) -> Result<(), EngineError> {
     if cursor == EventCursor::BEGINNING {
         return Ok(());
     }
@@ -75,7 +75,7 @@ pub(crate) async fn check_cursor(pool: &PgPool, cursor: EventCursor) -> Result<(
 }
 
 /// The newest pruned cursor ([`EventCursor::BEGINNING`] while nothing was pruned).
-pub(crate) async fn horizon(pool: &PgPool) -> Result<EventCursor, EngineError> {
+pub(crate) async fn horizon(pool: &Db) -> Result<EventCursor, EngineError> {
     let row: Option<(String, i64)> = sqlx::query_as(HORIZON_SQL).fetch_optional(pool).await.map_err(map_sqlx)?;
     match row {
         None => Ok(EventCursor::BEGINNING),
@@ -84,7 +84,7 @@ pub(crate) async fn horizon(pool: &PgPool) -> Result<EventCursor, EngineError> {
 }
 
 /// One `trim_retention` batch (validated first).
-pub(crate) async fn trim(pool: &PgPool, args: &TrimRetentionArgs) -> Result<TrimRetentionOutcome, EngineError> {
+pub(crate) async fn trim(pool: &Db, args: &TrimRetentionArgs) -> Result<TrimRetentionOutcome, EngineError> {
     args.validate()?;
     let (executions, flows): (i32, i32) = sqlx::query_as(TRIM_SQL)
         .bind(args.lane.as_str())
@@ -103,7 +103,7 @@ pub(crate) async fn trim(pool: &PgPool, args: &TrimRetentionArgs) -> Result<Trim
 }
 
 /// One `prune_event_log` batch (validated first).
-pub(crate) async fn prune_events(pool: &PgPool, args: &PruneEventLogArgs) -> Result<PruneEventLogOutcome, EngineError> {
+pub(crate) async fn prune_events(pool: &Db, args: &PruneEventLogArgs) -> Result<PruneEventLogOutcome, EngineError> {
     args.validate()?;
     let (pruned, tx, id): (i32, String, i64) = sqlx::query_as(PRUNE_EVENTS_SQL)
         .bind(args.retention_ms)
@@ -116,7 +116,7 @@ pub(crate) async fn prune_events(pool: &PgPool, args: &PruneEventLogArgs) -> Res
 }
 
 /// Every lane, by name.
-pub(crate) async fn lanes(pool: &PgPool) -> Result<Vec<LaneId>, EngineError> {
+pub(crate) async fn lanes(pool: &Db) -> Result<Vec<LaneId>, EngineError> {
     let names: Vec<String> = sqlx::query_scalar(LANES_SQL).fetch_all(pool).await.map_err(map_sqlx)?;
     names.into_iter().map(LaneId::try_new).collect()
 }

@@ -18,12 +18,12 @@ use async_trait::async_trait;
 use ff_core::Handle;
 use ff_core::backend::StreamBackend;
 
+use crate::db::Db;
 use ff_core::{
     AppendFrameOutcome, AttemptIndex, EngineError, ExecutionId, Frame, FrameKind, HandlePayload, MAX_STREAM_READ,
     MAX_TAIL_BLOCK_MS, PatchKind, StreamCursor, StreamFrame, StreamFrames, StreamMode, SummaryDocument, TailVisibility,
     TimestampMs,
 };
-use sqlx::PgPool;
 use sqlx::postgres::PgRow;
 
 use crate::backend::PostgresBackend;
@@ -77,7 +77,7 @@ RETURNING seq, appended_at_ms
 
 /// Appends a frame; `None` when the fence failed.
 pub(crate) async fn append(
-    pool: &PgPool,
+    pool: &Db,
     p: &HandlePayload,
     frame: &Frame,
 ) -> Result<Option<AppendFrameOutcome>, EngineError> {
@@ -157,7 +157,7 @@ fn closure(ended_at: Option<i64>, state: &str) -> (Option<TimestampMs>, Option<S
 
 /// Reads frames `from..=to`.
 pub(crate) async fn read(
-    pool: &PgPool,
+    pool: &Db,
     id: &ExecutionId,
     attempt: AttemptIndex,
     from: StreamCursor,
@@ -198,7 +198,7 @@ pub(crate) async fn read(
 /// One read of a tail: the frames after `after_seq` and the attempt's closure; `Err(NotFound)`
 /// when the attempt does not exist. Also returns the attempt's frame count.
 async fn read_after(
-    pool: &PgPool,
+    pool: &Db,
     id: &ExecutionId,
     attempt: AttemptIndex,
     after_seq: i64,
@@ -283,7 +283,7 @@ pub(crate) async fn tail(
 
 /// `read_summary`.
 pub(crate) async fn read_summary(
-    pool: &PgPool,
+    pool: &Db,
     id: &ExecutionId,
     attempt: AttemptIndex,
 ) -> Result<Option<SummaryDocument>, EngineError> {

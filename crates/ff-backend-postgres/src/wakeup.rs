@@ -11,13 +11,17 @@
 //! and of the promoter when the due time is earlier than the one it plans to wake at. A
 //! notification is only a hint: waiting claims also retry on a short timer and the promoter
 //! runs at least every interval, so a lost notification costs latency, never correctness.
+//!
+//! Behind a transaction pooler there is no `LISTEN` (a listening session would need a server
+//! connection of its own for as long as it listens): the same wakeups fire on every tick of the
+//! configured poll interval instead.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use sqlx::PgPool;
+use crate::db::Db;
 use sqlx::postgres::PgListener;
 use tokio::sync::Notify;
 use tokio_util::sync::{CancellationToken, DropGuard};
@@ -69,7 +73,7 @@ type Followers = Arc<crate::pulse::Feeds>;
 
 impl LaneWakeups {
     /// Starts the listener on the current runtime.
-    pub(crate) fn start(pool: PgPool, feeds: Followers) -> Self {
+    pub(crate) fn start(pool: Db, feeds: Followers) -> Self {
         let lanes: Arc<Lanes> = Arc::default();
         let timer = Arc::new(TimerWakeup { planned_at_ms: AtomicI64::new(i64::MAX), ..TimerWakeup::default() });
         let suspension_timer =
@@ -114,17 +118,33 @@ impl LaneWakeups {
     }
 }
 
-async fn listen(
-    pool: PgPool,
-    lanes: Arc<Lanes>,
-    timers: [Arc<TimerWakeup>; 3],
-    feeds: Followers,
-    stop: CancellationToken,
-) {
+async fn listen(pool: Db, lanes: Arc<Lanes>, timers: [Arc<TimerWakeup>; 3], feeds: Followers, stop: CancellationToken) {
     let [timer, suspension_timer, quota_timer] = timers;
-    while !stop.is_cancelled() && !pool.is_closed() {
+    if let Some(every) = pool.poll_interval() {
+        // No LISTEN behind a transaction pooler: everything a notification would wake is woken
+        // on a timer instead.
+        let mut ticks = tokio::time::interval(every);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        while !pool.pool().is_closed() {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = ticks.tick() => {}
+            }
+            let waiting: Vec<_> =
+                lanes.lock().unwrap_or_else(|p| p.into_inner()).values().filter_map(Weak::upgrade).collect();
+            for w in waiting {
+                w.notify_waiters();
+            }
+            timer.announce(None);
+            suspension_timer.announce(None);
+            quota_timer.announce(None);
+            feeds.everything_arrived();
+        }
+        return;
+    }
+    while !stop.is_cancelled() && !pool.pool().is_closed() {
         let connected = async {
-            let mut listener = PgListener::connect_with(&pool).await?;
+            let mut listener = PgListener::connect_with(pool.pool()).await?;
             listener
                 .listen_all([
                     CHANNEL,

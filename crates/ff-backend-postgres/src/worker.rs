@@ -3,10 +3,10 @@
 //! liveness TTL lapsed) revokes its leases in the same transaction through `ff_lose_leases`,
 //! the same transition lease expiry uses.
 
+use crate::db::Db;
 use async_trait::async_trait;
 use ff_core::backend::WorkerRegistryBackend;
 use ff_core::*;
-use sqlx::PgPool;
 use sqlx::postgres::PgRow;
 
 use crate::backend::PostgresBackend;
@@ -43,7 +43,7 @@ pub(crate) struct Retired {
 }
 
 /// Retires up to `limit` workers whose liveness TTL has lapsed, revoking their leases.
-pub(crate) async fn retire_lapsed(pool: &PgPool, limit: u32) -> Result<Retired, EngineError> {
+pub(crate) async fn retire_lapsed(pool: &Db, limit: u32) -> Result<Retired, EngineError> {
     let rows: Vec<(String, i64)> = sqlx::query_as(RETIRE_SQL)
         .bind(i32::try_from(limit).unwrap_or(i32::MAX))
         .bind(None::<&str>)

@@ -1,28 +1,46 @@
 //! The backend conformance suite (`ff_test::conformance`) against PostgreSQL: each case gets a
 //! fresh migrated database. Timers move into the past by rewriting their `*_at_ms` column; the
 //! fingerprint is an md5 over the execution's rows.
+//!
+//! The suite runs twice: with the backend connected directly (the cases at the root), and with
+//! the backend in transaction-pooling mode behind a real PgBouncer in `pool_mode = transaction`
+//! that gives each database fewer server connections than the backend's pool has clients
+//! (`behind_pgbouncer::*`). The harness's own reads and timer moves go directly.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use ff_backend_postgres::reconciler::{Reconciler, WorkerLivenessReconciler};
-use ff_backend_postgres::{MIGRATOR, PostgresBackend, check_schema_version};
+use ff_backend_postgres::{BackendConfig, MIGRATOR, Metrics, PostgresBackend, check_schema_version};
 use ff_core::{CompletionBackend, EngineBackend, ExecutionId, PartitionConfig, WorkerInstanceId};
 use ff_test::TestDb;
 use ff_test::conformance::{AGED_BY_MS, ConformanceHarness, Timer};
 
-/// A fresh database and a backend over it, without background reconcilers.
-struct PgHarness {
+/// A fresh database and a backend over it, without background reconcilers; `BOUNCED`: the
+/// backend reaches it through PgBouncer in transaction-pooling mode.
+struct PgHarness<const BOUNCED: bool> {
     db: TestDb,
     backend: Arc<PostgresBackend>,
 }
 
 #[async_trait]
-impl ConformanceHarness for PgHarness {
+impl<const BOUNCED: bool> ConformanceHarness for PgHarness<BOUNCED> {
     async fn new() -> Self {
         let db = TestDb::new(&MIGRATOR).await;
         check_schema_version(db.pool()).await.expect("schema version");
-        let backend = PostgresBackend::from_pool(db.pool().clone(), PartitionConfig::default());
+        let backend = if BOUNCED {
+            let bouncer = ff_test::pgbouncer::pgbouncer().await.expect("PgBouncer");
+            let config = BackendConfig {
+                transaction_pooling: true,
+                max_connections: 8,
+                ..BackendConfig::new(bouncer.url_for(db.url()).expect("URL through PgBouncer"))
+            };
+            PostgresBackend::connect_with_metrics(config, PartitionConfig::default(), Arc::new(Metrics::default()))
+                .await
+                .expect("backend behind PgBouncer")
+        } else {
+            PostgresBackend::from_pool(db.pool().clone(), PartitionConfig::default())
+        };
         Self { db, backend }
     }
 
@@ -92,13 +110,13 @@ impl ConformanceHarness for PgHarness {
             .expect("lapse worker")
             .rows_affected();
         assert_eq!(moved, 1, "worker {id} is not registered");
-        let pass = WorkerLivenessReconciler::new(self.db.pool().clone(), 100, self.backend.metrics().clone());
+        let pass = WorkerLivenessReconciler::new(self.backend.db().clone(), 100, self.backend.metrics().clone());
         let report = pass.run_once().await.expect("worker liveness pass");
         assert_eq!(report.processed, 1, "the lapsed worker is retired");
     }
 }
 
-impl PgHarness {
+impl<const BOUNCED: bool> PgHarness<BOUNCED> {
     /// Moves a terminal execution's end, and its events, [`AGED_BY_MS`] into the past.
     async fn age(&self, id: &ExecutionId) {
         let moved = sqlx::query(
@@ -116,4 +134,10 @@ impl PgHarness {
     }
 }
 
-ff_test::conformance_suite!(PgHarness);
+ff_test::conformance_suite!(PgHarness<false>);
+
+mod behind_pgbouncer {
+    use super::*;
+
+    ff_test::conformance_suite!(PgHarness<true>);
+}

@@ -39,13 +39,14 @@ mod s6;
 mod setup;
 mod tail;
 
+use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
 use clap::{Parser, Subcommand};
-use ff_backend_postgres::PostgresBackend;
+use ff_backend_postgres::{BackendConfig, Metrics, PostgresBackend};
 use ff_core::wire::{CompleteRequest, SubmitRequest};
 use ff_core::*;
 use ff_sdk::{ClaimArgs, Client, HttpTransport, WorkerTransport};
@@ -112,6 +113,11 @@ struct S1Args {
     /// `ff` (in-process backend) or `ff-http` (an ff-server on loopback, through the SDK).
     #[arg(long, value_enum, default_value = "ff")]
     system: System,
+    /// Connect the engine (`--system ff`) through a transaction pooler listening on this
+    /// `host:port` (PgBouncer with `pool_mode = transaction` in front of the same server), in
+    /// transaction-pooling mode. The benchmark database and the limit still go directly.
+    #[arg(long)]
+    pooler: Option<String>,
     /// Run S1 a second time beside a backlog of this kind, and report it as a ratio to the
     /// first run (on an empty lane) of the same process.
     /// Several kinds may be given, comma-separated; each gets `--backlog-size` executions.
@@ -282,9 +288,30 @@ impl Bench {
     /// `args.system` needs.
     async fn open(args: &S1Args) -> Result<Self> {
         let connections = args.connections.unwrap_or((args.workers + args.submitters) as u32);
+        if args.pooler.is_some() && !matches!(args.system, System::Ff) {
+            bail!("--pooler applies to --system ff only");
+        }
         let db = BenchDatabase::create(connections).await?;
         println!("{}", db.banner(args.synchronous_claims));
-        let backend = PostgresBackend::from_pool(db.pool.clone(), PartitionConfig::default());
+        let backend = match &args.pooler {
+            None => PostgresBackend::from_pool(db.pool.clone(), PartitionConfig::default()),
+            Some(addr) => {
+                let direct = sqlx::postgres::PgConnectOptions::from_str(&db.url)?;
+                let url = format!(
+                    "postgres://{}@{addr}/{}?sslmode=disable",
+                    direct.get_username(),
+                    direct.get_database().unwrap_or("ff_bench")
+                );
+                println!("engine connections: through the transaction pooler at {addr} (transaction-pooling mode)");
+                let config = BackendConfig {
+                    transaction_pooling: true,
+                    max_connections: connections,
+                    ..BackendConfig::new(url)
+                };
+                PostgresBackend::connect_with_metrics(config, PartitionConfig::default(), Arc::new(Metrics::default()))
+                    .await?
+            }
+        };
         backend.set_synchronous_claims(args.synchronous_claims);
         let server = match args.system {
             System::Ff => None,

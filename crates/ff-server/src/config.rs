@@ -25,6 +25,7 @@ const DEFAULT_RETENTION_BATCH: u32 = 500;
 const DEFAULT_SHUTDOWN_GRACE_MS: u64 = 15_000;
 const DEFAULT_FLOW_PARTITIONS: u16 = 256;
 const DEFAULT_WAITPOINT_KID: &str = "k1";
+const DEFAULT_POLL_INTERVAL_MS: u64 = BackendConfig::DEFAULT_POLL_INTERVAL.as_millis() as u64;
 const DEFAULT_MAX_INFLIGHT_BODY_BYTES: usize = crate::http::DEFAULT_INFLIGHT_BODY_BYTES;
 const DEFAULT_INFLIGHT_WAIT_MS: u64 = crate::http::DEFAULT_INFLIGHT_WAIT.as_millis() as u64;
 
@@ -109,6 +110,22 @@ pub struct ServerConfig {
     #[arg(long, env = "FF_MIGRATE", value_enum, default_value = "apply")]
     pub migrate: MigratePolicy,
 
+    /// DATABASE_URL goes through a pooler in transaction mode (PgBouncer `pool_mode =
+    /// transaction`): no statement outlives its transaction, nothing is prepared under a name,
+    /// no LISTEN (wakeups by polling every FF_POLL_INTERVAL_MS). Migrations at boot then go
+    /// through FF_MIGRATION_DATABASE_URL.
+    #[arg(long, env = "FF_TRANSACTION_POOLING", default_value_t = false)]
+    pub transaction_pooling: bool,
+
+    /// With FF_TRANSACTION_POOLING: how often waiting claims, timers and followers poll (ms).
+    #[arg(long, env = "FF_POLL_INTERVAL_MS", default_value_t = DEFAULT_POLL_INTERVAL_MS)]
+    pub poll_interval_ms: u64,
+
+    /// A direct connection (not through a transaction pooler) for applying migrations at boot;
+    /// default DATABASE_URL. Required with FF_TRANSACTION_POOLING when FF_MIGRATE=apply.
+    #[arg(long, env = "FF_MIGRATION_DATABASE_URL", hide_env_values = true)]
+    pub migration_database_url: Option<String>,
+
     /// How often expired leases are made reclaimable (ms).
     #[arg(long, env = "FF_LEASE_EXPIRY_INTERVAL_MS", default_value_t = DEFAULT_LEASE_EXPIRY_INTERVAL_MS)]
     pub lease_expiry_interval_ms: u64,
@@ -182,6 +199,9 @@ impl ServerConfig {
             max_body_bytes: None,
             pool_size: DEFAULT_POOL_SIZE,
             migrate: MigratePolicy::Apply,
+            transaction_pooling: false,
+            poll_interval_ms: DEFAULT_POLL_INTERVAL_MS,
+            migration_database_url: None,
             lease_expiry_interval_ms: DEFAULT_LEASE_EXPIRY_INTERVAL_MS,
             delayed_promoter_interval_ms: DEFAULT_DELAYED_PROMOTER_INTERVAL_MS,
             timeout_interval_ms: DEFAULT_TIMEOUT_INTERVAL_MS,
@@ -223,7 +243,19 @@ impl ServerConfig {
             acquire_timeout: Duration::from_millis(self.pool_acquire_timeout_ms),
             connect_timeout: Duration::from_millis(self.pg_connect_timeout_ms),
             partition_config: self.partitions(),
+            transaction_pooling: self.transaction_pooling,
+            poll_interval: Duration::from_millis(self.poll_interval_ms),
             ..BackendConfig::new(self.database_url.clone().unwrap_or_default())
+        }
+    }
+
+    /// Where migrations at boot are applied: [`Self::migration_database_url`], else the
+    /// backend's own settings.
+    pub fn migration_backend_config(&self) -> BackendConfig {
+        let backend = self.backend_config();
+        match self.migration_database_url.as_deref().filter(|u| !u.is_empty()) {
+            Some(url) => BackendConfig { url: url.to_owned(), transaction_pooling: false, ..backend },
+            None => backend,
         }
     }
 
@@ -254,6 +286,21 @@ impl ServerConfig {
         match self.database_url.as_deref() {
             None | Some("") => return Err(EngineError::invalid("DATABASE_URL (--database-url) is required")),
             Some(_) => {}
+        }
+        if self.transaction_pooling
+            && self.migrate == MigratePolicy::Apply
+            && self.migration_database_url.as_deref().is_none_or(str::is_empty)
+        {
+            return Err(EngineError::invalid(
+                "FF_TRANSACTION_POOLING needs FF_MIGRATION_DATABASE_URL (--migration-database-url), a direct \
+                 connection, to apply migrations at boot (they hold a session lock); or set FF_MIGRATE=check",
+            ));
+        }
+        if !(1..=60_000).contains(&self.poll_interval_ms) {
+            return Err(EngineError::invalid(format!(
+                "FF_POLL_INTERVAL_MS (--poll-interval-ms) must be within 1..=60000 ms, got {}",
+                self.poll_interval_ms
+            )));
         }
         if self.pool_size == 0 {
             return Err(EngineError::invalid("FF_POOL_SIZE (--pool-size) must be at least 1"));

@@ -80,7 +80,7 @@ impl Server {
         let tls = tls::load(config.tls_cert.as_deref(), config.tls_key.as_deref()).map_err(ServerError::Tls)?;
         let backend_config = config.backend_config();
         if config.migrate == MigratePolicy::Apply {
-            let pool = connect_pool(&BackendConfig { max_connections: 1, ..backend_config.clone() })
+            let pool = connect_pool(&BackendConfig { max_connections: 1, ..config.migration_backend_config() })
                 .await
                 .map_err(ServerError::Database)?;
             apply_migrations(&pool).await.map_err(ServerError::Database)?;

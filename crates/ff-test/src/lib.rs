@@ -16,6 +16,7 @@
 
 pub mod cluster;
 pub mod conformance;
+pub mod pgbouncer;
 mod pgurl;
 mod testdb;
 pub mod tls;

@@ -3,8 +3,8 @@
 //! caller expects, and the execution passes admission again (the budget gate and its quota
 //! policy run in the same statement).
 
+use crate::db::Db;
 use ff_core::*;
-use sqlx::PgPool;
 
 use crate::error::map_sqlx;
 use crate::row::col;
@@ -41,7 +41,7 @@ pub(crate) const LANE_READY_SQL: &str =
     "SELECT ff_bump_claim_generation(ARRAY[$1::text]), pg_notify('ff_lane_ready', $1)";
 
 /// `scan_eligible_executions`.
-pub(crate) async fn scan(pool: &PgPool, args: &ScanEligibleArgs) -> Result<Vec<ExecutionId>, EngineError> {
+pub(crate) async fn scan(pool: &Db, args: &ScanEligibleArgs) -> Result<Vec<ExecutionId>, EngineError> {
     args.validate()?;
     let rows: Vec<(i16, uuid::Uuid)> = sqlx::query_as(SCAN_ELIGIBLE_SQL)
         .bind(args.lane_id.as_str())
@@ -74,7 +74,7 @@ async fn state(
 
 /// Blocks an eligible execution for `block`.
 pub(crate) async fn block(
-    pool: &PgPool,
+    pool: &Db,
     id: &ExecutionId,
     lane: &LaneId,
     block: AdmissionBlock,
@@ -97,7 +97,7 @@ pub(crate) async fn block(
 }
 
 /// `unblock_execution`.
-pub(crate) async fn unblock(pool: &PgPool, args: &UnblockExecutionArgs) -> Result<UnblockOutcome, EngineError> {
+pub(crate) async fn unblock(pool: &Db, args: &UnblockExecutionArgs) -> Result<UnblockOutcome, EngineError> {
     let block = args.validate()?;
     let mut tx = pool.begin().await.map_err(map_sqlx)?;
     let done = sqlx::query(UNBLOCK_SQL)

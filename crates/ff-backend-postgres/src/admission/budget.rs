@@ -4,8 +4,8 @@
 
 use std::collections::BTreeMap;
 
+use crate::db::{Db, Tx};
 use ff_core::*;
-use sqlx::{PgPool, Postgres, Transaction};
 
 use crate::error::map_sqlx;
 use crate::fence::{FENCE, bind_fence};
@@ -105,7 +105,7 @@ fn to_i64(v: &[u64]) -> Vec<i64> {
 
 /// `create_budget`.
 pub(crate) async fn create(
-    pool: &PgPool,
+    pool: &Db,
     partitions: &PartitionConfig,
     args: &CreateBudgetArgs,
 ) -> Result<CreateBudgetResult, EngineError> {
@@ -160,7 +160,7 @@ fn same_definition(s: &BudgetStatus, a: &CreateBudgetArgs) -> bool {
 }
 
 /// `get_budget_status`; `None` when absent.
-pub(crate) async fn status(pool: &PgPool, id: &BudgetId) -> Result<Option<BudgetStatus>, EngineError> {
+pub(crate) async fn status(pool: &Db, id: &BudgetId) -> Result<Option<BudgetStatus>, EngineError> {
     let Some(row) = sqlx::query(BUDGET_SQL).bind(id.0).fetch_optional(pool).await.map_err(map_sqlx)? else {
         return Ok(None);
     };
@@ -201,7 +201,7 @@ pub(crate) async fn status(pool: &PgPool, id: &BudgetId) -> Result<Option<Budget
 }
 
 /// `read_budget_usage_and_limits`.
-pub(crate) async fn usage_and_limits(pool: &PgPool, id: &BudgetId) -> Result<BudgetUsageAndLimits, EngineError> {
+pub(crate) async fn usage_and_limits(pool: &Db, id: &BudgetId) -> Result<BudgetUsageAndLimits, EngineError> {
     let dims = sqlx::query(DIMENSIONS_SQL).bind(id.0).fetch_all(pool).await.map_err(map_sqlx)?;
     let mut out = BudgetUsageAndLimits::default();
     for d in &dims {
@@ -217,7 +217,7 @@ pub(crate) async fn usage_and_limits(pool: &PgPool, id: &BudgetId) -> Result<Bud
     Ok(out)
 }
 
-async fn lock(tx: &mut Transaction<'_, Postgres>, id: &BudgetId) -> Result<(), EngineError> {
+async fn lock(tx: &mut Tx, id: &BudgetId) -> Result<(), EngineError> {
     let found = sqlx::query(LOCK_BUDGET_SQL).bind(id.0).fetch_optional(&mut **tx).await.map_err(map_sqlx)?;
     if found.is_none() {
         return Err(EngineError::NotFound { entity: "budget" });
@@ -225,18 +225,14 @@ async fn lock(tx: &mut Transaction<'_, Postgres>, id: &BudgetId) -> Result<(), E
     Ok(())
 }
 
-async fn after_change(
-    tx: &mut Transaction<'_, Postgres>,
-    id: &BudgetId,
-    unblocked: i64,
-) -> Result<BudgetChangeResult, EngineError> {
+async fn after_change(tx: &mut Tx, id: &BudgetId, unblocked: i64) -> Result<BudgetChangeResult, EngineError> {
     let (exhausted, next): (bool, Option<i64>) =
         sqlx::query_as(AFTER_CHANGE_SQL).bind(id.0).fetch_one(&mut **tx).await.map_err(map_sqlx)?;
     Ok(BudgetChangeResult { exhausted, unblocked: unblocked.max(0) as u64, next_reset_at: next.map(TimestampMs) })
 }
 
 /// `set_budget_limits`.
-pub(crate) async fn set_limits(pool: &PgPool, args: &SetBudgetLimitsArgs) -> Result<BudgetChangeResult, EngineError> {
+pub(crate) async fn set_limits(pool: &Db, args: &SetBudgetLimitsArgs) -> Result<BudgetChangeResult, EngineError> {
     args.validate()?;
     let mut tx = pool.begin().await.map_err(map_sqlx)?;
     lock(&mut tx, &args.budget_id).await?;
@@ -268,7 +264,7 @@ fn split(deltas: &BTreeMap<String, i64>) -> (Vec<String>, Vec<i64>) {
 
 /// `report_usage_admin`.
 pub(crate) async fn report_admin(
-    pool: &PgPool,
+    pool: &Db,
     id: &BudgetId,
     args: &ReportUsageAdminArgs,
 ) -> Result<ReportUsageResult, EngineError> {
@@ -286,7 +282,7 @@ pub(crate) async fn report_admin(
 
 /// `report_usage` under the lease in `p`; `Ok(None)` when the fence fails.
 pub(crate) async fn report_held(
-    pool: &PgPool,
+    pool: &Db,
     p: &HandlePayload,
     id: &BudgetId,
     dims: &UsageDimensions,
@@ -313,7 +309,7 @@ pub(crate) async fn report_held(
 }
 
 /// `record_spend`.
-pub(crate) async fn record_spend(pool: &PgPool, args: &RecordSpendArgs) -> Result<ReportUsageResult, EngineError> {
+pub(crate) async fn record_spend(pool: &Db, args: &RecordSpendArgs) -> Result<ReportUsageResult, EngineError> {
     args.validate()?;
     let (names, deltas) = split(&args.deltas);
     let row: Option<(serde_json::Value,)> = sqlx::query_as(RECORD_SPEND_SQL)
@@ -332,7 +328,7 @@ pub(crate) async fn record_spend(pool: &PgPool, args: &RecordSpendArgs) -> Resul
 }
 
 /// `release_budget`.
-pub(crate) async fn release(pool: &PgPool, args: &ReleaseBudgetArgs) -> Result<ReleaseBudgetResult, EngineError> {
+pub(crate) async fn release(pool: &Db, args: &ReleaseBudgetArgs) -> Result<ReleaseBudgetResult, EngineError> {
     let mut tx = pool.begin().await.map_err(map_sqlx)?;
     lock(&mut tx, &args.budget_id).await?;
     let rows: Vec<(String, i64)> = sqlx::query_as(RELEASE_SQL)
@@ -347,7 +343,7 @@ pub(crate) async fn release(pool: &PgPool, args: &ReleaseBudgetArgs) -> Result<R
 }
 
 /// `reset_budget`.
-pub(crate) async fn reset(pool: &PgPool, id: &BudgetId) -> Result<BudgetChangeResult, EngineError> {
+pub(crate) async fn reset(pool: &Db, id: &BudgetId) -> Result<BudgetChangeResult, EngineError> {
     let mut tx = pool.begin().await.map_err(map_sqlx)?;
     lock(&mut tx, id).await?;
     let (unblocked,): (i64,) = sqlx::query_as(RESET_SQL).bind(id.0).fetch_one(&mut *tx).await.map_err(map_sqlx)?;
@@ -359,7 +355,7 @@ pub(crate) async fn reset(pool: &PgPool, id: &BudgetId) -> Result<BudgetChangeRe
 /// `reconcile_budget_counters`: per budget, a due reset, the re-derived exhaustion and the
 /// stragglers; then lapsed dedup keys.
 pub(crate) async fn reconcile(
-    pool: &PgPool,
+    pool: &Db,
     partitions: &PartitionConfig,
     partition: Partition,
 ) -> Result<ReconcileCounts, EngineError> {
@@ -389,7 +385,7 @@ pub(crate) async fn reconcile(
 
 /// Resets up to `limit` budgets whose reset time has come; returns how many and when the next
 /// one is due.
-pub(crate) async fn reset_due(pool: &PgPool, limit: i64) -> Result<(usize, Option<TimestampMs>), EngineError> {
+pub(crate) async fn reset_due(pool: &Db, limit: i64) -> Result<(usize, Option<TimestampMs>), EngineError> {
     let mut tx = pool.begin().await.map_err(map_sqlx)?;
     let ids: Vec<(uuid::Uuid,)> =
         sqlx::query_as(DUE_RESETS_SQL).bind(limit).fetch_all(&mut *tx).await.map_err(map_sqlx)?;

@@ -4,9 +4,9 @@
 //! one is reaped by the grant reconciler (`ff_reap_claim_grants`), though a claim already
 //! ignores a lapsed reservation.
 
+use crate::db::{Db, Tx, TxConn};
 use ff_core::suspension::token::HmacKey;
 use ff_core::*;
-use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
 use crate::error::map_sqlx;
@@ -71,7 +71,7 @@ pub(crate) const REAP_SQL: &str = "SELECT ff_reap_claim_grants($1)";
 pub const OPERATOR_WORKER: &str = "operator";
 
 async fn record(
-    conn: &mut PgConnection,
+    conn: &mut TxConn,
     key: &HmacKey,
     execution_id: ExecutionId,
     lane: &LaneId,
@@ -102,7 +102,7 @@ async fn record(
 
 /// `claim_for_worker`.
 pub(crate) async fn claim_for_worker(
-    pool: &PgPool,
+    pool: &Db,
     args: &ClaimForWorkerArgs,
 ) -> Result<ClaimForWorkerOutcome, EngineError> {
     args.validate()?;
@@ -128,7 +128,7 @@ pub(crate) async fn claim_for_worker(
 }
 
 /// `issue_claim_grant`.
-pub(crate) async fn issue(pool: &PgPool, args: &IssueClaimGrantArgs) -> Result<IssueClaimGrantOutcome, EngineError> {
+pub(crate) async fn issue(pool: &Db, args: &IssueClaimGrantArgs) -> Result<IssueClaimGrantOutcome, EngineError> {
     args.validate()?;
     let mut tx = pool.begin().await.map_err(map_sqlx)?;
     let key = keystore::signing_key(&mut tx).await?;
@@ -168,7 +168,7 @@ pub(crate) async fn issue(pool: &PgPool, args: &IssueClaimGrantArgs) -> Result<I
     Ok(IssueClaimGrantOutcome::Granted(grant))
 }
 
-async fn claimed(tx: &mut Transaction<'_, Postgres>, handle: Handle) -> Result<ClaimedExecution, EngineError> {
+async fn claimed(tx: &mut Tx, handle: Handle) -> Result<ClaimedExecution, EngineError> {
     let p = HandlePayload::from_handle(&handle, BackendTag::Postgres)?;
     let (expires, _now): (i64, i64) =
         sqlx::query_as(LEASE_EXPIRY_SQL).bind(p.execution_id.uuid()).fetch_one(&mut **tx).await.map_err(map_sqlx)?;
@@ -184,7 +184,7 @@ async fn claimed(tx: &mut Transaction<'_, Postgres>, handle: Handle) -> Result<C
 }
 
 /// Why a claim by id found nothing to claim.
-async fn not_claimable(tx: &mut Transaction<'_, Postgres>, id: &ExecutionId) -> Result<EngineError, EngineError> {
+async fn not_claimable(tx: &mut Tx, id: &ExecutionId) -> Result<EngineError, EngineError> {
     let row =
         sqlx::query(LOCK_FOR_CLAIM_GRANT_SQL).bind(id.uuid()).fetch_optional(&mut **tx).await.map_err(map_sqlx)?;
     Ok(match row {
@@ -197,10 +197,7 @@ async fn not_claimable(tx: &mut Transaction<'_, Postgres>, id: &ExecutionId) -> 
 }
 
 /// `claim_execution`: verify the key, consume the grant, claim. Any refusal writes nothing.
-pub(crate) async fn claim_execution(
-    pool: &PgPool,
-    args: &ClaimExecutionArgs,
-) -> Result<ClaimExecutionResult, EngineError> {
+pub(crate) async fn claim_execution(pool: &Db, args: &ClaimExecutionArgs) -> Result<ClaimExecutionResult, EngineError> {
     args.validate()?;
     let parsed = ParsedGrantKey::parse(&args.grant_key)?;
     let id = args.execution_id;
@@ -248,7 +245,7 @@ pub(crate) async fn claim_execution(
 
 /// `issue_grant_and_claim`: the operator claims now; any grant of the execution is dropped.
 pub(crate) async fn grant_and_claim(
-    pool: &PgPool,
+    pool: &Db,
     args: &IssueGrantAndClaimArgs,
 ) -> Result<ClaimGrantOutcome, EngineError> {
     args.validate()?;
@@ -288,7 +285,7 @@ pub(crate) async fn grant_and_claim(
 }
 
 /// Reaps up to `limit` lapsed grants; returns how many.
-pub(crate) async fn reap(pool: &PgPool, limit: i64) -> Result<u64, EngineError> {
+pub(crate) async fn reap(pool: &Db, limit: i64) -> Result<u64, EngineError> {
     let (n,): (i64,) = sqlx::query_as(REAP_SQL).bind(limit as i32).fetch_one(pool).await.map_err(map_sqlx)?;
     Ok(n.max(0) as u64)
 }

@@ -2,8 +2,8 @@
 //! on the claim path is the schema's (`ff_quota_settle`, `0009_admission.sql`): it runs in the
 //! transaction of whatever makes an execution claimable or ends its hold.
 
+use crate::db::Db;
 use ff_core::*;
-use sqlx::PgPool;
 
 use crate::error::map_sqlx;
 use crate::row::col;
@@ -84,7 +84,7 @@ pub(crate) const LANE_POLICY_SQL: &str = "SELECT quota_policy_id FROM ff_lane WH
 
 /// `set_lane_quota_policy`.
 pub(crate) async fn set_lane_policy(
-    pool: &PgPool,
+    pool: &Db,
     args: &SetLaneQuotaPolicyArgs,
 ) -> Result<SetLaneQuotaPolicyResult, EngineError> {
     let (known, previous, _written): (bool, Option<uuid::Uuid>, i64) = sqlx::query_as(SET_LANE_POLICY_SQL)
@@ -100,7 +100,7 @@ pub(crate) async fn set_lane_policy(
 }
 
 /// `read_lane_quota_policy`.
-pub(crate) async fn lane_policy(pool: &PgPool, lane: &LaneId) -> Result<Option<QuotaPolicyId>, EngineError> {
+pub(crate) async fn lane_policy(pool: &Db, lane: &LaneId) -> Result<Option<QuotaPolicyId>, EngineError> {
     let row: Option<(Option<uuid::Uuid>,)> =
         sqlx::query_as(LANE_POLICY_SQL).bind(lane.as_str()).fetch_optional(pool).await.map_err(map_sqlx)?;
     Ok(row.and_then(|(q,)| q).map(QuotaPolicyId))
@@ -112,7 +112,7 @@ fn opt_i32(v: Option<u32>) -> Option<i32> {
 
 /// `create_quota_policy`.
 pub(crate) async fn create(
-    pool: &PgPool,
+    pool: &Db,
     partitions: &PartitionConfig,
     args: &CreateQuotaPolicyArgs,
 ) -> Result<CreateQuotaPolicyResult, EngineError> {
@@ -147,7 +147,7 @@ fn limits(row: &sqlx::postgres::PgRow) -> Result<QuotaPolicyLimits, EngineError>
 }
 
 /// `get_quota_policy_status`; `None` when absent.
-pub(crate) async fn status(pool: &PgPool, id: &QuotaPolicyId) -> Result<Option<QuotaPolicyStatus>, EngineError> {
+pub(crate) async fn status(pool: &Db, id: &QuotaPolicyId) -> Result<Option<QuotaPolicyStatus>, EngineError> {
     let Some(row) = sqlx::query(POLICY_STATUS_SQL).bind(id.0).fetch_optional(pool).await.map_err(map_sqlx)? else {
         return Ok(None);
     };
@@ -165,7 +165,7 @@ pub(crate) async fn status(pool: &PgPool, id: &QuotaPolicyId) -> Result<Option<Q
 
 /// `check_admission`.
 pub(crate) async fn check(
-    pool: &PgPool,
+    pool: &Db,
     policy: &QuotaPolicyId,
     args: &CheckAdmissionArgs,
 ) -> Result<CheckAdmissionResult, EngineError> {
@@ -191,7 +191,7 @@ pub(crate) async fn check(
 }
 
 /// `release_admission`.
-pub(crate) async fn release(pool: &PgPool, args: &ReleaseAdmissionArgs) -> Result<ReleaseAdmissionResult, EngineError> {
+pub(crate) async fn release(pool: &Db, args: &ReleaseAdmissionArgs) -> Result<ReleaseAdmissionResult, EngineError> {
     let (status,): (String,) = sqlx::query_as(RELEASE_ADMISSION_SQL)
         .bind(args.quota_policy_id.0)
         .bind(args.execution_id.uuid())
@@ -208,7 +208,7 @@ pub(crate) async fn release(pool: &PgPool, args: &ReleaseAdmissionArgs) -> Resul
 
 /// `reconcile_quota_counters`: one transaction per policy.
 pub(crate) async fn reconcile(
-    pool: &PgPool,
+    pool: &Db,
     partitions: &PartitionConfig,
     partition: Partition,
 ) -> Result<ReconcileCounts, EngineError> {
@@ -226,7 +226,7 @@ pub(crate) async fn reconcile(
 
 /// Admits the waiters of up to `limit` policies whose rate window has room again; returns how
 /// many policies were settled and when the next one is due.
-pub(crate) async fn admit_due(pool: &PgPool, limit: i64) -> Result<(usize, Option<TimestampMs>), EngineError> {
+pub(crate) async fn admit_due(pool: &Db, limit: i64) -> Result<(usize, Option<TimestampMs>), EngineError> {
     let ids: Vec<(uuid::Uuid,)> =
         sqlx::query_as(DUE_POLICIES_SQL).bind(limit).fetch_all(pool).await.map_err(map_sqlx)?;
     for (id,) in &ids {

@@ -3,13 +3,13 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::LazyLock;
 
+use crate::db::Db;
 use ff_core::{
     AttemptId, AttemptIndex, AttemptSummary, EngineError, ExecutionContext, ExecutionId, ExecutionInfo,
     ExecutionSnapshot, LaneId, LeaseEpoch, LeaseId, LeaseSummary, ListExecutionsPage, ListLanesPage, MAX_LIST_LIMIT,
     Namespace, OwnershipState, Partition, PartitionConfig, PartitionFamily, PartitionKey, PublicState, TimestampMs,
     TraceContext, ValidationKind, WorkerInstanceId,
 };
-use sqlx::PgPool;
 use sqlx::postgres::PgRow;
 use uuid::Uuid;
 
@@ -47,7 +47,7 @@ pub(crate) fn by_id_sql(columns: &str) -> String {
 }
 
 async fn fetch(
-    pool: &PgPool,
+    pool: &Db,
     cfg: &PartitionConfig,
     id: &ExecutionId,
     columns: &str,
@@ -96,7 +96,7 @@ pub(crate) const CONTEXT_COLUMNS: &str = "input_payload, execution_kind, tags, t
 
 /// `describe_execution`.
 pub(crate) async fn describe(
-    pool: &PgPool,
+    pool: &Db,
     cfg: &PartitionConfig,
     id: &ExecutionId,
 ) -> Result<Option<ExecutionSnapshot>, EngineError> {
@@ -143,7 +143,7 @@ pub(crate) async fn describe(
 
 /// `read_execution_info`.
 pub(crate) async fn info(
-    pool: &PgPool,
+    pool: &Db,
     cfg: &PartitionConfig,
     id: &ExecutionId,
 ) -> Result<Option<ExecutionInfo>, EngineError> {
@@ -172,7 +172,7 @@ pub(crate) async fn info(
 
 /// `read_execution_state`.
 pub(crate) async fn state(
-    pool: &PgPool,
+    pool: &Db,
     cfg: &PartitionConfig,
     id: &ExecutionId,
 ) -> Result<Option<PublicState>, EngineError> {
@@ -182,7 +182,7 @@ pub(crate) async fn state(
 
 /// `read_execution_context`.
 pub(crate) async fn context(
-    pool: &PgPool,
+    pool: &Db,
     cfg: &PartitionConfig,
     id: &ExecutionId,
 ) -> Result<ExecutionContext, EngineError> {
@@ -197,7 +197,7 @@ pub(crate) async fn context(
 
 /// A single `integer` column, `NotFound` when absent.
 pub(crate) async fn attempt_counter(
-    pool: &PgPool,
+    pool: &Db,
     cfg: &PartitionConfig,
     id: &ExecutionId,
     column: &str,
@@ -207,18 +207,14 @@ pub(crate) async fn attempt_counter(
 }
 
 /// `get_execution_result`.
-pub(crate) async fn result(
-    pool: &PgPool,
-    cfg: &PartitionConfig,
-    id: &ExecutionId,
-) -> Result<Option<Vec<u8>>, EngineError> {
+pub(crate) async fn result(pool: &Db, cfg: &PartitionConfig, id: &ExecutionId) -> Result<Option<Vec<u8>>, EngineError> {
     let Some(row) = fetch(pool, cfg, id, "result").await? else { return Ok(None) };
     col(&row, "result")
 }
 
 /// `get_execution_namespace`.
 pub(crate) async fn namespace(
-    pool: &PgPool,
+    pool: &Db,
     cfg: &PartitionConfig,
     id: &ExecutionId,
 ) -> Result<Option<String>, EngineError> {
@@ -271,7 +267,7 @@ pub(crate) const CORE_FIELDS: &[&str] = &[
 
 /// `read_exec_core_fields`.
 pub(crate) async fn core_fields(
-    pool: &PgPool,
+    pool: &Db,
     cfg: &PartitionConfig,
     partition: Partition,
     id: &ExecutionId,
@@ -295,7 +291,7 @@ pub(crate) async fn core_fields(
 
 /// `set_execution_tag`.
 pub(crate) async fn set_tag(
-    pool: &PgPool,
+    pool: &Db,
     cfg: &PartitionConfig,
     id: &ExecutionId,
     key: &str,
@@ -325,7 +321,7 @@ pub(crate) async fn set_tag(
 
 /// `clear_execution_tag`.
 pub(crate) async fn clear_tag(
-    pool: &PgPool,
+    pool: &Db,
     cfg: &PartitionConfig,
     id: &ExecutionId,
     key: &str,
@@ -351,7 +347,7 @@ pub(crate) async fn clear_tag(
 
 /// `get_execution_tag`.
 pub(crate) async fn get_tag(
-    pool: &PgPool,
+    pool: &Db,
     cfg: &PartitionConfig,
     id: &ExecutionId,
     key: &str,
@@ -377,7 +373,7 @@ fn check_limit(limit: usize) -> Result<(), EngineError> {
 
 /// `list_executions`.
 pub(crate) async fn list_executions(
-    pool: &PgPool,
+    pool: &Db,
     cfg: &PartitionConfig,
     partition: &PartitionKey,
     cursor: Option<ExecutionId>,
@@ -412,11 +408,7 @@ pub(crate) async fn list_executions(
 }
 
 /// `list_lanes`.
-pub(crate) async fn list_lanes(
-    pool: &PgPool,
-    cursor: Option<LaneId>,
-    limit: usize,
-) -> Result<ListLanesPage, EngineError> {
+pub(crate) async fn list_lanes(pool: &Db, cursor: Option<LaneId>, limit: usize) -> Result<ListLanesPage, EngineError> {
     check_limit(limit)?;
     if limit == 0 {
         return Ok(ListLanesPage { lanes: Vec::new(), next_cursor: None });

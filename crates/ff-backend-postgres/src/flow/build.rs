@@ -4,8 +4,8 @@
 //! edge's upstream), checks, writes, and names why when it writes nothing; [`refusal`] maps
 //! that name to the typed error.
 
+use crate::db::Db;
 use ff_core::*;
-use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::error::map_sqlx;
@@ -74,7 +74,7 @@ pub(crate) fn check_member_partition(
 
 /// `create_flow`.
 pub(crate) async fn create_flow(
-    pool: &PgPool,
+    pool: &Db,
     cfg: &PartitionConfig,
     args: &CreateFlowArgs,
 ) -> Result<CreateFlowResult, EngineError> {
@@ -96,7 +96,7 @@ pub(crate) async fn create_flow(
 
 /// `add_execution_to_flow`.
 pub(crate) async fn add_member(
-    pool: &PgPool,
+    pool: &Db,
     cfg: &PartitionConfig,
     args: &AddExecutionToFlowArgs,
 ) -> Result<AddExecutionToFlowResult, EngineError> {
@@ -121,7 +121,7 @@ pub(crate) async fn add_member(
 
 /// `stage_dependency_edge`.
 pub(crate) async fn stage_edge(
-    pool: &PgPool,
+    pool: &Db,
     cfg: &PartitionConfig,
     args: &StageDependencyEdgeArgs,
 ) -> Result<StageDependencyEdgeResult, EngineError> {
@@ -152,7 +152,7 @@ pub(crate) async fn stage_edge(
 
 /// `apply_dependency_to_child`.
 pub(crate) async fn apply_edge(
-    pool: &PgPool,
+    pool: &Db,
     args: &ApplyDependencyToChildArgs,
 ) -> Result<ApplyDependencyToChildResult, EngineError> {
     let (outcome, unresolved, state): (String, Option<i32>, Option<String>) = sqlx::query_as(APPLY_EDGE_SQL)
@@ -175,7 +175,7 @@ pub(crate) async fn apply_edge(
 
 /// `set_edge_group_policy`.
 pub(crate) async fn set_policy(
-    pool: &PgPool,
+    pool: &Db,
     args: &SetEdgeGroupPolicyArgs,
 ) -> Result<SetEdgeGroupPolicyResult, EngineError> {
     // The flow's size bounds k; the schema function checks it under the flow's lock.
@@ -208,7 +208,7 @@ pub(crate) fn policy_parts(p: &EdgeDependencyPolicy) -> (&'static str, Option<i3
 
 /// `create_flow_graph`: the flow, its members, edges and policies in one transaction.
 pub(crate) async fn create_graph(
-    pool: &PgPool,
+    pool: &Db,
     cfg: &PartitionConfig,
     args: &CreateFlowGraphArgs,
 ) -> Result<CreateFlowGraphResult, EngineError> {

@@ -7,8 +7,8 @@
 
 use std::time::Duration;
 
+use crate::db::Db;
 use ff_core::*;
-use sqlx::PgPool;
 use tokio::time::Instant;
 use uuid::Uuid;
 
@@ -75,7 +75,7 @@ struct Flip {
     remaining: Vec<Uuid>,
 }
 
-async fn flip(pool: &PgPool, args: &CancelFlowArgs, cancel_now: bool) -> Result<Flip, EngineError> {
+async fn flip(pool: &Db, args: &CancelFlowArgs, cancel_now: bool) -> Result<Flip, EngineError> {
     args.validate()?;
     let (outcome, policy, reason, targeted, remaining): FlipRow = sqlx::query_as(CANCEL_FLOW_SQL)
         .bind(args.flow_id.0)
@@ -101,13 +101,13 @@ fn ids(partition: u16, ids: &[Uuid]) -> Vec<ExecutionId> {
     ids.iter().map(|u| ExecutionId::from_parts(partition, *u)).collect()
 }
 
-async fn backlog(pool: &PgPool, flow: &FlowId) -> Result<Vec<Uuid>, EngineError> {
+async fn backlog(pool: &Db, flow: &FlowId) -> Result<Vec<Uuid>, EngineError> {
     sqlx::query_scalar(BACKLOG_SQL).bind(flow.0).fetch_all(pool).await.map_err(map_sqlx)
 }
 
 /// `cancel_flow`.
 pub(crate) async fn cancel_flow(
-    pool: &PgPool,
+    pool: &Db,
     cfg: &PartitionConfig,
     args: &CancelFlowArgs,
     wait: CancelFlowWait,
@@ -158,7 +158,7 @@ pub(crate) async fn cancel_flow(
 
 /// `cancel_flow_header`.
 pub(crate) async fn cancel_header(
-    pool: &PgPool,
+    pool: &Db,
     cfg: &PartitionConfig,
     args: &CancelFlowArgs,
 ) -> Result<CancelFlowHeader, EngineError> {
@@ -178,14 +178,14 @@ pub(crate) async fn cancel_header(
 }
 
 /// `ack_cancel_member`.
-pub(crate) async fn ack(pool: &PgPool, flow: &FlowId, id: &ExecutionId) -> Result<(), EngineError> {
+pub(crate) async fn ack(pool: &Db, flow: &FlowId, id: &ExecutionId) -> Result<(), EngineError> {
     sqlx::query(ACK_SQL).bind(flow.0).bind(id.uuid()).execute(pool).await.map_err(map_sqlx)?;
     Ok(())
 }
 
 /// `drain_sibling_cancel_group`.
 pub(crate) async fn drain_siblings(
-    pool: &PgPool,
+    pool: &Db,
     flow: &FlowId,
     downstream: &ExecutionId,
 ) -> Result<SiblingCancelDrainResult, EngineError> {
@@ -206,7 +206,7 @@ pub(crate) async fn drain_siblings(
 
 /// `reconcile_sibling_cancel_group`.
 pub(crate) async fn reconcile_siblings(
-    pool: &PgPool,
+    pool: &Db,
     flow: &FlowId,
     downstream: &ExecutionId,
 ) -> Result<SiblingCancelReconcileAction, EngineError> {

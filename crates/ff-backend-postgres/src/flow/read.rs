@@ -3,8 +3,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use crate::db::Db;
 use ff_core::*;
-use sqlx::PgPool;
 use sqlx::postgres::PgRow;
 use uuid::Uuid;
 
@@ -68,7 +68,7 @@ fn count(row: &PgRow, name: &str) -> Result<u32, EngineError> {
 }
 
 /// Member counts of each flow in `flows`.
-async fn member_counts(pool: &PgPool, flows: &[Uuid]) -> Result<HashMap<Uuid, FlowMemberCounts>, EngineError> {
+async fn member_counts(pool: &Db, flows: &[Uuid]) -> Result<HashMap<Uuid, FlowMemberCounts>, EngineError> {
     let rows = sqlx::query(MEMBERS_SQL).bind(flows).fetch_all(pool).await.map_err(map_sqlx)?;
     let mut out: HashMap<Uuid, FlowMemberCounts> = HashMap::new();
     for row in &rows {
@@ -152,7 +152,7 @@ fn group(row: &PgRow, partition: u16) -> Result<EdgeGroupSnapshot, EngineError> 
 
 /// `describe_flow`.
 pub(crate) async fn describe(
-    pool: &PgPool,
+    pool: &Db,
     cfg: &PartitionConfig,
     id: &FlowId,
 ) -> Result<Option<FlowSnapshot>, EngineError> {
@@ -184,11 +184,7 @@ pub(crate) async fn describe(
 }
 
 /// `list_flows`.
-pub(crate) async fn list(
-    pool: &PgPool,
-    cfg: &PartitionConfig,
-    args: &ListFlowsArgs,
-) -> Result<ListFlowsPage, EngineError> {
+pub(crate) async fn list(pool: &Db, cfg: &PartitionConfig, args: &ListFlowsArgs) -> Result<ListFlowsPage, EngineError> {
     let limit = args.validate()?;
     if let Some(p) = args.partition {
         cfg.check_execution_partition(p)?;
@@ -252,7 +248,7 @@ fn edge(row: &PgRow) -> Result<EdgeSnapshot, EngineError> {
 
 /// `list_edges`.
 pub(crate) async fn list_edges(
-    pool: &PgPool,
+    pool: &Db,
     flow_id: &FlowId,
     direction: EdgeDirection,
 ) -> Result<Vec<EdgeSnapshot>, EngineError> {
@@ -273,7 +269,7 @@ pub(crate) async fn list_edges(
 
 /// `describe_edge`.
 pub(crate) async fn describe_edge(
-    pool: &PgPool,
+    pool: &Db,
     flow_id: &FlowId,
     edge_id: &EdgeId,
 ) -> Result<Option<EdgeSnapshot>, EngineError> {
@@ -289,11 +285,7 @@ pub(crate) async fn describe_edge(
 }
 
 /// `resolve_execution_flow_id`.
-pub(crate) async fn flow_of(
-    pool: &PgPool,
-    cfg: &PartitionConfig,
-    id: &ExecutionId,
-) -> Result<Option<FlowId>, EngineError> {
+pub(crate) async fn flow_of(pool: &Db, cfg: &PartitionConfig, id: &ExecutionId) -> Result<Option<FlowId>, EngineError> {
     cfg.check_execution_partition(id.partition_index())?;
     let flow: Option<Option<Uuid>> = sqlx::query_scalar(FLOW_OF_SQL)
         .bind(id.uuid())
@@ -305,7 +297,7 @@ pub(crate) async fn flow_of(
 }
 
 /// `project_flow_summary`.
-pub(crate) async fn project_summary(pool: &PgPool, cfg: &PartitionConfig, id: &FlowId) -> Result<bool, EngineError> {
+pub(crate) async fn project_summary(pool: &Db, cfg: &PartitionConfig, id: &FlowId) -> Result<bool, EngineError> {
     let Some(snapshot) = describe(pool, cfg, id).await? else {
         return Ok(false);
     };
@@ -321,7 +313,7 @@ pub(crate) async fn project_summary(pool: &PgPool, cfg: &PartitionConfig, id: &F
 }
 
 /// `set_flow_tag`.
-pub(crate) async fn set_tag(pool: &PgPool, id: &FlowId, key: &str, value: &str) -> Result<(), EngineError> {
+pub(crate) async fn set_tag(pool: &Db, id: &FlowId, key: &str, value: &str) -> Result<(), EngineError> {
     ff_core::tag::validate_tag_key(key)?;
     ff_core::tag::validate_tag_value(key, value)?;
     let updated = sqlx::query(SET_FLOW_TAG_SQL)
@@ -345,7 +337,7 @@ pub(crate) async fn set_tag(pool: &PgPool, id: &FlowId, key: &str, value: &str) 
 }
 
 /// `get_flow_tag`.
-pub(crate) async fn get_tag(pool: &PgPool, id: &FlowId, key: &str) -> Result<Option<String>, EngineError> {
+pub(crate) async fn get_tag(pool: &Db, id: &FlowId, key: &str) -> Result<Option<String>, EngineError> {
     ff_core::tag::validate_tag_key(key)?;
     sqlx::query_scalar::<_, Option<String>>(GET_FLOW_TAG_SQL)
         .bind(id.0)

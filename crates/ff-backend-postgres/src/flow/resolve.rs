@@ -3,8 +3,8 @@
 //! per-edge and per-execution entry points for repairs, the read-only eligibility check, and
 //! `wait_children`, the lease holder's wait for its own upstreams.
 
+use crate::db::Db;
 use ff_core::*;
-use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::error::map_sqlx;
@@ -36,7 +36,7 @@ pub(crate) const ELIGIBILITY_SQL: &str = "SELECT x.lifecycle_phase::text AS life
 pub(crate) const WAIT_CHILDREN_SQL: &str = "SELECT group_state FROM ff_wait_children($1, $2, $3, $4)";
 
 /// Resolves the unresolved applied edges of `upstreams` and the hops that follow.
-pub(crate) async fn resolve_edges(pool: &PgPool, upstreams: &[Uuid]) -> Result<(u32, u32), EngineError> {
+pub(crate) async fn resolve_edges(pool: &Db, upstreams: &[Uuid]) -> Result<(u32, u32), EngineError> {
     let (resolved, decided): (i32, i32) =
         sqlx::query_as(RESOLVE_EDGES_SQL).bind(upstreams).fetch_one(pool).await.map_err(map_sqlx)?;
     Ok((resolved.max(0) as u32, decided.max(0) as u32))
@@ -44,7 +44,7 @@ pub(crate) async fn resolve_edges(pool: &PgPool, upstreams: &[Uuid]) -> Result<(
 
 /// `resolve_dependency`.
 pub(crate) async fn resolve_dependency(
-    pool: &PgPool,
+    pool: &Db,
     args: &ResolveDependencyArgs,
 ) -> Result<ResolveDependencyResult, EngineError> {
     let row = sqlx::query(EDGE_STATUS_SQL)
@@ -93,7 +93,7 @@ pub(crate) async fn resolve_dependency(
 
 /// `cascade_completion`.
 pub(crate) async fn cascade(
-    pool: &PgPool,
+    pool: &Db,
     cfg: &PartitionConfig,
     args: &CascadeCompletionArgs,
 ) -> Result<CascadeOutcome, EngineError> {
@@ -107,7 +107,7 @@ pub(crate) async fn cascade(
 }
 
 async fn eligibility_row(
-    pool: &PgPool,
+    pool: &Db,
     cfg: &PartitionConfig,
     id: &ExecutionId,
 ) -> Result<Option<(StateVector, Option<EdgeGroupState>)>, EngineError> {
@@ -121,7 +121,7 @@ async fn eligibility_row(
 
 /// `evaluate_flow_eligibility`.
 pub(crate) async fn eligibility(
-    pool: &PgPool,
+    pool: &Db,
     cfg: &PartitionConfig,
     args: &EvaluateFlowEligibilityArgs,
 ) -> Result<EvaluateFlowEligibilityResult, EngineError> {
@@ -147,7 +147,7 @@ pub(crate) async fn eligibility(
 }
 
 /// `wait_children`; `None` when the fence failed.
-pub(crate) async fn wait_children(pool: &PgPool, p: &HandlePayload) -> Result<Option<EdgeGroupState>, EngineError> {
+pub(crate) async fn wait_children(pool: &Db, p: &HandlePayload) -> Result<Option<EdgeGroupState>, EngineError> {
     let state: Option<String> = sqlx::query_scalar(WAIT_CHILDREN_SQL)
         .bind(p.execution_id.uuid())
         .bind(p.lease_id.0)

@@ -3,8 +3,9 @@
 //! closes its attempt as `interrupted_reclaimed`; a new attempt then takes it over through a
 //! plain claim on its lane or through an explicit reclaim grant.
 
+use crate::db::Db;
 use ff_core::{EngineError, ExecutionId};
-use sqlx::{PgPool, Postgres};
+use sqlx::Postgres;
 use uuid::Uuid;
 
 use crate::error::map_sqlx;
@@ -28,7 +29,7 @@ fn count(rows: &[(Uuid, bool)]) -> ExpiryCounts {
 }
 
 /// Expires up to `limit` due leases.
-pub(crate) async fn expire_due(pool: &PgPool, limit: u32) -> Result<ExpiryCounts, EngineError> {
+pub(crate) async fn expire_due(pool: &Db, limit: u32) -> Result<ExpiryCounts, EngineError> {
     let rows: Vec<(Uuid, bool)> = sqlx::query_as(EXPIRE_LEASES_SQL)
         .bind(i32::try_from(limit).unwrap_or(i32::MAX))
         .bind(None::<Uuid>)

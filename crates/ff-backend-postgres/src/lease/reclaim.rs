@@ -1,12 +1,12 @@
 //! Reclaim grants: admitting one worker to take over an execution whose lease expired or was
 //! revoked, and consuming the grant to start the new attempt.
 
+use crate::db::{Db, Tx};
 use ff_core::HandlePayload;
 use ff_core::{
     CapabilitySet, ClaimPolicy, EngineError, IssueReclaimGrantArgs, IssueReclaimGrantOutcome, LifecyclePhase,
     OwnershipState, ReclaimExecutionArgs, ReclaimExecutionOutcome, ReclaimGrant, TimestampMs, ValidationKind,
 };
-use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
 use super::claim;
@@ -25,7 +25,7 @@ pub(crate) const TAKE_GRANT_SQL: &str = "DELETE FROM ff_reclaim_grant WHERE gran
 
 /// Issues a reclaim grant.
 pub(crate) async fn issue_reclaim_grant(
-    pool: &PgPool,
+    pool: &Db,
     args: &IssueReclaimGrantArgs,
 ) -> Result<IssueReclaimGrantOutcome, EngineError> {
     args.validate()?;
@@ -93,7 +93,7 @@ fn check_capabilities(worker: &CapabilitySet, required: Vec<String>) -> Result<(
 
 /// Consumes a reclaim grant and starts the new attempt.
 pub(crate) async fn reclaim_execution(
-    pool: &PgPool,
+    pool: &Db,
     args: &ReclaimExecutionArgs,
 ) -> Result<ReclaimExecutionOutcome, EngineError> {
     args.validate()?;
@@ -101,7 +101,7 @@ pub(crate) async fn reclaim_execution(
         return Err(EngineError::invalid(format!("malformed grant key {:?}", args.grant_key)));
     };
     let id = args.execution_id;
-    let mut tx: Transaction<'_, Postgres> = pool.begin().await.map_err(map_sqlx)?;
+    let mut tx: Tx = pool.begin().await.map_err(map_sqlx)?;
     let grant: Option<(String, String, String, bool)> = sqlx::query_as(TAKE_GRANT_SQL)
         .bind(grant_key)
         .bind(id.uuid())

@@ -3,8 +3,8 @@
 
 use std::sync::LazyLock;
 
+use crate::db::Db;
 use ff_core::{EngineError, HandlePayload, LeaseEpoch, LeaseRenewal, TimestampMs};
-use sqlx::PgPool;
 
 use crate::error::map_sqlx;
 use crate::fence::{FENCE, bind_fence};
@@ -29,7 +29,7 @@ pub(crate) static PROGRESS_SQL: LazyLock<String> = LazyLock::new(|| {
 
 /// Renews by the TTL stored with the lease (the handle's copy is never trusted); `None` when
 /// the fence failed.
-pub(crate) async fn renew(pool: &PgPool, p: &HandlePayload) -> Result<Option<LeaseRenewal>, EngineError> {
+pub(crate) async fn renew(pool: &Db, p: &HandlePayload) -> Result<Option<LeaseRenewal>, EngineError> {
     let row = bind_fence(sqlx::query(&RENEW_SQL), p).fetch_optional(pool).await.map_err(map_sqlx)?;
     row.map(|r| {
         Ok(LeaseRenewal {
@@ -42,7 +42,7 @@ pub(crate) async fn renew(pool: &PgPool, p: &HandlePayload) -> Result<Option<Lea
 
 /// Records progress; `None` when the fence failed.
 pub(crate) async fn progress(
-    pool: &PgPool,
+    pool: &Db,
     p: &HandlePayload,
     percent: Option<u8>,
     message: Option<&str>,

@@ -14,9 +14,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use crate::db::Db;
 use async_trait::async_trait;
 use ff_core::{EngineError, Partition, PartitionConfig, PartitionFamily};
-use sqlx::PgPool;
 use tokio::sync::Notify;
 
 use super::{ReconcileReport, Reconciler};
@@ -29,7 +29,7 @@ pub(crate) const ADMISSION_NOW_SQL: &str = "SELECT ff_now_ms()";
 
 /// Rate windows, budget resets and grant expiry.
 pub struct AdmissionReconciler {
-    pool: PgPool,
+    pool: Db,
     batch_size: u32,
     interval: Duration,
     timer: Arc<TimerWakeup>,
@@ -38,11 +38,12 @@ pub struct AdmissionReconciler {
 impl AdmissionReconciler {
     /// A reconciler handling up to `batch_size` policies, budgets and grants per pass, without a
     /// wakeup (it learns of a newly limited window at its next pass).
-    pub fn new(pool: PgPool, batch_size: u32) -> Self {
+    pub fn new(pool: impl Into<Db>, batch_size: u32) -> Self {
+        let pool = pool.into();
         Self::with_timer(pool, batch_size, Duration::from_secs(1), Arc::default())
     }
 
-    pub(crate) fn with_timer(pool: PgPool, batch_size: u32, interval: Duration, timer: Arc<TimerWakeup>) -> Self {
+    pub(crate) fn with_timer(pool: Db, batch_size: u32, interval: Duration, timer: Arc<TimerWakeup>) -> Self {
         Self { pool, batch_size: batch_size.max(1), interval, timer }
     }
 }
@@ -79,14 +80,15 @@ impl Reconciler for AdmissionReconciler {
 
 /// Recounts of quota slots and budget exhaustion, one partition of each per pass.
 pub struct AdmissionRecountReconciler {
-    pool: PgPool,
+    pool: Db,
     partitions: PartitionConfig,
     next: std::sync::Mutex<(u16, u16)>,
 }
 
 impl AdmissionRecountReconciler {
     /// A reconciler that walks the quota and budget partitions of `partitions` round-robin.
-    pub fn new(pool: PgPool, partitions: PartitionConfig) -> Self {
+    pub fn new(pool: impl Into<Db>, partitions: PartitionConfig) -> Self {
+        let pool = pool.into();
         Self { pool, partitions, next: std::sync::Mutex::new((0, 0)) }
     }
 }

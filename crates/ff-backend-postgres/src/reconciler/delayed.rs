@@ -10,9 +10,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use crate::db::Db;
 use async_trait::async_trait;
 use ff_core::{EngineError, ExecutionId, LaneId};
-use sqlx::PgPool;
 
 use super::{ReconcileReport, Reconciler};
 use crate::error::map_sqlx;
@@ -27,7 +27,7 @@ pub(crate) const PROMOTE_SQL: &str = "SELECT promoted, next_due_at_ms, now_ms FR
 /// Delayed-execution promoter: makes delayed executions claimable at their time. It sleeps
 /// until the next one is due, and is woken sooner when work is delayed to an earlier time.
 pub struct DelayedPromoter {
-    pool: PgPool,
+    pool: Db,
     batch_size: u32,
     interval: Duration,
     timer: Arc<TimerWakeup>,
@@ -39,11 +39,12 @@ impl DelayedPromoter {
     /// delayed work only at its next pass.
     ///
     /// [`PostgresBackend::with_scanners`]: crate::PostgresBackend::with_scanners
-    pub fn new(pool: PgPool, batch_size: u32, interval: Duration) -> Self {
+    pub fn new(pool: impl Into<Db>, batch_size: u32, interval: Duration) -> Self {
+        let pool = pool.into();
         Self::with_timer(pool, batch_size, interval, Arc::default())
     }
 
-    pub(crate) fn with_timer(pool: PgPool, batch_size: u32, interval: Duration, timer: Arc<TimerWakeup>) -> Self {
+    pub(crate) fn with_timer(pool: Db, batch_size: u32, interval: Duration, timer: Arc<TimerWakeup>) -> Self {
         Self { pool, batch_size: batch_size.max(1), interval, timer }
     }
 }
@@ -83,7 +84,7 @@ impl Reconciler for DelayedPromoter {
 }
 
 /// Promotes one execution if it is delayed on `lane` and due.
-pub(crate) async fn promote_one(pool: &PgPool, lane: &LaneId, id: &ExecutionId) -> Result<(), EngineError> {
+pub(crate) async fn promote_one(pool: &Db, lane: &LaneId, id: &ExecutionId) -> Result<(), EngineError> {
     sqlx::query(PROMOTE_SQL)
         .bind(0_i32)
         .bind(id.uuid())

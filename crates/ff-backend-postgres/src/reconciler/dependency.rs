@@ -3,9 +3,9 @@
 //! transaction, so this normally finds nothing; it repairs what a future transition path might
 //! miss.
 
+use crate::db::Db;
 use async_trait::async_trait;
 use ff_core::EngineError;
-use sqlx::PgPool;
 
 use super::{ReconcileReport, Reconciler};
 use crate::error::map_sqlx;
@@ -19,13 +19,14 @@ SELECT r.resolved, r.decided FROM ff_resolve_edges(ARRAY(
 
 /// Resolves edges their upstream's terminal transaction left unresolved.
 pub struct DependencyReconciler {
-    pool: PgPool,
+    pool: Db,
     batch_size: u32,
 }
 
 impl DependencyReconciler {
     /// A reconciler handling up to `batch_size` upstreams per pass.
-    pub fn new(pool: PgPool, batch_size: u32) -> Self {
+    pub fn new(pool: impl Into<Db>, batch_size: u32) -> Self {
+        let pool = pool.into();
         Self { pool, batch_size: batch_size.max(1) }
     }
 }

@@ -3,9 +3,9 @@
 //! never acknowledged them), and the still-running siblings of decided cancel_remaining groups
 //! that could not be cancelled when the group was decided.
 
+use crate::db::Db;
 use async_trait::async_trait;
 use ff_core::{EngineError, ExecutionId, FlowId};
-use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::{ReconcileReport, Reconciler};
@@ -14,13 +14,14 @@ use crate::flow::cancel::{DRAIN_FLOW_CANCEL_SQL, FLAGGED_GROUPS_SQL, drain_sibli
 
 /// Flow and sibling cancellation left for later.
 pub struct FlowCancelReconciler {
-    pool: PgPool,
+    pool: Db,
     batch_size: u32,
 }
 
 impl FlowCancelReconciler {
     /// A reconciler handling up to `batch_size` backlog members and flagged groups per pass.
-    pub fn new(pool: PgPool, batch_size: u32) -> Self {
+    pub fn new(pool: impl Into<Db>, batch_size: u32) -> Self {
+        let pool = pool.into();
         Self { pool, batch_size: batch_size.max(1) }
     }
 }

@@ -4,12 +4,12 @@
 
 use std::time::Duration;
 
+use crate::db::Db;
 use async_trait::async_trait;
 use ff_core::{
     DEFAULT_RETENTION_MS, EngineError, PruneEventLogArgs, TrimRetentionArgs, validate_retention_batch,
     validate_retention_ms,
 };
-use sqlx::PgPool;
 
 use super::{ReconcileReport, Reconciler};
 use crate::retention;
@@ -49,13 +49,14 @@ fn ms(d: Duration) -> i64 {
 
 /// Retention reconciler.
 pub struct RetentionReconciler {
-    pool: PgPool,
+    pool: Db,
     config: RetentionConfig,
 }
 
 impl RetentionReconciler {
     /// A reconciler with a validated configuration.
-    pub fn new(pool: PgPool, config: RetentionConfig) -> Result<Self, EngineError> {
+    pub fn new(pool: impl Into<Db>, config: RetentionConfig) -> Result<Self, EngineError> {
+        let pool = pool.into();
         config.validate()?;
         Ok(Self { pool, config })
     }

@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use crate::db::Db;
 use async_trait::async_trait;
 use ff_core::EngineError;
-use sqlx::PgPool;
 use tokio::sync::Notify;
 
 use super::{ReconcileReport, Reconciler};
@@ -26,7 +26,7 @@ pub(crate) const SUSPENSION_PASS_SQL: &str = "SELECT ff_expire_suspensions($1) A
 
 /// Suspension timeouts and pending-waitpoint expiry.
 pub struct SuspensionReconciler {
-    pool: PgPool,
+    pool: Db,
     batch_size: u32,
     interval: Duration,
     timer: Arc<TimerWakeup>,
@@ -38,11 +38,12 @@ impl SuspensionReconciler {
     /// at its next pass.
     ///
     /// [`PostgresBackend::with_scanners`]: crate::PostgresBackend::with_scanners
-    pub fn new(pool: PgPool, batch_size: u32) -> Self {
+    pub fn new(pool: impl Into<Db>, batch_size: u32) -> Self {
+        let pool = pool.into();
         Self::with_timer(pool, batch_size, Duration::from_secs(1), Arc::default())
     }
 
-    pub(crate) fn with_timer(pool: PgPool, batch_size: u32, interval: Duration, timer: Arc<TimerWakeup>) -> Self {
+    pub(crate) fn with_timer(pool: Db, batch_size: u32, interval: Duration, timer: Arc<TimerWakeup>) -> Self {
         Self { pool, batch_size: batch_size.max(1), interval, timer }
     }
 }

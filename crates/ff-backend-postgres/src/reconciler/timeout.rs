@@ -3,10 +3,10 @@
 
 use std::sync::Arc;
 
+use crate::db::Db;
 use async_trait::async_trait;
 use ff_core::backend::ExpirePhase;
 use ff_core::{EngineError, ExecutionId};
-use sqlx::PgPool;
 
 use super::{ReconcileReport, Reconciler};
 use crate::error::map_sqlx;
@@ -18,14 +18,15 @@ pub(crate) const EXPIRE_EXECUTIONS_SQL: &str = "SELECT ff_expire_executions($1, 
 
 /// Attempt-timeout and execution-deadline reconciler.
 pub struct TimeoutReconciler {
-    pool: PgPool,
+    pool: Db,
     batch_size: u32,
     metrics: Arc<Metrics>,
 }
 
 impl TimeoutReconciler {
     /// A reconciler handling up to `batch_size` executions of each kind per pass.
-    pub fn new(pool: PgPool, batch_size: u32, metrics: Arc<Metrics>) -> Self {
+    pub fn new(pool: impl Into<Db>, batch_size: u32, metrics: Arc<Metrics>) -> Self {
+        let pool = pool.into();
         Self { pool, batch_size: batch_size.max(1), metrics }
     }
 }
@@ -52,7 +53,7 @@ impl Reconciler for TimeoutReconciler {
 }
 
 /// Expires one execution if due for `phase`; returns whether it did.
-pub(crate) async fn expire_one(pool: &PgPool, id: &ExecutionId, phase: ExpirePhase) -> Result<bool, EngineError> {
+pub(crate) async fn expire_one(pool: &Db, id: &ExecutionId, phase: ExpirePhase) -> Result<bool, EngineError> {
     let n: i64 = sqlx::query_scalar(EXPIRE_EXECUTIONS_SQL)
         .bind(0_i32)
         .bind(id.uuid())

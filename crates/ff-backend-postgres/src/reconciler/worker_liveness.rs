@@ -3,23 +3,24 @@
 
 use std::sync::Arc;
 
+use crate::db::Db;
 use async_trait::async_trait;
 use ff_core::EngineError;
-use sqlx::PgPool;
 
 use super::{ReconcileReport, Reconciler};
 use crate::metrics::Metrics;
 
 /// Worker-liveness reconciler.
 pub struct WorkerLivenessReconciler {
-    pool: PgPool,
+    pool: Db,
     batch_size: u32,
     metrics: Arc<Metrics>,
 }
 
 impl WorkerLivenessReconciler {
     /// A reconciler retiring up to `batch_size` lapsed workers per pass.
-    pub fn new(pool: PgPool, batch_size: u32, metrics: Arc<Metrics>) -> Self {
+    pub fn new(pool: impl Into<Db>, batch_size: u32, metrics: Arc<Metrics>) -> Self {
+        let pool = pool.into();
         Self { pool, batch_size: batch_size.max(1), metrics }
     }
 }

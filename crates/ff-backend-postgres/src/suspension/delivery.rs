@@ -2,9 +2,9 @@
 //! `(tx_id, seq)`, and a reader only returns rows whose transaction is older than every
 //! transaction still in flight, so resuming from a cursor misses nothing and repeats nothing.
 
+use crate::db::Db;
 use ff_core::event::{EventCursor, ScannerFilter};
 use ff_core::*;
-use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::error::map_sqlx;
@@ -18,11 +18,7 @@ pub(crate) const READ_DELIVERIES_SQL: &str = "SELECT s.tx_id::text AS tx, s.seq,
        AND ($4::text IS NULL OR s.namespace = $4) \
      ORDER BY s.tx_id, s.seq LIMIT $3";
 
-async fn read(
-    pool: &PgPool,
-    after: EventCursor,
-    filter: &ScannerFilter,
-) -> Result<Vec<SignalDeliveryEvent>, EngineError> {
+async fn read(pool: &Db, after: EventCursor, filter: &ScannerFilter) -> Result<Vec<SignalDeliveryEvent>, EngineError> {
     let rows = sqlx::query(READ_DELIVERIES_SQL)
         .bind(after.tx.to_string())
         .bind(after.id)

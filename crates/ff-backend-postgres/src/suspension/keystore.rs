@@ -2,9 +2,9 @@
 //! grace period. A backend that must sign and finds no current key installs a random one (a
 //! deployment that wants its own seeds it at boot, see `seed`).
 
+use crate::db::{Db, TxConn};
 use ff_core::suspension::token::{HmacKey, SECRET_BYTES, parse_secret_hex, validate_kid};
 use ff_core::*;
-use sqlx::{PgConnection, PgPool};
 
 use crate::error::map_sqlx;
 use crate::row::col;
@@ -44,19 +44,19 @@ fn key(row: &sqlx::postgres::PgRow) -> Result<HmacKey, EngineError> {
 }
 
 /// The keys whose tokens verify now.
-pub(crate) async fn verifying_keys(conn: &mut PgConnection) -> Result<Vec<HmacKey>, EngineError> {
+pub(crate) async fn verifying_keys(conn: &mut TxConn) -> Result<Vec<HmacKey>, EngineError> {
     let rows = sqlx::query(KEYS_SQL).fetch_all(&mut *conn).await.map_err(map_sqlx)?;
     rows.iter().map(key).collect()
 }
 
 /// The key `kid`, whatever its grace.
-pub(crate) async fn key_by_id(conn: &mut PgConnection, kid: &str) -> Result<Option<HmacKey>, EngineError> {
+pub(crate) async fn key_by_id(conn: &mut TxConn, kid: &str) -> Result<Option<HmacKey>, EngineError> {
     let row = sqlx::query(KEY_BY_ID_SQL).bind(kid).fetch_optional(&mut *conn).await.map_err(map_sqlx)?;
     row.as_ref().map(key).transpose()
 }
 
 /// The current signing key, installing a random one when none exists.
-pub(crate) async fn signing_key(conn: &mut PgConnection) -> Result<HmacKey, EngineError> {
+pub(crate) async fn signing_key(conn: &mut TxConn) -> Result<HmacKey, EngineError> {
     for _ in 0..2 {
         if let Some(k) = verifying_keys(conn).await?.into_iter().find(|k| k.expires_at.is_none()) {
             return Ok(k);
@@ -70,32 +70,34 @@ pub(crate) async fn signing_key(conn: &mut PgConnection) -> Result<HmacKey, Engi
 }
 
 /// `seed_waitpoint_hmac_secret`.
-pub(crate) async fn seed(pool: &PgPool, args: &SeedWaitpointHmacSecretArgs) -> Result<SeedOutcome, EngineError> {
+pub(crate) async fn seed(pool: &Db, args: &SeedWaitpointHmacSecretArgs) -> Result<SeedOutcome, EngineError> {
     validate_kid(&args.kid)?;
     let secret = parse_secret_hex(&args.secret_hex)?;
-    let mut conn = pool.acquire().await.map_err(map_sqlx)?;
+    let mut tx = pool.begin().await.map_err(map_sqlx)?;
     let installed = sqlx::query(INSTALL_KEY_SQL)
         .bind(&args.kid)
         .bind(&secret)
-        .execute(&mut *conn)
+        .execute(&mut *tx)
         .await
         .map_err(map_sqlx)?
         .rows_affected();
     if installed == 1 {
+        tx.commit().await.map_err(map_sqlx)?;
         return Ok(SeedOutcome::Seeded { kid: args.kid.clone() });
     }
-    let current = verifying_keys(&mut conn)
+    let current = verifying_keys(&mut tx)
         .await?
         .into_iter()
         .find(|k| k.expires_at.is_none())
         .ok_or_else(|| EngineError::Internal("a key is installed but none is current".into()))?;
+    tx.commit().await.map_err(map_sqlx)?;
     let same_secret = current.kid == args.kid && current.secret == secret;
     Ok(SeedOutcome::AlreadySeeded { kid: current.kid, same_secret })
 }
 
 /// `rotate_waitpoint_hmac_secret_all`.
 pub(crate) async fn rotate(
-    pool: &PgPool,
+    pool: &Db,
     args: &RotateWaitpointHmacSecretAllArgs,
 ) -> Result<RotateWaitpointHmacSecretAllResult, EngineError> {
     validate_kid(&args.new_kid)?;

@@ -65,8 +65,10 @@ impl SuspensionBackend for PostgresBackend {
     }
 
     async fn read_waitpoint_token(&self, waitpoint_id: &WaitpointId) -> Result<Option<String>, EngineError> {
-        let mut conn = self.pool.acquire().await.map_err(map_sqlx)?;
-        waitpoint::read_token(&mut conn, waitpoint_id).await
+        let mut tx = self.pool.begin().await.map_err(map_sqlx)?;
+        let token = waitpoint::read_token(&mut tx, waitpoint_id).await?;
+        tx.commit().await.map_err(map_sqlx)?;
+        Ok(token)
     }
 
     async fn list_pending_waitpoints(

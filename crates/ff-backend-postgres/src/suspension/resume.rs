@@ -1,8 +1,8 @@
 //! Resuming and reading suspensions: an operator's resume, the timeout hook, the signals a
 //! resumed attempt reads, and the listing of suspended executions.
 
+use crate::db::Db;
 use ff_core::*;
-use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::signal::RESUME_SUSPENDED_SQL;
@@ -41,7 +41,7 @@ pub(crate) const LIST_SUSPENDED_SQL: &str = "SELECT s.execution_id, s.partition_
 
 /// `resume_execution`.
 pub(crate) async fn resume(
-    pool: &PgPool,
+    pool: &Db,
     cfg: &PartitionConfig,
     args: &ResumeExecutionArgs,
 ) -> Result<ResumeExecutionResult, EngineError> {
@@ -77,7 +77,7 @@ pub(crate) async fn resume(
 }
 
 /// `expire_suspension`.
-pub(crate) async fn expire(pool: &PgPool, partition: Partition, id: &ExecutionId) -> Result<(), EngineError> {
+pub(crate) async fn expire(pool: &Db, partition: Partition, id: &ExecutionId) -> Result<(), EngineError> {
     let _: i32 = sqlx::query_scalar(EXPIRE_SUSPENSIONS_SQL)
         .bind(1_i32)
         .bind(id.uuid())
@@ -90,7 +90,7 @@ pub(crate) async fn expire(pool: &PgPool, partition: Partition, id: &ExecutionId
 
 /// `observe_signals` for the attempt `p` names (it need not hold a lease: a suspended or a
 /// resumed handle reads the same signals), which must be the execution's current attempt.
-pub(crate) async fn observe(pool: &PgPool, p: &HandlePayload) -> Result<Vec<ResumeSignal>, EngineError> {
+pub(crate) async fn observe(pool: &Db, p: &HandlePayload) -> Result<Vec<ResumeSignal>, EngineError> {
     let current: Option<i32> = sqlx::query_scalar(CURRENT_ATTEMPT_SQL)
         .bind(p.execution_id.uuid())
         .bind(p.execution_id.partition_index() as i16)
@@ -129,7 +129,7 @@ pub(crate) async fn observe(pool: &PgPool, p: &HandlePayload) -> Result<Vec<Resu
 
 /// `list_suspended`.
 pub(crate) async fn list(
-    pool: &PgPool,
+    pool: &Db,
     cfg: &PartitionConfig,
     partition: Option<u16>,
     cursor: Option<ExecutionId>,

@@ -3,10 +3,10 @@
 //! when the signal satisfies the resume condition (evaluated by ff-core over the suspension's
 //! signals), resumes the execution (`ff_resume_suspended`).
 
+use crate::db::Db;
 use ff_core::suspension::condition::{ConditionSignal, SignalRelevance};
 use ff_core::suspension::token::{HmacKey, TokenBinding, WaitpointToken, verify};
 use ff_core::*;
-use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::error::map_sqlx;
@@ -41,7 +41,7 @@ pub(crate) const RESUME_SUSPENDED_SQL: &str = "SELECT ff_resume_suspended($1, $2
 
 /// `deliver_signal`: one locking read, the suspension's signals when it is active, one write.
 pub(crate) async fn deliver(
-    pool: &PgPool,
+    pool: &Db,
     cfg: &PartitionConfig,
     args: &DeliverSignalArgs,
 ) -> Result<DeliverSignalResult, EngineError> {
@@ -193,7 +193,7 @@ pub(crate) const LANE_OF_SQL: &str = "SELECT lane_id FROM ff_execution WHERE exe
 
 /// `deliver_approval_signal`: the operator's path, trusted (no token), lane checked.
 pub(crate) async fn approve(
-    pool: &PgPool,
+    pool: &Db,
     cfg: &PartitionConfig,
     args: &DeliverApprovalSignalArgs,
 ) -> Result<DeliverSignalResult, EngineError> {

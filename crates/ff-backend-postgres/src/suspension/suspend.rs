@@ -6,10 +6,10 @@
 use std::collections::HashMap;
 use std::sync::LazyLock;
 
+use crate::db::{Db, TxConn};
 use ff_core::suspension::condition::{ConditionSignal, SignalMatcher};
 use ff_core::suspension::token::{HmacKey, TokenBinding, fingerprint, mint};
 use ff_core::*;
-use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use super::keystore;
@@ -100,7 +100,7 @@ pub(crate) fn token_for(key: &HmacKey, execution_id: ExecutionId, id: Uuid, wp_k
 
 /// Rebuilds the outcome of suspension `suspension` (a replayed suspend).
 async fn replayed_outcome(
-    conn: &mut PgConnection,
+    conn: &mut TxConn,
     execution_id: ExecutionId,
     suspension: Uuid,
     already_satisfied: bool,
@@ -132,7 +132,7 @@ async fn replayed_outcome(
 /// Suspends the fenced attempt `p`. `Ok(None)` when the fence failed (the caller diagnoses).
 /// Without pending bindings it is one locking read and one write.
 pub(crate) async fn suspend(
-    pool: &PgPool,
+    pool: &Db,
     p: &HandlePayload,
     args: &SuspendArgs,
 ) -> Result<Option<SuspendOutcome>, EngineError> {
@@ -353,15 +353,16 @@ pub(crate) async fn suspend(
 
 /// Recomputes the tokens of pending waitpoints an outcome names (they keep the tokens they were
 /// minted with).
-async fn fill_tokens(pool: &PgPool, d: &mut SuspendOutcomeDetails) -> Result<(), EngineError> {
+async fn fill_tokens(pool: &Db, d: &mut SuspendOutcomeDetails) -> Result<(), EngineError> {
     if d.waitpoints.iter().all(|w| !w.waitpoint_token.is_empty()) {
         return Ok(());
     }
-    let mut conn = pool.acquire().await.map_err(map_sqlx)?;
+    let mut tx = pool.begin().await.map_err(map_sqlx)?;
     for w in d.waitpoints.iter_mut().filter(|w| w.waitpoint_token.is_empty()) {
-        if let Some(t) = super::waitpoint::read_token(&mut conn, &w.waitpoint_id).await? {
+        if let Some(t) = super::waitpoint::read_token(&mut tx, &w.waitpoint_id).await? {
             w.waitpoint_token = t;
         }
     }
+    tx.commit().await.map_err(map_sqlx)?;
     Ok(())
 }

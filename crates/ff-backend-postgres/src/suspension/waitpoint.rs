@@ -4,9 +4,9 @@
 use std::sync::LazyLock;
 use std::time::Duration;
 
+use crate::db::{Db, TxConn};
 use ff_core::suspension::token::{TokenBinding, fingerprint, mint};
 use ff_core::*;
-use sqlx::{PgConnection, PgPool};
 
 use super::keystore;
 use super::suspend::token_for;
@@ -45,7 +45,7 @@ pub(crate) const EXPIRE_WAITPOINTS_SQL: &str = "SELECT ff_expire_waitpoints($1, 
 
 /// `create_waitpoint`; `Ok(None)` when the fence failed.
 pub(crate) async fn create(
-    pool: &PgPool,
+    pool: &Db,
     p: &HandlePayload,
     waitpoint_key: &str,
     expires_in: Duration,
@@ -95,7 +95,7 @@ pub(crate) async fn create(
 
 /// The token of open waitpoint `id`, recomputed; `None` when it is missing, closed or its key
 /// is gone.
-pub(crate) async fn read_token(conn: &mut PgConnection, id: &WaitpointId) -> Result<Option<String>, EngineError> {
+pub(crate) async fn read_token(conn: &mut TxConn, id: &WaitpointId) -> Result<Option<String>, EngineError> {
     let Some(row) = sqlx::query(WAITPOINT_SQL).bind(id.0).fetch_optional(&mut *conn).await.map_err(map_sqlx)? else {
         return Ok(None);
     };
@@ -114,7 +114,7 @@ pub(crate) async fn read_token(conn: &mut PgConnection, id: &WaitpointId) -> Res
 
 /// `list_pending_waitpoints`.
 pub(crate) async fn list(
-    pool: &PgPool,
+    pool: &Db,
     cfg: &PartitionConfig,
     args: &ListPendingWaitpointsArgs,
 ) -> Result<ListPendingWaitpointsResult, EngineError> {
@@ -161,11 +161,7 @@ pub(crate) async fn list(
 }
 
 /// `close_waitpoint`: closes the pending waitpoint if its lifetime has passed.
-pub(crate) async fn close_if_due(
-    pool: &PgPool,
-    execution_id: &ExecutionId,
-    id: &WaitpointId,
-) -> Result<(), EngineError> {
+pub(crate) async fn close_if_due(pool: &Db, execution_id: &ExecutionId, id: &WaitpointId) -> Result<(), EngineError> {
     let _: i32 = sqlx::query_scalar(EXPIRE_WAITPOINTS_SQL)
         .bind(1_i32)
         .bind(id.0)
