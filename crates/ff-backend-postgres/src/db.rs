@@ -148,6 +148,22 @@ impl<'q, E: Execute<'q, Postgres>> Execute<'q, Postgres> for Unnamed<E> {
 
 type Item = Result<Either<PgQueryResult, PgRow>, sqlx::Error>;
 
+/// Ends a statement's own transaction: commits after success; after a failure rolls back at
+/// once, so the pooler gets its server connection back now rather than when this pooled
+/// connection is next used.
+async fn end<T>(tx: Transaction<'static, Postgres>, result: Result<T, sqlx::Error>) -> Result<T, sqlx::Error> {
+    match result {
+        Ok(value) => {
+            tx.commit().await?;
+            Ok(value)
+        }
+        Err(e) => {
+            let _ = tx.rollback().await;
+            Err(e)
+        }
+    }
+}
+
 impl<'c> Executor<'c> for &'c mut TxConn {
     type Database = Postgres;
 
@@ -203,8 +219,9 @@ impl<'p> Executor<'p> for &'_ Db {
         let pool = self.pool.clone();
         futures::stream::once(async move {
             let mut tx = pool.begin().await?;
-            let items: Vec<Either<PgQueryResult, PgRow>> = (&mut *tx).fetch_many(Unnamed(query)).try_collect().await?;
-            tx.commit().await?;
+            let items: Result<Vec<Either<PgQueryResult, PgRow>>, _> =
+                (&mut *tx).fetch_many(Unnamed(query)).try_collect().await;
+            let items = end(tx, items).await?;
             Ok::<_, sqlx::Error>(futures::stream::iter(items.into_iter().map(Ok)))
         })
         .try_flatten()
@@ -221,9 +238,8 @@ impl<'p> Executor<'p> for &'_ Db {
         let pool = self.pool.clone();
         Box::pin(async move {
             let mut tx = pool.begin().await?;
-            let row = (&mut *tx).fetch_optional(Unnamed(query)).await?;
-            tx.commit().await?;
-            Ok(row)
+            let row = (&mut *tx).fetch_optional(Unnamed(query)).await;
+            end(tx, row).await
         })
     }
 
