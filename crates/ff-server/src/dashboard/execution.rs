@@ -12,7 +12,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use axum::Form;
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Redirect, Response};
@@ -208,12 +208,8 @@ pub(super) struct ActionForm {
 /// `POST /dashboard/executions/{id}/cancel`.
 pub(super) async fn cancel(
     State(state): State<DashboardState>,
-    session: Session,
-    Path(raw): Path<String>,
-    headers: HeaderMap,
-    Form(form): Form<ActionForm>,
+    Action { id, form }: Action,
 ) -> Result<Response, PageError> {
-    let id = checked(&session, &headers, &form, &raw)?;
     let reason =
         Some(form.reason.trim().to_owned()).filter(|r| !r.is_empty()).unwrap_or("cancelled from the dashboard".into());
     let req = OperatorCancelRequest { reason, source: Default::default(), fence: None };
@@ -224,12 +220,8 @@ pub(super) async fn cancel(
 /// `POST /dashboard/executions/{id}/replay`.
 pub(super) async fn replay(
     State(state): State<DashboardState>,
-    session: Session,
-    Path(raw): Path<String>,
-    headers: HeaderMap,
-    Form(form): Form<ActionForm>,
+    Action { id, .. }: Action,
 ) -> Result<Response, PageError> {
-    let id = checked(&session, &headers, &form, &raw)?;
     let done = state.backend().replay_execution(ReplayExecutionArgs { execution_id: id }).await?;
     Ok(back(&id, &format!("Replay: {}", status_of(&done))))
 }
@@ -237,12 +229,8 @@ pub(super) async fn replay(
 /// `POST /dashboard/executions/{id}/priority`.
 pub(super) async fn change_priority(
     State(state): State<DashboardState>,
-    session: Session,
-    Path(raw): Path<String>,
-    headers: HeaderMap,
-    Form(form): Form<ActionForm>,
+    Action { id, form }: Action,
 ) -> Result<Response, PageError> {
-    let id = checked(&session, &headers, &form, &raw)?;
     let new_priority: i32 = form.priority.trim().parse().map_err(|_| {
         PageError::status(StatusCode::BAD_REQUEST, format!("priority {:?} is not a whole number", form.priority))
     })?;
@@ -254,12 +242,8 @@ pub(super) async fn change_priority(
 /// `POST /dashboard/executions/{id}/revoke-lease`.
 pub(super) async fn revoke_lease(
     State(state): State<DashboardState>,
-    session: Session,
-    Path(raw): Path<String>,
-    headers: HeaderMap,
-    Form(form): Form<ActionForm>,
+    Action { id, form }: Action,
 ) -> Result<Response, PageError> {
-    let id = checked(&session, &headers, &form, &raw)?;
     let reason = Some(form.reason.trim().to_owned()).filter(|r| !r.is_empty());
     let req = RevokeLeaseRequest {
         expected_lease_id: None,
@@ -271,9 +255,29 @@ pub(super) async fn revoke_lease(
 }
 
 /// The execution an action names, once its CSRF token and origin are checked.
-fn checked(session: &Session, headers: &HeaderMap, form: &ActionForm, raw: &str) -> Result<ExecutionId, PageError> {
-    session.check_action(headers, &form.csrf)?;
-    parse_id(raw)
+/// An operator action on one execution: a signed-in session, the execution named by the path,
+/// and the action's form, whose CSRF token the session has checked.
+pub(super) struct Action {
+    id: ExecutionId,
+    form: ActionForm,
+}
+
+impl FromRequest<DashboardState> for Action {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, state: &DashboardState) -> Result<Self, Response> {
+        let (mut parts, body) = req.into_parts();
+        let session = Session::from_request_parts(&mut parts, state).await?;
+        let Path(raw) =
+            Path::<String>::from_request_parts(&mut parts, state).await.map_err(IntoResponse::into_response)?;
+        let headers = parts.headers.clone();
+        let Form(form) = Form::<ActionForm>::from_request(Request::from_parts(parts, body), state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        session.check_action(&headers, &form.csrf).map_err(IntoResponse::into_response)?;
+        let id = parse_id(&raw).map_err(IntoResponse::into_response)?;
+        Ok(Self { id, form })
+    }
 }
 
 fn parse_id(raw: &str) -> Result<ExecutionId, PageError> {
