@@ -198,7 +198,7 @@ fn is_executable(path: &Path) -> bool {
 }
 
 /// First executable `name` on `PATH` or in the usual sbin directories.
-fn find_program(name: &str) -> Option<PathBuf> {
+pub fn find_program(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"].map(PathBuf::from))

@@ -25,9 +25,6 @@ pub const SERVER_CONNECTIONS_PER_DATABASE: u32 = 4;
 /// How long a freshly started PgBouncer may take to accept connections.
 const START_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// Where the binary is looked for, before `PATH`.
-const CANDIDATES: [&str; 2] = ["/usr/sbin/pgbouncer", "/usr/bin/pgbouncer"];
-
 /// A running PgBouncer.
 #[derive(Debug)]
 pub struct PgBouncer {
@@ -63,12 +60,6 @@ impl PgBouncer {
     }
 }
 
-fn find_binary() -> Option<PathBuf> {
-    CANDIDATES.iter().map(PathBuf::from).find(|p| p.is_file()).or_else(|| {
-        std::env::var_os("PATH")?.to_str()?.split(':').map(|d| Path::new(d).join("pgbouncer")).find(|p| p.is_file())
-    })
-}
-
 /// The uid and gid of `postgres`, when this process is root.
 fn switch_to() -> Result<Option<(u32, u32)>, String> {
     if ff_embedded_pg::binaries::effective_uid() != Some(0) {
@@ -85,8 +76,8 @@ fn switch_to() -> Result<Option<(u32, u32)>, String> {
 }
 
 async fn start() -> Result<PgBouncer, String> {
-    let binary = find_binary().ok_or_else(|| {
-        "no pgbouncer binary (looked in /usr/sbin, /usr/bin and PATH): install the Debian package `pgbouncer` \
+    let binary = ff_embedded_pg::binaries::find_program("pgbouncer").ok_or_else(|| {
+        "no pgbouncer binary (looked in PATH, /usr/sbin, /sbin, /usr/bin and /bin): install the Debian package `pgbouncer` \
          (apt-get install pgbouncer); .ci/run does"
             .to_owned()
     })?;
