@@ -528,9 +528,16 @@ async fn worker(
         max: batch,
         max_wait: Duration::ZERO,
     };
+    // Over HTTP at batch 1 a worker completes and claims its next execution in one request, as
+    // the SDK's worker does when it is busy: that request's start is the next execution's start.
+    let mut next: Option<(Instant, ff_sdk::ClaimedTask)> = None;
     loop {
-        let t0 = Instant::now();
+        let (t0, carried) = match next.take() {
+            Some((started, task)) => (started, Some(task)),
+            None => (Instant::now(), None),
+        };
         let (handles, tasks) = match &target {
+            _ if carried.is_some() => (Vec::new(), carried.into_iter().collect()),
             Target::Direct(backend) if batch == 1 => {
                 (backend.claim(&lane, &caps, policy.clone()).await?.into_iter().collect::<Vec<_>>(), Vec::new())
             }
@@ -563,7 +570,9 @@ async fn worker(
             }
             Target::Http(_, transport) if batch == 1 => {
                 for t in &tasks {
-                    transport.complete(t, None).await?;
+                    let started = Instant::now();
+                    let claimed = transport.complete_and_claim(t, None, &claim_args).await?;
+                    next = claimed.into_iter().next().map(|c| (started, c));
                 }
             }
             Target::Http(client, _) => {

@@ -26,10 +26,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ff_core::wire::{
-    AppendFrameRequest, CancelRequest, ClaimRequest, ClaimResponse, CompleteBatchRequest, CompleteBatchResponse,
-    CompleteRequest, DelayRequest, ErrorBody, FailRequest, HandleRequest, HealthResponse, HeartbeatWorkerRequest,
-    HeartbeatWorkerResponse, MarkWorkerDeadRequest, MarkWorkerDeadResponse, ProgressRequest, RegisterWorkerRequest,
-    SubmitBatchRequest, SubmitBatchResponse, SubmitRequest, TagValue,
+    AppendFrameRequest, CancelRequest, ClaimRequest, ClaimResponse, CompleteAndClaimRequest, CompleteBatchRequest,
+    CompleteBatchResponse, CompleteRequest, DelayRequest, ErrorBody, FailRequest, HandleRequest, HealthResponse,
+    HeartbeatWorkerRequest, HeartbeatWorkerResponse, MarkWorkerDeadRequest, MarkWorkerDeadResponse, ProgressRequest,
+    RegisterWorkerRequest, SubmitBatchRequest, SubmitBatchResponse, SubmitRequest, TagValue,
 };
 use ff_core::{
     AppendFrameOutcome, AttemptIndex, CreateExecutionResult, ExecutionId, ExecutionInfo, ExecutionSnapshot,
@@ -416,6 +416,18 @@ impl Client {
     pub async fn claim(&self, worker_id: &str, req: &ClaimRequest) -> Result<ClaimResponse, SdkError> {
         let path = format!("/v1/workers/{}/claim", enc(worker_id));
         let timeout = REQUEST_TIMEOUT + Duration::from_millis(req.max_wait_ms);
+        Self::json(self.request(Method::POST, &path).timeout(timeout).json(req)).await
+    }
+
+    /// Completes one execution, then leases up to `req.claim.max` more, in one round trip. The
+    /// claim is checked before anything is written; a refused completion claims nothing.
+    pub async fn complete_and_claim(
+        &self,
+        worker_id: &str,
+        req: &CompleteAndClaimRequest,
+    ) -> Result<ClaimResponse, SdkError> {
+        let path = format!("/v1/workers/{}/complete-and-claim", enc(worker_id));
+        let timeout = REQUEST_TIMEOUT + Duration::from_millis(req.claim.max_wait_ms);
         Self::json(self.request(Method::POST, &path).timeout(timeout).json(req)).await
     }
 

@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use ff_core::wire::{
-    AppendFrameRequest, CancelRequest, ClaimRequest, ClaimedExecution, CompleteRequest, DelayRequest, FailRequest,
-    ProgressRequest, decode_bytes, encode_bytes, handle_token, parse_handle_token,
+    AppendFrameRequest, CancelRequest, ClaimRequest, ClaimResponse, ClaimedExecution, CompleteAndClaimRequest,
+    CompleteRequest, DelayRequest, FailRequest, ProgressRequest, decode_bytes, encode_bytes, handle_token,
+    parse_handle_token,
 };
 use ff_core::{
     AppendFrameOutcome, AttemptIndex, BudgetId, CapabilitySet, ClaimPolicy, EngineBackend, EngineError, ExecutionId,
@@ -138,6 +139,17 @@ pub trait WorkerTransport: Send + Sync + 'static {
     async fn append_frame(&self, task: &ClaimedTask, frame: Frame) -> Result<AppendFrameOutcome, SdkError>;
     /// Completes.
     async fn complete(&self, task: &ClaimedTask, result: Option<Vec<u8>>) -> Result<(), SdkError>;
+    /// Completes, then leases up to `next.max` more executions. Over HTTP this is one round
+    /// trip; elsewhere it is the two calls. A refused completion claims nothing.
+    async fn complete_and_claim(
+        &self,
+        task: &ClaimedTask,
+        result: Option<Vec<u8>>,
+        next: &ClaimArgs,
+    ) -> Result<Vec<ClaimedTask>, SdkError> {
+        self.complete(task, result).await?;
+        self.claim(next).await
+    }
     /// Fails the attempt.
     async fn fail(
         &self,
@@ -209,6 +221,14 @@ impl<T: WorkerTransport + ?Sized> WorkerTransport for Arc<T> {
     }
     async fn complete(&self, task: &ClaimedTask, result: Option<Vec<u8>>) -> Result<(), SdkError> {
         (**self).complete(task, result).await
+    }
+    async fn complete_and_claim(
+        &self,
+        task: &ClaimedTask,
+        result: Option<Vec<u8>>,
+        next: &ClaimArgs,
+    ) -> Result<Vec<ClaimedTask>, SdkError> {
+        (**self).complete_and_claim(task, result, next).await
     }
     async fn fail(
         &self,
@@ -287,16 +307,8 @@ impl WorkerTransport for HttpTransport {
     }
 
     async fn claim(&self, args: &ClaimArgs) -> Result<Vec<ClaimedTask>, SdkError> {
-        let req = ClaimRequest {
-            lane_id: args.lane.as_str().to_owned(),
-            worker_instance_id: args.worker_instance_id.clone(),
-            capabilities: args.capabilities.clone(),
-            lease_ttl_ms: args.lease_ttl_ms,
-            max: args.max,
-            max_wait_ms: u64::try_from(args.max_wait.as_millis()).unwrap_or(u64::MAX),
-        };
-        let resp = self.client.claim(&args.worker_id, &req).await?;
-        resp.claimed.into_iter().map(ClaimedTask::try_from).collect::<Result<_, EngineError>>().map_err(SdkError::from)
+        let resp = self.client.claim(&args.worker_id, &claim_request(args)).await?;
+        claimed_tasks(resp)
     }
 
     async fn renew(&self, task: &ClaimedTask) -> Result<LeaseRenewal, SdkError> {
@@ -325,6 +337,22 @@ impl WorkerTransport for HttpTransport {
         let req =
             CompleteRequest { handle: handle_token(&task.handle), result_base64: result.map(|r| encode_bytes(&r)) };
         self.client.complete(&task.execution_id, &req).await
+    }
+
+    async fn complete_and_claim(
+        &self,
+        task: &ClaimedTask,
+        result: Option<Vec<u8>>,
+        next: &ClaimArgs,
+    ) -> Result<Vec<ClaimedTask>, SdkError> {
+        let req = CompleteAndClaimRequest {
+            complete: CompleteRequest {
+                handle: handle_token(&task.handle),
+                result_base64: result.map(|r| encode_bytes(&r)),
+            },
+            claim: claim_request(next),
+        };
+        claimed_tasks(self.client.complete_and_claim(&next.worker_id, &req).await?)
     }
 
     async fn fail(
@@ -491,4 +519,21 @@ impl WorkerTransport for DirectTransport {
     ) -> Result<ReportUsageResult, SdkError> {
         Ok(self.backend.report_usage(&task.handle, budget, usage).await?)
     }
+}
+
+/// The wire form of a claim.
+fn claim_request(args: &ClaimArgs) -> ClaimRequest {
+    ClaimRequest {
+        lane_id: args.lane.as_str().to_owned(),
+        worker_instance_id: args.worker_instance_id.clone(),
+        capabilities: args.capabilities.clone(),
+        lease_ttl_ms: args.lease_ttl_ms,
+        max: args.max,
+        max_wait_ms: u64::try_from(args.max_wait.as_millis()).unwrap_or(u64::MAX),
+    }
+}
+
+/// The tasks of a claim's answer.
+fn claimed_tasks(resp: ClaimResponse) -> Result<Vec<ClaimedTask>, SdkError> {
+    resp.claimed.into_iter().map(ClaimedTask::try_from).collect::<Result<_, EngineError>>().map_err(SdkError::from)
 }

@@ -8,7 +8,9 @@
 //!   after every execution has ended or been released, so leaving revokes nothing it released;
 //!   `kill` leaves it registered until its TTL lapses, as a crash would.
 //! - At most `concurrency` handlers run at once: a claim only asks for as many executions as
-//!   there are free permits, and each running task holds one.
+//!   there are free permits, and each running task holds one. When every permit is taken, a
+//!   handler that completes asks for its successor in the same call
+//!   ([`WorkerTransport::complete_and_claim`]: one round trip over HTTP) and hands its permit on.
 //! - Every claimed execution ends in exactly one end call (complete / fail / cancel / delay /
 //!   wait for children / suspend), unless the lease is lost first or the worker is killed; a panic is a
 //!   failed attempt.
@@ -364,6 +366,8 @@ impl<S: Send + Sync + 'static> Worker<S> {
 pub struct WorkerReport {
     /// Executions leased.
     pub claimed: u64,
+    /// Of those, executions leased by the call that completed the previous one.
+    pub claimed_on_completion: u64,
     /// Executions completed.
     pub completed: u64,
     /// Attempts failed with a retry scheduled.
@@ -394,6 +398,7 @@ pub struct WorkerReport {
 #[derive(Default)]
 struct Counters {
     claimed: AtomicU64,
+    claimed_on_completion: AtomicU64,
     completed: AtomicU64,
     retries_scheduled: AtomicU64,
     failed: AtomicU64,
@@ -417,6 +422,7 @@ impl Counters {
         let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
         WorkerReport {
             claimed: g(&self.claimed),
+            claimed_on_completion: g(&self.claimed_on_completion),
             completed: g(&self.completed),
             retries_scheduled: g(&self.retries_scheduled),
             failed: g(&self.failed),
@@ -479,6 +485,16 @@ struct Runtime<S> {
 
 type Claimed = (ClaimedTask, OwnedSemaphorePermit);
 
+/// What a running task needs to claim its successor when it completes: the way to hand a task
+/// and its permit to the supervisor (weak, so that running tasks never keep the supervisor from
+/// draining at shutdown), the permits (to see whether the worker is saturated), and the stop.
+#[derive(Clone)]
+struct Successor {
+    tx: mpsc::WeakSender<Claimed>,
+    permits: Arc<Semaphore>,
+    stop: CancellationToken,
+}
+
 impl<S: Send + Sync + 'static> Runtime<S> {
     /// Owns every task of the worker, so aborting it aborts them all.
     async fn supervise(self: Arc<Self>, stop: CancellationToken) {
@@ -492,6 +508,7 @@ impl<S: Send + Sync + 'static> Runtime<S> {
         for lane in &self.config.lanes {
             claimers.spawn(self.clone().claim_loop(lane.clone(), per_lane, permits.clone(), tx.clone(), stop.clone()));
         }
+        let successor = Successor { tx: tx.downgrade(), permits: permits.clone(), stop: stop.clone() };
         drop(tx);
         let release = CancellationToken::new();
         let mut running = JoinSet::new();
@@ -501,7 +518,8 @@ impl<S: Send + Sync + 'static> Runtime<S> {
                 next = rx.recv() => match next {
                     Some((task, permit)) => {
                         let span = crate::telemetry::handler_span(&task);
-                        running.spawn(self.clone().run_task(task, permit, release.clone()).instrument(span));
+                        let run = self.clone().run_task(task, permit, release.clone(), successor.clone());
+                        running.spawn(run.instrument(span));
                     }
                     None => break,
                 },
@@ -645,7 +663,13 @@ impl<S: Send + Sync + 'static> Runtime<S> {
         }
     }
 
-    async fn run_task(self: Arc<Self>, task: ClaimedTask, _permit: OwnedSemaphorePermit, release: CancellationToken) {
+    async fn run_task(
+        self: Arc<Self>,
+        task: ClaimedTask,
+        permit: OwnedSemaphorePermit,
+        release: CancellationToken,
+        successor: Successor,
+    ) {
         let handler = self.handlers.get(&task.execution_kind).cloned();
         let input = task.input.clone();
         let ctx = TaskContext {
@@ -684,7 +708,56 @@ impl<S: Send + Sync + 'static> Runtime<S> {
                 Some(Err(_)) => "error",
             },
         );
+        if let Some(Ok(result)) = &outcome
+            && let Some(next) = self.successor_claim(&ctx.inner.task, &successor)
+        {
+            match self.transport.complete_and_claim(&ctx.inner.task, result.clone(), &next.0).await {
+                Ok(tasks) => {
+                    Counters::bump(&self.counters.completed);
+                    // At most one: the claim asked for one.
+                    if let Some(task) = tasks.into_iter().next() {
+                        Counters::bump(&self.counters.claimed);
+                        Counters::bump(&self.counters.claimed_on_completion);
+                        if let Err(mpsc::error::SendError((task, _))) = next.1.send((task, permit)).await {
+                            // The supervisor is gone (the worker was killed): the lease lapses.
+                            tracing::warn!(execution = %task.execution_id, "claimed after the worker stopped");
+                        }
+                    }
+                    return;
+                }
+                Err(e) if e.is_lease_lost() => {
+                    Counters::bump(&self.counters.lease_lost);
+                    tracing::warn!(execution = %ctx.execution_id(), code = ?e.code(), "lease lost before the end call");
+                    return;
+                }
+                // In transit or refused: the end call below retries the completion alone (a
+                // completion that did land makes it answer "lease lost", counted there).
+                Err(e) => tracing::debug!(error = %e, "complete-and-claim failed; completing alone"),
+            }
+        }
         self.end(&ctx, outcome).await;
+        drop(permit);
+    }
+
+    /// The claim a completing task makes for its successor, with the sender to hand it over:
+    /// only while the worker runs and every permit is taken (the claim loop is waiting for the
+    /// one this task holds), and for one execution of the task's lane, answered at once.
+    fn successor_claim(&self, task: &ClaimedTask, successor: &Successor) -> Option<(ClaimArgs, mpsc::Sender<Claimed>)> {
+        if successor.stop.is_cancelled() || successor.permits.available_permits() > 0 {
+            return None;
+        }
+        let lane = self.config.lanes.iter().find(|l| l.as_str() == task.lane_id.as_str())?;
+        let tx = successor.tx.upgrade()?;
+        let args = ClaimArgs {
+            worker_id: self.config.worker_id.clone(),
+            worker_instance_id: self.config.worker_instance_id.clone(),
+            lane: lane.clone(),
+            capabilities: self.config.capabilities.clone(),
+            lease_ttl_ms: self.config.lease_ttl.as_millis() as u64,
+            max: 1,
+            max_wait: Duration::ZERO,
+        };
+        Some((args, tx))
     }
 
     /// Ends the execution per the handler's outcome (`None` = release it), retrying calls that

@@ -230,6 +230,50 @@ async fn runtime_runs_handlers_by_kind_directly_over_the_backend() {
     runs_handlers_by_kind(false).await;
 }
 
+/// A worker with every permit taken claims each next execution with the completion of the
+/// previous one; every execution still runs exactly once.
+async fn a_busy_worker_claims_with_its_completions(http: bool) {
+    let env = Env::start().await;
+    let lane = "busy";
+    let mut ids = Vec::new();
+    for i in 0..30 {
+        ids.push(env.submit(lane, "count", json!(i)).await);
+    }
+    let state = Shared { greeting: String::new(), calls: AtomicU32::new(0) };
+    let mut cfg = config(lane);
+    cfg.concurrency = 2;
+    let worker = Worker::new(env.transport(http)(), cfg, state)
+        .handle("count", |ctx: TaskContext<Shared>, n: u32| async move {
+            ctx.state().calls.fetch_add(1, Ordering::Relaxed);
+            Ok(n * 2)
+        })
+        .start()
+        .await
+        .unwrap();
+    for id in &ids {
+        env.wait_state(id, PublicState::Completed).await;
+    }
+    let report = worker.shutdown().await;
+    assert_eq!((report.completed, report.claimed, report.lease_lost), (30, 30, 0));
+    assert!(report.claimed_on_completion > 0, "{report:?}");
+    for (i, id) in ids.iter().enumerate() {
+        assert_eq!(env.client.result(id).await.unwrap().unwrap(), (i * 2).to_string().as_bytes());
+        let snap = env.client.describe(id).await.unwrap().unwrap();
+        assert_eq!(snap.total_attempt_count, 1, "{id} ran once");
+    }
+    env.server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_busy_worker_claims_with_its_completions_over_http() {
+    a_busy_worker_claims_with_its_completions(true).await;
+}
+
+#[tokio::test]
+async fn a_busy_worker_claims_with_its_completions_directly_over_the_backend() {
+    a_busy_worker_claims_with_its_completions(false).await;
+}
+
 #[tokio::test]
 async fn renewal_keeps_a_slow_handler_alive() {
     let env = Env::start().await;

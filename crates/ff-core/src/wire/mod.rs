@@ -325,6 +325,19 @@ pub struct ClaimResponse {
     pub claimed: Vec<ClaimedExecution>,
 }
 
+/// `POST /v1/workers/{worker_id}/complete-and-claim`: complete one execution, then lease up to
+/// `claim.max` more, in one round trip (a busy worker's loop: one request per execution instead
+/// of two). The claim is validated before anything is written; a completion that is refused
+/// claims nothing.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CompleteAndClaimRequest {
+    /// The completion, as `POST /v1/executions/{id}/complete` takes it.
+    pub complete: CompleteRequest,
+    /// The claim that follows it, as `POST /v1/workers/{worker_id}/claim` takes it.
+    pub claim: ClaimRequest,
+}
+
 /// `POST /v1/workers/{worker_id}/instances`: register an instance of the worker pool named in
 /// the path (or refresh its live registration).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]

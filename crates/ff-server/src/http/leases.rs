@@ -1,4 +1,5 @@
-//! Worker routes: claim, every lease-holder call (renew, progress, frames, complete, fail,
+//! Worker routes: claim, complete-and-claim (a busy worker's one request per execution), every
+//! lease-holder call (renew, progress, frames, complete, fail,
 //! cancel, delay), their fence-triple peers, and reclaim grants. A lease-holder call carries its
 //! handle token in the body; the handle must name the execution in the path, and the backend
 //! fences it against the stored lease. The fence-triple peers
@@ -15,9 +16,10 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::post;
 use ff_core::wire::{
-    AppendFrameRequest, CancelRequest, ClaimRequest, ClaimResponse, ClaimedExecution, CompleteBatchRequest,
-    CompleteBatchResponse, CompleteExecutionRequest, CompleteRequest, DelayRequest, FailExecutionRequest, FailRequest,
-    HandleRequest, ProgressRequest, ReclaimGrantRequest, RenewLeaseRequest, decode_bytes, parse_handle_token,
+    AppendFrameRequest, CancelRequest, ClaimRequest, ClaimResponse, ClaimedExecution, CompleteAndClaimRequest,
+    CompleteBatchRequest, CompleteBatchResponse, CompleteExecutionRequest, CompleteRequest, DelayRequest,
+    FailExecutionRequest, FailRequest, HandleRequest, ProgressRequest, ReclaimGrantRequest, RenewLeaseRequest,
+    decode_bytes, parse_handle_token,
 };
 use ff_core::{
     AppendFrameOutcome, AttemptIndex, CapabilitySet, ClaimPolicy, CompleteExecutionResult, EngineError, ExecutionId,
@@ -38,6 +40,20 @@ pub(super) fn routes() -> Vec<ApiRoute> {
             .body::<ClaimRequest>(SMALL_LIMIT)
             .responds::<ClaimResponse>(200, "The leases granted (possibly none)")
             .to(post(claim)),
+        ApiRoute::post(
+            "/v1/workers/{worker_id}/complete-and-claim",
+            "Complete one execution, then lease up to N more of a lane, in one round trip",
+        )
+        .body::<CompleteAndClaimRequest>(SUBMIT_LIMIT)
+        .responds::<ClaimResponse>(200, "Completed; the leases granted after it (possibly none)")
+        .error(
+            400,
+            "The handle does not decode (`invalid_handle`) or the claim is invalid (`invalid_input`...): nothing \
+             was written",
+        )
+        .error(404, "No such execution (`not_found`): nothing claimed")
+        .error(409, "The lease is stale, expired, revoked or gone, or the execution moved on (`stale_lease`, `lease_expired`...): nothing claimed")
+        .to(post(complete_and_claim)),
         ApiRoute::post("/v1/executions/{id}/renew", "Extend the lease")
             .body::<HandleRequest>(SMALL_LIMIT)
             .responds::<LeaseRenewal>(200, "Renewed")
@@ -185,18 +201,51 @@ struct WorkerSegment {
     worker_id: String,
 }
 
+/// A claim request checked whole: what the backend's claim takes.
+struct CheckedClaim {
+    lane: LaneId,
+    capabilities: CapabilitySet,
+    policy: ClaimPolicy,
+    max: usize,
+}
+
+impl CheckedClaim {
+    /// Every check the claim would make, so that a caller can refuse it before writing anything.
+    fn new(worker_id: String, req: ClaimRequest) -> Result<Self, EngineError> {
+        let mut policy = ClaimPolicy::new(worker_id, &req.worker_instance_id, req.lease_ttl_ms);
+        policy.max_wait = req.max_wait();
+        policy.validate()?;
+        ff_core::validate_claim_batch(req.max)?;
+        let lane = LaneId::try_new(req.lane_id)?;
+        let capabilities = CapabilitySet::try_from_iter(req.capabilities)?;
+        ff_core::capability::validate_tokens(&capabilities.0)?;
+        Ok(Self { lane, capabilities, policy, max: req.max })
+    }
+
+    async fn run(self, state: &AppState) -> Result<Json<ClaimResponse>, ApiError> {
+        let leased = state.backend().claim_with_context(&self.lane, &self.capabilities, self.policy, self.max).await?;
+        let claimed = leased.into_iter().map(ClaimedExecution::from_leased).collect::<Result<_, _>>()?;
+        Ok(Json(ClaimResponse { claimed }))
+    }
+}
+
 async fn claim(
     State(state): State<AppState>,
     ApiPath(WorkerSegment { worker_id }): ApiPath<WorkerSegment>,
     ApiJson(req): ApiJson<ClaimRequest>,
 ) -> Result<Json<ClaimResponse>, ApiError> {
-    let mut policy = ClaimPolicy::new(worker_id, &req.worker_instance_id, req.lease_ttl_ms);
-    policy.max_wait = req.max_wait();
-    let lane = LaneId::try_new(req.lane_id)?;
-    let capabilities = CapabilitySet::try_from_iter(req.capabilities)?;
-    let leased = state.backend().claim_with_context(&lane, &capabilities, policy, req.max).await?;
-    let claimed = leased.into_iter().map(ClaimedExecution::from_leased).collect::<Result<_, _>>()?;
-    Ok(Json(ClaimResponse { claimed }))
+    CheckedClaim::new(worker_id, req)?.run(&state).await
+}
+
+async fn complete_and_claim(
+    State(state): State<AppState>,
+    ApiPath(WorkerSegment { worker_id }): ApiPath<WorkerSegment>,
+    ApiJson(req): ApiJson<CompleteAndClaimRequest>,
+) -> Result<Json<ClaimResponse>, ApiError> {
+    let next = CheckedClaim::new(worker_id, req.claim)?;
+    let handle = parse_handle_token(&req.complete.handle)?;
+    state.backend().complete(&handle, result_bytes(&req.complete)?).await?;
+    next.run(&state).await
 }
 
 async fn renew(
