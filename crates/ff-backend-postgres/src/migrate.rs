@@ -17,7 +17,7 @@ pub(crate) const SCHEMA_VERSION_SQL: &str = "SELECT version FROM ff_schema";
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 /// The schema version this build expects (`ff_schema.version`).
-pub const SCHEMA_VERSION: i32 = 14;
+pub const SCHEMA_VERSION: i32 = 15;
 
 /// Applies every pending migration (safe to call concurrently: sqlx serialises with an
 /// advisory lock), then checks the resulting version.

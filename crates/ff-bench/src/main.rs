@@ -379,6 +379,7 @@ async fn run(
     // Ingress.
     let payload = vec![0x5au8; args.payload_bytes];
     let per_submitter = args.tasks.div_ceil(args.submitters);
+    warm_up(target, args.submitters, &payload).await?;
     let started = Instant::now();
     let mut submitters = tokio::task::JoinSet::new();
     for s in 0..args.submitters {
@@ -503,6 +504,42 @@ async fn seed_backlog(backend: &PostgresBackend, lane: &LaneId, kind: Backlog, s
             .collect();
         backend.create_executions(batch).await?;
         left -= n;
+    }
+    Ok(())
+}
+
+/// Before ingress is timed, each submitter creates one execution on a lane of its own that no
+/// worker claims, through the same path: the connections the timed part uses are open and have
+/// its statement prepared, as on a server that has been running (a just-started server opens
+/// its pool's connections on first use). The same for both systems.
+async fn warm_up(target: &Target, submitters: usize, payload: &[u8]) -> Result<()> {
+    let lane = LaneId::try_new("bench.warmup")?;
+    let mut calls = tokio::task::JoinSet::new();
+    for _ in 0..submitters {
+        let (target, lane, payload) = (target.clone(), lane.clone(), payload.to_vec());
+        calls.spawn(async move {
+            match &target {
+                Target::Direct(backend) => {
+                    let id = ExecutionId::solo(&lane, &PartitionConfig::default());
+                    backend
+                        .create_executions(vec![CreateExecutionArgs::new(id, lane, "bench.warmup", payload)])
+                        .await?;
+                }
+                Target::Http(client, _) => {
+                    let req = SubmitRequest {
+                        lane_id: lane.as_str().to_owned(),
+                        execution_kind: "bench.warmup".into(),
+                        input_base64: Some(ff_core::wire::encode_bytes(&payload)),
+                        ..SubmitRequest::default()
+                    };
+                    client.submit_batch(vec![req]).await?;
+                }
+            }
+            Ok::<_, anyhow::Error>(())
+        });
+    }
+    while let Some(r) = calls.join_next().await {
+        r??;
     }
     Ok(())
 }

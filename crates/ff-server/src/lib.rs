@@ -22,6 +22,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::serve::ListenerExt;
 use ff_backend_postgres::connection::connect_pool;
 use ff_backend_postgres::{BackendConfig, Metrics, PostgresBackend, apply_migrations};
 use ff_core::{EngineBackend, EngineError, SeedOutcome};
@@ -109,7 +110,15 @@ impl Server {
         let shutdown = stop.clone().cancelled_owned();
         let https = tls.is_some();
         let serving = match tls {
-            None => tokio::spawn(axum::serve(listener, app).with_graceful_shutdown(shutdown).into_future()),
+            None => {
+                // Answers go out at once rather than waiting on Nagle's algorithm for an ACK.
+                let listener = listener.tap_io(|tcp| {
+                    if let Err(e) = tcp.set_nodelay(true) {
+                        tracing::debug!(error = %e, "could not set TCP_NODELAY");
+                    }
+                });
+                tokio::spawn(axum::serve(listener, app).with_graceful_shutdown(shutdown).into_future())
+            }
             Some(tls) => {
                 let listener = tls::TlsListener::new(listener, tls)
                     .map_err(|source| ServerError::Bind { addr: config.listen, source })?;

@@ -153,7 +153,13 @@ async fn accept_loop(
 ) {
     loop {
         let (stream, peer) = match listener.accept().await {
-            Ok(accepted) => accepted,
+            Ok(accepted) => {
+                // Answers go out at once rather than waiting on Nagle's algorithm for an ACK.
+                if let Err(e) = accepted.0.set_nodelay(true) {
+                    tracing::debug!(error = %e, "could not set TCP_NODELAY");
+                }
+                accepted
+            }
             Err(e) => {
                 // Out of file descriptors and the like: wait instead of spinning.
                 tracing::warn!(error = %e, "accepting a connection failed");

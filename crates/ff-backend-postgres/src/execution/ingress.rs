@@ -65,7 +65,8 @@ ins AS (
         coalesce(deadline_at, ff_now_ms() + deadline_rel_ms), quota_policy_id, concurrency_key,
         string_to_array(nullif(budgets, ''), ',')::uuid[], trace_context
     FROM input CROSS JOIN refs,
-         LATERAL (SELECT c.required, ff_route_covered(lane_id, c.required) AS covered
+         -- The coverage check runs a query per call: only for executions that require capabilities.
+         LATERAL (SELECT c.required, cardinality(c.required) = 0 OR ff_route_covered(lane_id, c.required) AS covered
                   FROM (SELECT coalesce(string_to_array(nullif(capabilities, ''), ','), '{}') AS required) c) r
     WHERE refs.missing_policies IS NULL AND refs.missing_budgets IS NULL AND NOT refs.keys_without_policy
     ORDER BY ord
