@@ -167,7 +167,7 @@ pub(crate) async fn fail(
     let mut tx = pool.begin().await.map_err(map_sqlx)?;
     let locked = bind_fence(sqlx::query(&FAIL_LOCK_SQL), p).fetch_optional(&mut *tx).await.map_err(map_sqlx)?;
     let Some(row) = locked else {
-        return Ok(None);
+        return tx.abandon(Ok(None)).await;
     };
     let policy: ExecutionPolicy = serde_json::from_value(col::<serde_json::Value>(&row, "policy")?)
         .map_err(|e| EngineError::validation(ValidationKind::Corruption, format!("stored policy: {e}")))?;

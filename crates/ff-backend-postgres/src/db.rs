@@ -83,7 +83,11 @@ impl From<PgPool> for Db {
 }
 
 /// An open transaction; `&mut *tx` executes statements in it. Dropped without
-/// [`commit`](Self::commit), it rolls back.
+/// [`commit`](Self::commit), it rolls back, but only later: sqlx queues the `ROLLBACK` and sends
+/// it when the connection is next used, so the row locks it took outlive the call. A call that
+/// ends without writing after it locked rows therefore ends with [`abandon`](Self::abandon),
+/// which rolls back before it answers (a claim right after a refused call would otherwise skip
+/// the still-locked row).
 pub struct Tx {
     conn: TxConn,
 }
@@ -97,6 +101,17 @@ impl Tx {
     /// Rolls back.
     pub async fn rollback(self) -> Result<(), sqlx::Error> {
         self.conn.tx.rollback().await
+    }
+
+    /// Rolls back, then hands back `answer`: how a call ends that writes nothing after it took
+    /// locks (a refusal, or an answer such as "already done"). A rollback that fails leaves a
+    /// broken connection, which the pool closes; the server then ends the transaction and its
+    /// locks all the same.
+    pub async fn abandon<A>(self, answer: A) -> A {
+        if let Err(e) = self.conn.tx.rollback().await {
+            tracing::debug!(error = %e, "rolling back an abandoned transaction failed; its connection is closed");
+        }
+        answer
     }
 }
 

@@ -192,7 +192,7 @@ impl OperatorBackend for PostgresBackend {
             .map_err(map_sqlx)?;
         let replay_count = match (outcome.as_str(), replays, parked) {
             ("replayed", Some(n), Some(_)) => non_negative("replay_count", i64::from(n))?,
-            (other, ..) => return Err(refusal(other)),
+            (other, ..) => return Err(tx.abandon(refusal(other)).await),
         };
         let row = sqlx::query(REPLAYED_STATE_SQL)
             .bind(args.execution_id.uuid())

@@ -93,7 +93,7 @@ pub(crate) async fn append(
     }
     let mut tx = pool.begin().await.map_err(map_sqlx)?;
     let Some(row) = insert.fetch_optional(&mut *tx).await.map_err(map_sqlx)? else {
-        return Ok(None);
+        return tx.abandon(Ok(None)).await;
     };
     let ms: i64 = col(&row, "appended_at_ms")?;
     let (id, attempt) = (p.execution_id.uuid(), p.attempt_index.0 as i32);

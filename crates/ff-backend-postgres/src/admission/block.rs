@@ -110,7 +110,7 @@ pub(crate) async fn unblock(pool: &Db, args: &UnblockExecutionArgs) -> Result<Un
         .map_err(map_sqlx)?;
     let (eligibility, blocking_reason) = state(&mut *tx, &args.execution_id, &args.lane_id).await?;
     if done.is_none() {
-        return Err(EngineError::State(StateKind::NotBlocked));
+        return Err(tx.abandon(EngineError::State(StateKind::NotBlocked)).await);
     }
     if eligibility == EligibilityState::EligibleNow {
         sqlx::query(LANE_READY_SQL).bind(args.lane_id.as_str()).execute(&mut *tx).await.map_err(map_sqlx)?;

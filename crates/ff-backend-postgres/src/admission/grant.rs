@@ -117,7 +117,7 @@ pub(crate) async fn claim_for_worker(
         .await
         .map_err(map_sqlx)?;
     let Some(row) = row else {
-        return Ok(ClaimForWorkerOutcome::NoWork);
+        return tx.abandon(Ok(ClaimForWorkerOutcome::NoWork)).await;
     };
     let partition: i16 = col(&row, "partition_key")?;
     let id = ExecutionId::from_parts(partition as u16, col(&row, "execution_id")?);
@@ -136,26 +136,26 @@ pub(crate) async fn issue(pool: &Db, args: &IssueClaimGrantArgs) -> Result<Issue
     let Some(row) =
         sqlx::query(LOCK_FOR_CLAIM_GRANT_SQL).bind(id.uuid()).fetch_optional(&mut *tx).await.map_err(map_sqlx)?
     else {
-        return Err(EngineError::NotFound { entity: "execution" });
+        return Err(tx.abandon(EngineError::NotFound { entity: "execution" }).await);
     };
     let lane: String = col(&row, "lane_id")?;
     if lane != args.lane_id.as_str() {
-        return Err(EngineError::invalid(format!(
-            "execution {id} is on lane {lane:?}, not {:?}",
-            args.lane_id.as_str()
-        )));
+        let refusal =
+            EngineError::invalid(format!("execution {id} is on lane {lane:?}, not {:?}", args.lane_id.as_str()));
+        return Err(tx.abandon(refusal).await);
     }
     let required: Vec<String> = col(&row, "required_capabilities")?;
     let missing: Vec<String> = required.into_iter().filter(|c| !args.worker_capabilities.0.contains(c)).collect();
     if !missing.is_empty() {
-        return Err(EngineError::validation(ValidationKind::CapabilityMismatch, missing.join(",")));
+        let refusal = EngineError::validation(ValidationKind::CapabilityMismatch, missing.join(","));
+        return Err(tx.abandon(refusal).await);
     }
     let holder: Option<String> = col(&row, "holder")?;
     if !col::<bool>(&row, "claimable")? || holder.is_some_and(|h| h != args.worker_instance_id.as_str()) {
-        return Err(EngineError::Contention(ContentionKind::ExecutionNotEligible));
+        return Err(tx.abandon(EngineError::Contention(ContentionKind::ExecutionNotEligible)).await);
     }
     if col::<bool>(&row, "budget_exhausted")? {
-        return Err(EngineError::State(StateKind::BudgetExceeded));
+        return Err(tx.abandon(EngineError::State(StateKind::BudgetExceeded)).await);
     }
     let (expires,): (i64,) = sqlx::query_as(RESERVE_SQL)
         .bind(id.uuid())
@@ -206,7 +206,7 @@ pub(crate) async fn claim_execution(pool: &Db, args: &ClaimExecutionArgs) -> Res
         sqlx::query(TAKE_CLAIM_GRANT_SQL).bind(parsed.grant_id.0).fetch_optional(&mut *tx).await.map_err(map_sqlx)?;
     let Some(row) = row else {
         // Never issued, or consumed already.
-        return Err(EngineError::Contention(ContentionKind::InvalidClaimGrant));
+        return Err(tx.abandon(EngineError::Contention(ContentionKind::InvalidClaimGrant)).await);
     };
     let holder = WorkerInstanceId(col(&row, "worker_instance_id")?);
     let binding = GrantBinding {
@@ -217,16 +217,19 @@ pub(crate) async fn claim_execution(pool: &Db, args: &ClaimExecutionArgs) -> Res
     };
     let (now,): (i64,) = sqlx::query_as(NOW_SQL).fetch_one(&mut *tx).await.map_err(map_sqlx)?;
     let keys = keystore::verifying_keys(&mut tx).await?;
-    verify_grant_key(&parsed, &keys, &binding, TimestampMs(now))?;
+    if let Err(refusal) = verify_grant_key(&parsed, &keys, &binding, TimestampMs(now)) {
+        return Err(tx.abandon(refusal).await);
+    }
     if col::<Uuid>(&row, "execution_id")? != id.uuid() || holder != args.worker_instance_id {
-        return Err(EngineError::Contention(ContentionKind::InvalidClaimGrant));
+        return Err(tx.abandon(EngineError::Contention(ContentionKind::InvalidClaimGrant)).await);
     }
     let lane: String = col(&row, "lane_id")?;
     if lane != args.lane_id.as_str() {
-        return Err(EngineError::invalid(format!("the grant is for lane {lane:?}, not {:?}", args.lane_id.as_str())));
+        let refusal = EngineError::invalid(format!("the grant is for lane {lane:?}, not {:?}", args.lane_id.as_str()));
+        return Err(tx.abandon(refusal).await);
     }
     if !col::<bool>(&row, "live")? {
-        return Err(EngineError::Contention(ContentionKind::ClaimGrantExpired));
+        return Err(tx.abandon(EngineError::Contention(ContentionKind::ClaimGrantExpired)).await);
     }
     let policy = ClaimPolicy {
         worker_id: args.worker_id.clone(),
@@ -236,7 +239,7 @@ pub(crate) async fn claim_execution(pool: &Db, args: &ClaimExecutionArgs) -> Res
     };
     let Some(handle) = claim::claim_one(&mut *tx, &id, &policy, ById::Granted).await? else {
         let e = not_claimable(&mut tx, &id).await?;
-        return Err(e);
+        return Err(tx.abandon(e).await);
     };
     let out = claimed(&mut tx, handle).await?;
     tx.commit().await.map_err(map_sqlx)?;
@@ -254,14 +257,13 @@ pub(crate) async fn grant_and_claim(
     let Some(row) =
         sqlx::query(LOCK_FOR_CLAIM_GRANT_SQL).bind(id.uuid()).fetch_optional(&mut *tx).await.map_err(map_sqlx)?
     else {
-        return Err(EngineError::NotFound { entity: "execution" });
+        return Err(tx.abandon(EngineError::NotFound { entity: "execution" }).await);
     };
     let lane: String = col(&row, "lane_id")?;
     if lane != args.lane_id.as_str() {
-        return Err(EngineError::invalid(format!(
-            "execution {id} is on lane {lane:?}, not {:?}",
-            args.lane_id.as_str()
-        )));
+        let refusal =
+            EngineError::invalid(format!("execution {id} is on lane {lane:?}, not {:?}", args.lane_id.as_str()));
+        return Err(tx.abandon(refusal).await);
     }
     let policy = ClaimPolicy {
         worker_id: WorkerId(OPERATOR_WORKER.into()),
@@ -272,7 +274,7 @@ pub(crate) async fn grant_and_claim(
     sqlx::query(DROP_GRANTS_SQL).bind(id.uuid()).execute(&mut *tx).await.map_err(map_sqlx)?;
     let Some(handle) = claim::claim_one(&mut *tx, &id, &policy, ById::Granted).await? else {
         let e = not_claimable(&mut tx, &id).await?;
-        return Err(e);
+        return Err(tx.abandon(e).await);
     };
     let c = claimed(&mut tx, handle).await?;
     tx.commit().await.map_err(map_sqlx)?;

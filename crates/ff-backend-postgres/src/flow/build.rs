@@ -228,14 +228,16 @@ pub(crate) async fn create_graph(
         .await
         .map_err(map_sqlx)?;
     if created.is_none() {
-        return Ok(CreateFlowGraphResult::AlreadySatisfied { flow_id });
+        return tx.abandon(Ok(CreateFlowGraphResult::AlreadySatisfied { flow_id })).await;
     }
     let results = ingress::create(&mut *tx, cfg, &args.members).await?;
     if let Some(i) = results.iter().position(|r| matches!(r, CreateExecutionResult::Duplicate { .. })) {
-        return Err(EngineError::invalid(format!(
-            "member {} already exists (by id or idempotency key): flow graph members must be new",
-            args.members[i].execution_id
-        )));
+        return Err(tx
+            .abandon(EngineError::invalid(format!(
+                "member {} already exists (by id or idempotency key): flow graph members must be new",
+                args.members[i].execution_id
+            )))
+            .await);
     }
     let members: Vec<Uuid> = args.members.iter().map(|m| m.execution_id.uuid()).collect();
     let ups: Vec<Uuid> = args.edges.iter().map(|e| e.upstream_execution_id.uuid()).collect();

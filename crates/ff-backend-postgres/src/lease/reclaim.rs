@@ -40,7 +40,7 @@ pub(crate) async fn issue_reclaim_grant(
         .await
         .map_err(map_sqlx)?;
     let Some(row) = row else {
-        return Err(EngineError::NotFound { entity: "execution" });
+        return Err(tx.abandon(EngineError::NotFound { entity: "execution" }).await);
     };
     let reclaim_count: u32 = u32_col(&row, "lease_reclaim_count")?;
     if expired.failed > 0 {
@@ -49,10 +49,12 @@ pub(crate) async fn issue_reclaim_grant(
     }
     let lane: String = col(&row, "lane_id")?;
     if lane != args.lane_id.as_str() {
-        return Err(EngineError::invalid(format!(
-            "execution {id} is on lane {lane:?}, not {:?}",
-            args.lane_id.as_str()
-        )));
+        return Err(tx
+            .abandon(EngineError::invalid(format!(
+                "execution {id} is on lane {lane:?}, not {:?}",
+                args.lane_id.as_str()
+            )))
+            .await);
     }
     let ownership = OwnershipState::parse(&col::<String>(&row, "ownership_state")?)?;
     if !matches!(ownership, OwnershipState::LeaseExpiredReclaimable | OwnershipState::LeaseRevoked) {
@@ -62,7 +64,7 @@ pub(crate) async fn issue_reclaim_grant(
         } else {
             format!("execution is {phase}")
         };
-        return Ok(IssueReclaimGrantOutcome::NotReclaimable { execution_id: *id, detail });
+        return tx.abandon(Ok(IssueReclaimGrantOutcome::NotReclaimable { execution_id: *id, detail })).await;
     }
     check_capabilities(&args.worker_capabilities, col::<Vec<String>>(&row, "required_capabilities")?)?;
     let grant: (Uuid, i64) = sqlx::query_as(INSERT_GRANT_SQL)

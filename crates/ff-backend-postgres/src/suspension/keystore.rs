@@ -111,14 +111,16 @@ pub(crate) async fn rotate(
     let current = current.as_ref().map(key).transpose()?;
     if let Some(existing) = key_by_id(&mut tx, &args.new_kid).await? {
         if existing.secret != secret {
-            return Err(EngineError::Conflict(ConflictKind::RotationConflict));
+            return Err(tx.abandon(EngineError::Conflict(ConflictKind::RotationConflict)).await);
         }
         if existing.expires_at.is_none() {
-            return Ok(RotateWaitpointHmacSecretAllResult {
-                entries: vec![RotationOutcome::Noop { kid: args.new_kid.clone() }],
-            });
+            return tx
+                .abandon(Ok(RotateWaitpointHmacSecretAllResult {
+                    entries: vec![RotationOutcome::Noop { kid: args.new_kid.clone() }],
+                }))
+                .await;
         }
-        return Err(EngineError::Conflict(ConflictKind::RotationConflict));
+        return Err(tx.abandon(EngineError::Conflict(ConflictKind::RotationConflict)).await);
     }
     // Keys whose grace ended before this rotation go; the one it retires keeps its grace (and
     // stays until a later rotation, its tokens answering token_expired once the grace is over).

@@ -117,7 +117,7 @@ impl SuspensionBackend for PostgresBackend {
             .await
             .map_err(map_sqlx)?;
         if current != Some(token.attempt_index.0 as i32) {
-            return Ok(None);
+            return tx.abandon(Ok(None)).await;
         }
         let handle =
             crate::lease::claim::claim_one(&mut *tx, &token.execution_id, &token.policy, ById::Resumed).await?;

@@ -54,11 +54,14 @@ pub(crate) async fn resume(
         .fetch_optional(&mut *tx)
         .await
         .map_err(map_sqlx)?;
-    match phase.as_deref() {
-        None => return Err(EngineError::NotFound { entity: "execution" }),
-        Some("terminal") => return Err(EngineError::State(StateKind::Terminal)),
-        Some("suspended") => {}
-        Some(_) => return Err(EngineError::State(StateKind::ExecutionNotSuspended)),
+    let refusal = match phase.as_deref() {
+        None => Some(EngineError::NotFound { entity: "execution" }),
+        Some("terminal") => Some(EngineError::State(StateKind::Terminal)),
+        Some("suspended") => None,
+        Some(_) => Some(EngineError::State(StateKind::ExecutionNotSuspended)),
+    };
+    if let Some(refusal) = refusal {
+        return Err(tx.abandon(refusal).await);
     }
     let state: Option<String> = sqlx::query_scalar(RESUME_SUSPENDED_SQL)
         .bind(args.execution_id.uuid())

@@ -90,23 +90,23 @@ pub(crate) async fn deliver(
     // A retry of a delivery that was recorded (its response lost) is a duplicate even when that
     // delivery resumed the execution and closed the waitpoint since.
     if let Some(first) = col::<Option<Uuid>>(&row, "duplicate_of")? {
-        return Ok(DeliverSignalResult::Duplicate { existing_signal_id: SignalId(first) });
+        return tx.abandon(Ok(DeliverSignalResult::Duplicate { existing_signal_id: SignalId(first) })).await;
     }
     let state = WaitpointState::parse(&col::<String>(&row, "waitpoint_state")?)?;
     let phase: String = col(&row, "lifecycle_phase")?;
     match state {
-        WaitpointState::Closed => return Err(EngineError::State(StateKind::WaitpointClosed)),
+        WaitpointState::Closed => return Err(tx.abandon(EngineError::State(StateKind::WaitpointClosed)).await),
         WaitpointState::Pending if phase == "terminal" => {
-            return Err(EngineError::State(StateKind::TargetNotSignalable));
+            return Err(tx.abandon(EngineError::State(StateKind::TargetNotSignalable)).await);
         }
         WaitpointState::Active if phase != "suspended" => {
-            return Err(EngineError::State(StateKind::TargetNotSignalable));
+            return Err(tx.abandon(EngineError::State(StateKind::TargetNotSignalable)).await);
         }
         _ => {}
     }
     let cap = args.max_signals_per_execution.unwrap_or(DEFAULT_MAX_SIGNALS_PER_EXECUTION);
     if col::<i32>(&row, "signal_count")?.max(0) as u32 >= cap {
-        return Err(EngineError::State(StateKind::SignalLimitExceeded));
+        return Err(tx.abandon(EngineError::State(StateKind::SignalLimitExceeded)).await);
     }
     let signal_id = args.signal_id.unwrap_or_default();
     let (effect, suspension, resume_delay) = if state == WaitpointState::Pending {

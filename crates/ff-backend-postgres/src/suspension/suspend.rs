@@ -177,9 +177,9 @@ pub(crate) async fn suspend(
             && phase == "suspended"
             && index == p.attempt_index.0 as i32
         {
-            return Err(EngineError::State(StateKind::AlreadySuspended));
+            return Err(tx.abandon(EngineError::State(StateKind::AlreadySuspended)).await);
         }
-        return Ok(None);
+        return tx.abandon(Ok(None)).await;
     };
     let partition: i16 = col(&row, "partition_key")?;
     let now: i64 = col(&row, "now_ms")?;
@@ -198,25 +198,29 @@ pub(crate) async fn suspend(
             let state: String = col(r, "state")?;
             let index: i32 = col(r, "attempt_index")?;
             if state == "closed" {
-                return Err(EngineError::State(StateKind::WaitpointClosed));
+                return Err(tx.abandon(EngineError::State(StateKind::WaitpointClosed)).await);
             }
             if state != "pending" || index != p.attempt_index.0 as i32 {
-                return Err(EngineError::invalid(
-                    "a waitpoint bound with use_pending must be pending, created by this attempt",
-                ));
+                return Err(tx
+                    .abandon(EngineError::invalid(
+                        "a waitpoint bound with use_pending must be pending, created by this attempt",
+                    ))
+                    .await);
             }
             pending_keys.insert(col(r, "waitpoint_id")?, col(r, "waitpoint_key")?);
         }
         if pending_keys.len() != pending_ids.len() {
-            return Err(EngineError::NotFound { entity: "waitpoint" });
+            return Err(tx.abandon(EngineError::NotFound { entity: "waitpoint" }).await);
         }
     }
     if taken.is_some_and(|t| !t.is_empty()) || fresh_keys.iter().any(|k| pending_keys.values().any(|p| p == k)) {
-        return Err(EngineError::Conflict(ConflictKind::WaitpointAlreadyExists));
+        return Err(tx.abandon(EngineError::Conflict(ConflictKind::WaitpointAlreadyExists)).await);
     }
     let bound: Vec<&str> = fresh_keys.iter().copied().chain(pending_keys.values().map(String::as_str)).collect();
     if let Some(k) = args.resume_condition.waitpoint_keys().into_iter().find(|k| !bound.contains(k)) {
-        return Err(EngineError::invalid(format!("the resume condition names waitpoint {k:?}, which is not bound")));
+        return Err(tx
+            .abandon(EngineError::invalid(format!("the resume condition names waitpoint {k:?}, which is not bound")))
+            .await);
     }
     let key_of = |id: Uuid| -> String {
         fresh
@@ -340,7 +344,7 @@ pub(crate) async fn suspend(
         .map_err(map_sqlx)?;
     if !written {
         // A pending waitpoint closed (expired) while this suspension was decided.
-        return Err(EngineError::State(StateKind::WaitpointClosed));
+        return Err(tx.abandon(EngineError::State(StateKind::WaitpointClosed)).await);
     }
     tx.commit().await.map_err(map_sqlx)?;
     let mut d = details(true);

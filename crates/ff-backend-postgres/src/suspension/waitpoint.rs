@@ -58,7 +58,7 @@ pub(crate) async fn create(
     let mut tx = pool.begin().await.map_err(map_sqlx)?;
     let Some(row) = bind_fence(sqlx::query(&WAITPOINT_LOCK_SQL), p).fetch_optional(&mut *tx).await.map_err(map_sqlx)?
     else {
-        return Ok(None);
+        return tx.abandon(Ok(None)).await;
     };
     let partition: i16 = col(&row, "partition_key")?;
     let now: i64 = col(&row, "now_ms")?;
@@ -82,7 +82,7 @@ pub(crate) async fn create(
         .await
         .map_err(map_sqlx)?;
     if inserted.is_none() {
-        return Err(EngineError::Conflict(ConflictKind::WaitpointAlreadyExists));
+        return Err(tx.abandon(EngineError::Conflict(ConflictKind::WaitpointAlreadyExists)).await);
     }
     tx.commit().await.map_err(map_sqlx)?;
     Ok(Some(PendingWaitpoint {
