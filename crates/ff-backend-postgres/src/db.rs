@@ -84,7 +84,8 @@ impl From<PgPool> for Db {
 
 /// An open transaction; `&mut *tx` executes statements in it. Dropped without
 /// [`commit`](Self::commit), it rolls back, but only later: sqlx queues the `ROLLBACK` and sends
-/// it when the connection is next used, so the row locks it took outlive the call. A call that
+/// it from the pool's background return of the connection, so the row locks it took outlive
+/// the call by a moment. A call that
 /// ends without writing after it locked rows therefore ends with [`abandon`](Self::abandon),
 /// which rolls back before it answers (a claim right after a refused call would otherwise skip
 /// the still-locked row).

@@ -1,7 +1,7 @@
 //! A call that ends without writing after it locked rows rolls back before it answers: its
-//! locks are gone when the caller hears the refusal. (A dropped transaction would only queue its
-//! `ROLLBACK` until the connection is used again, so the next claim could skip the execution
-//! still locked by a call that had already returned.)
+//! locks are gone when the caller hears the refusal. (A dropped transaction's `ROLLBACK` goes
+//! out later, from the pool's background return of its connection, so the next claim could
+//! skip the execution still locked by a call that had already returned.)
 
 mod common;
 
