@@ -50,9 +50,11 @@ use crate::transport::{ClaimArgs, ClaimedTask, WorkerTransport};
 
 mod budget;
 mod config;
+mod successor;
 mod suspension;
 
 pub use config::WorkerConfig;
+use successor::Successor;
 
 /// Why a handler did not complete its execution.
 #[derive(Debug)]
@@ -485,16 +487,6 @@ struct Runtime<S> {
 
 type Claimed = (ClaimedTask, OwnedSemaphorePermit);
 
-/// What a running task needs to claim its successor when it completes: the way to hand a task
-/// and its permit to the supervisor (weak, so that running tasks never keep the supervisor from
-/// draining at shutdown), the permits (to see whether the worker is saturated), and the stop.
-#[derive(Clone)]
-struct Successor {
-    tx: mpsc::WeakSender<Claimed>,
-    permits: Arc<Semaphore>,
-    stop: CancellationToken,
-}
-
 impl<S: Send + Sync + 'static> Runtime<S> {
     /// Owns every task of the worker, so aborting it aborts them all.
     async fn supervise(self: Arc<Self>, stop: CancellationToken) {
@@ -508,7 +500,7 @@ impl<S: Send + Sync + 'static> Runtime<S> {
         for lane in &self.config.lanes {
             claimers.spawn(self.clone().claim_loop(lane.clone(), per_lane, permits.clone(), tx.clone(), stop.clone()));
         }
-        let successor = Successor { tx: tx.downgrade(), permits: permits.clone(), stop: stop.clone() };
+        let successor = Successor::new(&tx, &permits, &stop);
         drop(tx);
         let release = CancellationToken::new();
         let mut running = JoinSet::new();
@@ -628,15 +620,7 @@ impl<S: Send + Sync + 'static> Runtime<S> {
                     Err(_) => break,
                 }
             }
-            let args = ClaimArgs {
-                worker_id: self.config.worker_id.clone(),
-                worker_instance_id: self.config.worker_instance_id.clone(),
-                lane: lane.clone(),
-                capabilities: self.config.capabilities.clone(),
-                lease_ttl_ms: self.config.lease_ttl.as_millis() as u64,
-                max: held.len(),
-                max_wait: self.config.claim_max_wait,
-            };
+            let args = self.claim_args(&lane, held.len(), self.config.claim_max_wait);
             match self.transport.claim(&args).await {
                 Ok(tasks) => {
                     backoff = Duration::from_millis(50);
@@ -708,56 +692,28 @@ impl<S: Send + Sync + 'static> Runtime<S> {
                 Some(Err(_)) => "error",
             },
         );
-        if let Some(Ok(result)) = &outcome
-            && let Some(next) = self.successor_claim(&ctx.inner.task, &successor)
-        {
-            match self.transport.complete_and_claim(&ctx.inner.task, result.clone(), &next.0).await {
-                Ok(tasks) => {
-                    Counters::bump(&self.counters.completed);
-                    // At most one: the claim asked for one.
-                    if let Some(task) = tasks.into_iter().next() {
-                        Counters::bump(&self.counters.claimed);
-                        Counters::bump(&self.counters.claimed_on_completion);
-                        if let Err(mpsc::error::SendError((task, _))) = next.1.send((task, permit)).await {
-                            // The supervisor is gone (the worker was killed): the lease lapses.
-                            tracing::warn!(execution = %task.execution_id, "claimed after the worker stopped");
-                        }
-                    }
-                    return;
-                }
-                Err(e) if e.is_lease_lost() => {
-                    Counters::bump(&self.counters.lease_lost);
-                    tracing::warn!(execution = %ctx.execution_id(), code = ?e.code(), "lease lost before the end call");
-                    return;
-                }
-                // In transit or refused: the end call below retries the completion alone (a
-                // completion that did land makes it answer "lease lost", counted there).
-                Err(e) => tracing::debug!(error = %e, "complete-and-claim failed; completing alone"),
-            }
-        }
+        let permit = match &outcome {
+            Some(Ok(result)) => match self.complete_and_hand_on(&ctx, result, permit, &successor).await {
+                Some(permit) => permit,
+                None => return,
+            },
+            _ => permit,
+        };
         self.end(&ctx, outcome).await;
         drop(permit);
     }
 
-    /// The claim a completing task makes for its successor, with the sender to hand it over:
-    /// only while the worker runs and every permit is taken (the claim loop is waiting for the
-    /// one this task holds), and for one execution of the task's lane, answered at once.
-    fn successor_claim(&self, task: &ClaimedTask, successor: &Successor) -> Option<(ClaimArgs, mpsc::Sender<Claimed>)> {
-        if successor.stop.is_cancelled() || successor.permits.available_permits() > 0 {
-            return None;
-        }
-        let lane = self.config.lanes.iter().find(|l| l.as_str() == task.lane_id.as_str())?;
-        let tx = successor.tx.upgrade()?;
-        let args = ClaimArgs {
+    /// A claim of up to `max` executions of `lane` as this worker.
+    fn claim_args(&self, lane: &LaneId, max: usize, max_wait: Duration) -> ClaimArgs {
+        ClaimArgs {
             worker_id: self.config.worker_id.clone(),
             worker_instance_id: self.config.worker_instance_id.clone(),
             lane: lane.clone(),
             capabilities: self.config.capabilities.clone(),
             lease_ttl_ms: self.config.lease_ttl.as_millis() as u64,
-            max: 1,
-            max_wait: Duration::ZERO,
-        };
-        Some((args, tx))
+            max,
+            max_wait,
+        }
     }
 
     /// Ends the execution per the handler's outcome (`None` = release it), retrying calls that
