@@ -391,36 +391,7 @@ async fn run(
             let mut i = lo;
             while i < hi {
                 let n = chunk.min(hi - i);
-                match &target {
-                    Target::Direct(backend) => {
-                        let batch = (i..i + n)
-                            .map(|k| {
-                                let mut a = CreateExecutionArgs::new(
-                                    ExecutionId::solo(&lane, &PartitionConfig::default()),
-                                    lane.clone(),
-                                    "bench.scenario1",
-                                    payload.clone(),
-                                );
-                                a.policy = quota.as_ref().map(|q| q.policy(k));
-                                a
-                            })
-                            .collect();
-                        backend.create_executions(batch).await?;
-                    }
-                    Target::Http(client, _) => {
-                        let encoded = ff_core::wire::encode_bytes(&payload);
-                        let batch = (i..i + n)
-                            .map(|k| SubmitRequest {
-                                lane_id: lane.as_str().to_owned(),
-                                execution_kind: "bench.scenario1".into(),
-                                input_base64: Some(encoded.clone()),
-                                policy: quota.as_ref().map(|q| q.policy(k)),
-                                ..SubmitRequest::default()
-                            })
-                            .collect();
-                        client.submit_batch(batch).await?;
-                    }
-                }
+                create(&target, &lane, "bench.scenario1", &payload, i..i + n, quota.as_ref()).await?;
                 i += n;
             }
             Ok::<_, anyhow::Error>(())
@@ -517,29 +488,49 @@ async fn warm_up(target: &Target, submitters: usize, payload: &[u8]) -> Result<(
     let mut calls = tokio::task::JoinSet::new();
     for _ in 0..submitters {
         let (target, lane, payload) = (target.clone(), lane.clone(), payload.to_vec());
-        calls.spawn(async move {
-            match &target {
-                Target::Direct(backend) => {
-                    let id = ExecutionId::solo(&lane, &PartitionConfig::default());
-                    backend
-                        .create_executions(vec![CreateExecutionArgs::new(id, lane, "bench.warmup", payload)])
-                        .await?;
-                }
-                Target::Http(client, _) => {
-                    let req = SubmitRequest {
-                        lane_id: lane.as_str().to_owned(),
-                        execution_kind: "bench.warmup".into(),
-                        input_base64: Some(ff_core::wire::encode_bytes(&payload)),
-                        ..SubmitRequest::default()
-                    };
-                    client.submit_batch(vec![req]).await?;
-                }
-            }
-            Ok::<_, anyhow::Error>(())
-        });
+        calls.spawn(async move { create(&target, &lane, "bench.warmup", &payload, 0..1, None).await });
     }
     while let Some(r) = calls.join_next().await {
         r??;
+    }
+    Ok(())
+}
+
+/// Creates one execution of `kind` on `lane` per index of `items` in one call (attached to
+/// `quota`'s policy, keyed by the index, when given).
+async fn create(
+    target: &Target,
+    lane: &LaneId,
+    kind: &str,
+    payload: &[u8],
+    items: std::ops::Range<usize>,
+    quota: Option<&admission::KeyedQuota>,
+) -> Result<()> {
+    match target {
+        Target::Direct(backend) => {
+            let batch = items
+                .map(|k| {
+                    let id = ExecutionId::solo(lane, &PartitionConfig::default());
+                    let mut a = CreateExecutionArgs::new(id, lane.clone(), kind, payload.to_vec());
+                    a.policy = quota.map(|q| q.policy(k));
+                    a
+                })
+                .collect();
+            backend.create_executions(batch).await?;
+        }
+        Target::Http(client, _) => {
+            let encoded = ff_core::wire::encode_bytes(payload);
+            let batch = items
+                .map(|k| SubmitRequest {
+                    lane_id: lane.as_str().to_owned(),
+                    execution_kind: kind.into(),
+                    input_base64: Some(encoded.clone()),
+                    policy: quota.map(|q| q.policy(k)),
+                    ..SubmitRequest::default()
+                })
+                .collect();
+            client.submit_batch(batch).await?;
+        }
     }
     Ok(())
 }

@@ -57,6 +57,15 @@ pub fn validate_claim_batch(n: usize) -> Result<(), EngineError> {
     Ok(())
 }
 
+/// Every check a claim of up to `max` executions makes before it touches the database: the
+/// policy (TTL, long-poll), the capability tokens and the batch size. The backend's claims and
+/// the server's complete-and-claim (which must refuse a bad claim before it completes) share it.
+pub fn validate_claim(policy: &ClaimPolicy, capabilities: &CapabilitySet, max: usize) -> Result<(), EngineError> {
+    policy.validate()?;
+    crate::capability::validate_tokens(&capabilities.0)?;
+    validate_claim_batch(max)
+}
+
 /// Longest long-poll a claim may ask for, in milliseconds.
 pub const MAX_CLAIM_WAIT_MS: u64 = 60_000;
 /// Longest long-poll a claim may ask for.

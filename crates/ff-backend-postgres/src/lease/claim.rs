@@ -51,16 +51,16 @@ pub(crate) struct ClaimKey {
 /// One claimed execution: its handle and, when asked for, its context.
 pub(crate) type Claimed = (Handle, Option<ExecutionContext>);
 
-/// Validates a claim and builds its key.
+/// Validates a claim of up to `max` executions and builds its key.
 pub(crate) fn key(
     lane: &LaneId,
     capabilities: &CapabilitySet,
     policy: &ClaimPolicy,
+    max: usize,
     synchronous: bool,
     with_context: bool,
 ) -> Result<ClaimKey, EngineError> {
-    policy.validate()?;
-    ff_core::capability::validate_tokens(&capabilities.0)?;
+    ff_core::validate_claim(policy, capabilities, max)?;
     Ok(ClaimKey {
         lane: lane.clone(),
         capabilities: capabilities.0.iter().cloned().collect(),

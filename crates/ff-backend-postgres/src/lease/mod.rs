@@ -33,7 +33,7 @@ impl PostgresBackend {
         with_context: bool,
     ) -> Result<Option<claim::Claimed>, EngineError> {
         let key =
-            claim::key(lane, capabilities, &policy, self.synchronous_claims.load(Ordering::Relaxed), with_context)?;
+            claim::key(lane, capabilities, &policy, 1, self.synchronous_claims.load(Ordering::Relaxed), with_context)?;
         self.note_claimer(lane, capabilities).await?;
         let groups = self.claims.get_or_init(|| ClaimGroups::start(self.pool.clone(), self.positions.clone()));
         let mut poll = claim::Poll::new(policy.max_wait, self.lane_wakeup(lane, policy.max_wait));
@@ -59,9 +59,14 @@ impl PostgresBackend {
         max: usize,
         with_context: bool,
     ) -> Result<Vec<claim::Claimed>, EngineError> {
-        ff_core::validate_claim_batch(max)?;
-        let key =
-            claim::key(lane, capabilities, &policy, self.synchronous_claims.load(Ordering::Relaxed), with_context)?;
+        let key = claim::key(
+            lane,
+            capabilities,
+            &policy,
+            max,
+            self.synchronous_claims.load(Ordering::Relaxed),
+            with_context,
+        )?;
         self.note_claimer(lane, capabilities).await?;
         let wake = self.lane_wakeup(lane, policy.max_wait);
         let claimed = claim::claim_lane(&self.pool, &key, &policy, max, wake, &self.positions).await?;

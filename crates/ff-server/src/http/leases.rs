@@ -214,11 +214,9 @@ impl CheckedClaim {
     fn new(worker_id: String, req: ClaimRequest) -> Result<Self, EngineError> {
         let mut policy = ClaimPolicy::new(worker_id, &req.worker_instance_id, req.lease_ttl_ms);
         policy.max_wait = req.max_wait();
-        policy.validate()?;
-        ff_core::validate_claim_batch(req.max)?;
         let lane = LaneId::try_new(req.lane_id)?;
         let capabilities = CapabilitySet::try_from_iter(req.capabilities)?;
-        ff_core::capability::validate_tokens(&capabilities.0)?;
+        ff_core::validate_claim(&policy, &capabilities, req.max)?;
         Ok(Self { lane, capabilities, policy, max: req.max })
     }
 
