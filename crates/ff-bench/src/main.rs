@@ -194,6 +194,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> Result<()> {
+    // The process settings of the `ff` binary too; without them the run is only slower.
+    let _ = ff_server::process::keep_small_pages();
     let cli = Cli::parse();
     match cli.scenario {
         Scenario::S1(args) => s1(args).await,

@@ -53,6 +53,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    let small_pages = ff_server::process::keep_small_pages();
     let cli = Cli::parse();
     let default_level = match cli.command {
         Command::Demo(_) | Command::Executions(_) | Command::Workers(_) | Command::Budgets(_) | Command::Quotas(_) => {
@@ -75,6 +76,9 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Err(e) = small_pages {
+        tracing::debug!(error = %e, "transparent huge pages stay on for this process");
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .on_thread_park(allocator::collect_if_asked)

@@ -16,6 +16,7 @@ pub mod dashboard;
 pub mod http;
 pub mod metrics;
 pub mod openapi;
+pub mod process;
 pub mod tls;
 
 use std::net::SocketAddr;
