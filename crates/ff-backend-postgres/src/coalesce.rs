@@ -10,13 +10,21 @@
 //! after the transaction holding its item has committed, so the guarantees of a single-item
 //! call are unchanged. (River's batch completer and graphile-worker's local queue and batched
 //! job release are the same idea.)
+//!
+//! One group of each kind is in flight at a time, so groups are as large as the callers' overlap
+//! makes them and each statement's start-up, commit and WAL flush are shared by the most items.
+//! Measured on two cores, 16 workers at batch 1 (S1, interleaved runs): 4,040-4,280
+//! executions/s with one group in flight per kind against 3,560-3,840 with two, and less with
+//! three or four (each group waits behind fewer statements but carries fewer items, and claims
+//! of one lane contend for its head); capability routing (S5) and flow chains (S4) were faster
+//! with one as well.
 
 use std::future::Future;
 use std::sync::Arc;
 
 use crate::db::Db;
 use ff_core::{EngineError, HandlePayload, WorkerInstanceId};
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::attempt_end;
 use crate::lease::claim::{self, ClaimKey, Claimed};
@@ -24,15 +32,6 @@ use crate::lease::position::ClaimPositions;
 
 /// Most items in one group.
 pub(crate) const MAX_GROUP: usize = 256;
-/// Groups of one kind in flight at once. One: the next group forms while the current one runs,
-/// so groups are as large as the callers' overlap makes them and each statement's start-up
-/// and commit are shared by the most items. Measured on two cores, 16 workers at batch 1
-/// (S1, interleaved runs): one group in flight per kind gave 4,040-4,280 executions/s against
-/// 3,560-3,840 with two and less with three or four (each group waits behind fewer
-/// statements but carries fewer items, and claims of one lane contend for its head); capability
-/// routing (S5) and flow chains (S4) were faster with one as well.
-const GROUPS_IN_FLIGHT: usize = 1;
-
 /// A queue whose flusher hands everything queued at once to `flush` as one group.
 struct Groups<T> {
     tx: mpsc::UnboundedSender<T>,
@@ -42,16 +41,13 @@ impl<T: Send + 'static> Groups<T> {
     /// Starts the flusher on the current runtime; it stops when the queue is dropped.
     fn start<F, Fut>(pool: Db, flush: F) -> Self
     where
-        F: Fn(Db, Vec<T>) -> Fut + Send + Sync + 'static,
+        F: Fn(Db, Vec<T>) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
         let (tx, mut rx) = mpsc::unbounded_channel::<T>();
-        let flush = Arc::new(flush);
         tokio::spawn(async move {
-            let slots = Arc::new(Semaphore::new(GROUPS_IN_FLIGHT));
             while let Some(first) = rx.recv().await {
-                let Ok(permit) = slots.clone().acquire_owned().await else { return };
-                // Everything that queued while we waited for a slot joins this group.
+                // Everything that queued while the previous group ran joins this one.
                 let mut group = vec![first];
                 while group.len() < MAX_GROUP {
                     match rx.try_recv() {
@@ -59,11 +55,9 @@ impl<T: Send + 'static> Groups<T> {
                         Err(_) => break,
                     }
                 }
-                let (flush, pool) = (flush.clone(), pool.clone());
-                tokio::spawn(async move {
-                    flush(pool, group).await;
-                    drop(permit);
-                });
+                // The group runs as a task of its own: a panic in it drops its callers' replies
+                // (they get an error) without stopping the queue.
+                let _ = tokio::spawn(flush(pool.clone(), group)).await;
             }
         });
         Self { tx }
@@ -158,26 +152,24 @@ async fn flush_claims(pool: Db, group: Vec<ClaimItem>, positions: Arc<ClaimPosit
     }
     // Each key's statement claims from its own lane (or its own capability routes), so they
     // run side by side, each on its own connection.
-    let statements = by_key.into_iter().map(|(key, items)| {
-        let (pool, positions) = (pool.clone(), positions.clone());
-        async move {
-            let instances: Vec<&str> = items.iter().map(|i| i.instance.as_str()).collect();
-            match claim::claim_slots(&pool, &key, &instances, &positions).await {
-                Ok(claimed) => {
-                    let mut handles: Vec<Option<Claimed>> = vec![None; items.len()];
-                    for (slot, one) in claimed {
-                        if let Some(h) = slot.checked_sub(1).and_then(|i| handles.get_mut(i)) {
-                            *h = Some(one);
-                        }
-                    }
-                    for (item, handle) in items.into_iter().zip(handles) {
-                        let _ = item.reply.send(Ok(handle));
+    let (pool, positions) = (&pool, &positions);
+    let statements = by_key.into_iter().map(|(key, items)| async move {
+        let instances: Vec<&str> = items.iter().map(|i| i.instance.as_str()).collect();
+        match claim::claim_slots(pool, &key, &instances, positions).await {
+            Ok(claimed) => {
+                let mut handles: Vec<Option<Claimed>> = vec![None; items.len()];
+                for (slot, one) in claimed {
+                    if let Some(h) = slot.checked_sub(1).and_then(|i| handles.get_mut(i)) {
+                        *h = Some(one);
                     }
                 }
-                Err(e) => {
-                    for item in items {
-                        let _ = item.reply.send(Err(crate::error::duplicate(&e)));
-                    }
+                for (item, handle) in items.into_iter().zip(handles) {
+                    let _ = item.reply.send(Ok(handle));
+                }
+            }
+            Err(e) => {
+                for item in items {
+                    let _ = item.reply.send(Err(crate::error::duplicate(&e)));
                 }
             }
         }
