@@ -33,9 +33,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use ff_core::{
-    AppendFrameOutcome, AttemptIndex, EngineError, ExecutionId, FailOutcome, FailureClass, FailureReason, Frame,
-    FrameKind, Handle, HandleKind, HeartbeatWorkerArgs, HeartbeatWorkerOutcome, LaneId, MarkWorkerDeadArgs,
-    MarkWorkerDeadOutcome, Namespace, StreamMode, TimestampMs, WorkerId, WorkerInstanceId,
+    FailOutcome, FailureClass, FailureReason, HeartbeatWorkerArgs, HeartbeatWorkerOutcome, LaneId, MarkWorkerDeadArgs,
+    MarkWorkerDeadOutcome, Namespace, TimestampMs, WorkerId, WorkerInstanceId,
 };
 use futures::FutureExt;
 use serde::Serialize;
@@ -50,229 +49,17 @@ use crate::transport::{ClaimArgs, ClaimedTask, WorkerTransport};
 
 mod budget;
 mod config;
+mod context;
+mod handler_error;
 mod successor;
 mod suspension;
 
 pub use config::WorkerConfig;
+pub use context::TaskContext;
+use context::{TaskShared, renew_loop};
+use handler_error::EndAction;
+pub use handler_error::HandlerError;
 use successor::Successor;
-
-/// Why a handler did not complete its execution.
-#[derive(Debug)]
-pub struct HandlerError {
-    action: EndAction,
-}
-
-#[derive(Debug)]
-enum EndAction {
-    Fail { class: FailureClass, message: String, detail: Option<String> },
-    Cancel { reason: String },
-    Delay { until: TimestampMs },
-    WaitChildren,
-    Suspend(Box<ff_core::SuspendArgs>),
-}
-
-impl HandlerError {
-    /// A failure that may succeed on retry (the stored retry policy decides when).
-    pub fn transient(message: impl Into<String>) -> Self {
-        Self::failure(FailureClass::Transient, message)
-    }
-
-    /// A failure that will not succeed on retry: the execution fails now.
-    pub fn permanent(message: impl Into<String>) -> Self {
-        Self::failure(FailureClass::Permanent, message)
-    }
-
-    /// A failure of a given class.
-    pub fn failure(class: FailureClass, message: impl Into<String>) -> Self {
-        Self { action: EndAction::Fail { class, message: message.into(), detail: None } }
-    }
-
-    /// Cancels the execution instead of failing it.
-    pub fn cancel(reason: impl Into<String>) -> Self {
-        Self { action: EndAction::Cancel { reason: reason.into() } }
-    }
-
-    /// Parks the execution until `until`; the same attempt resumes then.
-    pub fn delay_until(until: TimestampMs) -> Self {
-        Self { action: EndAction::Delay { until } }
-    }
-
-    /// Releases the execution until its children end: the members of its flow it waits for
-    /// (the upstreams of its edge group, e.g. spawned with `Client::add_children`). Once every
-    /// child has ended the same attempt is claimed again and the handler runs again from the
-    /// start, with [`TaskContext::claim_kind`] `Resumed` and the same
-    /// [`TaskContext::attempt_index`]. Since a release at shutdown also resumes an attempt, a
-    /// handler tells its second run apart by its children: when `Client::list_edges` (`to` its
-    /// own id) finds edges, they were spawned, and their results are read with
-    /// `Client::result`. Children that all ended already resume it at once; a group that can no
-    /// longer be satisfied (a child failed) skips the execution.
-    pub fn wait_for_children() -> Self {
-        Self { action: EndAction::WaitChildren }
-    }
-
-    /// Adds detail (a stack trace, a response body) to a failure.
-    pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
-        if let EndAction::Fail { detail: d, .. } = &mut self.action {
-            *d = Some(detail.into());
-        }
-        self
-    }
-}
-
-/// Any error converts into a transient failure whose message is the error's source chain.
-impl<E: Into<Box<dyn std::error::Error + Send + Sync>>> From<E> for HandlerError {
-    fn from(e: E) -> Self {
-        let e: Box<dyn std::error::Error + Send + Sync> = e.into();
-        let mut message = e.to_string();
-        let mut source = e.source();
-        while let Some(s) = source {
-            message.push_str(": ");
-            message.push_str(&s.to_string());
-            source = s.source();
-        }
-        Self::transient(message)
-    }
-}
-
-/// What a handler sees: the execution, shared state, and lease-holder calls.
-pub struct TaskContext<S> {
-    inner: Arc<TaskShared<S>>,
-}
-
-impl<S> Clone for TaskContext<S> {
-    fn clone(&self) -> Self {
-        Self { inner: self.inner.clone() }
-    }
-}
-
-struct TaskShared<S> {
-    task: ClaimedTask,
-    transport: Arc<dyn WorkerTransport>,
-    state: Arc<S>,
-    worker_instance_id: String,
-    healthy: AtomicBool,
-}
-
-impl<S> TaskContext<S> {
-    /// Execution.
-    pub fn execution_id(&self) -> ExecutionId {
-        self.inner.task.execution_id
-    }
-
-    /// Attempt index (0 on the first try).
-    pub fn attempt_index(&self) -> AttemptIndex {
-        self.inner.task.attempt_index
-    }
-
-    /// Fresh attempt, resumed attempt, or reclaim of a lost lease.
-    pub fn claim_kind(&self) -> HandleKind {
-        self.inner.task.claim_kind
-    }
-
-    /// Execution kind.
-    pub fn execution_kind(&self) -> &str {
-        &self.inner.task.execution_kind
-    }
-
-    /// Lane.
-    pub fn lane(&self) -> &LaneId {
-        &self.inner.task.lane_id
-    }
-
-    /// Tags.
-    pub fn tags(&self) -> &std::collections::BTreeMap<String, String> {
-        &self.inner.task.tags
-    }
-
-    /// The worker process running this task.
-    pub fn worker_instance_id(&self) -> &str {
-        &self.inner.worker_instance_id
-    }
-
-    /// Shared state given to the worker.
-    pub fn state(&self) -> &S {
-        &self.inner.state
-    }
-
-    /// The lease handle (for calls the context does not wrap).
-    pub fn handle(&self) -> &Handle {
-        &self.inner.task.handle
-    }
-
-    /// False once renewals fail repeatedly or find the lease gone: check before irreversible
-    /// side effects.
-    pub fn lease_healthy(&self) -> bool {
-        self.inner.healthy.load(Ordering::Relaxed)
-    }
-
-    /// Reports progress (0..=100) and/or a message.
-    pub async fn progress(&self, percent: Option<u8>, message: Option<&str>) -> Result<(), SdkError> {
-        self.inner.transport.progress(&self.inner.task, percent, message.map(str::to_owned)).await
-    }
-
-    /// Appends a UTF-8 frame of `frame_type` on the `event` channel.
-    pub async fn append_frame(&self, frame_type: &str, text: &str) -> Result<AppendFrameOutcome, SdkError> {
-        self.append_frame_bytes(FrameKind::Event, frame_type, text.as_bytes().to_vec()).await
-    }
-
-    /// Appends a frame with explicit channel and bytes.
-    pub async fn append_frame_bytes(
-        &self,
-        kind: FrameKind,
-        frame_type: &str,
-        bytes: Vec<u8>,
-    ) -> Result<AppendFrameOutcome, SdkError> {
-        self.append(Frame {
-            bytes,
-            kind,
-            frame_type: frame_type.to_owned(),
-            correlation_id: None,
-            mode: StreamMode::Durable,
-        })
-        .await
-    }
-
-    /// Merges `patch` (a JSON object, RFC 7396; `null` deletes a key) into this attempt's
-    /// summary document, keeping the patch as a durable frame of `frame_type`.
-    pub async fn update_summary(
-        &self,
-        frame_type: &str,
-        patch: &serde_json::Value,
-    ) -> Result<AppendFrameOutcome, SdkError> {
-        let bytes = serde_json::to_vec(patch).map_err(|e| SdkError::from(EngineError::invalid(e.to_string())))?;
-        self.append(Frame {
-            bytes,
-            kind: FrameKind::Event,
-            frame_type: frame_type.to_owned(),
-            correlation_id: None,
-            mode: StreamMode::durable_summary(),
-        })
-        .await
-    }
-
-    /// Appends a best-effort live frame: watchers see it, but the stream keeps only about the
-    /// frames of the last `ttl` (never trimming durable frames).
-    pub async fn append_live_frame(
-        &self,
-        frame_type: &str,
-        text: &str,
-        ttl: std::time::Duration,
-    ) -> Result<AppendFrameOutcome, SdkError> {
-        self.append(Frame {
-            bytes: text.as_bytes().to_vec(),
-            kind: FrameKind::Event,
-            frame_type: frame_type.to_owned(),
-            correlation_id: None,
-            mode: StreamMode::best_effort_live(ttl.as_millis().clamp(1, 86_400_000) as u64),
-        })
-        .await
-    }
-
-    /// Appends any frame.
-    pub async fn append(&self, frame: Frame) -> Result<AppendFrameOutcome, SdkError> {
-        self.inner.transport.append_frame(&self.inner.task, frame).await
-    }
-}
 
 type HandlerFuture = Pin<Box<dyn Future<Output = Result<Option<Vec<u8>>, HandlerError>> + Send>>;
 type ErasedHandler<S> = Arc<dyn Fn(TaskContext<S>, Vec<u8>) -> HandlerFuture + Send + Sync>;
@@ -784,34 +571,6 @@ impl<S> Runtime<S> {
             Err(e) => Err(e),
         }
     }
-}
-
-/// Renews every third of the TTL; never returns (a lost lease just stops the renewals).
-async fn renew_loop<S>(ctx: TaskContext<S>) {
-    let period = Duration::from_millis(ctx.inner.task.lease_ttl_ms / 3).max(Duration::from_millis(10));
-    let mut failures = 0u32;
-    loop {
-        tokio::time::sleep(period).await;
-        match ctx.inner.transport.renew(&ctx.inner.task).await {
-            Ok(_) => {
-                failures = 0;
-                ctx.inner.healthy.store(true, Ordering::Relaxed);
-            }
-            Err(e) if e.is_lease_lost() => {
-                ctx.inner.healthy.store(false, Ordering::Relaxed);
-                tracing::warn!(execution = %ctx.execution_id(), code = ?e.code(), "lease lost; renewals stop");
-                break;
-            }
-            Err(e) => {
-                failures += 1;
-                if failures >= 3 {
-                    ctx.inner.healthy.store(false, Ordering::Relaxed);
-                }
-                tracing::debug!(error = %e, failures, "renewal failed");
-            }
-        }
-    }
-    std::future::pending::<()>().await;
 }
 
 /// When a released execution becomes claimable again: the epoch, which is always due, so the
