@@ -10,7 +10,9 @@
 //! off the process used about a quarter less CPU for the same work. A server's heap is small
 //! enough that huge pages buy it nothing in TLB reach.
 
-/// Turns transparent huge pages off for this process and the children it starts. Call it first
+/// Turns transparent huge pages off for this process and the children it starts (an embedded
+/// cluster's PostgreSQL processes among them; its shared buffers are unaffected: PostgreSQL
+/// backs them with explicit huge pages when configured, never transparent ones). Call it first
 /// thing in `main`: pages already backed by huge pages keep them until they are freed. An error
 /// (a kernel without the setting) leaves the process as it was, which is only slower.
 pub fn keep_small_pages() -> std::io::Result<()> {
