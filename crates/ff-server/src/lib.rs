@@ -112,12 +112,7 @@ impl Server {
         let https = tls.is_some();
         let serving = match tls {
             None => {
-                // Answers go out at once rather than waiting on Nagle's algorithm for an ACK.
-                let listener = listener.tap_io(|tcp| {
-                    if let Err(e) = tcp.set_nodelay(true) {
-                        tracing::debug!(error = %e, "could not set TCP_NODELAY");
-                    }
-                });
+                let listener = listener.tap_io(|tcp| answer_at_once(tcp));
                 tokio::spawn(axum::serve(listener, app).with_graceful_shutdown(shutdown).into_future())
             }
             Some(tls) => {
@@ -210,4 +205,12 @@ async fn seed_waitpoint_key(backend: &PostgresBackend, config: &ServerConfig) ->
         ),
     }
     Ok(())
+}
+
+/// Sets `TCP_NODELAY` on an accepted connection (plain or TLS): answers go out at once rather
+/// than waiting on Nagle's algorithm for the client's ACK of the previous segment.
+fn answer_at_once(tcp: &tokio::net::TcpStream) {
+    if let Err(e) = tcp.set_nodelay(true) {
+        tracing::debug!(error = %e, "could not set TCP_NODELAY");
+    }
 }

@@ -154,10 +154,7 @@ async fn accept_loop(
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => {
-                // Answers go out at once rather than waiting on Nagle's algorithm for an ACK.
-                if let Err(e) = accepted.0.set_nodelay(true) {
-                    tracing::debug!(error = %e, "could not set TCP_NODELAY");
-                }
+                crate::answer_at_once(&accepted.0);
                 accepted
             }
             Err(e) => {
