@@ -11,6 +11,7 @@ use uuid::Uuid;
 
 use crate::error::map_sqlx;
 use crate::lease::claim::{self, ById};
+use crate::lease::wrong_lane;
 use crate::row::col;
 use crate::suspension::keystore;
 
@@ -140,9 +141,7 @@ pub(crate) async fn issue(pool: &Db, args: &IssueClaimGrantArgs) -> Result<Issue
     };
     let lane: String = col(&row, "lane_id")?;
     if lane != args.lane_id.as_str() {
-        let refusal =
-            EngineError::invalid(format!("execution {id} is on lane {lane:?}, not {:?}", args.lane_id.as_str()));
-        return Err(tx.abandon(refusal).await);
+        return Err(tx.abandon(wrong_lane(&id, &lane, &args.lane_id)).await);
     }
     let required: Vec<String> = col(&row, "required_capabilities")?;
     let missing: Vec<String> = required.into_iter().filter(|c| !args.worker_capabilities.0.contains(c)).collect();
@@ -261,9 +260,7 @@ pub(crate) async fn grant_and_claim(
     };
     let lane: String = col(&row, "lane_id")?;
     if lane != args.lane_id.as_str() {
-        let refusal =
-            EngineError::invalid(format!("execution {id} is on lane {lane:?}, not {:?}", args.lane_id.as_str()));
-        return Err(tx.abandon(refusal).await);
+        return Err(tx.abandon(wrong_lane(&id, &lane, &args.lane_id)).await);
     }
     let policy = ClaimPolicy {
         worker_id: WorkerId(OPERATOR_WORKER.into()),

@@ -174,3 +174,8 @@ impl LeaseBackend for PostgresBackend {
         Ok(out)
     }
 }
+
+/// The refusal of a call naming `lane` for an execution that is on `actual`.
+pub(crate) fn wrong_lane(id: &ExecutionId, actual: &str, lane: &LaneId) -> EngineError {
+    EngineError::invalid(format!("execution {id} is on lane {actual:?}, not {:?}", lane.as_str()))
+}

@@ -49,12 +49,7 @@ pub(crate) async fn issue_reclaim_grant(
     }
     let lane: String = col(&row, "lane_id")?;
     if lane != args.lane_id.as_str() {
-        return Err(tx
-            .abandon(EngineError::invalid(format!(
-                "execution {id} is on lane {lane:?}, not {:?}",
-                args.lane_id.as_str()
-            )))
-            .await);
+        return Err(tx.abandon(super::wrong_lane(id, &lane, &args.lane_id)).await);
     }
     let ownership = OwnershipState::parse(&col::<String>(&row, "ownership_state")?)?;
     if !matches!(ownership, OwnershipState::LeaseExpiredReclaimable | OwnershipState::LeaseRevoked) {
